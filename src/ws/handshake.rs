@@ -1,0 +1,463 @@
+//! The HTTP/1.1 upgrade (RFC 6455 4.2): parse a request as it arrives, decide
+//! whether to accept it, and produce the exact reply bytes.
+//!
+//! Parsing is incremental and cheap to repeat: httparse only runs again when
+//! a new line has arrived, so a request trickled one byte at a time costs
+//! one parse per line, not one per byte. Nothing is allocated until the
+//! reply is written.
+
+use tungstenite::handshake::derive_accept_key;
+
+use super::error::HandshakeError;
+
+/// Headers a request may carry at most, whatever the configuration says:
+/// the parse array lives on the stack.
+pub const HEADER_CAPACITY: usize = 64;
+
+/// What the server accepts in an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeConfig {
+    /// Request paths served (the part before any `?`). Default `/ws` and `/`.
+    pub paths: Vec<String>,
+    /// Allowed `Origin` values; empty means any. A request without `Origin`
+    /// (not from a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in its order of preference.
+    pub protocols: Vec<String>,
+    /// Largest request head in bytes (default 8 KiB); past it, 431.
+    pub max_header_size: usize,
+    /// Most header lines (default 32, at most [`HEADER_CAPACITY`]); past it, 431.
+    pub max_headers: usize,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        HandshakeConfig {
+            paths: vec!["/ws".into(), "/".into()],
+            allowed_origins: Vec::new(),
+            protocols: Vec::new(),
+            max_header_size: 8 * 1024,
+            max_headers: 32,
+        }
+    }
+}
+
+/// An accepted upgrade request; borrows the bytes it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The request path, without the query string.
+    pub path: &'a str,
+    /// The query string after `?`, if any.
+    pub query: Option<&'a str>,
+    /// The `Origin` header, if sent.
+    pub origin: Option<&'a str>,
+    /// The subprotocol the server selected, if any.
+    pub protocol: Option<&'a str>,
+    /// The `Sec-WebSocket-Key` header.
+    pub key: &'a str,
+    /// Bytes taken by the request head; frames may follow right after it.
+    pub head_len: usize,
+}
+
+/// Parses an upgrade request from the front of `buf`.
+///
+/// `scanned` is how much of `buf` earlier calls have seen (start at 0; keep
+/// it between calls while the buffer only grows). `Ok(None)`: the request is
+/// not complete yet. `Err`: refuse with [`write_reject`].
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    scanned: &mut usize,
+    cfg: &HandshakeConfig,
+) -> Result<Option<Request<'a>>, HandshakeError> {
+    let limit = cfg.max_header_size;
+    // Parse on the first bytes (garbage fails at once) and whenever a line
+    // has ended since the last call; otherwise nothing can have changed.
+    let first = *scanned == 0;
+    let new_line = buf[(*scanned).min(buf.len())..].contains(&b'\n');
+    *scanned = buf.len();
+    if !first && !new_line {
+        return if buf.len() > limit {
+            Err(HandshakeError::HeaderTooLarge)
+        } else {
+            Ok(None)
+        };
+    }
+    let mut headers = [httparse::EMPTY_HEADER; HEADER_CAPACITY];
+    let max_headers = cfg.max_headers.clamp(1, HEADER_CAPACITY);
+    let mut req = httparse::Request::new(&mut headers[..max_headers]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= limit => n,
+        Ok(httparse::Status::Complete(_)) => return Err(HandshakeError::HeaderTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > limit => {
+            return Err(HandshakeError::HeaderTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeaderTooLarge),
+        Err(_) => return Err(HandshakeError::Malformed),
+    };
+    validate(&req, cfg, head_len).map(Some)
+}
+
+fn validate<'a>(
+    req: &httparse::Request<'_, 'a>,
+    cfg: &HandshakeConfig,
+    head_len: usize,
+) -> Result<Request<'a>, HandshakeError> {
+    if req.version != Some(1) {
+        return Err(HandshakeError::Malformed);
+    }
+    if req.method != Some("GET") {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    let target = req.path.ok_or(HandshakeError::Malformed)?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+
+    let mut host = false;
+    let mut upgrade = false;
+    let mut connection = false;
+    let mut version = None;
+    let mut key = None;
+    let mut origin = None;
+    let mut protocol: Option<(usize, &'a str)> = None;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HandshakeError::Malformed)?
+            .trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= has_token(value, "websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection |= has_token(value, "upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            if key.replace(value).is_some() {
+                return Err(HandshakeError::BadKey);
+            }
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            for offered in value.split(',').map(str::trim) {
+                let rank = cfg.protocols.iter().position(|p| p == offered);
+                if let Some(rank) = rank {
+                    if protocol.is_none_or(|(best, _)| rank < best) {
+                        protocol = Some((rank, offered));
+                    }
+                }
+            }
+        }
+    }
+
+    if !host {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !cfg.paths.iter().any(|p| p == path) {
+        return Err(HandshakeError::UnknownPath);
+    }
+    if !upgrade || !connection {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if version != Some("13") {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let key = key
+        .filter(|k| is_valid_key(k))
+        .ok_or(HandshakeError::BadKey)?;
+    if let Some(o) = origin {
+        if !cfg.allowed_origins.is_empty() && !cfg.allowed_origins.iter().any(|a| a == o) {
+            return Err(HandshakeError::ForbiddenOrigin);
+        }
+    }
+    Ok(Request {
+        path,
+        query,
+        origin,
+        protocol: protocol.map(|(_, p)| p),
+        key,
+        head_len,
+    })
+}
+
+/// True if the comma-separated `list` holds `token`, ignoring ASCII case.
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A Sec-WebSocket-Key is the base64 of 16 bytes: 22 symbols and `==`, the
+/// last symbol carrying only 2 bits (so one of `A`, `Q`, `g`, `w`).
+fn is_valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let symbol = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    b.len() == 24
+        && b[..21].iter().all(symbol)
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+        && &b[22..] == b"=="
+}
+
+/// Appends the `101 Switching Protocols` reply for `req`.
+pub fn write_accept(out: &mut Vec<u8>, req: &Request<'_>) {
+    let accept = derive_accept_key(req.key.as_bytes());
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept.as_bytes());
+    if let Some(p) = req.protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends the error reply for `err`: status line, the headers the status
+/// calls for, `Connection: close` and a one-line plain-text body.
+pub fn write_reject(out: &mut Vec<u8>, err: HandshakeError) {
+    use std::io::Write;
+    let status = err.status();
+    let phrase = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let extra = match err {
+        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+        HandshakeError::NotUpgrade => "Upgrade: websocket\r\n",
+        HandshakeError::MethodNotAllowed => "Allow: GET\r\n",
+        HandshakeError::Overloaded => "Retry-After: 1\r\n",
+        _ => "",
+    };
+    let body = err.reason();
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {phrase}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+        body.len() + 1
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn request(extra: &str) -> String {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    fn parse<'a>(
+        bytes: &'a [u8],
+        cfg: &HandshakeConfig,
+    ) -> Result<Option<Request<'a>>, HandshakeError> {
+        let mut scanned = 0;
+        parse_request(bytes, &mut scanned, cfg)
+    }
+
+    fn reply_of(err: HandshakeError) -> String {
+        let mut out = Vec::new();
+        write_reject(&mut out, err);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rfc_example_is_accepted_with_exact_reply() {
+        let raw = request("");
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!((req.path, req.key, req.head_len), ("/ws", KEY, raw.len()));
+        let mut out = Vec::new();
+        write_accept(&mut out, &req);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let raw = request("");
+        let cfg = HandshakeConfig::default();
+        let mut scanned = 0;
+        for end in 1..raw.len() {
+            assert_eq!(
+                parse_request(&raw.as_bytes()[..end], &mut scanned, &cfg),
+                Ok(None),
+                "{end}"
+            );
+        }
+        let req = parse_request(raw.as_bytes(), &mut scanned, &cfg)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.head_len, raw.len());
+    }
+
+    #[test]
+    fn pipelined_frame_after_the_head_is_left_for_the_caller() {
+        let mut raw = request("").into_bytes();
+        let head = raw.len();
+        raw.extend_from_slice(&[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ]);
+        let req = parse(&raw, &HandshakeConfig::default()).unwrap().unwrap();
+        assert_eq!(req.head_len, head);
+        assert_eq!(raw[req.head_len], 0x81);
+    }
+
+    #[test]
+    fn header_names_and_tokens_ignore_case_and_lists() {
+        let raw = format!(
+            "GET /?x=1 HTTP/1.1\r\nhost: a\r\nupgrade: WebSocket\r\nCONNECTION: keep-alive, Upgrade\r\nsec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n\r\n"
+        );
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!((req.path, req.query), ("/", Some("x=1")));
+    }
+
+    #[test]
+    fn subprotocol_is_chosen_in_server_order() {
+        let cfg = HandshakeConfig {
+            protocols: vec!["v2.chat".into(), "chat".into()],
+            ..Default::default()
+        };
+        let raw = request("Sec-WebSocket-Protocol: chat, v2.chat\r\n");
+        let req = parse(raw.as_bytes(), &cfg).unwrap().unwrap();
+        assert_eq!(req.protocol, Some("v2.chat"));
+        let mut out = Vec::new();
+        write_accept(&mut out, &req);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nSec-WebSocket-Protocol: v2.chat\r\n"));
+        let raw = request("Sec-WebSocket-Protocol: other\r\n");
+        assert_eq!(parse(raw.as_bytes(), &cfg).unwrap().unwrap().protocol, None);
+    }
+
+    #[test]
+    fn refusals_map_to_their_status() {
+        let cfg = HandshakeConfig {
+            allowed_origins: vec!["https://good.example".into()],
+            ..Default::default()
+        };
+        let base = request("");
+        let cases: Vec<(String, HandshakeError)> = vec![
+            ("hello there\r\n\r\n".into(), HandshakeError::Malformed),
+            (
+                "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03\r\n".into(),
+                HandshakeError::Malformed,
+            ),
+            (
+                base.replace("GET", "POST"),
+                HandshakeError::MethodNotAllowed,
+            ),
+            (
+                base.replace("HTTP/1.1", "HTTP/1.0"),
+                HandshakeError::Malformed,
+            ),
+            (
+                base.replace("Host: example.com\r\n", ""),
+                HandshakeError::MissingHost,
+            ),
+            (base.replace("/ws", "/nope"), HandshakeError::UnknownPath),
+            (
+                base.replace("Upgrade: websocket\r\n", ""),
+                HandshakeError::NotUpgrade,
+            ),
+            (
+                base.replace("Connection: Upgrade", "Connection: keep-alive"),
+                HandshakeError::NotUpgrade,
+            ),
+            (
+                base.replace("Version: 13", "Version: 8"),
+                HandshakeError::UnsupportedVersion,
+            ),
+            (base.replace(KEY, "short=="), HandshakeError::BadKey),
+            (
+                base.replace(KEY, "dGhlIHNhbXBsZSBub25jZR=="),
+                HandshakeError::BadKey,
+            ),
+            (
+                request(&format!("Sec-WebSocket-Key: {KEY}\r\n")),
+                HandshakeError::BadKey,
+            ),
+            (
+                request("Origin: https://evil.example\r\n"),
+                HandshakeError::ForbiddenOrigin,
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(parse(raw.as_bytes(), &cfg), Err(want), "{raw:?}");
+        }
+        assert!(
+            parse(request("Origin: https://good.example\r\n").as_bytes(), &cfg)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn size_and_count_limits() {
+        let cfg = HandshakeConfig {
+            max_header_size: 256,
+            max_headers: 8,
+            ..Default::default()
+        };
+        let big = request(&format!("X-Pad: {}\r\n", "a".repeat(300)));
+        assert_eq!(
+            parse(big.as_bytes(), &cfg),
+            Err(HandshakeError::HeaderTooLarge)
+        );
+        // Endless header with no newline at all.
+        let endless = format!("GET /ws HTTP/1.1\r\nX: {}", "a".repeat(300));
+        assert_eq!(
+            parse(endless.as_bytes(), &cfg),
+            Err(HandshakeError::HeaderTooLarge)
+        );
+        let many = request(&"X-A: 1\r\n".repeat(4)); // 5 required + 4 > 8
+        assert_eq!(
+            parse(many.as_bytes(), &cfg),
+            Err(HandshakeError::HeaderTooLarge)
+        );
+    }
+
+    #[test]
+    fn reject_replies_are_exact() {
+        assert_eq!(
+            reply_of(HandshakeError::UnsupportedVersion),
+            "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 44\r\nConnection: close\r\n\r\nunsupported Sec-WebSocket-Version (13 only)\n"
+        );
+        for (err, line) in [
+            (HandshakeError::Malformed, "HTTP/1.1 400 Bad Request\r\n"),
+            (
+                HandshakeError::ForbiddenOrigin,
+                "HTTP/1.1 403 Forbidden\r\n",
+            ),
+            (HandshakeError::UnknownPath, "HTTP/1.1 404 Not Found\r\n"),
+            (
+                HandshakeError::HeaderTooLarge,
+                "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            ),
+            (
+                HandshakeError::Overloaded,
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n",
+            ),
+        ] {
+            let reply = reply_of(err);
+            assert!(reply.starts_with(line), "{reply}");
+            let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+            assert!(head.ends_with("Connection: close"));
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! One connection's protocol state machine, sans-io: bytes in, events out,
+//! reply bytes appended to the caller's output buffer.
+//!
+//! ```text
+//!  Handshake --101--> Open --we send close--> CloseSent --peer's close--> Closed
+//!      |                |                                                 ^
+//!      +--4xx-----------+--peer's close (echoed) / protocol error---------+
+//! ```
+//!
+//! A [`Session`] is 12 bytes and owns no buffer. The caller owns the input
+//! buffer (frames are unmasked in place and events borrow from it, so a
+//! message that arrives in one frame is never copied), the assembly buffer
+//! (only touched by fragmented messages) and the output buffer.
+
+use super::error::{HandshakeError, ProtocolError, WsError};
+use super::frame::{opcode, write_close, write_frame, FrameHead, Role, MAX_HEADER_LEN};
+use super::handshake::{self, HandshakeConfig, Request};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// Size limits on what a peer may send (RFC 6455 leaves them to us; 1009).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one frame.
+    pub max_frame: u64,
+    /// Largest payload of one message, summed over its fragments.
+    pub max_message: u64,
+}
+
+impl Default for Limits {
+    /// 16 MiB frames, 64 MiB messages: what tungstenite allows, and enough
+    /// for the Autobahn suite's largest cases.
+    fn default() -> Self {
+        Limits {
+            max_frame: 16 << 20,
+            max_message: 64 << 20,
+        }
+    }
+}
+
+/// Everything a session is checked against; one per server, shared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// What an upgrade request must look like.
+    pub handshake: HandshakeConfig,
+    /// Frame and message size limits.
+    pub limits: Limits,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the upgrade request (server only).
+    Handshake,
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// The close handshake is over, or the connection failed: close TCP.
+    Closed,
+}
+
+/// What the peer did, borrowing its payload from the caller's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The upgrade was accepted; the 101 reply has been written.
+    Open(Request<'a>),
+    /// A whole text message, UTF-8 checked.
+    Text(&'a str),
+    /// A whole binary message.
+    Binary(&'a [u8]),
+    /// A ping; the pong has been written already.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// The peer's close frame (code and reason checked). If we had not sent a
+    /// close yet, the echo has been written. The session is now `Closed`.
+    Close {
+        /// The status code, if the frame had one.
+        code: Option<u16>,
+        /// The reason text, possibly empty.
+        reason: &'a str,
+    },
+}
+
+/// The result of one [`Session::decode`] call.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// Bytes of the input used up; the caller drops them before the next call.
+    pub consumed: usize,
+    /// The event, or `None` when more input is needed.
+    pub event: Option<Event<'a>>,
+    /// With no event: the input length (counted after `consumed`) needed
+    /// before the next call can make progress.
+    pub wanted: usize,
+}
+
+/// The protocol state of one connection. 12 bytes; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Validates a fragmented text message across its fragments.
+    utf8: Utf8Validator,
+    /// Bytes of the upgrade request already scanned (handshake phase only).
+    scanned: u16,
+    /// The opcode of the fragmented message in progress, or 0 for none.
+    fragmented: u8,
+    role: Role,
+    phase: Phase,
+}
+
+/// True if `code` may appear in a close frame on the wire (RFC 6455 7.4,
+/// IANA registry): 1000-1003, 1007-1014, 3000-4999.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+impl Session {
+    /// A server-side session waiting for its upgrade request.
+    pub fn server() -> Self {
+        Session::new(Role::Server, Phase::Handshake)
+    }
+
+    /// A client-side session whose handshake is done (see `ws::client`).
+    pub fn client() -> Self {
+        Session::new(Role::Client, Phase::Open)
+    }
+
+    fn new(role: Role, phase: Phase) -> Self {
+        Session {
+            utf8: Utf8Validator::new(),
+            scanned: 0,
+            fragmented: 0,
+            role,
+            phase,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// True while a fragmented message is being assembled; the caller must
+    /// keep the assembly buffer until it is false again.
+    pub fn is_assembling(&self) -> bool {
+        self.fragmented != 0
+    }
+
+    /// True if messages may still be sent.
+    pub fn can_send(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Decodes the next event from the front of `input`.
+    ///
+    /// Frames are unmasked in place. A fragmented message is collected in
+    /// `assembly`; automatic replies (the 101, pongs, close echoes, the close
+    /// frame or HTTP error of a failure) are appended to `out`. On `Err` the
+    /// session is `Closed`: write out `out`, then close the connection.
+    pub fn decode<'a>(
+        &mut self,
+        input: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+        cfg: &Config,
+    ) -> Result<Decoded<'a>, WsError> {
+        let result = match self.phase {
+            Phase::Handshake => self.decode_handshake(input, out, &cfg.handshake),
+            Phase::Open | Phase::CloseSent => self.decode_frames(input, assembly, out, &cfg.limits),
+            Phase::Closed => Ok(Decoded {
+                consumed: input.len(),
+                event: None,
+                wanted: 0,
+            }),
+        };
+        if let Err(e) = result {
+            match e {
+                WsError::Handshake(h) => handshake::write_reject(out, h),
+                WsError::Protocol(p) if self.phase == Phase::Open => {
+                    write_close(out, Some(p.close_code()), p.reason(), self.mask())
+                }
+                WsError::Protocol(_) => {}
+            }
+            self.phase = Phase::Closed;
+            self.fragmented = 0;
+        }
+        result
+    }
+
+    fn decode_handshake<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut Vec<u8>,
+        cfg: &HandshakeConfig,
+    ) -> Result<Decoded<'a>, WsError> {
+        let mut scanned = self.scanned as usize;
+        let parsed = handshake::parse_request(input, &mut scanned, cfg);
+        self.scanned = scanned.min(u16::MAX as usize) as u16;
+        match parsed? {
+            None => Ok(Decoded {
+                consumed: 0,
+                event: None,
+                wanted: input.len() + 1,
+            }),
+            Some(req) => {
+                handshake::write_accept(out, &req);
+                self.phase = Phase::Open;
+                self.scanned = 0;
+                Ok(Decoded {
+                    consumed: req.head_len,
+                    event: Some(Event::Open(req)),
+                    wanted: 0,
+                })
+            }
+        }
+    }
+
+    fn decode_frames<'a>(
+        &mut self,
+        input: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Result<Decoded<'a>, WsError> {
+        let mut pos = 0;
+        loop {
+            let need_more = |wanted| {
+                Ok(Decoded {
+                    consumed: pos,
+                    event: None,
+                    wanted,
+                })
+            };
+            let Some(head) = FrameHead::decode(&input[pos..])? else {
+                return need_more(MAX_HEADER_LEN.min(input.len() - pos + 1));
+            };
+            head.check(self.role, limits.max_frame)?;
+            let frame_len = head.frame_len();
+            if input.len() - pos < frame_len {
+                return need_more(frame_len);
+            }
+            let start = pos + head.header_len as usize;
+            let end = pos + frame_len;
+            pos = end;
+            if let Some(mask) = head.mask {
+                apply_mask(&mut input[start..end], mask);
+            }
+            let event = match head.opcode {
+                opcode::TEXT | opcode::BINARY => {
+                    if self.fragmented != 0 {
+                        return Err(ProtocolError::ExpectedContinuation.into());
+                    }
+                    if head.payload_len > limits.max_message {
+                        return Err(ProtocolError::MessageTooLarge.into());
+                    }
+                    if !head.fin {
+                        self.begin_fragmented(head.opcode, &input[start..end], assembly)?;
+                        continue;
+                    }
+                    let payload = &input[start..end];
+                    if head.opcode == opcode::TEXT {
+                        let text =
+                            std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                        Event::Text(text)
+                    } else {
+                        Event::Binary(payload)
+                    }
+                }
+                opcode::CONTINUATION => {
+                    if !self.continue_fragmented(head.fin, &input[start..end], assembly, limits)? {
+                        continue;
+                    }
+                    if self.take_fragmented() == opcode::TEXT {
+                        // Checked piece by piece by `utf8`, which ended complete.
+                        let text =
+                            std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
+                        debug_assert!(text.is_ok());
+                        Event::Text(text?)
+                    } else {
+                        Event::Binary(assembly)
+                    }
+                }
+                opcode::PING => {
+                    let payload = &input[start..end];
+                    if self.phase == Phase::Open {
+                        write_frame(out, true, opcode::PONG, payload, self.mask());
+                    }
+                    Event::Ping(payload)
+                }
+                opcode::PONG => Event::Pong(&input[start..end]),
+                _ => {
+                    debug_assert_eq!(head.opcode, opcode::CLOSE);
+                    let (code, reason) = parse_close(&input[start..end])?;
+                    if self.phase == Phase::Open {
+                        write_close(out, code, "", self.mask());
+                    }
+                    self.phase = Phase::Closed;
+                    Event::Close { code, reason }
+                }
+            };
+            return Ok(Decoded {
+                consumed: pos,
+                event: Some(event),
+                wanted: 0,
+            });
+        }
+    }
+
+    fn begin_fragmented(
+        &mut self,
+        op: u8,
+        payload: &[u8],
+        assembly: &mut Vec<u8>,
+    ) -> Result<(), WsError> {
+        self.fragmented = op;
+        self.utf8 = Utf8Validator::new();
+        if op == opcode::TEXT {
+            self.utf8
+                .feed(payload, false)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        assembly.clear();
+        assembly.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Adds a continuation; true when it completed the message.
+    fn continue_fragmented(
+        &mut self,
+        fin: bool,
+        payload: &[u8],
+        assembly: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Result<bool, WsError> {
+        if self.fragmented == 0 {
+            return Err(ProtocolError::UnexpectedContinuation.into());
+        }
+        if (assembly.len() + payload.len()) as u64 > limits.max_message {
+            return Err(ProtocolError::MessageTooLarge.into());
+        }
+        if self.fragmented == opcode::TEXT {
+            self.utf8
+                .feed(payload, fin)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        assembly.extend_from_slice(payload);
+        Ok(fin)
+    }
+
+    fn take_fragmented(&mut self) -> u8 {
+        std::mem::take(&mut self.fragmented)
+    }
+
+    /// The masking key for a frame we send: none from a server, a fresh
+    /// random one from a client.
+    fn mask(&self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Server => None,
+            Role::Client => Some(super::mask::random_mask()),
+        }
+    }
+
+    /// Appends a text message. Returns false (and writes nothing) once
+    /// closing has begun.
+    pub fn write_text(&self, out: &mut Vec<u8>, text: &str) -> bool {
+        self.write_message(out, opcode::TEXT, text.as_bytes())
+    }
+
+    /// Appends a binary message. Returns false (and writes nothing) once
+    /// closing has begun.
+    pub fn write_binary(&self, out: &mut Vec<u8>, data: &[u8]) -> bool {
+        self.write_message(out, opcode::BINARY, data)
+    }
+
+    fn write_message(&self, out: &mut Vec<u8>, op: u8, payload: &[u8]) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        write_frame(out, true, op, payload, self.mask());
+        true
+    }
+
+    /// Appends a ping (payload cut to 125 bytes). False once closing.
+    pub fn write_ping(&self, out: &mut Vec<u8>, payload: &[u8]) -> bool {
+        let payload = &payload[..payload.len().min(super::frame::MAX_CONTROL_PAYLOAD)];
+        self.write_message(out, opcode::PING, payload)
+    }
+
+    /// Starts the close handshake from our side: appends a close frame and
+    /// moves to `CloseSent`. Does nothing unless `Open`.
+    pub fn write_close(&mut self, out: &mut Vec<u8>, code: u16, reason: &str) {
+        if self.phase == Phase::Open {
+            write_close(out, Some(code), reason, self.mask());
+            self.phase = Phase::CloseSent;
+        }
+    }
+
+    /// Refuses a connection still in its handshake (503 when overloaded).
+    pub fn reject(&mut self, out: &mut Vec<u8>, err: HandshakeError) {
+        if self.phase == Phase::Handshake {
+            handshake::write_reject(out, err);
+            self.phase = Phase::Closed;
+        }
+    }
+}
+
+/// Splits and checks a close payload: empty, or a valid code and a UTF-8
+/// reason.
+fn parse_close(payload: &[u8]) -> Result<(Option<u16>, &str), ProtocolError> {
+    match payload {
+        [] => Ok((None, "")),
+        [_] => Err(ProtocolError::CloseTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(ProtocolError::InvalidCloseCode(code));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok((Some(code), reason))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,481 @@
+//! Byte-vector tests of the session: the server side fed what a client
+//! sends, checked against the exact bytes it must answer.
+
+use super::*;
+use crate::ws::frame::write_frame;
+
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+fn cfg() -> Config {
+    Config::default()
+}
+
+fn open() -> Session {
+    Session::new(Role::Server, Phase::Open)
+}
+
+fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    write_frame(&mut v, fin, op, payload, Some(MASK));
+    v
+}
+
+/// An owned copy of an event, so tests can collect several.
+#[derive(Debug, PartialEq, Eq)]
+enum Owned {
+    Open(String),
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+}
+
+fn own(e: Event<'_>) -> Owned {
+    match e {
+        Event::Open(r) => Owned::Open(r.path.to_string()),
+        Event::Text(t) => Owned::Text(t.to_string()),
+        Event::Binary(b) => Owned::Binary(b.to_vec()),
+        Event::Ping(b) => Owned::Ping(b.to_vec()),
+        Event::Pong(b) => Owned::Pong(b.to_vec()),
+        Event::Close { code, reason } => Owned::Close(code, reason.to_string()),
+    }
+}
+
+/// Feeds `input` whole; returns the events, the output bytes and the error.
+fn run(s: &mut Session, input: &[u8], cfg: &Config) -> (Vec<Owned>, Vec<u8>, Option<WsError>) {
+    let mut buf = input.to_vec();
+    let mut assembly = Vec::new();
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut pos = 0;
+    loop {
+        match s.decode(&mut buf[pos..], &mut assembly, &mut out, cfg) {
+            Ok(Decoded {
+                consumed,
+                event: Some(e),
+                ..
+            }) => {
+                pos += consumed;
+                events.push(own(e));
+            }
+            Ok(Decoded { event: None, .. }) => return (events, out, None),
+            Err(e) => return (events, out, Some(e)),
+        }
+    }
+}
+
+/// Feeds `input` in pieces of `step` bytes, as a socket might deliver it,
+/// keeping unconsumed bytes like the event loop does.
+fn run_in_pieces(
+    s: &mut Session,
+    input: &[u8],
+    step: usize,
+) -> (Vec<Owned>, Vec<u8>, Option<WsError>) {
+    let cfg = cfg();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut assembly = Vec::new();
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    for piece in input.chunks(step) {
+        pending.extend_from_slice(piece);
+        loop {
+            match s.decode(&mut pending, &mut assembly, &mut out, &cfg) {
+                Ok(Decoded {
+                    consumed, event, ..
+                }) => {
+                    let got = event.map(own);
+                    pending.drain(..consumed);
+                    match got {
+                        Some(e) => events.push(e),
+                        None => break,
+                    }
+                }
+                Err(e) => return (events, out, Some(e)),
+            }
+        }
+    }
+    (events, out, None)
+}
+
+fn close_bytes(code: u16, reason: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    crate::ws::frame::write_close(&mut v, Some(code), reason, None);
+    v
+}
+
+const REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn session_is_small() {
+    assert!(
+        std::mem::size_of::<Session>() <= 12,
+        "{}",
+        std::mem::size_of::<Session>()
+    );
+}
+
+#[test]
+fn request_followed_by_a_frame_in_the_same_read() {
+    let mut input = REQUEST.to_vec();
+    input.extend_from_slice(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]);
+    let mut s = Session::server();
+    let (events, out, err) = run(&mut s, &input, &cfg());
+    assert_eq!(err, None);
+    assert_eq!(
+        events,
+        [Owned::Open("/ws".into()), Owned::Text("Hello".into())]
+    );
+    assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+    assert_eq!(s.phase(), Phase::Open);
+}
+
+#[test]
+fn request_and_frames_one_byte_at_a_time() {
+    let mut input = REQUEST.to_vec();
+    input.extend(client_frame(false, opcode::TEXT, "κό".as_bytes()));
+    input.extend(client_frame(true, opcode::PING, b"p"));
+    input.extend(client_frame(true, opcode::CONTINUATION, "σμε".as_bytes()));
+    input.extend(client_frame(true, opcode::BINARY, &[0u8; 300]));
+    let mut s = Session::server();
+    let (events, _, err) = run_in_pieces(&mut s, &input, 1);
+    assert_eq!(err, None);
+    assert_eq!(
+        events,
+        [
+            Owned::Open("/ws".into()),
+            Owned::Ping(b"p".to_vec()),
+            Owned::Text("κόσμε".into()),
+            Owned::Binary(vec![0; 300])
+        ]
+    );
+}
+
+#[test]
+fn bad_request_gets_its_reply_and_closes() {
+    let mut s = Session::server();
+    let (events, out, err) = run(&mut s, b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n", &cfg());
+    assert!(events.is_empty());
+    assert_eq!(err, Some(WsError::Handshake(HandshakeError::UnknownPath)));
+    assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn rfc_5_7_examples_as_a_server_receives_them() {
+    // Masked "Hello", then the fragmented unmasked example masked by a client.
+    let mut input = vec![
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
+    input.extend(client_frame(false, opcode::TEXT, b"Hel"));
+    input.extend(client_frame(true, opcode::CONTINUATION, b"lo"));
+    input.extend([
+        0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]); // masked pong
+    input.extend(client_frame(true, opcode::BINARY, &[7u8; 256]));
+    input.extend(client_frame(true, opcode::BINARY, &[9u8; 65536]));
+    let (events, out, err) = run(&mut open(), &input, &cfg());
+    assert_eq!(err, None);
+    assert!(out.is_empty());
+    assert_eq!(
+        events,
+        [
+            Owned::Text("Hello".into()),
+            Owned::Text("Hello".into()),
+            Owned::Pong(b"Hello".to_vec()),
+            Owned::Binary(vec![7; 256]),
+            Owned::Binary(vec![9; 65536]),
+        ]
+    );
+}
+
+#[test]
+fn ping_gets_pong_with_same_payload() {
+    let (events, out, _) = run(
+        &mut open(),
+        &client_frame(true, opcode::PING, b"Hello"),
+        &cfg(),
+    );
+    assert_eq!(events, [Owned::Ping(b"Hello".to_vec())]);
+    assert_eq!(out, [0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+}
+
+#[test]
+fn control_frames_between_fragments() {
+    let mut input = client_frame(false, opcode::BINARY, b"ab");
+    input.extend(client_frame(true, opcode::PING, b""));
+    input.extend(client_frame(false, opcode::CONTINUATION, b"cd"));
+    input.extend(client_frame(true, opcode::PONG, b"x"));
+    input.extend(client_frame(true, opcode::CONTINUATION, b"ef"));
+    let (events, out, err) = run(&mut open(), &input, &cfg());
+    assert_eq!(err, None);
+    assert_eq!(
+        events,
+        [
+            Owned::Ping(vec![]),
+            Owned::Pong(b"x".to_vec()),
+            Owned::Binary(b"abcdef".to_vec())
+        ]
+    );
+    assert_eq!(out, [0x8a, 0x00]);
+}
+
+#[test]
+fn text_split_inside_a_code_point() {
+    let text = "€uro"; // E2 82 AC ...
+    let b = text.as_bytes();
+    let mut input = client_frame(false, opcode::TEXT, &b[..1]);
+    input.extend(client_frame(false, opcode::CONTINUATION, &b[1..2]));
+    input.extend(client_frame(true, opcode::CONTINUATION, &b[2..]));
+    let (events, _, err) = run(&mut open(), &input, &cfg());
+    assert_eq!(err, None);
+    assert_eq!(events, [Owned::Text(text.into())]);
+}
+
+#[test]
+fn invalid_utf8_fails_on_the_bad_fragment() {
+    // The first fragment is fine, the second is a surrogate: 1007 before the
+    // final fragment ever arrives.
+    let mut input = client_frame(false, opcode::TEXT, "κόσμε".as_bytes());
+    input.extend(client_frame(false, opcode::CONTINUATION, b"\xed\xa0\x80"));
+    let (events, out, err) = run(&mut open(), &input, &cfg());
+    assert!(events.is_empty());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
+    assert_eq!(out, close_bytes(1007, "invalid UTF-8"));
+}
+
+#[test]
+fn single_frame_invalid_utf8_is_1007() {
+    let (_, out, err) = run(
+        &mut open(),
+        &client_frame(true, opcode::TEXT, b"\xff"),
+        &cfg(),
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
+    assert_eq!(&out[2..4], &1007u16.to_be_bytes());
+}
+
+#[test]
+fn each_protocol_violation_gets_its_close_code() {
+    let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+        (
+            vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'],
+            ProtocolError::BadMask,
+        ),
+        (
+            client_frame(true, opcode::TEXT, b"")
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if i == 0 { b | 0x40 } else { *b })
+                .collect(),
+            ProtocolError::ReservedBits,
+        ),
+        (
+            vec![0x83, 0x80, 1, 2, 3, 4],
+            ProtocolError::ReservedOpcode(3),
+        ),
+        (
+            vec![0x8b, 0x80, 1, 2, 3, 4],
+            ProtocolError::ReservedOpcode(0xb),
+        ),
+        (
+            client_frame(false, opcode::PING, b""),
+            ProtocolError::FragmentedControl,
+        ),
+        (
+            client_frame(true, opcode::PING, &[0; 126]),
+            ProtocolError::ControlTooLong,
+        ),
+        (
+            client_frame(true, opcode::CONTINUATION, b"x"),
+            ProtocolError::UnexpectedContinuation,
+        ),
+        (
+            [
+                client_frame(false, opcode::TEXT, b"a"),
+                client_frame(true, opcode::TEXT, b"b"),
+            ]
+            .concat(),
+            ProtocolError::ExpectedContinuation,
+        ),
+        (
+            vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            ProtocolError::InvalidLength,
+        ),
+    ];
+    for (input, want) in cases {
+        let (_, out, err) = run(&mut open(), &input, &cfg());
+        assert_eq!(err, Some(WsError::Protocol(want)), "{input:x?}");
+        assert_eq!(
+            out,
+            close_bytes(want.close_code(), want.reason()),
+            "{want:?}"
+        );
+        assert_eq!(want.close_code(), 1002);
+    }
+}
+
+#[test]
+fn size_limits_are_1009() {
+    let cfg = Config {
+        limits: Limits {
+            max_frame: 100,
+            max_message: 150,
+        },
+        ..Config::default()
+    };
+    let (_, out, err) = run(
+        &mut open(),
+        &client_frame(true, opcode::BINARY, &[0; 101]),
+        &cfg,
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::FrameTooLarge)));
+    assert_eq!(&out[2..4], &1009u16.to_be_bytes());
+    // The frame limit is checked from the header alone: a huge claimed length
+    // fails before any payload arrives.
+    let (_, _, err) = run(
+        &mut open(),
+        &[0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4],
+        &cfg,
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::FrameTooLarge)));
+    let mut input = client_frame(false, opcode::BINARY, &[0; 100]);
+    input.extend(client_frame(true, opcode::CONTINUATION, &[0; 51]));
+    let (_, _, err) = run(&mut open(), &input, &cfg);
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::MessageTooLarge)));
+    let mut input = client_frame(false, opcode::BINARY, &[0; 100]);
+    input.extend(client_frame(true, opcode::CONTINUATION, &[0; 50]));
+    let (events, _, err) = run(&mut open(), &input, &cfg);
+    assert_eq!((events.len(), err), (1, None));
+    let cfg = Config {
+        limits: Limits {
+            max_frame: 100,
+            max_message: 50,
+        },
+        ..Config::default()
+    };
+    let (_, _, err) = run(
+        &mut open(),
+        &client_frame(true, opcode::TEXT, &[b'a'; 51]),
+        &cfg,
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::MessageTooLarge)));
+}
+
+#[test]
+fn close_is_echoed_with_its_code() {
+    let mut s = open();
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"done");
+    let (events, out, err) = run(&mut s, &client_frame(true, opcode::CLOSE, &payload), &cfg());
+    assert_eq!(err, None);
+    assert_eq!(events, [Owned::Close(Some(1000), "done".into())]);
+    assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+    assert_eq!(s.phase(), Phase::Closed);
+    // An empty close is answered with an empty close.
+    let (events, out, _) = run(&mut open(), &client_frame(true, opcode::CLOSE, b""), &cfg());
+    assert_eq!(events, [Owned::Close(None, String::new())]);
+    assert_eq!(out, [0x88, 0x00]);
+}
+
+#[test]
+fn close_code_rules() {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ] {
+        let (events, _, err) = run(
+            &mut open(),
+            &client_frame(true, opcode::CLOSE, &code.to_be_bytes()),
+            &cfg(),
+        );
+        assert_eq!((err, events.len()), (None, 1), "{code} must be accepted");
+    }
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
+        let (_, out, err) = run(
+            &mut open(),
+            &client_frame(true, opcode::CLOSE, &code.to_be_bytes()),
+            &cfg(),
+        );
+        assert_eq!(
+            err,
+            Some(WsError::Protocol(ProtocolError::InvalidCloseCode(code)))
+        );
+        assert_eq!(&out[2..4], &1002u16.to_be_bytes(), "{code}");
+    }
+    let (_, out, err) = run(
+        &mut open(),
+        &client_frame(true, opcode::CLOSE, &[0x03]),
+        &cfg(),
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::CloseTooShort)));
+    assert_eq!(&out[2..4], &1002u16.to_be_bytes());
+    let (_, out, err) = run(
+        &mut open(),
+        &client_frame(true, opcode::CLOSE, b"\x03\xe8\xff\xfe"),
+        &cfg(),
+    );
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
+    assert_eq!(&out[2..4], &1007u16.to_be_bytes());
+}
+
+#[test]
+fn our_close_then_theirs() {
+    let mut s = open();
+    let mut out = Vec::new();
+    s.write_close(&mut out, 1001, "going away");
+    assert_eq!(out, close_bytes(1001, "going away"));
+    assert_eq!(s.phase(), Phase::CloseSent);
+    assert!(!s.write_text(&mut out, "late"), "no data after our close");
+    // A ping after our close gets no pong; their close gets no second close.
+    let mut input = client_frame(true, opcode::PING, b"x");
+    input.extend(client_frame(true, opcode::CLOSE, &1001u16.to_be_bytes()));
+    let (events, out, _) = run(&mut s, &input, &cfg());
+    assert_eq!(
+        events,
+        [
+            Owned::Ping(b"x".to_vec()),
+            Owned::Close(Some(1001), String::new())
+        ]
+    );
+    assert!(out.is_empty());
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn nothing_after_closed() {
+    let mut s = open();
+    let mut input = client_frame(true, opcode::CLOSE, b"");
+    input.extend(client_frame(true, opcode::TEXT, b"ignored"));
+    let (events, _, err) = run(&mut s, &input, &cfg());
+    assert_eq!((events.len(), err), (1, None));
+}
+
+#[test]
+fn client_role_masks_what_it_sends_and_rejects_masked_input() {
+    let mut c = Session::client();
+    let mut out = Vec::new();
+    assert!(c.write_text(&mut out, "hi"));
+    assert_eq!(out[1] & 0x80, 0x80, "client frames are masked");
+    // What the client sends, a server session decodes.
+    let (events, _, _) = run(&mut open(), &out, &cfg());
+    assert_eq!(events, [Owned::Text("hi".into())]);
+    let (_, _, err) = run(&mut c, &client_frame(true, opcode::TEXT, b"x"), &cfg());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::BadMask)));
+}
+
+#[test]
+fn wanted_tells_how_much_to_buffer() {
+    let frame = client_frame(true, opcode::BINARY, &[1; 1000]);
+    let mut s = open();
+    let mut buf = frame[..10].to_vec();
+    let mut asm = Vec::new();
+    let d = s
+        .decode(&mut buf, &mut asm, &mut Vec::new(), &cfg())
+        .unwrap();
+    assert_eq!((d.consumed, d.wanted), (0, frame.len()));
+}
