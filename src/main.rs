@@ -1,5 +1,77 @@
-//! The `wsloop` binary (the server and its tools arrive with the engine).
-fn main() {
-    eprintln!("wsloop: the server is not built yet; see README.md");
-    std::process::exit(2);
+//! The `wsloop` binary: parse flags, pick a subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+
+use wsloop::app::EchoApp;
+use wsloop::cli::{Cli, Command, ServeArgs};
+use wsloop::{logging, server, tune};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    logging::init(args.log_level);
+    // Block SIGINT/SIGTERM before any thread starts, so every thread inherits
+    // the mask and only the signal thread below receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("wsloop: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    match tune::rlimit::raise_nofile() {
+        Ok((soft, hard)) => log::info!(
+            "open-file limit {soft} (hard {hard}): room for about {} connections in this process",
+            (soft as usize).saturating_sub(server::FD_RESERVE)
+        ),
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
+    let cfg = args.to_config();
+    let workers = cfg.worker_count();
+    let handle = match server::start(cfg, |_| EchoApp::new()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("wsloop: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "listening on ws://{}{} with {workers} event loops, max {} connections",
+        handle.local_addr(),
+        args.paths.first().map_or("/", String::as_str),
+        handle.max_conns()
+    );
+    let trigger = handle.trigger();
+    let timeout = args.shutdown_timeout;
+    std::thread::Builder::new()
+        .name("wsloop-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                log::info!("{sig}: shutting down (closing connections, up to {timeout:?}); again to exit now");
+                trigger.shutdown();
+            }
+            if let Ok(sig) = signals.wait() {
+                log::warn!("{sig} again: exiting now");
+                std::process::exit(130);
+            }
+        })
+        .expect("spawn the signal thread");
+    match handle.join() {
+        Ok(()) => {
+            log::info!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,237 @@
+//! Command-line flags. Every serve flag can also come from an environment
+//! variable (`WSLOOP_ADDR`, ...); a bad value is a one-line error naming
+//! the flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::LevelFilter;
+
+use crate::server::ServerConfig;
+use crate::ws;
+
+/// wsloop: a WebSocket server for very many concurrent connections.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsloop",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run; without one, `serve` with the flags given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the WebSocket server (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `wsloop serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WSLOOP_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+    /// Event loop threads (0: one per core).
+    #[arg(long, env = "WSLOOP_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+    /// Paths that accept WebSocket upgrades (comma-separated).
+    #[arg(
+        long = "path",
+        env = "WSLOOP_PATHS",
+        value_delimiter = ',',
+        default_value = "/ws,/"
+    )]
+    pub paths: Vec<String>,
+    /// Most open connections (0: the file limit minus a reserve); past it, 503.
+    #[arg(long, env = "WSLOOP_MAX_CONNS", default_value_t = 0)]
+    pub max_conns: usize,
+    /// Unsent bytes per connection before it is closed as a slow consumer (1008).
+    #[arg(long, env = "WSLOOP_MAX_BACKLOG", default_value = "1MiB", value_parser = parse_size)]
+    pub max_backlog: usize,
+    /// Largest message (summed over fragments); past it, close 1009.
+    #[arg(long, env = "WSLOOP_MAX_MESSAGE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Largest single frame; past it, close 1009.
+    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_frame_size: usize,
+    /// Largest upgrade request head; past it, HTTP 431.
+    #[arg(long, env = "WSLOOP_MAX_HEADER_SIZE", default_value = "8KiB", value_parser = parse_size)]
+    pub max_header_size: usize,
+    /// Allowed Origin values (comma-separated; empty: any). Others get 403.
+    #[arg(long, env = "WSLOOP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols offered, in order of preference (comma-separated).
+    #[arg(long, env = "WSLOOP_SUBPROTOCOLS", value_delimiter = ',')]
+    pub subprotocols: Vec<String>,
+    /// Time allowed to complete the upgrade request.
+    #[arg(long, env = "WSLOOP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Silence after which the server pings the peer.
+    #[arg(long, env = "WSLOOP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time the peer has to answer the idle ping before it is closed.
+    #[arg(long, env = "WSLOOP_PONG_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub pong_timeout: Duration,
+    /// Time the peer has to answer our close frame.
+    #[arg(long, env = "WSLOOP_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Time graceful shutdown waits for connections to close.
+    #[arg(long, env = "WSLOOP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Size of a pooled I/O buffer.
+    #[arg(long, env = "WSLOOP_BUFFER_SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub buffer_size: usize,
+    /// Spare pooled buffers each loop keeps at most.
+    #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
+    pub pool_size: usize,
+    /// Log level: error, warn, info, debug, trace or off.
+    #[arg(long, env = "WSLOOP_LOG", default_value = "info", value_parser = parse_level)]
+    pub log_level: LevelFilter,
+}
+
+impl ServeArgs {
+    /// The engine configuration these flags describe.
+    pub fn to_config(&self) -> ServerConfig {
+        ServerConfig {
+            addr: self.addr,
+            workers: self.workers,
+            ws: ws::Config {
+                handshake: ws::HandshakeConfig {
+                    paths: self.paths.clone(),
+                    allowed_origins: self.allowed_origins.clone(),
+                    protocols: self.subprotocols.clone(),
+                    max_header_size: self.max_header_size,
+                    ..Default::default()
+                },
+                limits: ws::Limits {
+                    max_frame: self.max_frame_size as u64,
+                    max_message: self.max_message_size as u64,
+                },
+            },
+            max_conns: self.max_conns,
+            max_backlog: self.max_backlog,
+            buffer_size: self.buffer_size,
+            pool_max_idle: self.pool_size,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            pong_timeout: self.pong_timeout,
+            close_timeout: self.close_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Parses a log level name.
+pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a log level (error, warn, info, debug, trace, off)"))
+}
+
+/// Parses a byte size: `4096`, `64k`, `16KiB`, `1MiB`, `2m`, `1GiB` (binary units).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 4096, 64KiB, 1MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("16KiB"), Ok(16384));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("1.5MiB").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn bad_flag_value_names_the_flag() {
+        let err = Cli::try_parse_from(["wsloop", "--max-backlog", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--max-backlog"), "{err}");
+        let err = Cli::try_parse_from(["wsloop", "serve", "--addr", "nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--addr"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_engine_defaults() {
+        let cli = Cli::try_parse_from(["wsloop"]).unwrap();
+        let cfg = cli.serve.to_config();
+        let d = ServerConfig::default();
+        assert_eq!(cfg.addr, d.addr);
+        assert_eq!(cfg.max_backlog, d.max_backlog);
+        assert_eq!(cfg.ws, d.ws);
+        assert_eq!(
+            (cfg.handshake_timeout, cfg.idle_timeout, cfg.pong_timeout),
+            (d.handshake_timeout, d.idle_timeout, d.pong_timeout)
+        );
+    }
+}

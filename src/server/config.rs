@@ -1,0 +1,87 @@
+//! Everything the engine can be told, with the defaults a production host
+//! wants. The CLI fills it from flags and environment variables; library
+//! users build it directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ws;
+
+/// The server's settings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (every loop binds it with SO_REUSEPORT).
+    pub addr: SocketAddr,
+    /// Event loop threads; 0 means one per core.
+    pub workers: usize,
+    /// Protocol settings: paths, origins, subprotocols, size limits.
+    pub ws: ws::Config,
+    /// Open connections allowed in this process; past it, new ones get 503.
+    /// 0 means "the file limit minus a reserve" (decided at start).
+    pub max_conns: usize,
+    /// Unsent bytes a connection may queue before it is closed as a slow
+    /// consumer (1008).
+    pub max_backlog: usize,
+    /// Size of a pooled I/O buffer.
+    pub buffer_size: usize,
+    /// Spare pooled buffers each loop keeps at most.
+    pub pool_max_idle: usize,
+    /// Time allowed from accept to a complete upgrade request.
+    pub handshake_timeout: Duration,
+    /// Silence after which the server pings the peer.
+    pub idle_timeout: Duration,
+    /// Time a peer has to answer the idle ping (any frame counts).
+    pub pong_timeout: Duration,
+    /// Time the peer has to answer our close frame.
+    pub close_timeout: Duration,
+    /// Time graceful shutdown waits for connections to close.
+    pub shutdown_timeout: Duration,
+    /// The listen(2) backlog.
+    pub listen_backlog: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            workers: 0,
+            ws: ws::Config::default(),
+            max_conns: 0,
+            max_backlog: 1 << 20,
+            buffer_size: 16 * 1024,
+            pool_max_idle: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            listen_backlog: 4096,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The number of loops to run: `workers`, or the cores available.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The timer tick: a quarter of the shortest timeout, between 10 ms and
+    /// 1 s, so a timeout fires within 25 % of its value.
+    pub fn timer_tick(&self) -> Duration {
+        let shortest = [
+            self.handshake_timeout,
+            self.idle_timeout,
+            self.pong_timeout,
+            self.close_timeout,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}

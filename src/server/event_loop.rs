@@ -1,0 +1,769 @@
+//! The event loop: one thread, one mio `Poll`, one SO_REUSEPORT listener, a
+//! slab of connections, a buffer pool, a timer wheel and an inbox. It owns
+//! everything it touches, so nothing on its hot path takes a lock.
+//!
+//! One pass: poll (edge-triggered) -> accept / read / write for each event ->
+//! give a turn to connections that hit their read budget -> fire due timers.
+//! A connection's life through this file is walked in docs/LIFECYCLE.md.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::ws::{Event, HandshakeError, Phase, WsError};
+
+use super::buffer_pool::BufferPool;
+use super::config::ServerConfig;
+use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, OPENED, PING_SENT};
+use super::handler::{ConnId, Ctx, Handler, Message};
+use super::stats::{CloseReason, LoopStats};
+use super::timer::{Links, TimerLink, TimerWheel};
+
+/// The listener's token.
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// The inbox waker's token.
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// Bytes one connection may read per turn before others get theirs.
+const READ_BUDGET: usize = 256 * 1024;
+/// Corked output is written out when it passes this size mid-batch.
+const CORK_LIMIT: usize = 256 * 1024;
+/// How long accepting pauses after the process runs out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
+
+/// What other threads may ask of a loop, through its inbox.
+#[derive(Debug)]
+pub enum LoopMsg {
+    /// Begin graceful shutdown: stop accepting, close every connection 1001.
+    Shutdown,
+}
+
+/// State shared by all loops of one server process.
+#[derive(Debug)]
+pub struct Shared {
+    /// Connections open in the process, across loops (accept/close only).
+    pub open: AtomicUsize,
+    /// The `--max-conns` in effect.
+    pub max_conns: usize,
+    /// Set once shutdown has begun.
+    pub shutting_down: AtomicBool,
+}
+
+impl Links for Slab<Conn> {
+    fn link(&mut self, slot: u32) -> &mut TimerLink {
+        &mut self[slot as usize].timer
+    }
+}
+
+/// Timeouts converted to ticks once.
+#[derive(Debug, Clone, Copy)]
+struct Ticks {
+    handshake: u32,
+    idle: u32,
+    pong: u32,
+    close: u32,
+}
+
+/// What reading a connection ended with.
+enum ReadEnd {
+    /// Drained to WouldBlock, or out of budget (then it is in the ready list).
+    Open,
+    /// Close it, for this reason.
+    Close(CloseReason),
+}
+
+/// One event loop. See the module docs.
+pub struct EventLoop<H> {
+    id: u32,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    pool: BufferPool,
+    /// Corked output of the connection being handled.
+    out: Vec<u8>,
+    handler: H,
+    cfg: Arc<ServerConfig>,
+    stats: Arc<LoopStats>,
+    shared: Arc<Shared>,
+    inbox: Receiver<LoopMsg>,
+    wheel: TimerWheel,
+    ticks: Ticks,
+    ready: Vec<(u32, u32)>,
+    expired: Vec<u32>,
+    resume_accept_at: Option<Instant>,
+    emfile_logged: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+fn token(slot: usize, generation: u32) -> Token {
+    Token(slot | (generation as usize) << 32)
+}
+
+fn untoken(t: Token) -> (usize, u32) {
+    (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
+}
+
+impl<H: Handler> EventLoop<H> {
+    /// A loop over an already registered listener and waker.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u32,
+        poll: Poll,
+        listener: TcpListener,
+        handler: H,
+        cfg: Arc<ServerConfig>,
+        stats: Arc<LoopStats>,
+        shared: Arc<Shared>,
+        inbox: Receiver<LoopMsg>,
+    ) -> Self {
+        let wheel = TimerWheel::new(cfg.timer_tick());
+        let ticks = Ticks {
+            handshake: wheel.ticks(cfg.handshake_timeout),
+            idle: wheel.ticks(cfg.idle_timeout),
+            pong: wheel.ticks(cfg.pong_timeout),
+            close: wheel.ticks(cfg.close_timeout),
+        };
+        EventLoop {
+            id,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            next_generation: 0,
+            pool: BufferPool::new(cfg.buffer_size, cfg.pool_max_idle),
+            out: Vec::with_capacity(cfg.buffer_size),
+            handler,
+            cfg,
+            stats,
+            shared,
+            inbox,
+            wheel,
+            ticks,
+            ready: Vec::new(),
+            expired: Vec::new(),
+            resume_accept_at: None,
+            emfile_logged: false,
+            shutdown_deadline: None,
+        }
+    }
+
+    /// Runs until shutdown has closed every connection (or timed out).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.ready.is_empty() {
+                self.wheel.until_next_tick(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => self.drain_inbox(),
+                    t => {
+                        let (slot, generation) = untoken(t);
+                        if event.is_writable() {
+                            self.on_writable(slot, generation);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(slot, generation);
+                        }
+                    }
+                }
+            }
+            self.run_ready_list();
+            self.fire_timers(Instant::now());
+            self.publish_pool_gauges();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+                    for slot in slots {
+                        self.close(slot, CloseReason::Shutdown);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        if self.resume_accept_at.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let socket = match listener.accept() {
+                Ok((socket, _)) => socket,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Never spin on a full descriptor table: pause this loop's
+                    // accepting, retry on a timer (or when a connection closes).
+                    self.resume_accept_at = Some(Instant::now() + ACCEPT_PAUSE);
+                    self.stats.accept_pauses.add(1);
+                    if !self.emfile_logged {
+                        log::warn!(
+                            "loop {}: out of file descriptors ({e}); pausing accept",
+                            self.id
+                        );
+                        self.emfile_logged = true;
+                    }
+                    return;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    log::warn!("loop {}: accept failed: {e}", self.id);
+                    break;
+                }
+            };
+            self.emfile_logged = false;
+            self.stats.accepted.add(1);
+            let open = self.shared.open.fetch_add(1, Ordering::Relaxed);
+            if open >= self.shared.max_conns {
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                self.refuse_overloaded(socket);
+                continue;
+            }
+            if let Err(e) = self.register(socket) {
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                log::warn!("loop {}: cannot register a connection: {e}", self.id);
+            }
+        }
+    }
+
+    /// Answers 503 on a connection over the limit and drops it. Best effort:
+    /// the reply is small enough for an empty socket buffer.
+    fn refuse_overloaded(&mut self, mut socket: mio::net::TcpStream) {
+        self.out.clear();
+        crate::ws::handshake::write_reject(&mut self.out, HandshakeError::Overloaded);
+        let _ = socket.write(&self.out);
+        self.out.clear();
+        self.stats
+            .count_handshake_failure(HandshakeError::Overloaded.label());
+        self.stats.count_close(CloseReason::Overloaded);
+        log::debug!(
+            "loop {}: refused a connection: at --max-conns {}",
+            self.id,
+            self.shared.max_conns
+        );
+    }
+
+    fn register(&mut self, mut socket: mio::net::TcpStream) -> io::Result<()> {
+        socket.set_nodelay(true)?;
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        // Readable and writable once, edge-triggered: no epoll_ctl per
+        // backlog episode. A writable edge only comes after a write hit
+        // EAGAIN, so idle connections get no spurious events.
+        self.poll.registry().register(
+            &mut socket,
+            token(slot, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Conn::new(socket, generation));
+        let deadline = self.wheel.now() + self.ticks.handshake;
+        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+        self.stats.connections.add(1);
+        Ok(())
+    }
+
+    fn is_live(&self, slot: usize, generation: u32) -> bool {
+        self.conns
+            .get(slot)
+            .is_some_and(|c| c.generation == generation)
+    }
+
+    fn on_readable(&mut self, slot: usize, generation: u32) {
+        if !self.is_live(slot, generation) || self.conns[slot].has(IN_READY_LIST) {
+            return;
+        }
+        match self.read_and_handle(slot) {
+            ReadEnd::Open => {}
+            ReadEnd::Close(reason) => self.finish(slot, reason),
+        }
+    }
+
+    fn run_ready_list(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        for (slot, generation) in std::mem::take(&mut self.ready) {
+            if self.is_live(slot as usize, generation) {
+                self.conns[slot as usize].flags &= !IN_READY_LIST;
+                self.on_readable(slot as usize, generation);
+            }
+        }
+    }
+
+    /// Reads up to the budget, handling every whole frame as it arrives.
+    fn read_and_handle(&mut self, slot: usize) -> ReadEnd {
+        let conn = &mut self.conns[slot];
+        if conn.has(CLOSE_AFTER_FLUSH) {
+            // Nothing more will be handled; just drain what the peer sends.
+            return self.discard_input(slot);
+        }
+        let mut buf = if conn.rbuf.capacity() > 0 {
+            std::mem::take(&mut conn.rbuf)
+        } else {
+            self.pool.take()
+        };
+        let mut wanted = 0;
+        let mut budget = READ_BUDGET;
+        let end = loop {
+            if buf.capacity() - buf.len() == 0 || wanted > buf.capacity() {
+                buf.reserve(wanted.saturating_sub(buf.len()).max(self.pool.buf_size()));
+            }
+            let conn = &self.conns[slot];
+            match conn.read_into(&mut buf) {
+                Ok(0) => break self.eof_reason(slot),
+                Ok(n) => {
+                    self.stats.bytes_received.add(n as u64);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(io_reason(&e)),
+            }
+            match self.handle_input(slot, &mut buf) {
+                Ok(w) => wanted = w,
+                Err(reason) => break Some(reason),
+            }
+            if budget == 0 {
+                let conn = &mut self.conns[slot];
+                conn.flags |= IN_READY_LIST;
+                self.ready.push((slot as u32, conn.generation));
+                break None;
+            }
+        };
+        self.keep_or_return(slot, buf);
+        if let Err(reason) = self.flush(slot) {
+            return ReadEnd::Close(reason);
+        }
+        match end {
+            Some(reason) => ReadEnd::Close(reason),
+            None if self.conns[slot].session.phase() == Phase::Closed => {
+                ReadEnd::Close(CloseReason::Normal)
+            }
+            None => ReadEnd::Open,
+        }
+    }
+
+    /// Why an EOF closes the connection: normal after a close handshake.
+    fn eof_reason(&self, slot: usize) -> Option<CloseReason> {
+        Some(match self.conns[slot].session.phase() {
+            Phase::Closed => CloseReason::Normal,
+            _ => CloseReason::PeerGone,
+        })
+    }
+
+    /// Keeps unconsumed input in the connection, or gives the buffer back.
+    fn keep_or_return(&mut self, slot: usize, buf: Vec<u8>) {
+        let conn = &mut self.conns[slot];
+        if buf.is_empty() {
+            self.pool.give(buf);
+        } else if buf.capacity() > self.pool.buf_size() && buf.len() <= self.pool.buf_size() {
+            // A large frame completed: keep the few leftover bytes in a
+            // pool-sized buffer and free the big one.
+            let mut small = self.pool.take();
+            small.extend_from_slice(&buf);
+            self.pool.give(buf);
+            conn.rbuf = small;
+        } else {
+            conn.rbuf = buf;
+        }
+    }
+
+    fn discard_input(&mut self, slot: usize) -> ReadEnd {
+        let mut scratch = self.pool.take();
+        let end = loop {
+            scratch.clear();
+            match self.conns[slot].read_into(&mut scratch) {
+                Ok(0) => break ReadEnd::Close(CloseReason::Normal),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadEnd::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break ReadEnd::Close(io_reason(&e)),
+            }
+        };
+        self.pool.give(scratch);
+        end
+    }
+
+    /// Decodes and handles every whole frame in `buf`, dropping what was
+    /// consumed. Returns the buffer length the next frame needs.
+    fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
+        let EventLoop {
+            conns,
+            handler,
+            out,
+            cfg,
+            stats,
+            wheel,
+            ticks,
+            id,
+            pool,
+            ..
+        } = self;
+        let conn = &mut conns[slot];
+        let phase_before = conn.session.phase();
+        let conn_id = ConnId {
+            loop_id: *id,
+            slot: slot as u32,
+            generation: conn.generation,
+        };
+        let mut pos = 0;
+        let mut sent = 0u64;
+        let mut received = 0u64;
+        let result = loop {
+            let decoded = conn
+                .session
+                .decode(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws);
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(WsError::Handshake(e)) => {
+                    stats.count_handshake_failure(e.label());
+                    log::debug!("loop {id}: handshake refused: {e}");
+                    break Err(CloseReason::HandshakeFailed);
+                }
+                Err(WsError::Protocol(e)) => {
+                    log::debug!("loop {id}: protocol error, closing {}: {e}", e.close_code());
+                    break Err(CloseReason::ProtocolError);
+                }
+            };
+            pos += decoded.consumed;
+            let Some(event) = decoded.event else {
+                break Ok(decoded.wanted);
+            };
+            let mut ctx = Ctx {
+                id: conn_id,
+                session: &mut conn.session,
+                out,
+                sent: &mut sent,
+            };
+            match event {
+                Event::Open(request) => {
+                    conn.flags |= OPENED;
+                    handler.on_open(&mut ctx, &request);
+                }
+                Event::Text(text) => {
+                    received += 1;
+                    handler.on_message(&mut ctx, Message::Text(text));
+                }
+                Event::Binary(data) => {
+                    received += 1;
+                    handler.on_message(&mut ctx, Message::Binary(data));
+                }
+                Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
+            }
+            if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
+                conn.assembly = Vec::new();
+            }
+            if out.len() > CORK_LIMIT {
+                if let Err(reason) = write_out(conn, out, pool, stats, cfg.max_backlog) {
+                    break Err(reason);
+                }
+            }
+        };
+        buf.drain(..pos);
+        stats.messages_received.add(received);
+        stats.messages_sent.add(sent);
+        // Any input is a sign of life: push the idle deadline out (a store,
+        // unless the connection must move to an earlier bucket).
+        let conn = &mut conns[slot];
+        match conn.session.phase() {
+            Phase::Open => {
+                conn.flags &= !PING_SENT;
+                let deadline = wheel.now() + ticks.idle;
+                wheel.schedule(conns, slot as u32, deadline);
+            }
+            Phase::CloseSent if phase_before == Phase::Open => {
+                // The app closed just now: the peer has `close` ticks to answer.
+                let deadline = wheel.now() + ticks.close;
+                wheel.schedule(conns, slot as u32, deadline);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn on_writable(&mut self, slot: usize, generation: u32) {
+        if !self.is_live(slot, generation) || self.conns[slot].wbuf.is_empty() {
+            return;
+        }
+        if let Err(reason) = self.flush(slot) {
+            self.close(slot, reason);
+            return;
+        }
+        let conn = &self.conns[slot];
+        if conn.wbuf.is_empty() && conn.has(CLOSE_AFTER_FLUSH) {
+            self.close(slot, CloseReason::Normal);
+        }
+    }
+
+    /// Writes the corked output, then gives back a drained write buffer.
+    fn flush(&mut self, slot: usize) -> Result<(), CloseReason> {
+        let conn = &mut self.conns[slot];
+        write_out(
+            conn,
+            &mut self.out,
+            &mut self.pool,
+            &self.stats,
+            self.cfg.max_backlog,
+        )
+    }
+
+    /// A connection is done for `reason`: close now if nothing is queued,
+    /// else once the backlog drains (bounded by the close timeout).
+    fn finish(&mut self, slot: usize, reason: CloseReason) {
+        let conn = &mut self.conns[slot];
+        let graceful = matches!(
+            reason,
+            CloseReason::Normal | CloseReason::ProtocolError | CloseReason::HandshakeFailed
+        );
+        if conn.wbuf.is_empty() || !graceful {
+            self.close(slot, reason);
+            return;
+        }
+        conn.flags |= CLOSE_AFTER_FLUSH;
+        let deadline = self.wheel.now() + self.ticks.close;
+        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+    }
+
+    /// Removes the connection and frees what it held.
+    fn close(&mut self, slot: usize, reason: CloseReason) {
+        self.wheel.remove(&mut self.conns, slot as u32);
+        let conn = self.conns.remove(slot);
+        self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
+        for buf in [conn.rbuf, conn.wbuf] {
+            if buf.capacity() > 0 {
+                self.pool.give(buf);
+            }
+        }
+        let reason = if self.shutdown_deadline.is_some() && reason == CloseReason::Normal {
+            CloseReason::Shutdown
+        } else {
+            reason
+        };
+        self.stats.count_close(reason);
+        self.stats.connections.sub(1);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        if conn.flags & OPENED != 0 {
+            let id = ConnId {
+                loop_id: self.id,
+                slot: slot as u32,
+                generation: conn.generation,
+            };
+            self.handler.on_close(id, reason);
+        }
+        log::debug!(
+            "loop {}: connection {slot} closed: {}",
+            self.id,
+            reason.label()
+        );
+        // Dropping the socket closes it, which also removes it from epoll.
+        drop(conn.socket);
+        if self.resume_accept_at.is_some() {
+            self.resume_accept_at = Some(Instant::now());
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if let Some(at) = self.resume_accept_at {
+            if now >= at {
+                self.resume_accept_at = None;
+                self.accept_all();
+            }
+        }
+        let tick = self.wheel.tick_at(now);
+        if tick <= self.wheel.now() {
+            return;
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(&mut self.conns, tick, &mut expired);
+        for slot in expired.drain(..) {
+            self.on_timeout(slot as usize);
+        }
+        self.expired = expired;
+    }
+
+    fn on_timeout(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.has(CLOSE_AFTER_FLUSH) {
+            self.close(slot, CloseReason::CloseTimeout);
+            return;
+        }
+        match conn.session.phase() {
+            Phase::Handshake => {
+                self.stats.count_handshake_failure("timeout");
+                log::debug!("loop {}: handshake timeout", self.id);
+                self.close(slot, CloseReason::HandshakeTimeout);
+            }
+            Phase::Open if !conn.has(PING_SENT) => {
+                conn.flags |= PING_SENT;
+                conn.session.write_ping(&mut self.out, b"wsloop");
+                let deadline = self.wheel.now() + self.ticks.pong;
+                self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+                if let Err(reason) = self.flush(slot) {
+                    self.close(slot, reason);
+                }
+            }
+            Phase::Open => {
+                log::debug!("loop {}: no pong before the deadline", self.id);
+                self.close(slot, CloseReason::IdleTimeout);
+            }
+            Phase::CloseSent | Phase::Closed => self.close(slot, CloseReason::CloseTimeout),
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                LoopMsg::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(Instant::now() + self.cfg.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            match conn.session.phase() {
+                Phase::Open => {
+                    conn.session
+                        .write_close(&mut self.out, 1001, "server shutting down");
+                    let deadline = self.wheel.now() + self.ticks.close;
+                    self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+                    if let Err(reason) = self.flush(slot) {
+                        self.close(slot, reason);
+                    }
+                }
+                Phase::CloseSent => {}
+                Phase::Handshake | Phase::Closed => self.close(slot, CloseReason::Shutdown),
+            }
+        }
+    }
+
+    fn publish_pool_gauges(&self) {
+        self.stats.pool_in_use.set(self.pool.in_use() as u64);
+        self.stats.pool_idle.set(self.pool.idle() as u64);
+    }
+}
+
+/// Writes `out` after any backlog (vectored), queueing what the kernel does
+/// not take in a pooled buffer, and giving that buffer back once drained.
+/// Past `max_backlog` queued bytes the peer is a slow consumer. `out` is
+/// left empty.
+fn write_out(
+    conn: &mut Conn,
+    out: &mut Vec<u8>,
+    pool: &mut BufferPool,
+    stats: &LoopStats,
+    max_backlog: usize,
+) -> Result<(), CloseReason> {
+    if out.is_empty() && conn.wbuf.is_empty() {
+        return Ok(());
+    }
+    let backlog_before = conn.wbuf.len();
+    let mut out_pos = 0;
+    let result = loop {
+        let queued = conn.wbuf.len();
+        if queued == 0 && out_pos == out.len() {
+            break Ok(());
+        }
+        let written = if queued > 0 {
+            let slices = [IoSlice::new(&conn.wbuf), IoSlice::new(&out[out_pos..])];
+            conn.socket.write_vectored(&slices)
+        } else {
+            conn.socket.write(&out[out_pos..])
+        };
+        match written {
+            Ok(0) => break Err(CloseReason::PeerGone),
+            Ok(n) => {
+                stats.bytes_sent.add(n as u64);
+                let from_queue = n.min(queued);
+                conn.wbuf.drain(..from_queue);
+                out_pos += n - from_queue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(io_reason(&e)),
+        }
+    };
+    if result.is_ok() && out_pos < out.len() {
+        if conn.wbuf.capacity() == 0 {
+            conn.wbuf = pool.take();
+        }
+        conn.wbuf.extend_from_slice(&out[out_pos..]);
+    }
+    out.clear();
+    if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
+        pool.give(std::mem::take(&mut conn.wbuf));
+    }
+    let backlog_after = conn.wbuf.len();
+    if backlog_after >= backlog_before {
+        stats
+            .backlog_bytes
+            .add((backlog_after - backlog_before) as u64);
+    } else {
+        stats
+            .backlog_bytes
+            .sub((backlog_before - backlog_after) as u64);
+    }
+    if result.is_ok() && backlog_after > max_backlog {
+        log::debug!(
+            "slow consumer: {backlog_after} bytes queued (cap {max_backlog}), closing 1008"
+        );
+        stats.backlog_bytes.sub(backlog_after as u64);
+        conn.wbuf.clear();
+        conn.session
+            .write_close(out, 1008, "slow consumer: backlog over the cap");
+        let _ = conn.socket.write(out);
+        out.clear();
+        return Err(CloseReason::SlowConsumer);
+    }
+    result
+}
+
+fn io_reason(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => CloseReason::PeerGone,
+        _ => CloseReason::IoError,
+    }
+}

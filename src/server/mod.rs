@@ -1,0 +1,190 @@
+//! The I/O engine: one mio event loop per core, each with its own
+//! SO_REUSEPORT listener, so the kernel spreads accepted connections and no
+//! lock is shared. It knows nothing of what messages mean: that is the
+//! [`Handler`]'s job.
+//!
+//! Several processes can listen on the same port the same way (every
+//! listener sets SO_REUSEPORT): that is how a host whose per-process file
+//! limit is below the target still serves 100,000 connections.
+
+pub mod buffer_pool;
+pub mod config;
+pub mod conn;
+pub mod event_loop;
+pub mod handler;
+pub mod stats;
+pub mod timer;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub use config::ServerConfig;
+pub use handler::{ConnId, Ctx, Handler, Message};
+pub use stats::{CloseReason, LoopStats};
+
+use event_loop::{EventLoop, LoopMsg, Shared, LISTENER, WAKER};
+
+/// Descriptors kept free beyond `--max-conns` by default: listeners, epoll
+/// and waker fds, the metrics thread, logs, and one to accept-and-refuse with.
+pub const FD_RESERVE: usize = 64;
+
+/// Opens a listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT.
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}
+
+/// A running server: its address, its counters, and the way to stop it.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stats: Vec<Arc<LoopStats>>,
+    inboxes: Vec<(Sender<LoopMsg>, Arc<Waker>)>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// The address the loops listen on (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Each loop's counters, in loop order.
+    pub fn stats(&self) -> &[Arc<LoopStats>] {
+        &self.stats
+    }
+
+    /// Open connections across all loops.
+    pub fn connections(&self) -> u64 {
+        self.stats.iter().map(|s| s.connections.get()).sum()
+    }
+
+    /// The connection limit in effect.
+    pub fn max_conns(&self) -> usize {
+        self.shared.max_conns
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Begins graceful shutdown: every loop stops accepting and sends close
+    /// 1001 to its connections. Returns at once; [`join`](Self::join) waits.
+    pub fn shutdown(&self) {
+        self.trigger().shutdown();
+    }
+
+    /// A handle that can begin shutdown from another thread (a signal
+    /// handler thread, say) while this one waits in [`join`](Self::join).
+    pub fn trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            inboxes: self.inboxes.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Waits for every loop to finish; the first loop error, if any.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Begins graceful shutdown of a server from any thread.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    inboxes: Vec<(Sender<LoopMsg>, Arc<Waker>)>,
+    shared: Arc<Shared>,
+}
+
+impl ShutdownTrigger {
+    /// See [`ServerHandle::shutdown`].
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        for (tx, waker) in &self.inboxes {
+            let _ = tx.send(LoopMsg::Shutdown);
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// Starts `cfg.worker_count()` event loops serving handlers made by
+/// `factory` (called once per loop, on that loop's thread, with its index).
+///
+/// Binding happens before this returns, so a bad address is an error here.
+pub fn start<H, F>(cfg: ServerConfig, factory: F) -> io::Result<ServerHandle>
+where
+    H: Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let workers = cfg.worker_count();
+    let max_conns = if cfg.max_conns > 0 {
+        cfg.max_conns
+    } else {
+        let (soft, _) = crate::tune::rlimit::nofile()?;
+        (soft as usize).saturating_sub(FD_RESERVE).max(1)
+    };
+    let shared = Arc::new(Shared {
+        open: AtomicUsize::new(0),
+        max_conns,
+        shutting_down: AtomicBool::new(false),
+    });
+    // The first listener resolves port 0; the others join the same port.
+    let first = bind_reuseport(cfg.addr, cfg.listen_backlog)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_reuseport(addr, cfg.listen_backlog)?);
+    }
+    let cfg = Arc::new(cfg);
+    let factory = Arc::new(factory);
+    let mut handle = ServerHandle {
+        addr,
+        stats: Vec::new(),
+        inboxes: Vec::new(),
+        threads: Vec::new(),
+        shared: shared.clone(),
+    };
+    for (i, std_listener) in listeners.into_iter().enumerate() {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(std_listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(LoopStats::default());
+        handle.stats.push(stats.clone());
+        handle.inboxes.push((tx, waker));
+        let (cfg, shared, factory) = (cfg.clone(), shared.clone(), factory.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("wsloop-loop-{i}"))
+            .spawn(move || {
+                let handler = factory(i);
+                EventLoop::new(i as u32, poll, listener, handler, cfg, stats, shared, rx).run()
+            })?;
+        handle.threads.push(thread);
+    }
+    Ok(handle)
+}

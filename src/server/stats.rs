@@ -1,0 +1,210 @@
+//! Per-loop counters: written by one event loop, read by anyone (the
+//! metrics thread, tests) at any time.
+//!
+//! Each loop is the only writer of its own [`LoopStats`], so a counter is
+//! bumped with a relaxed load and store, not a locked read-modify-write:
+//! counting costs a few plain instructions on the hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a connection ended; the `reason` label of `closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The close handshake completed (either side began it).
+    Normal,
+    /// The peer closed TCP (or reset it) without a close handshake.
+    PeerGone,
+    /// The peer broke RFC 6455; closed with the error's close code.
+    ProtocolError,
+    /// The upgrade request was refused (4xx).
+    HandshakeFailed,
+    /// The connection limit was reached (503).
+    Overloaded,
+    /// The upgrade did not complete within the handshake timeout.
+    HandshakeTimeout,
+    /// No pong came back within the pong deadline after an idle ping.
+    IdleTimeout,
+    /// The peer did not answer our close frame within the close timeout.
+    CloseTimeout,
+    /// The peer did not read fast enough: its backlog passed the cap (1008).
+    SlowConsumer,
+    /// The server shut down (1001).
+    Shutdown,
+    /// A socket error other than a reset.
+    IoError,
+}
+
+impl CloseReason {
+    /// Every reason, in label order.
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::Normal,
+        CloseReason::PeerGone,
+        CloseReason::ProtocolError,
+        CloseReason::HandshakeFailed,
+        CloseReason::Overloaded,
+        CloseReason::HandshakeTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::CloseTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Shutdown,
+        CloseReason::IoError,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::PeerGone => "peer_gone",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::Overloaded => "overloaded",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::CloseTimeout => "close_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+        }
+    }
+}
+
+/// Labels of `handshake_failures_total{reason}`: every `HandshakeError`, plus
+/// a handshake that timed out.
+pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
+    "malformed",
+    "header_too_large",
+    "method",
+    "missing_host",
+    "not_upgrade",
+    "version",
+    "bad_key",
+    "path",
+    "origin",
+    "overloaded",
+    "timeout",
+];
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning loop may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Subtracts `n` (gauges). Only the owning loop may call this.
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    /// Sets the value (gauges). Only the owning loop may call this.
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// One event loop's counters and gauges.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// Open connections (handshaking ones included). Gauge.
+    pub connections: Counter,
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections closed, by [`CloseReason`] (index = position in `ALL`).
+    pub closed: [Counter; 11],
+    /// Refused or timed-out handshakes, by [`HANDSHAKE_FAILURE_LABELS`].
+    pub handshake_failures: [Counter; 11],
+    /// Messages received (whole messages, not frames).
+    pub messages_received: Counter,
+    /// Messages sent.
+    pub messages_sent: Counter,
+    /// Bytes read from sockets.
+    pub bytes_received: Counter,
+    /// Bytes written to sockets.
+    pub bytes_sent: Counter,
+    /// Pooled buffers held by connections. Gauge.
+    pub pool_in_use: Counter,
+    /// Pooled buffers waiting in the pool. Gauge.
+    pub pool_idle: Counter,
+    /// Bytes queued for slow readers. Gauge.
+    pub backlog_bytes: Counter,
+    /// Times accepting paused because the process ran out of descriptors.
+    pub accept_pauses: Counter,
+}
+
+impl LoopStats {
+    /// Counts a closed connection.
+    #[inline]
+    pub fn count_close(&self, reason: CloseReason) {
+        self.closed[reason as usize].add(1);
+    }
+
+    /// Closed connections for `reason`.
+    pub fn closed_by(&self, reason: CloseReason) -> u64 {
+        self.closed[reason as usize].get()
+    }
+
+    /// Counts a failed handshake by its label.
+    pub fn count_handshake_failure(&self, label: &str) {
+        if let Some(i) = HANDSHAKE_FAILURE_LABELS.iter().position(|l| *l == label) {
+            self.handshake_failures[i].add(1);
+        }
+    }
+
+    /// Failed handshakes for `label`.
+    pub fn handshake_failures_by(&self, label: &str) -> u64 {
+        HANDSHAKE_FAILURE_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.handshake_failures[i].get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_line_up_with_their_enums() {
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        use crate::ws::HandshakeError::*;
+        for e in [
+            Malformed,
+            HeaderTooLarge,
+            MethodNotAllowed,
+            MissingHost,
+            NotUpgrade,
+            UnsupportedVersion,
+            BadKey,
+            UnknownPath,
+            ForbiddenOrigin,
+            Overloaded,
+        ] {
+            assert!(HANDSHAKE_FAILURE_LABELS.contains(&e.label()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn counters_count() {
+        let s = LoopStats::default();
+        s.count_close(CloseReason::SlowConsumer);
+        s.count_handshake_failure("path");
+        s.connections.add(3);
+        s.connections.sub(1);
+        assert_eq!(s.closed_by(CloseReason::SlowConsumer), 1);
+        assert_eq!(s.handshake_failures_by("path"), 1);
+        assert_eq!(s.connections.get(), 2);
+    }
+}

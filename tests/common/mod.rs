@@ -1,0 +1,177 @@
+//! Helpers shared by the integration tests: start a real server on an
+//! ephemeral port, and a raw client that can send any bytes, valid or not.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use wsloop::app::EchoApp;
+use wsloop::server::{self, ServerConfig, ServerHandle};
+use wsloop::ws::client::{generate_key, parse_response, write_request};
+use wsloop::ws::frame::{opcode, write_frame, FrameHead, Role};
+use wsloop::ws::mask::apply_mask;
+
+/// A config on 127.0.0.1:0 with `workers` loops.
+pub fn test_config(workers: usize) -> ServerConfig {
+    ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        workers,
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts the built-in echo app.
+pub fn start_echo(cfg: ServerConfig) -> ServerHandle {
+    server::start(cfg, |_| EchoApp::new()).expect("server starts")
+}
+
+/// Polls `f` until it is true or `within` passes; returns the last value.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A tungstenite client (an independent implementation) over std TCP.
+pub type Tung = tungstenite::WebSocket<TcpStream>;
+
+/// Connects a tungstenite client to `ws://addr/ws`.
+pub fn tung_connect(addr: SocketAddr) -> Tung {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// A frame as the raw client read it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The close code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == opcode::CLOSE && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// A client that sends exactly the bytes it is told to.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects and completes the upgrade on `/ws`.
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let mut c = RawClient::connect_tcp(addr);
+        let key = generate_key();
+        let mut req = Vec::new();
+        write_request(&mut req, &addr.to_string(), "/ws", &key);
+        c.stream.write_all(&req).unwrap();
+        loop {
+            c.fill().expect("reply to the upgrade");
+            if let Some(n) = parse_response(&c.buf, &key).expect("101") {
+                c.buf.drain(..n);
+                return c;
+            }
+        }
+    }
+
+    /// Connects TCP only.
+    pub fn connect_tcp(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends one masked frame.
+    pub fn send_frame(&mut self, fin: bool, op: u8, payload: &[u8]) {
+        let mut v = Vec::new();
+        write_frame(&mut v, fin, op, payload, Some([0x11, 0x22, 0x33, 0x44]));
+        self.send_raw(&v);
+    }
+
+    /// Reads one frame (unmasked, as a server sends).
+    pub fn read_frame(&mut self) -> std::io::Result<RawFrame> {
+        loop {
+            if let Some(h) = FrameHead::decode(&self.buf).expect("server frame header") {
+                h.check(Role::Client, u64::MAX).expect("valid server frame");
+                if self.buf.len() >= h.frame_len() {
+                    let mut payload = self.buf[h.header_len as usize..h.frame_len()].to_vec();
+                    if let Some(m) = h.mask {
+                        apply_mask(&mut payload, m);
+                    }
+                    self.buf.drain(..h.frame_len());
+                    return Ok(RawFrame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    });
+                }
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads the whole HTTP reply until the server closes (for refusals).
+    pub fn read_to_end(&mut self) -> String {
+        let mut rest = Vec::new();
+        let _ = self.stream.read_to_end(&mut rest);
+        self.buf.extend_from_slice(&rest);
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+
+    /// True if the server closed the TCP connection (EOF or reset) within the
+    /// read timeout, after any frames still in flight.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        loop {
+            match self.read_frame() {
+                Ok(_) => continue,
+                Err(e) => {
+                    return matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    )
+                }
+            }
+        }
+    }
+}
