@@ -2,7 +2,7 @@
 //! only while it must (a partial frame, unsent bytes, a fragmented message).
 //!
 //! Size budget (x86-64, release), checked by a test: socket 4, session 10,
-//! generation 4, flags 1 and timer link 16, padded to 40, plus three `Vec`
+//! generation 4, flags 1, close reason 1 and timer link 16, padded to 40, plus three `Vec`
 //! headers of 24: 112 bytes (a slab entry adds 8 for its tag: 120). An idle
 //! open connection owns no heap memory at all: every `Vec` is empty with
 //! zero capacity.
@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 
 use crate::ws::Session;
 
+use super::stats::CloseReason;
 use super::timer::TimerLink;
 
 /// Conn flag: the handshake completed and the handler saw `on_open`.
@@ -24,6 +25,10 @@ pub const IN_READY_LIST: u8 = 2;
 pub const CLOSE_AFTER_FLUSH: u8 = 4;
 /// Conn flag: an idle ping was sent; the pong deadline is running.
 pub const PING_SENT: u8 = 8;
+/// Conn flag: our side is shut down (FIN sent); input is drained until the
+/// peer's EOF so that closing cannot turn into a reset that destroys the
+/// last bytes we sent (a "lingering close").
+pub const LINGERING: u8 = 16;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]
@@ -36,6 +41,8 @@ pub struct Conn {
     pub generation: u32,
     /// Bit set of the flags above.
     pub flags: u8,
+    /// With CLOSE_AFTER_FLUSH: the reason the close will be counted under.
+    pub close_reason: Option<CloseReason>,
     /// Position in the loop's timer wheel.
     pub timer: TimerLink,
     /// Unconsumed input (partial frame or request); zero capacity when none.
@@ -54,6 +61,7 @@ impl Conn {
             session: Session::server(),
             generation,
             flags: 0,
+            close_reason: None,
             timer: TimerLink::default(),
             rbuf: Vec::new(),
             wbuf: Vec::new(),

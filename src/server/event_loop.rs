@@ -20,7 +20,7 @@ use crate::ws::{Event, HandshakeError, Phase, WsError};
 
 use super::buffer_pool::BufferPool;
 use super::config::ServerConfig;
-use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, OPENED, PING_SENT};
+use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PING_SENT};
 use super::handler::{ConnId, Ctx, Handler, Message};
 use super::stats::{CloseReason, LoopStats};
 use super::timer::{Links, TimerLink, TimerWheel};
@@ -307,6 +307,10 @@ impl<H: Handler> EventLoop<H> {
         }
         match self.read_and_handle(slot) {
             ReadEnd::Open => {}
+            // A finishing connection that reaches EOF (or fails) is done.
+            ReadEnd::Close(reason) if self.conns[slot].has(CLOSE_AFTER_FLUSH) => {
+                self.close(slot, reason)
+            }
             ReadEnd::Close(reason) => self.finish(slot, reason),
         }
     }
@@ -406,7 +410,11 @@ impl<H: Handler> EventLoop<H> {
         let end = loop {
             scratch.clear();
             match self.conns[slot].read_into(&mut scratch) {
-                Ok(0) => break ReadEnd::Close(CloseReason::Normal),
+                Ok(0) => {
+                    break ReadEnd::Close(
+                        self.conns[slot].close_reason.unwrap_or(CloseReason::Normal),
+                    )
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadEnd::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -519,12 +527,12 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         if let Err(reason) = self.flush(slot) {
-            self.close(slot, reason);
+            self.finish(slot, reason);
             return;
         }
         let conn = &self.conns[slot];
         if conn.wbuf.is_empty() && conn.has(CLOSE_AFTER_FLUSH) {
-            self.close(slot, CloseReason::Normal);
+            self.after_drain(slot);
         }
     }
 
@@ -540,21 +548,52 @@ impl<H: Handler> EventLoop<H> {
         )
     }
 
-    /// A connection is done for `reason`: close now if nothing is queued,
-    /// else once the backlog drains (bounded by the close timeout).
+    /// A connection is done for `reason`. After a completed close handshake
+    /// (or a fault that leaves nothing to say) it closes now. Otherwise what
+    /// is queued (a close frame, an HTTP refusal) drains first, then our side
+    /// shuts down and input drains until the peer's EOF, all bounded by the
+    /// close timeout.
     fn finish(&mut self, slot: usize, reason: CloseReason) {
         let conn = &mut self.conns[slot];
         let graceful = matches!(
             reason,
-            CloseReason::Normal | CloseReason::ProtocolError | CloseReason::HandshakeFailed
+            CloseReason::Normal
+                | CloseReason::ProtocolError
+                | CloseReason::HandshakeFailed
+                | CloseReason::SlowConsumer
+                | CloseReason::Shutdown
         );
-        if conn.wbuf.is_empty() || !graceful {
+        if !graceful || (reason == CloseReason::Normal && conn.wbuf.is_empty()) {
             self.close(slot, reason);
             return;
         }
+        if conn.has(CLOSE_AFTER_FLUSH) {
+            return;
+        }
         conn.flags |= CLOSE_AFTER_FLUSH;
+        conn.close_reason = Some(reason);
         let deadline = self.wheel.now() + self.ticks.close;
         self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+        if self.conns[slot].wbuf.is_empty() {
+            self.after_drain(slot);
+        }
+    }
+
+    /// The backlog of a finishing connection has drained: close after a
+    /// close handshake, else send FIN and linger until the peer's EOF.
+    fn after_drain(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        let reason = conn.close_reason.unwrap_or(CloseReason::Normal);
+        if reason == CloseReason::Normal || conn.has(LINGERING) {
+            if !conn.has(LINGERING) {
+                self.close(slot, reason);
+            }
+            return;
+        }
+        conn.flags |= LINGERING;
+        if conn.socket.shutdown(std::net::Shutdown::Write).is_err() {
+            self.close(slot, reason);
+        }
     }
 
     /// Removes the connection and frees what it held.
@@ -617,7 +656,12 @@ impl<H: Handler> EventLoop<H> {
     fn on_timeout(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
         if conn.has(CLOSE_AFTER_FLUSH) {
-            self.close(slot, CloseReason::CloseTimeout);
+            // The backlog never drained. A slow consumer stays counted as one.
+            let reason = match conn.close_reason {
+                Some(CloseReason::SlowConsumer) => CloseReason::SlowConsumer,
+                _ => CloseReason::CloseTimeout,
+            };
+            self.close(slot, reason);
             return;
         }
         match conn.session.phase() {
@@ -632,7 +676,7 @@ impl<H: Handler> EventLoop<H> {
                 let deadline = self.wheel.now() + self.ticks.pong;
                 self.wheel.schedule(&mut self.conns, slot as u32, deadline);
                 if let Err(reason) = self.flush(slot) {
-                    self.close(slot, reason);
+                    self.finish(slot, reason);
                 }
             }
             Phase::Open => {
@@ -669,7 +713,7 @@ impl<H: Handler> EventLoop<H> {
                     let deadline = self.wheel.now() + self.ticks.close;
                     self.wheel.schedule(&mut self.conns, slot as u32, deadline);
                     if let Err(reason) = self.flush(slot) {
-                        self.close(slot, reason);
+                        self.finish(slot, reason);
                     }
                 }
                 Phase::CloseSent => {}
@@ -745,14 +789,16 @@ fn write_out(
             .sub((backlog_before - backlog_after) as u64);
     }
     if result.is_ok() && backlog_after > max_backlog {
+        // Queue the close frame behind what is queued (the stream must stay
+        // whole frames); the connection then only drains, for at most the
+        // close timeout, so memory stays bounded by the cap plus one batch.
         log::debug!(
             "slow consumer: {backlog_after} bytes queued (cap {max_backlog}), closing 1008"
         );
-        stats.backlog_bytes.sub(backlog_after as u64);
-        conn.wbuf.clear();
         conn.session
             .write_close(out, 1008, "slow consumer: backlog over the cap");
-        let _ = conn.socket.write(out);
+        conn.wbuf.extend_from_slice(out);
+        stats.backlog_bytes.add(out.len() as u64);
         out.clear();
         return Err(CloseReason::SlowConsumer);
     }

@@ -175,3 +175,133 @@ impl RawClient {
         }
     }
 }
+
+/// 100 well-behaved connections echoing in a loop on their own thread,
+/// counting round trips and errors, until stopped.
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Background {
+    /// Connects `n` clients to `addr` and starts echoing.
+    pub fn start(addr: SocketAddr, n: usize) -> Background {
+        let mut clients: Vec<Tung> = (0..n).map(|_| tung_connect(addr)).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut round_trips = 0u64;
+            let mut errors = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, ws) in clients.iter_mut().enumerate() {
+                    let text = format!("bg {i} {round_trips}");
+                    let r = ws
+                        .send(tungstenite::Message::text(text.clone()))
+                        .and_then(|_| ws.read());
+                    match r {
+                        Ok(m) if m == tungstenite::Message::text(text) => round_trips += 1,
+                        Ok(m) => errors.push(format!("client {i}: wrong echo {m:?}")),
+                        Err(e) => errors.push(format!("client {i}: {e}")),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for ws in clients.iter_mut() {
+                let _ = ws.close(None);
+            }
+            (round_trips, errors)
+        });
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops, and asserts that every round trip succeeded.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (round_trips, errors) = self.thread.take().unwrap().join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "well-behaved clients saw errors: {:?}",
+            &errors[..errors.len().min(5)]
+        );
+        assert!(round_trips > 0);
+        round_trips
+    }
+}
+
+/// The `wsloop` binary, started with `args` on 127.0.0.1:0; returns the
+/// child and the address it listens on (read from its log).
+pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2"])
+        .args(args);
+    cmd.stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    if let Some(limit) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn wsloop");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("wsloop exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            let addr = rest.split('/').next().unwrap();
+            break addr.parse().unwrap();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// VmRSS of a process, in bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// User + system CPU time of a process, in clock ticks.
+pub fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+impl RawClient {
+    /// True if the first bytes the server sends start with `prefix`.
+    pub fn read_frame_or_reply_starts_with(&mut self, prefix: &str) -> bool {
+        while self.buf.len() < prefix.len() {
+            if self.fill().is_err() {
+                return false;
+            }
+        }
+        self.buf.starts_with(prefix.as_bytes())
+    }
+}
