@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
+    /// Where to serve Prometheus /metrics and /healthz, or `off`.
+    #[arg(long, env = "WSLOOP_METRICS_ADDR", default_value = "0.0.0.0:2112", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
     /// Log level: error, warn, info, debug, trace or off.
     #[arg(long, env = "WSLOOP_LOG", default_value = "info", value_parser = parse_level)]
     pub log_level: LevelFilter,
@@ -130,6 +133,25 @@ impl ServeArgs {
             ..ServerConfig::default()
         }
     }
+}
+
+/// The metrics listener: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// Serve metrics here.
+    On(SocketAddr),
+    /// No metrics thread.
+    Off,
+}
+
+/// Parses `--metrics-addr`: `host:port` or `off`.
+pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr::Off);
+    }
+    s.parse()
+        .map(MetricsAddr::On)
+        .map_err(|_| format!("'{s}' is not an address (host:port) or 'off'"))
 }
 
 /// Parses a log level name.

@@ -6,8 +6,8 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
 use wsloop::app::EchoApp;
-use wsloop::cli::{Cli, Command, ServeArgs};
-use wsloop::{logging, server, tune};
+use wsloop::cli::{Cli, Command, MetricsAddr, ServeArgs};
+use wsloop::{logging, metrics, server, tune};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,29 @@ fn serve(args: &ServeArgs) -> ExitCode {
         args.paths.first().map_or("/", String::as_str),
         handle.max_conns()
     );
+    let _metrics = match args.metrics_addr {
+        MetricsAddr::Off => None,
+        MetricsAddr::On(addr) => {
+            let source = metrics::Source {
+                loops: handle.stats().to_vec(),
+                max_conns: handle.max_conns(),
+                proc_root: "/proc".into(),
+            };
+            let probe = handle.trigger();
+            match metrics::start(addr, source, move || !probe.is_shutting_down()) {
+                Ok(m) => {
+                    log::info!("metrics on http://{}/metrics", m.local_addr());
+                    Some(m)
+                }
+                Err(e) => {
+                    eprintln!("wsloop: cannot serve metrics on {addr}: {e}");
+                    handle.shutdown();
+                    let _ = handle.join();
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let trigger = handle.trigger();
     let timeout = args.shutdown_timeout;
     std::thread::Builder::new()

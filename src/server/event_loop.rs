@@ -168,6 +168,7 @@ impl<H: Handler> EventLoop<H> {
                     return Err(e);
                 }
             }
+            let handling = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -186,6 +187,9 @@ impl<H: Handler> EventLoop<H> {
             self.run_ready_list();
             self.fire_timers(Instant::now());
             self.publish_pool_gauges();
+            if !events.is_empty() {
+                self.stats.observe_iteration(handling.elapsed());
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     return Ok(());

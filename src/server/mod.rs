@@ -120,6 +120,11 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Relaxed)
+    }
+
     /// See [`ServerHandle::shutdown`].
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);

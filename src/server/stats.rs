@@ -84,6 +84,11 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
     "timeout",
 ];
 
+/// Upper bounds (seconds) of the loop-iteration histogram buckets.
+pub const ITERATION_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
 /// A counter with a single writer.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -140,9 +145,27 @@ pub struct LoopStats {
     pub backlog_bytes: Counter,
     /// Times accepting paused because the process ran out of descriptors.
     pub accept_pauses: Counter,
+    /// Loop passes whose handling time fell in each bucket (not cumulative;
+    /// the last slot counts passes over the largest bound).
+    pub iteration_buckets: [Counter; ITERATION_BUCKETS.len() + 1],
+    /// Total handling time of all loop passes, in nanoseconds.
+    pub iteration_nanos: Counter,
 }
 
 impl LoopStats {
+    /// Records how long one poll-and-handle pass took (time spent waiting in
+    /// poll is not counted).
+    #[inline]
+    pub fn observe_iteration(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = ITERATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(ITERATION_BUCKETS.len());
+        self.iteration_buckets[i].add(1);
+        self.iteration_nanos.add(elapsed.as_nanos() as u64);
+    }
+
     /// Counts a closed connection.
     #[inline]
     pub fn count_close(&self, reason: CloseReason) {

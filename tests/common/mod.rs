@@ -305,3 +305,45 @@ impl RawClient {
         self.buf.starts_with(prefix.as_bytes())
     }
 }
+
+/// A plain HTTP GET; returns (status, body). Panics on transport errors.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line (`name{labels} value`) in an exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Starts the metrics thread for an in-process server on 127.0.0.1:0.
+pub fn start_metrics(server: &ServerHandle) -> wsloop::metrics::MetricsHandle {
+    let source = wsloop::metrics::Source {
+        loops: server.stats().to_vec(),
+        max_conns: server.max_conns(),
+        proc_root: "/proc".into(),
+    };
+    let probe = server.trigger();
+    wsloop::metrics::start("127.0.0.1:0".parse().unwrap(), source, move || {
+        !probe.is_shutting_down()
+    })
+    .unwrap()
+}
