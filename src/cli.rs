@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the WebSocket server (the default).
     Serve(ServeArgs),
+    /// Drive a WebSocket server with many connections and measure it.
+    Load(crate::load::LoadArgs),
 }
 
 /// Flags of `wsloop serve`.

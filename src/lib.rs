@@ -6,6 +6,7 @@
 //! - [`server`]: the I/O engine: per-core mio event loops.
 //! - [`ws`]: RFC 6455 as a sans-io state machine.
 //! - [`metrics`]: the metrics thread (Prometheus `/metrics`, `/healthz`).
+//! - [`load`]: the load generator (`wsloop load`).
 //! - [`tune`]: host limits.
 //!
 //! Embedding it takes a [`server::Handler`] and [`server::start`]:
@@ -30,6 +31,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -231,14 +231,31 @@ impl Background {
     }
 }
 
-/// The `wsloop` binary, started with `args` on 127.0.0.1:0; returns the
-/// child and the address it listens on (read from its log).
+/// The `wsloop` binary, started with `args` on 127.0.0.1:0 (metrics on
+/// 127.0.0.1:0 too); returns the child and the address it listens on.
 pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr) {
+    let (child, addr, _) = spawn_binary_with_metrics(args, nofile);
+    (child, addr)
+}
+
+/// Like [`spawn_binary`], also returning the metrics address (read from its log).
+pub fn spawn_binary_with_metrics(
+    args: &[&str],
+    nofile: Option<u64>,
+) -> (std::process::Child, SocketAddr, SocketAddr) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2"])
-        .args(args);
+    cmd.args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ])
+    .args(args);
     cmd.stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());
     if let Some(limit) = nofile {
@@ -259,19 +276,26 @@ pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child,
     let mut child = cmd.spawn().expect("spawn wsloop");
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
-    let addr = loop {
+    let mut addr = None;
+    let metrics = loop {
         let line = lines
             .next()
             .expect("wsloop exited before listening")
             .unwrap();
         if let Some(rest) = line.split("listening on ws://").nth(1) {
-            let addr = rest.split('/').next().unwrap();
-            break addr.parse().unwrap();
+            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
+        }
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            break rest.split('/').next().unwrap().parse().unwrap();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (
+        child,
+        addr.expect("listening line before the metrics line"),
+        metrics,
+    )
 }
 
 /// VmRSS of a process, in bytes.

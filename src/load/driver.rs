@@ -1,0 +1,760 @@
+//! One load process: a single mio loop that opens client connections at a
+//! bounded rate to follow the plan, runs the scenario on each, and
+//! measures. Clients speak through the same sans-io `ws` layer as the
+//! server (client role), and their timers use the same wheel.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::Deserialize;
+use slab::Slab;
+
+use crate::server::timer::{Links, TimerLink, TimerWheel};
+use crate::ws::client::{generate_key, parse_response, write_request, ClientHandshakeError};
+use crate::ws::{Config, Event, Session};
+
+use super::plan::Plan;
+use super::report::{new_histogram, Latency, Report};
+
+/// What each connection does once open.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum Scenario {
+    /// Connect and hold (answering the server's pings).
+    Idle,
+    /// Send `{"type":"ping","payload":..}` every interval and check the pong.
+    Ping,
+    /// Keep `depth` binary messages of `size` bytes in flight; verify echoes.
+    Echo,
+    /// Connect, one message, close, repeat.
+    Churn,
+}
+
+impl Scenario {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Ping => "ping",
+            Scenario::Echo => "echo",
+            Scenario::Churn => "churn",
+        }
+    }
+}
+
+/// Everything one load process needs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The server's address.
+    pub target: SocketAddr,
+    /// The Host header.
+    pub host: String,
+    /// The request path.
+    pub path: String,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Connections over time.
+    pub plan: Plan,
+    /// New connections per second at most.
+    pub rate: u32,
+    /// Ping interval.
+    pub interval: Duration,
+    /// Echo payload size.
+    pub size: usize,
+    /// Echo messages in flight per connection.
+    pub depth: usize,
+    /// Local addresses to connect from, round robin (empty: the kernel picks).
+    pub source_ips: Vec<IpAddr>,
+    /// Time allowed from connect to 101.
+    pub connect_timeout: Duration,
+}
+
+/// A snapshot for the once-a-second progress line.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Connections open now.
+    pub open: u64,
+    /// The plan's target now.
+    pub target: u64,
+    /// Handshakes completed so far.
+    pub established: u64,
+    /// Connections failed so far.
+    pub failed: u64,
+    /// Messages received so far.
+    pub received: u64,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const WIND_DOWN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Handshaking,
+    Open,
+    /// We sent a close frame.
+    Closing,
+    /// The close handshake is over; waiting for the server's FIN.
+    Draining,
+}
+
+struct Client {
+    socket: TcpStream,
+    state: State,
+    session: Session,
+    key: [u8; 24],
+    started: Instant,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    assembly: Vec<u8>,
+    inflight: VecDeque<(u64, Instant)>,
+    seq: u64,
+    generation: u32,
+    timer: TimerLink,
+}
+
+impl Links for Slab<Client> {
+    fn link(&mut self, slot: u32) -> &mut TimerLink {
+        &mut self[slot as usize].timer
+    }
+}
+
+#[derive(Deserialize)]
+struct Pong<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: Option<&'a str>,
+}
+
+/// The echo payload for message `seq`: its number, then a pattern.
+fn echo_payload(seq: u64, size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend((0..size).map(|i| (i as u64).wrapping_mul(31).wrapping_add(seq) as u8));
+    let n = size.min(8);
+    out[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+}
+
+fn connect_error_reason(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => "refused",
+        Some(libc::ETIMEDOUT) => "timeout",
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) => "reset",
+        Some(libc::EADDRNOTAVAIL) => "no_local_ports",
+        Some(libc::EMFILE) | Some(libc::ENFILE) => "client_fd_limit",
+        _ => "connect_error",
+    }
+}
+
+/// Opens a non-blocking connection to `target` from `source`.
+fn open_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        // Let connect() pick the port per destination, so one source address
+        // serves far more than 64k connections across destinations.
+        let on: libc::c_int = 1;
+        // SAFETY: a valid fd and a pointer to a live c_int of the right size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// The driver's state. See the module docs.
+struct Driver<'a> {
+    cfg: &'a DriverConfig,
+    poll: Poll,
+    clients: Slab<Client>,
+    wheel: TimerWheel,
+    ws: Config,
+    report: Report,
+    handshake: Histogram<u64>,
+    rtt: Histogram<u64>,
+    live: u64,
+    open: u64,
+    next_generation: u32,
+    next_source: usize,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    expired: Vec<u32>,
+}
+
+/// Runs one load process to the end of its plan (or until `stop`), calling
+/// `on_second` once a second.
+pub fn run(
+    cfg: &DriverConfig,
+    stop: &AtomicBool,
+    mut on_second: impl FnMut(&Progress),
+) -> io::Result<Report> {
+    let mut d = Driver {
+        cfg,
+        poll: Poll::new()?,
+        clients: Slab::new(),
+        wheel: TimerWheel::new(TICK),
+        ws: Config::default(),
+        report: Report {
+            scenario: cfg.scenario.name().into(),
+            processes: 1,
+            ..Report::default()
+        },
+        handshake: new_histogram(),
+        rtt: new_histogram(),
+        live: 0,
+        open: 0,
+        next_generation: 0,
+        next_source: 0,
+        out: Vec::new(),
+        scratch: Vec::new(),
+        expired: Vec::new(),
+    };
+    let start = Instant::now();
+    let plan_end = cfg.plan.duration();
+    let mut events = Events::with_capacity(1024);
+    let mut tokens = 0.0f64;
+    let mut last_tick = start;
+    let mut next_second = start + Duration::from_secs(1);
+    let mut wind_down: Option<Instant> = None;
+    loop {
+        if let Err(e) = d.poll.poll(&mut events, Some(TICK)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        for event in events.iter() {
+            let slot = event.token().0 & 0xffff_ffff;
+            let generation = (event.token().0 >> 32) as u32;
+            if d.clients
+                .get(slot)
+                .is_none_or(|c| c.generation != generation)
+            {
+                continue;
+            }
+            if event.is_writable() {
+                d.on_writable(slot);
+            }
+            if d.clients.contains(slot)
+                && (event.is_readable() || event.is_read_closed() || event.is_error())
+            {
+                d.on_readable(slot);
+            }
+        }
+        let now = Instant::now();
+        let elapsed = now - start;
+        d.fire_timers(now);
+        if wind_down.is_none() && (elapsed >= plan_end || stop.load(Ordering::Relaxed)) {
+            d.report.interrupted = stop.load(Ordering::Relaxed) && elapsed < plan_end;
+            wind_down = Some(now + WIND_DOWN);
+            d.close_clients(usize::MAX);
+        }
+        match wind_down {
+            Some(deadline) => {
+                if d.clients.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+            None => {
+                let dt = (now - last_tick).as_secs_f64();
+                tokens = (tokens + dt * f64::from(cfg.rate)).min(f64::from(cfg.rate) / 10.0 + 1.0);
+                let target = cfg.plan.target_at(elapsed) as u64;
+                if d.live < target {
+                    let n = ((target - d.live) as f64).min(tokens.floor()) as u64;
+                    tokens -= n as f64;
+                    for _ in 0..n {
+                        d.open_one();
+                    }
+                } else if d.live > target {
+                    d.close_clients((d.live - target) as usize);
+                }
+            }
+        }
+        last_tick = now;
+        if now >= next_second {
+            next_second += Duration::from_secs(1);
+            let p = Progress {
+                t: elapsed.as_secs_f64(),
+                open: d.open,
+                target: cfg.plan.target_at(elapsed) as u64,
+                established: d.report.established,
+                failed: d.report.failures(),
+                received: d.report.messages_received,
+            };
+            d.report.peak_open = d.report.peak_open.max(d.open);
+            on_second(&p);
+        }
+    }
+    // Whatever is left after the wind-down deadline is dropped.
+    let leftover: Vec<usize> = d.clients.iter().map(|(s, _)| s).collect();
+    for slot in leftover {
+        d.remove(slot);
+    }
+    d.report.duration_secs = start.elapsed().as_secs_f64();
+    d.report.handshake = Some(Latency::from_hist(&d.handshake));
+    d.report.rtt = Some(Latency::from_hist(&d.rtt));
+    Ok(d.report)
+}
+
+impl Driver<'_> {
+    fn open_one(&mut self) {
+        let source = if self.cfg.source_ips.is_empty() {
+            None
+        } else {
+            self.next_source = (self.next_source + 1) % self.cfg.source_ips.len();
+            Some(self.cfg.source_ips[self.next_source])
+        };
+        let mut socket = match open_socket(self.cfg.target, source) {
+            Ok(s) => s,
+            Err(e) => return self.count_failure(connect_error_reason(&e)),
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let entry = self.clients.vacant_entry();
+        let slot = entry.key();
+        let token = Token(slot | (generation as usize) << 32);
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.count_failure(connect_error_reason(&e));
+        }
+        entry.insert(Client {
+            socket,
+            state: State::Connecting,
+            session: Session::client(),
+            key: generate_key(),
+            started: Instant::now(),
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            assembly: Vec::new(),
+            inflight: VecDeque::new(),
+            seq: 0,
+            generation,
+            timer: TimerLink::default(),
+        });
+        self.live += 1;
+        let deadline = self.wheel.now() + self.wheel.ticks(self.cfg.connect_timeout);
+        self.wheel
+            .schedule(&mut self.clients, slot as u32, deadline);
+    }
+
+    fn count_failure(&mut self, reason: &str) {
+        *self.report.failed.entry(reason.to_string()).or_default() += 1;
+    }
+
+    fn count_server_close(&mut self, reason: String) {
+        *self.report.server_closed.entry(reason).or_default() += 1;
+    }
+
+    /// Removes a client, keeping the live/open counts right.
+    fn remove(&mut self, slot: usize) {
+        self.wheel.remove(&mut self.clients, slot as u32);
+        let c = self.clients.remove(slot);
+        match c.state {
+            State::Connecting | State::Handshaking => self.live -= 1,
+            State::Open => {
+                self.live -= 1;
+                self.open -= 1;
+            }
+            State::Closing | State::Draining => {}
+        }
+    }
+
+    fn fail(&mut self, slot: usize, reason: &str) {
+        self.count_failure(reason);
+        self.remove(slot);
+    }
+
+    /// Begins closing up to `n` open clients (and drops connecting ones
+    /// when `n` is everything).
+    fn close_clients(&mut self, n: usize) {
+        let all = n == usize::MAX;
+        let mut chosen = Vec::new();
+        for (slot, c) in self.clients.iter() {
+            if chosen.len() >= n {
+                break;
+            }
+            if c.state == State::Open
+                || (all && matches!(c.state, State::Connecting | State::Handshaking))
+            {
+                chosen.push(slot);
+            }
+        }
+        for slot in chosen {
+            if self.clients[slot].state == State::Open {
+                self.begin_close(slot);
+            } else {
+                self.remove(slot);
+            }
+        }
+    }
+
+    fn begin_close(&mut self, slot: usize) {
+        let c = &mut self.clients[slot];
+        c.session.write_close(&mut self.out, 1000, "load done");
+        c.state = State::Closing;
+        self.live -= 1;
+        self.open -= 1;
+        let deadline = self.wheel.now() + self.wheel.ticks(CLOSE_TIMEOUT);
+        self.wheel
+            .schedule(&mut self.clients, slot as u32, deadline);
+        self.flush(slot);
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        if self.clients[slot].state == State::Connecting {
+            let c = &mut self.clients[slot];
+            match c.socket.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(slot, connect_error_reason(&e)),
+                Ok(None) => {}
+            }
+            if c.socket.peer_addr().is_err() {
+                return; // not connected yet
+            }
+            let host = self.cfg.host.clone();
+            write_request(&mut self.out, &host, &self.cfg.path, &c.key);
+            c.state = State::Handshaking;
+        }
+        self.flush(slot);
+    }
+
+    /// Writes `self.out` after the client's backlog; drops the client on error.
+    fn flush(&mut self, slot: usize) {
+        let c = &mut self.clients[slot];
+        c.wbuf.extend_from_slice(&self.out);
+        self.out.clear();
+        let mut written = 0;
+        while written < c.wbuf.len() {
+            match c.socket.write(&c.wbuf[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+                Err(e) => {
+                    let reason = connect_error_reason(&e);
+                    return self.lost(slot, reason);
+                }
+            }
+        }
+        c.wbuf.drain(..written);
+        if c.wbuf.is_empty() && c.wbuf.capacity() > 4096 {
+            c.wbuf = Vec::new();
+        }
+    }
+
+    /// The connection broke: a failure before the 101, a server-side close
+    /// while open, nothing while we were closing.
+    fn lost(&mut self, slot: usize, reason: &str) {
+        match self.clients[slot].state {
+            State::Connecting | State::Handshaking => self.fail(slot, reason),
+            State::Open => {
+                self.count_server_close(if reason == "reset" {
+                    "reset".into()
+                } else {
+                    "dropped".into()
+                });
+                self.remove(slot);
+            }
+            State::Closing | State::Draining => self.remove(slot),
+        }
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let c = &mut self.clients[slot];
+            if c.state == State::Connecting {
+                return;
+            }
+            match c.socket.read(&mut chunk) {
+                Ok(0) => {
+                    let state = c.state;
+                    return match state {
+                        State::Draining | State::Closing => self.remove(slot),
+                        State::Handshaking => self.fail(slot, "reset"),
+                        _ => self.lost(slot, "dropped"),
+                    };
+                }
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    if !self.process_input(slot) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let reason = connect_error_reason(&e);
+                    return self.lost(slot, reason);
+                }
+            }
+        }
+    }
+
+    /// Handles what is buffered; false if the client is gone.
+    fn process_input(&mut self, slot: usize) -> bool {
+        if self.clients[slot].state == State::Handshaking {
+            let c = &mut self.clients[slot];
+            match parse_response(&c.rbuf, &c.key) {
+                Ok(None) => return true,
+                Ok(Some(n)) => {
+                    c.rbuf.drain(..n);
+                    c.state = State::Open;
+                    let took = c.started.elapsed();
+                    let _ = self.handshake.record(took.as_micros().max(1) as u64);
+                    self.report.established += 1;
+                    self.open += 1;
+                    self.on_open(slot);
+                }
+                Err(ClientHandshakeError::Status(s)) => {
+                    self.fail(slot, &format!("status_{s}"));
+                    return false;
+                }
+                Err(_) => {
+                    self.fail(slot, "bad_handshake");
+                    return false;
+                }
+            }
+        }
+        let mut rbuf = std::mem::take(&mut self.clients[slot].rbuf);
+        let mut pos = 0;
+        let mut alive = true;
+        loop {
+            let c = &mut self.clients[slot];
+            let decoded =
+                c.session
+                    .decode(&mut rbuf[pos..], &mut c.assembly, &mut self.out, &self.ws);
+            let d = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    self.count_server_close(format!("protocol_{}", e.label()));
+                    self.flush(slot);
+                    if self.clients.contains(slot) {
+                        self.remove_counted(slot);
+                    }
+                    alive = false;
+                    break;
+                }
+            };
+            pos += d.consumed;
+            let Some(event) = d.event else { break };
+            match event {
+                Event::Text(t) => {
+                    let t = t.to_string();
+                    self.on_message(slot, t.as_bytes(), true);
+                }
+                Event::Binary(b) => {
+                    let b = b.to_vec();
+                    self.on_message(slot, &b, false);
+                }
+                Event::Close { code, .. } => {
+                    let c = &mut self.clients[slot];
+                    if c.state == State::Open {
+                        let code =
+                            code.map_or("close_no_code".to_string(), |c| format!("close_{c}"));
+                        self.count_server_close(code);
+                        self.live -= 1;
+                        self.open -= 1;
+                    }
+                    self.clients[slot].state = State::Draining;
+                    let deadline = self.wheel.now() + self.wheel.ticks(CLOSE_TIMEOUT);
+                    self.wheel
+                        .schedule(&mut self.clients, slot as u32, deadline);
+                }
+                Event::Ping(_) | Event::Pong(_) | Event::Open(_) => {}
+            }
+            if !self.clients.contains(slot) {
+                alive = false;
+                break;
+            }
+        }
+        if alive {
+            rbuf.drain(..pos);
+            self.clients[slot].rbuf = rbuf;
+            if !self.out.is_empty() {
+                self.flush(slot);
+            }
+            alive = self.clients.contains(slot);
+        }
+        alive
+    }
+
+    /// Removes a client after a protocol failure (already counted).
+    fn remove_counted(&mut self, slot: usize) {
+        if self.clients[slot].state == State::Open {
+            self.live -= 1;
+            self.open -= 1;
+            self.clients[slot].state = State::Draining;
+        }
+        self.remove(slot);
+    }
+
+    fn on_open(&mut self, slot: usize) {
+        match self.cfg.scenario {
+            Scenario::Idle => {
+                // No deadline while holding: the server's pings keep it honest.
+                self.wheel.remove(&mut self.clients, slot as u32);
+            }
+            Scenario::Ping => {
+                let spread = self.wheel.ticks(self.cfg.interval).max(1);
+                let first = (crate::ws::mask::random_u64() % u64::from(spread)) as u32 + 1;
+                let deadline = self.wheel.now() + first;
+                self.wheel
+                    .schedule(&mut self.clients, slot as u32, deadline);
+            }
+            Scenario::Echo => {
+                self.wheel.remove(&mut self.clients, slot as u32);
+                for _ in 0..self.cfg.depth.max(1) {
+                    self.send_echo(slot);
+                }
+                self.flush(slot);
+            }
+            Scenario::Churn => {
+                self.wheel.remove(&mut self.clients, slot as u32);
+                self.send_text(slot, "churn".into());
+                self.flush(slot);
+            }
+        }
+    }
+
+    fn send_text(&mut self, slot: usize, text: String) {
+        let c = &mut self.clients[slot];
+        c.seq += 1;
+        c.inflight.push_back((c.seq, Instant::now()));
+        if c.session.write_text(&mut self.out, &text) {
+            self.report.messages_sent += 1;
+            self.report.bytes_sent += text.len() as u64;
+        }
+    }
+
+    fn send_echo(&mut self, slot: usize) {
+        let c = &mut self.clients[slot];
+        c.seq += 1;
+        echo_payload(c.seq, self.cfg.size, &mut self.scratch);
+        c.inflight.push_back((c.seq, Instant::now()));
+        if c.session.write_binary(&mut self.out, &self.scratch) {
+            self.report.messages_sent += 1;
+            self.report.bytes_sent += self.scratch.len() as u64;
+        }
+    }
+
+    fn send_ping(&mut self, slot: usize) {
+        let c = &self.clients[slot];
+        let text = format!(
+            r#"{{"type":"ping","payload":"g{}-{}"}}"#,
+            c.generation,
+            c.seq + 1
+        );
+        self.send_text(slot, text);
+        self.flush(slot);
+    }
+
+    fn on_message(&mut self, slot: usize, payload: &[u8], is_text: bool) {
+        self.report.messages_received += 1;
+        self.report.bytes_received += payload.len() as u64;
+        let c = &mut self.clients[slot];
+        if c.state != State::Open {
+            return;
+        }
+        let Some((seq, sent)) = c.inflight.pop_front() else {
+            self.report.mismatches += 1;
+            return;
+        };
+        let matches = match self.cfg.scenario {
+            Scenario::Ping => std::str::from_utf8(payload)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Pong<'_>>(t).ok())
+                .is_some_and(|p| {
+                    p.kind == "pong" && p.payload == Some(&format!("g{}-{seq}", c.generation))
+                }),
+            Scenario::Echo => {
+                echo_payload(seq, self.cfg.size, &mut self.scratch);
+                !is_text && payload == self.scratch.as_slice()
+            }
+            Scenario::Churn => is_text && payload == b"churn",
+            Scenario::Idle => true,
+        };
+        if !matches {
+            self.report.mismatches += 1;
+            return;
+        }
+        let _ = self.rtt.record(sent.elapsed().as_micros().max(1) as u64);
+        match self.cfg.scenario {
+            Scenario::Echo => {
+                self.send_echo(slot);
+            }
+            Scenario::Churn => self.begin_close(slot),
+            Scenario::Ping | Scenario::Idle => {}
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let tick = self.wheel.tick_at(now);
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(&mut self.clients, tick, &mut expired);
+        for slot in expired.drain(..) {
+            let slot = slot as usize;
+            match self.clients[slot].state {
+                State::Connecting | State::Handshaking => self.fail(slot, "timeout"),
+                State::Closing | State::Draining => self.remove(slot),
+                State::Open => {
+                    // Only the ping scenario keeps a timer while open.
+                    let c = &mut self.clients[slot];
+                    if let Some((_, sent)) = c.inflight.front() {
+                        if sent.elapsed() >= self.cfg.interval {
+                            self.report.pong_timeouts += c.inflight.len() as u64;
+                            c.inflight.clear();
+                        }
+                    }
+                    self.send_ping(slot);
+                    if self.clients.contains(slot) {
+                        let deadline = self.wheel.now() + self.wheel.ticks(self.cfg.interval);
+                        self.wheel
+                            .schedule(&mut self.clients, slot as u32, deadline);
+                    }
+                }
+            }
+        }
+        self.expired = expired;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_payloads_differ_by_sequence() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        echo_payload(1, 64, &mut a);
+        echo_payload(2, 64, &mut b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        echo_payload(3, 4, &mut a);
+        assert_eq!(a.len(), 4);
+    }
+}

@@ -1,0 +1,497 @@
+//! `wsloop load`: a native load generator on the same mio + `ws`
+//! foundations as the server, able to hold 100,000 connections from one
+//! host where k6 (megabytes per virtual user) cannot.
+//!
+//! A run follows k6-style stages at a bounded connect rate, runs one
+//! scenario on every connection, and measures: connections by outcome,
+//! handshake and round-trip histograms, throughput, and (scraping the
+//! server's `/metrics`) the server's connections, RSS and descriptors over
+//! time. When the per-process file limit is below the target it splits the
+//! work over child processes and merges their results.
+
+pub mod driver;
+pub mod plan;
+pub mod plot;
+pub mod report;
+pub mod scrape;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+pub use driver::{DriverConfig, Progress, Scenario};
+pub use plan::{Plan, Stage};
+pub use report::{LeakCheck, Report, Sample};
+use scrape::{MetricsUrl, ServerView};
+
+/// Flags of `wsloop load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// The server: ws://host:port/path.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// What each connection does.
+    #[arg(long, value_enum, default_value = "idle")]
+    pub scenario: Scenario,
+    /// A fixed number of connections (ramped at --rate, held for --duration).
+    #[arg(long, conflicts_with = "stage")]
+    pub conns: Option<usize>,
+    /// A stage DURATION:TARGET, repeatable (e.g. --stage 60s:5000 --stage 180s:5000 --stage 60s:0).
+    #[arg(long, value_parser = plan::parse_stage)]
+    pub stage: Vec<Stage>,
+    /// How long to hold a fixed --conns count.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub duration: Duration,
+    /// New connections per second at most (all processes together).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    /// Ping scenario: time between pings on each connection.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub interval: Duration,
+    /// Echo scenario: payload bytes per message.
+    #[arg(long, default_value = "64", value_parser = crate::cli::parse_size)]
+    pub size: usize,
+    /// Echo scenario: messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Local source addresses, round robin: a range (127.0.0.2-127.0.0.9) or a comma list.
+    #[arg(long, value_parser = parse_source_ips)]
+    pub source_ips: Option<SourceIps>,
+    /// Time allowed from connect to the 101.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Processes to split the work over (0: as many as the file limit needs).
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
+    /// The server's /metrics, scraped every second (repeat for several processes).
+    #[arg(long)]
+    pub metrics_url: Vec<String>,
+    /// Write everything measured as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw connections, server RSS and FDs over time into this SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// After the run, fail unless the server's connections return to 0 and
+    /// its FDs and RSS return near their baseline (needs --metrics-url).
+    #[arg(long, requires = "metrics_url")]
+    pub expect_clean: bool,
+    /// Internal: this process is child I of N.
+    #[arg(long, hide = true, requires = "child_count")]
+    pub child_index: Option<usize>,
+    /// Internal: the number of children.
+    #[arg(long, hide = true)]
+    pub child_count: Option<usize>,
+}
+
+/// Source addresses to connect from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
+/// Parses `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
+pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+    let bad = |p: &str| format!("'{p}' is not an IPv4 address");
+    if let Some((a, b)) = s.split_once('-') {
+        let a: Ipv4Addr = a.trim().parse().map_err(|_| bad(a))?;
+        let b: Ipv4Addr = b.trim().parse().map_err(|_| bad(b))?;
+        let (a, b) = (u32::from(a), u32::from(b));
+        if b < a || b - a > 65_535 {
+            return Err(format!(
+                "'{s}' is not an ascending range of at most 65,536 addresses"
+            ));
+        }
+        return Ok(SourceIps(
+            (a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect(),
+        ));
+    }
+    s.split(',')
+        .map(|p| p.trim().parse().map_err(|_| bad(p)))
+        .collect::<Result<_, _>>()
+        .map(SourceIps)
+}
+
+/// Splits `ws://host:port/path` into (address, host header, path).
+pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("--url '{url}': only ws:// URLs (wss is not supported)"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("--url '{url}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("--url '{url}': no address"))?;
+    Ok((
+        addr,
+        host.to_string(),
+        if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+    ))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn install_sigint() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+/// Runs `wsloop load`; the exit code says whether the run was clean.
+pub fn main(args: &LoadArgs) -> ExitCode {
+    match run(args) {
+        Ok(report) if report.is_clean_run() => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("wsloop load: errors during the run (see the summary)");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("wsloop load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
+    let (target, host, path) = parse_ws_url(&args.url)?;
+    let plan = match args.conns {
+        Some(n) => Plan::fixed(n, args.rate, args.duration),
+        None if !args.stage.is_empty() => Plan {
+            stages: args.stage.clone(),
+        },
+        None => return Err("give --conns N or at least one --stage DURATION:TARGET".into()),
+    };
+    if args.depth == 0 {
+        return Err("--depth must be at least 1".into());
+    }
+    Ok(DriverConfig {
+        target,
+        host,
+        path,
+        scenario: args.scenario,
+        plan,
+        rate: args.rate.max(1),
+        interval: args.interval,
+        size: args.size,
+        depth: args.depth,
+        source_ips: args.source_ips.clone().map_or_else(Vec::new, |s| s.0),
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+/// Runs the load as parent, single process or child, per the flags.
+pub fn run(args: &LoadArgs) -> Result<Report, String> {
+    install_sigint();
+    let mut cfg = driver_config(args)?;
+    if let (Some(i), Some(n)) = (args.child_index, args.child_count) {
+        return run_child(&mut cfg, i, n.max(1));
+    }
+    let urls = args
+        .metrics_url
+        .iter()
+        .map(|u| MetricsUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (soft, _) = crate::tune::rlimit::raise_nofile().map_err(|e| format!("file limit: {e}"))?;
+    let per_process = (soft as usize).saturating_sub(64).max(1);
+    let processes = if args.processes > 0 {
+        args.processes
+    } else {
+        cfg.plan.peak().div_ceil(per_process).max(1)
+    };
+    let baseline = if urls.is_empty() {
+        None
+    } else {
+        Some(scrape::fetch_all(&urls).ok_or("cannot scrape --metrics-url before the run")?)
+    };
+    let latest: Arc<Mutex<Option<ServerView>>> = Arc::new(Mutex::new(baseline));
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = (!urls.is_empty()).then(|| {
+        let (latest, scraping, urls) = (latest.clone(), scraping.clone(), urls.clone());
+        std::thread::spawn(move || {
+            while scraping.load(Ordering::Relaxed) {
+                if let Some(v) = scrape::fetch_all(&urls) {
+                    *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    });
+    let start = Instant::now();
+    let mut timeline = Vec::new();
+    let mut record = |p: &Progress| {
+        let view = *latest.lock().unwrap_or_else(|e| e.into_inner());
+        let sample = Sample {
+            t: p.t,
+            open: p.open,
+            server_connections: view.map(|v| v.connections),
+            server_rss: view.map(|v| v.rss),
+            server_fds: view.map(|v| v.fds),
+        };
+        eprintln!("{}", progress_line(p, view.as_ref()));
+        timeline.push(sample);
+    };
+    let mut report = if processes == 1 {
+        driver::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
+    } else {
+        eprintln!(
+            "wsloop load: {} connections over {processes} processes (file limit {soft})",
+            cfg.plan.peak()
+        );
+        run_children(processes, &mut record)?
+    };
+    report.processes = processes;
+    report.server_baseline = baseline.map(|v| Sample {
+        t: 0.0,
+        open: 0,
+        server_connections: Some(v.connections),
+        server_rss: Some(v.rss),
+        server_fds: Some(v.fds),
+    });
+    report.peak_open = report
+        .peak_open
+        .max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
+    if args.expect_clean {
+        let base = baseline.unwrap_or_default();
+        report.leak_check = Some(leak_check(&urls, base, start, &mut timeline));
+    }
+    scraping.store(false, Ordering::Relaxed);
+    if let Some(s) = scraper {
+        let _ = s.join();
+    }
+    report.timeline = timeline;
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("wsloop load: {} ({})", report.scenario, args.url);
+        plot::write_svg(path, &title, &report.timeline)
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
+    Ok(report)
+}
+
+fn progress_line(p: &Progress, server: Option<&ServerView>) -> String {
+    let mut line = format!(
+        "[{:>6.1}s] open {:>7}/{:<7} established {:>8} failed {:>6} received {:>10}",
+        p.t, p.open, p.target, p.established, p.failed, p.received
+    );
+    if let Some(v) = server {
+        line.push_str(&format!(
+            " | server conns {:>7.0} rss {:>7.1} MB fds {:>7.0}",
+            v.connections,
+            v.rss / 1e6,
+            v.fds
+        ));
+    }
+    line
+}
+
+/// Waits up to 30 s for the server to return to its baseline.
+fn leak_check(
+    urls: &[MetricsUrl],
+    base: ServerView,
+    start: Instant,
+    timeline: &mut Vec<Sample>,
+) -> LeakCheck {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rss_allowed = base.rss * 1.25 + 32.0 * 1024.0 * 1024.0;
+    let fds_allowed = base.fds + 8.0;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(v) = scrape::fetch_all(urls) {
+            timeline.push(Sample {
+                t: start.elapsed().as_secs_f64(),
+                open: 0,
+                server_connections: Some(v.connections),
+                server_rss: Some(v.rss),
+                server_fds: Some(v.fds),
+            });
+            if v.connections == 0.0 && v.fds <= fds_allowed && v.rss <= rss_allowed {
+                return LeakCheck {
+                    clean: true,
+                    detail: format!(
+                        "connections 0, FDs {:.0} (baseline {:.0}), RSS {:.1} MB (baseline {:.1} MB)",
+                        v.fds,
+                        base.fds,
+                        v.rss / 1e6,
+                        base.rss / 1e6
+                    ),
+                };
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let detail = match last {
+        Some(v) => format!(
+            "after 30 s: connections {:.0} (want 0), FDs {:.0} (baseline {:.0}), RSS {:.1} MB (baseline {:.1} MB)",
+            v.connections,
+            v.fds,
+            base.fds,
+            v.rss / 1e6,
+            base.rss / 1e6
+        ),
+        None => "the metrics endpoint did not answer".into(),
+    };
+    LeakCheck {
+        clean: false,
+        detail,
+    }
+}
+
+/// A child: run its share, report progress and the result as JSON lines.
+fn run_child(cfg: &mut DriverConfig, index: usize, count: usize) -> Result<Report, String> {
+    cfg.plan = cfg.plan.share(index, count);
+    cfg.rate = (cfg.rate / count as u32).max(1);
+    if !cfg.source_ips.is_empty() && cfg.source_ips.len() >= count {
+        cfg.source_ips = cfg
+            .source_ips
+            .iter()
+            .skip(index)
+            .step_by(count)
+            .copied()
+            .collect();
+    }
+    let report = driver::run(cfg, &INTERRUPTED, |p| {
+        println!("{}", serde_json::json!({ "progress": p }));
+    })
+    .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::json!({ "report": report }));
+    Ok(report)
+}
+
+/// The parent: start `n` children of this binary, merge their progress
+/// each second and their reports at the end.
+fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, serde_json::Value)>();
+    let mut children = Vec::new();
+    for i in 0..n {
+        let mut child = std::process::Command::new(&exe)
+            .args(&args)
+            .args([
+                "--child-index",
+                &i.to_string(),
+                "--child-count",
+                &n.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start load process {i}: {e}"))?;
+        let out = child.stdout.take().expect("piped stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send((i, v));
+                }
+            }
+        });
+        children.push(child);
+    }
+    drop(tx);
+    let mut latest = vec![Progress::default(); n];
+    let mut reports: Vec<Option<Report>> = vec![None; n];
+    let mut last_print = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((i, v)) => {
+                if let Some(p) = v.get("progress") {
+                    if let Ok(p) = serde_json::from_value(p.clone()) {
+                        latest[i] = p;
+                    }
+                } else if let Some(r) = v.get("report") {
+                    reports[i] = serde_json::from_value(r.clone()).ok();
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            let sum = latest.iter().fold(Progress::default(), |a, p| Progress {
+                t: a.t.max(p.t),
+                open: a.open + p.open,
+                target: a.target + p.target,
+                established: a.established + p.established,
+                failed: a.failed + p.failed,
+                received: a.received + p.received,
+            });
+            record(&sum);
+        }
+    }
+    let mut merged = Report::default();
+    for (i, child) in children.iter_mut().enumerate() {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        match &reports[i] {
+            Some(r) => {
+                if merged.scenario.is_empty() {
+                    merged.scenario = r.scenario.clone();
+                }
+                merged.peak_open += r.peak_open;
+                merged.merge(r);
+            }
+            None => {
+                return Err(format!(
+                    "load process {i} ended ({status}) without a report"
+                ))
+            }
+        }
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ip_ranges_and_lists() {
+        let r = parse_source_ips("127.0.0.2-127.0.0.9").unwrap();
+        assert_eq!(r.0.len(), 8);
+        assert_eq!(r.0[0], "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(parse_source_ips("127.0.0.2,127.0.0.5").unwrap().0.len(), 2);
+        assert!(parse_source_ips("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_source_ips("localhost").is_err());
+    }
+
+    #[test]
+    fn ws_urls() {
+        let (addr, host, path) = parse_ws_url("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), path.as_str()),
+            (8080, "127.0.0.1:8080", "/ws")
+        );
+        assert_eq!(parse_ws_url("ws://127.0.0.1:9").unwrap().2, "/");
+        assert!(parse_ws_url("wss://127.0.0.1/ws")
+            .unwrap_err()
+            .contains("wss"));
+    }
+}

@@ -1,0 +1,342 @@
+//! What a load run measured, in a form that children can send to their
+//! parent as JSON and the parent can merge: counts, failures by reason,
+//! full latency histograms (as value/count pairs), and a per-second
+//! timeline of the client's and the server's view.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// A latency histogram in microseconds, mergeable and serialisable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latency {
+    /// (value in µs, count) for every recorded value bucket.
+    pub counts: Vec<(u64, u64)>,
+}
+
+impl Latency {
+    /// Snapshot of a live histogram.
+    pub fn from_hist(h: &Histogram<u64>) -> Self {
+        Latency {
+            counts: h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        }
+    }
+
+    /// Back into a histogram (for merging and percentiles).
+    pub fn to_hist(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for (v, c) in &self.counts {
+            let _ = h.record_n(*v, *c);
+        }
+        h
+    }
+}
+
+/// The histogram every latency is recorded in: 1 µs to 1 h, 3 digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// From a histogram in µs.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Connections the client holds open.
+    pub open: u64,
+    /// The server's connections (sum over metrics URLs), if scraped.
+    pub server_connections: Option<f64>,
+    /// The server's resident memory in bytes (sum), if scraped.
+    pub server_rss: Option<f64>,
+    /// The server's open descriptors (sum), if scraped.
+    pub server_fds: Option<f64>,
+}
+
+/// The outcome of the leak check (`--expect-clean`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeakCheck {
+    /// Whether the server came back to its baseline.
+    pub clean: bool,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// The scenario run.
+    pub scenario: String,
+    /// Seconds the run took.
+    pub duration_secs: f64,
+    /// The most connections open at once (client side).
+    pub peak_open: u64,
+    /// Handshakes completed.
+    pub established: u64,
+    /// Connections that failed, by reason.
+    pub failed: BTreeMap<String, u64>,
+    /// Open connections the server closed or dropped without being asked, by code or reason.
+    pub server_closed: BTreeMap<String, u64>,
+    /// Replies whose payload did not match what was sent.
+    pub mismatches: u64,
+    /// Pings whose pong did not come within the interval.
+    pub pong_timeouts: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Connect-to-101 latency.
+    pub handshake: Option<Latency>,
+    /// Message round trip (ping -> pong, echo).
+    pub rtt: Option<Latency>,
+    /// Per-second samples.
+    pub timeline: Vec<Sample>,
+    /// The server's figures before the run, if scraped.
+    pub server_baseline: Option<Sample>,
+    /// The leak check, if asked for.
+    pub leak_check: Option<LeakCheck>,
+    /// True if Ctrl-C cut the run short.
+    pub interrupted: bool,
+    /// Processes the run was split over.
+    pub processes: usize,
+}
+
+impl Report {
+    /// Total failed connections.
+    pub fn failures(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// True if the run saw no error of any kind.
+    pub fn is_clean_run(&self) -> bool {
+        self.failures() == 0
+            && self.server_closed.is_empty()
+            && self.mismatches == 0
+            && self.pong_timeouts == 0
+            && self.leak_check.as_ref().is_none_or(|l| l.clean)
+    }
+
+    /// Adds a child's report into this one (the timeline is the parent's).
+    pub fn merge(&mut self, other: &Report) {
+        self.established += other.established;
+        for (k, v) in &other.failed {
+            *self.failed.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.server_closed {
+            *self.server_closed.entry(k.clone()).or_default() += v;
+        }
+        self.mismatches += other.mismatches;
+        self.pong_timeouts += other.pong_timeouts;
+        self.messages_sent += other.messages_sent;
+        self.messages_received += other.messages_received;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.interrupted |= other.interrupted;
+        self.duration_secs = self.duration_secs.max(other.duration_secs);
+        for (mine, theirs) in [
+            (&mut self.handshake, &other.handshake),
+            (&mut self.rtt, &other.rtt),
+        ] {
+            if let Some(theirs) = theirs {
+                let mut h = mine.as_ref().map_or_else(new_histogram, Latency::to_hist);
+                let _ = h.add(theirs.to_hist());
+                *mine = Some(Latency::from_hist(&h));
+            }
+        }
+    }
+
+    /// The end-of-run summary table.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let secs = self.duration_secs.max(1e-9);
+        let _ = writeln!(
+            s,
+            "\nwsloop load: {} scenario, {:.1} s, {} process(es)",
+            self.scenario, secs, self.processes
+        );
+        let _ = writeln!(s, "  {:<28} {}", "peak open connections", self.peak_open);
+        let _ = writeln!(
+            s,
+            "  {:<28} {} ({:.0}/s)",
+            "handshakes completed",
+            self.established,
+            self.established as f64 / secs
+        );
+        let _ = writeln!(s, "  {:<28} {}", "connections failed", self.failures());
+        for (reason, n) in &self.failed {
+            let _ = writeln!(s, "    {reason:<26} {n}");
+        }
+        if !self.server_closed.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<28} {}",
+                "closed by the server",
+                self.server_closed.values().sum::<u64>()
+            );
+            for (reason, n) in &self.server_closed {
+                let _ = writeln!(s, "    {reason:<26} {n}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {:<28} {} sent, {} received ({:.0}/s received)",
+            "messages",
+            self.messages_sent,
+            self.messages_received,
+            self.messages_received as f64 / secs
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28} {:.1} MB/s sent, {:.1} MB/s received",
+            "payload throughput",
+            self.bytes_sent as f64 / secs / 1e6,
+            self.bytes_received as f64 / secs / 1e6
+        );
+        if self.mismatches + self.pong_timeouts > 0 {
+            let _ = writeln!(
+                s,
+                "  {:<28} {} wrong payloads, {} pong timeouts",
+                "reply errors", self.mismatches, self.pong_timeouts
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (name, h) in [("handshake", &self.handshake), ("round trip", &self.rtt)] {
+            if let Some(h) = h.as_ref().filter(|h| !h.counts.is_empty()) {
+                let p = Percentiles::of(&h.to_hist());
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    format!("{name} (n={})", p.count),
+                    p.p50_ms,
+                    p.p90_ms,
+                    p.p99_ms,
+                    p.p999_ms,
+                    p.max_ms
+                );
+            }
+        }
+        let server: Vec<&Sample> = self
+            .timeline
+            .iter()
+            .filter(|x| x.server_connections.is_some())
+            .collect();
+        if let Some(peak) = server.iter().max_by(|a, b| {
+            a.server_connections
+                .partial_cmp(&b.server_connections)
+                .unwrap()
+        }) {
+            let conns = peak.server_connections.unwrap_or(0.0);
+            let rss = peak.server_rss.unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "  {:<28} {:.0} connections, RSS {:.1} MB, {:.0} FDs",
+                "server at peak",
+                conns,
+                rss / 1e6,
+                peak.server_fds.unwrap_or(0.0)
+            );
+            if let Some(base) = self.server_baseline.as_ref().and_then(|b| b.server_rss) {
+                if conns > 0.0 {
+                    let _ = writeln!(
+                        s,
+                        "  {:<28} {:.0} bytes (RSS {:.1} MB before the run)",
+                        "server RSS per connection",
+                        (rss - base) / conns,
+                        base / 1e6
+                    );
+                }
+            }
+        }
+        if let Some(l) = &self.leak_check {
+            let _ = writeln!(
+                s,
+                "  {:<28} {} ({})",
+                "leak check",
+                if l.clean { "clean" } else { "LEAK" },
+                l.detail
+            );
+        }
+        if self.interrupted {
+            let _ = writeln!(s, "  (interrupted: partial results)");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_counts_and_histograms() {
+        let mut h = new_histogram();
+        h.record(1000).unwrap();
+        let mut a = Report {
+            established: 2,
+            handshake: Some(Latency::from_hist(&h)),
+            ..Default::default()
+        };
+        a.failed.insert("refused".into(), 1);
+        let mut h2 = new_histogram();
+        h2.record(3000).unwrap();
+        let mut b = Report {
+            established: 3,
+            handshake: Some(Latency::from_hist(&h2)),
+            ..Default::default()
+        };
+        b.failed.insert("refused".into(), 2);
+        a.merge(&b);
+        assert_eq!(a.established, 5);
+        assert_eq!(a.failed["refused"], 3);
+        let merged = a.handshake.unwrap().to_hist();
+        assert_eq!(merged.len(), 2);
+        assert!(merged.max() >= 2990);
+        let json = serde_json::to_string(&b).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.established, 3);
+    }
+}

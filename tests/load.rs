@@ -1,0 +1,325 @@
+//! `wsloop load` against the real server and against servers that
+//! misbehave: every scenario works, errors are counted by reason, and the
+//! exit code tells a clean run from a bad one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command};
+
+use common::*;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    report: Value,
+    stderr: String,
+}
+
+/// Runs `wsloop load` with `args` and a JSON report; returns it.
+fn load(args: &[&str]) -> Run {
+    load_with_nofile(args, None)
+}
+
+/// Like [`load`], under an open-file limit of `nofile`.
+fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!(
+        "wsloop-load-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
+    cmd.arg("load").args(args).arg("--json").arg(&json);
+    if let Some(limit) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().expect("run wsloop load");
+    let report = std::fs::read_to_string(&json)
+        .map(|s| serde_json::from_str(&s).unwrap())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    wsloop::ws::mask::random_u64()
+}
+
+fn server() -> (Child, SocketAddr, SocketAddr) {
+    spawn_binary_with_metrics(&[], None)
+}
+
+fn stop(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn idle_holds_and_the_leak_check_passes() {
+    let (child, addr, metrics) = server();
+    let url = format!("ws://{addr}/ws");
+    let metrics_url = format!("http://{metrics}/metrics");
+    let run = load(&[
+        "--url",
+        &url,
+        "--scenario",
+        "idle",
+        "--conns",
+        "300",
+        "--duration",
+        "1s",
+        "--metrics-url",
+        &metrics_url,
+        "--expect-clean",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.report["established"], 300);
+    assert_eq!(run.report["peak_open"], 300);
+    assert_eq!(run.report["leak_check"]["clean"], true);
+    let timeline = run.report["timeline"].as_array().unwrap();
+    assert!(
+        timeline.iter().any(|s| s["server_connections"] == 300.0),
+        "server view scraped"
+    );
+    assert!(
+        run.stderr.contains("open"),
+        "progress lines: {}",
+        run.stderr
+    );
+    stop(child);
+}
+
+#[test]
+fn ping_checks_every_pong() {
+    let (child, addr, _) = server();
+    let url = format!("ws://{addr}/ws");
+    let run = load(&[
+        "--url",
+        &url,
+        "--scenario",
+        "ping",
+        "--conns",
+        "100",
+        "--duration",
+        "2s",
+        "--interval",
+        "200ms",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        (
+            run.report["mismatches"].as_u64(),
+            run.report["pong_timeouts"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(
+        run.report["messages_received"].as_u64().unwrap() >= 500,
+        "{}",
+        run.report["messages_received"]
+    );
+    assert!(!run.report["rtt"]["counts"].as_array().unwrap().is_empty());
+    stop(child);
+}
+
+#[test]
+fn echo_verifies_payloads_with_depth() {
+    let (child, addr, _) = server();
+    let url = format!("ws://{addr}/ws");
+    let run = load(&[
+        "--url",
+        &url,
+        "--scenario",
+        "echo",
+        "--conns",
+        "50",
+        "--duration",
+        "2s",
+        "--size",
+        "1KiB",
+        "--depth",
+        "4",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.report["mismatches"], 0);
+    let received = run.report["messages_received"].as_u64().unwrap();
+    assert!(received > 1000, "{received}");
+    assert!(run.report["bytes_received"].as_u64().unwrap() >= received * 1024);
+    stop(child);
+}
+
+#[test]
+fn churn_and_stages() {
+    let (child, addr, _) = server();
+    let url = format!("ws://{addr}/ws");
+    let run = load(&[
+        "--url",
+        &url,
+        "--scenario",
+        "churn",
+        "--conns",
+        "20",
+        "--duration",
+        "2s",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.report["established"].as_u64().unwrap() > 100,
+        "{}",
+        run.report["established"]
+    );
+    let run = load(&[
+        "--url", &url, "--stage", "1s:200", "--stage", "1s:200", "--stage", "1s:0",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.report["established"], 200);
+    stop(child);
+}
+
+#[test]
+fn a_server_that_refuses() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let run = load(&["--url", &url, "--conns", "30", "--duration", "1s"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.report["failed"]["refused"].as_u64().unwrap() >= 30,
+        "{}",
+        run.report["failed"]
+    );
+    assert_eq!(run.report["established"], 0);
+}
+
+#[test]
+fn a_server_that_answers_503() {
+    let (child, addr, _) = spawn_binary_with_metrics(&["--max-conns", "10"], None);
+    let url = format!("ws://{addr}/ws");
+    let run = load(&["--url", &url, "--conns", "30", "--duration", "1s"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.report["established"], 10);
+    assert!(
+        run.report["failed"]["status_503"].as_u64().unwrap() >= 20,
+        "{}",
+        run.report["failed"]
+    );
+    stop(child);
+}
+
+#[test]
+fn a_server_that_drops_connections_after_the_upgrade() {
+    // Accepts, answers a valid 101, then closes without a close frame.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = vec![0u8; 4096];
+            let mut len = 0;
+            loop {
+                let Ok(n) = s.read(&mut buf[len..]) else {
+                    break;
+                };
+                if n == 0 {
+                    break;
+                }
+                len += n;
+                let mut scanned = 0;
+                let cfg = wsloop::ws::HandshakeConfig::default();
+                if let Ok(Some(req)) =
+                    wsloop::ws::handshake::parse_request(&buf[..len], &mut scanned, &cfg)
+                {
+                    let mut reply = Vec::new();
+                    wsloop::ws::handshake::write_accept(&mut reply, &req);
+                    let _ = s.write_all(&reply);
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let url = format!("ws://{addr}/ws");
+    let run = load(&["--url", &url, "--conns", "20", "--duration", "2s"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.report["established"], 20);
+    assert_eq!(
+        run.report["server_closed"]["dropped"], 20,
+        "{}",
+        run.report["server_closed"]
+    );
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["load", "--stage", "5000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--stage"));
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["load", "--url", "http://x/", "--conns", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url"));
+}
+
+#[test]
+fn splits_over_processes_when_the_file_limit_is_low() {
+    let (child, addr, metrics) = server();
+    let url = format!("ws://{addr}/ws");
+    let metrics_url = format!("http://{metrics}/metrics");
+    // 250 descriptors per load process: 400 connections need 3 of them.
+    let run = load_with_nofile(
+        &[
+            "--url",
+            &url,
+            "--scenario",
+            "ping",
+            "--interval",
+            "300ms",
+            "--conns",
+            "400",
+            "--duration",
+            "2s",
+            "--metrics-url",
+            &metrics_url,
+            "--source-ips",
+            "127.0.0.2-127.0.0.4",
+        ],
+        Some(250),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.report["processes"], 3);
+    assert_eq!(run.report["established"], 400);
+    assert_eq!(run.report["mismatches"], 0);
+    assert!(run.report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["open"] == 400));
+    stop(child);
+}
