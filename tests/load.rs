@@ -238,10 +238,7 @@ fn a_server_that_drops_connections_after_the_upgrade() {
             let Ok(mut s) = stream else { continue };
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
-            loop {
-                let Ok(n) = s.read(&mut buf[len..]) else {
-                    break;
-                };
+            while let Ok(n) = s.read(&mut buf[len..]) {
                 if n == 0 {
                     break;
                 }
