@@ -14,13 +14,7 @@ fn header_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("header_decode");
     for (name, len) in [("7bit", 64usize), ("16bit", 4096), ("64bit", 70_000)] {
         let mut frame = Vec::new();
-        write_frame(
-            &mut frame,
-            true,
-            opcode::BINARY,
-            &vec![0u8; len],
-            Some([1, 2, 3, 4]),
-        );
+        write_frame(&mut frame, true, opcode::BINARY, &vec![0u8; len], Some([1, 2, 3, 4]));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let h = FrameHead::decode(black_box(&frame)).unwrap().unwrap();
@@ -38,15 +32,11 @@ fn unmask(c: &mut Criterion) {
         let mut buf = vec![0x5au8; size];
         let src = vec![0xa5u8; size];
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("word/{size}"), |b| {
-            b.iter(|| apply_mask(black_box(&mut buf), [1, 2, 3, 4]))
-        });
+        g.bench_function(format!("word/{size}"), |b| b.iter(|| apply_mask(black_box(&mut buf), [1, 2, 3, 4])));
         g.bench_function(format!("bytewise/{size}"), |b| {
             b.iter(|| apply_mask_bytewise(black_box(&mut buf), [1, 2, 3, 4]))
         });
-        g.bench_function(format!("memcpy/{size}"), |b| {
-            b.iter(|| buf.copy_from_slice(black_box(&src)))
-        });
+        g.bench_function(format!("memcpy/{size}"), |b| b.iter(|| buf.copy_from_slice(black_box(&src))));
     }
     g.finish();
 }
@@ -55,14 +45,9 @@ fn utf8(c: &mut Criterion) {
     let mut g = c.benchmark_group("utf8");
     let ascii = "a".repeat(4096);
     let mixed = "κόσμε €uro 中文 ascii ".repeat(4096 / 32);
-    for (name, text) in [
-        ("ascii_4k", ascii.as_bytes()),
-        ("mixed_4k", mixed.as_bytes()),
-    ] {
+    for (name, text) in [("ascii_4k", ascii.as_bytes()), ("mixed_4k", mixed.as_bytes())] {
         g.throughput(Throughput::Bytes(text.len() as u64));
-        g.bench_function(format!("whole/{name}"), |b| {
-            b.iter(|| std::str::from_utf8(black_box(text)).is_ok())
-        });
+        g.bench_function(format!("whole/{name}"), |b| b.iter(|| std::str::from_utf8(black_box(text)).is_ok()));
         g.bench_function(format!("incremental_7_pieces/{name}"), |b| {
             b.iter(|| {
                 let mut v = Utf8Validator::new();
@@ -83,10 +68,7 @@ fn handshake(c: &mut Criterion) {
     c.bench_function("handshake/parse", |b| {
         b.iter(|| {
             let mut scanned = 0;
-            parse_request(black_box(req), &mut scanned, &cfg)
-                .unwrap()
-                .unwrap()
-                .head_len
+            parse_request(black_box(req), &mut scanned, &cfg).unwrap().unwrap().head_len
         })
     });
     let full = Config::default();
@@ -97,9 +79,7 @@ fn handshake(c: &mut Criterion) {
             let mut input = req.to_vec();
             let mut asm = Vec::new();
             out.clear();
-            s.decode(black_box(&mut input), &mut asm, &mut out, &full)
-                .unwrap()
-                .consumed
+            s.decode(black_box(&mut input), &mut asm, &mut out, &full).unwrap().consumed
         })
     });
 }
@@ -108,13 +88,7 @@ fn decode_message(c: &mut Criterion) {
     // One 64-byte masked text message through the whole session: header,
     // checks, unmask, UTF-8, event.
     let mut frame = Vec::new();
-    write_frame(
-        &mut frame,
-        true,
-        opcode::TEXT,
-        &[b'x'; 64],
-        Some([9, 8, 7, 6]),
-    );
+    write_frame(&mut frame, true, opcode::TEXT, &[b'x'; 64], Some([9, 8, 7, 6]));
     let cfg = Config::default();
     let mut s = Session::server();
     let mut hs = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n".to_vec();
@@ -124,19 +98,10 @@ fn decode_message(c: &mut Criterion) {
     c.bench_function("session/decode_text_64", |b| {
         b.iter(|| {
             buf.copy_from_slice(&frame);
-            s.decode(black_box(&mut buf), &mut asm, &mut out, &cfg)
-                .unwrap()
-                .consumed
+            s.decode(black_box(&mut buf), &mut asm, &mut out, &cfg).unwrap().consumed
         })
     });
 }
 
-criterion_group!(
-    benches,
-    header_decode,
-    unmask,
-    utf8,
-    handshake,
-    decode_message
-);
+criterion_group!(benches, header_decode, unmask, utf8, handshake, decode_message);
 criterion_main!(benches);

@@ -13,12 +13,7 @@ use crate::ws;
 
 /// wsloop: a WebSocket server for very many concurrent connections.
 #[derive(Debug, Parser)]
-#[command(
-    name = "wsloop",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "wsloop", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to run; without one, `serve` with the flags given.
     #[command(subcommand)]
@@ -47,12 +42,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WSLOOP_WORKERS", default_value_t = 0)]
     pub workers: usize,
     /// Paths that accept WebSocket upgrades (comma-separated).
-    #[arg(
-        long = "path",
-        env = "WSLOOP_PATHS",
-        value_delimiter = ',',
-        default_value = "/ws,/"
-    )]
+    #[arg(long = "path", env = "WSLOOP_PATHS", value_delimiter = ',', default_value = "/ws,/")]
     pub paths: Vec<String>,
     /// Most open connections (0: the file limit minus a reserve); past it, 503.
     #[arg(long, env = "WSLOOP_MAX_CONNS", default_value_t = 0)]
@@ -93,6 +83,12 @@ pub struct ServeArgs {
     /// Size of a pooled I/O buffer.
     #[arg(long, env = "WSLOOP_BUFFER_SIZE", default_value = "16KiB", value_parser = parse_size)]
     pub buffer_size: usize,
+    /// Longest room name, in bytes.
+    #[arg(long, env = "WSLOOP_MAX_ROOM_NAME", default_value_t = 128)]
+    pub max_room_name: usize,
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "WSLOOP_MAX_ROOMS_PER_CONN", default_value_t = 64)]
+    pub max_rooms_per_conn: usize,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -118,10 +114,7 @@ impl ServeArgs {
                     max_header_size: self.max_header_size,
                     ..Default::default()
                 },
-                limits: ws::Limits {
-                    max_frame: self.max_frame_size as u64,
-                    max_message: self.max_message_size as u64,
-                },
+                limits: ws::Limits { max_frame: self.max_frame_size as u64, max_message: self.max_message_size as u64 },
             },
             max_conns: self.max_conns,
             max_backlog: self.max_backlog,
@@ -132,6 +125,10 @@ impl ServeArgs {
             pong_timeout: self.pong_timeout,
             close_timeout: self.close_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            rooms: crate::server::RoomLimits {
+                max_name_len: self.max_room_name,
+                max_rooms_per_conn: self.max_rooms_per_conn,
+            },
             ..ServerConfig::default()
         }
     }
@@ -151,15 +148,12 @@ pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(MetricsAddr::Off);
     }
-    s.parse()
-        .map(MetricsAddr::On)
-        .map_err(|_| format!("'{s}' is not an address (host:port) or 'off'"))
+    s.parse().map(MetricsAddr::On).map_err(|_| format!("'{s}' is not an address (host:port) or 'off'"))
 }
 
 /// Parses a log level name.
 pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not a log level (error, warn, info, debug, trace, off)"))
+    s.parse().map_err(|_| format!("'{s}' is not a log level (error, warn, info, debug, trace, off)"))
 }
 
 /// Parses a byte size: `4096`, `64k`, `16KiB`, `1MiB`, `2m`, `1GiB` (binary units).
@@ -167,9 +161,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (try 4096, 64KiB, 1MiB)"))?;
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (try 4096, 64KiB, 1MiB)"))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -177,30 +169,21 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" | "gib" => 1 << 30,
         other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 2m)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 2m)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit '{other}' (use ms, s, m or h)"
-            ))
-        }
+        other => return Err(format!("unknown duration unit '{other}' (use ms, s, m or h)")),
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("'{s}' is out of range"));
@@ -235,13 +218,9 @@ mod tests {
 
     #[test]
     fn bad_flag_value_names_the_flag() {
-        let err = Cli::try_parse_from(["wsloop", "--max-backlog", "lots"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["wsloop", "--max-backlog", "lots"]).unwrap_err().to_string();
         assert!(err.contains("--max-backlog"), "{err}");
-        let err = Cli::try_parse_from(["wsloop", "serve", "--addr", "nowhere"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["wsloop", "serve", "--addr", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--addr"), "{err}");
     }
 

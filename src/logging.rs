@@ -17,9 +17,7 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let thread = std::thread::current();
         let level = match record.level() {
             Level::Error => "ERROR",
@@ -53,12 +51,7 @@ pub fn utc_timestamp(secs: u64, millis: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + (month <= 2) as i64;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Installs the logger at `level` (error, warn, info, debug, trace, off).
@@ -74,13 +67,7 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(super::utc_timestamp(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::utc_timestamp(1_795_824_000, 5),
-            "2026-11-28T00:00:00.005Z"
-        );
-        assert_eq!(
-            super::utc_timestamp(951_782_400, 0),
-            "2000-02-29T00:00:00.000Z"
-        );
+        assert_eq!(super::utc_timestamp(1_795_824_000, 5), "2026-11-28T00:00:00.005Z");
+        assert_eq!(super::utc_timestamp(951_782_400, 0), "2000-02-29T00:00:00.000Z");
     }
 }

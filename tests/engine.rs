@@ -15,9 +15,7 @@ fn echoes_text_and_binary_of_every_size() {
     let server = start_echo(test_config(2));
     let mut ws = tung_connect(server.local_addr());
     for size in [0usize, 125, 126, 64 * 1024, 1 << 20] {
-        let text: String = (0..size)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
-            .collect();
+        let text: String = (0..size).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
         ws.send(TMsg::text(text.clone())).unwrap();
         assert_eq!(ws.read().unwrap(), TMsg::text(text), "text of {size}");
         let bin: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
@@ -34,11 +32,7 @@ fn echoes_text_and_binary_of_every_size() {
         }
     }
     assert!(eventually(Duration::from_secs(5), || server.connections() == 0));
-    let normal: u64 = server
-        .stats()
-        .iter()
-        .map(|s| s.closed_by(CloseReason::Normal))
-        .sum();
+    let normal: u64 = server.stats().iter().map(|s| s.closed_by(CloseReason::Normal)).sum();
     assert_eq!(normal, 1);
 }
 
@@ -53,27 +47,17 @@ fn fragmented_messages_and_control_frames() {
     c.send_frame(false, opcode::CONTINUATION, &b[1..7]);
     c.send_frame(true, opcode::CONTINUATION, &b[7..]);
     let pong = c.read_frame().unwrap();
-    assert_eq!(
-        (pong.opcode, pong.payload.as_slice()),
-        (opcode::PONG, &b"mid"[..])
-    );
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (opcode::PONG, &b"mid"[..]));
     let echo = c.read_frame().unwrap();
     assert_eq!((echo.opcode, echo.payload.as_slice()), (opcode::TEXT, b));
     // A big fragmented binary message.
     let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
     for (i, chunk) in big.chunks(70_000).enumerate() {
-        let op = if i == 0 {
-            opcode::BINARY
-        } else {
-            opcode::CONTINUATION
-        };
+        let op = if i == 0 { opcode::BINARY } else { opcode::CONTINUATION };
         c.send_frame((i + 1) * 70_000 >= big.len(), op, chunk);
     }
     let echo = c.read_frame().unwrap();
-    assert_eq!(
-        (echo.opcode, echo.payload.len()),
-        (opcode::BINARY, big.len())
-    );
+    assert_eq!((echo.opcode, echo.payload.len()), (opcode::BINARY, big.len()));
     assert_eq!(echo.payload, big);
 }
 
@@ -81,14 +65,10 @@ fn fragmented_messages_and_control_frames() {
 fn json_ping_gets_pong_and_ping_frames_get_pongs() {
     let server = start_echo(test_config(2));
     let mut ws = tung_connect(server.local_addr());
-    ws.send(TMsg::text(r#"{"type":"ping","payload":"k6-42"}"#))
-        .unwrap();
+    ws.send(TMsg::text(r#"{"type":"ping","payload":"k6-42"}"#)).unwrap();
     let reply = ws.read().unwrap().into_text().unwrap();
     let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-    assert_eq!(
-        (v["type"].as_str(), v["payload"].as_str()),
-        (Some("pong"), Some("k6-42"))
-    );
+    assert_eq!((v["type"].as_str(), v["payload"].as_str()), (Some("pong"), Some("k6-42")));
     assert!(v["ts"].as_u64().is_some());
     ws.send(TMsg::Ping(b"hb".to_vec().into())).unwrap();
     assert_eq!(ws.read().unwrap(), TMsg::Pong(b"hb".to_vec().into()));
@@ -125,10 +105,7 @@ fn five_thousand_concurrent_connections_on_two_loops() {
     let mut clients: Vec<Tung> = (0..5000).map(|_| tung_connect(addr)).collect();
     assert!(eventually(Duration::from_secs(10), || server.connections() == 5000));
     let per_loop: Vec<u64> = server.stats().iter().map(|s| s.connections.get()).collect();
-    assert!(
-        per_loop.iter().all(|&n| n > 500),
-        "SO_REUSEPORT spreads connections: {per_loop:?}"
-    );
+    assert!(per_loop.iter().all(|&n| n > 500), "SO_REUSEPORT spreads connections: {per_loop:?}");
     for (i, ws) in clients.iter_mut().enumerate() {
         ws.send(TMsg::text(format!("hello {i}"))).unwrap();
     }
@@ -149,16 +126,8 @@ fn five_thousand_concurrent_connections_on_two_loops() {
     }
     drop(clients);
     assert!(eventually(Duration::from_secs(10), || server.connections() == 0));
-    let normal: u64 = server
-        .stats()
-        .iter()
-        .map(|s| s.closed_by(CloseReason::Normal))
-        .sum();
-    let received: u64 = server
-        .stats()
-        .iter()
-        .map(|s| s.messages_received.get())
-        .sum();
+    let normal: u64 = server.stats().iter().map(|s| s.closed_by(CloseReason::Normal)).sum();
+    let received: u64 = server.stats().iter().map(|s| s.messages_received.get()).sum();
     assert_eq!((normal, received), (5000, 5000));
 }
 
@@ -180,12 +149,7 @@ fn a_protocol_violation_closes_only_that_connection() {
     // The server lingers until our EOF, then counts the close.
     drop(bad);
     assert!(eventually(Duration::from_secs(5), || {
-        server
-            .stats()
-            .iter()
-            .map(|s| s.closed_by(CloseReason::ProtocolError))
-            .sum::<u64>()
-            == 1
+        server.stats().iter().map(|s| s.closed_by(CloseReason::ProtocolError)).sum::<u64>() == 1
     }));
 }
 

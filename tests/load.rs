@@ -25,11 +25,7 @@ fn load(args: &[&str]) -> Run {
 /// Like [`load`], under an open-file limit of `nofile`.
 fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
     use std::os::unix::process::CommandExt;
-    let dir = std::env::temp_dir().join(format!(
-        "wsloop-load-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let dir = std::env::temp_dir().join(format!("wsloop-load-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
@@ -38,10 +34,7 @@ fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
         // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
         unsafe {
             cmd.pre_exec(move || {
-                let rl = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
+                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -50,15 +43,9 @@ fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
         }
     }
     let out = cmd.output().expect("run wsloop load");
-    let report = std::fs::read_to_string(&json)
-        .map(|s| serde_json::from_str(&s).unwrap())
-        .unwrap_or(Value::Null);
+    let report = std::fs::read_to_string(&json).map(|s| serde_json::from_str(&s).unwrap()).unwrap_or(Value::Null);
     let _ = std::fs::remove_dir_all(&dir);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run { code: out.status.code().unwrap_or(-1), report, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
 fn rand_suffix() -> u64 {
@@ -97,15 +84,8 @@ fn idle_holds_and_the_leak_check_passes() {
     assert_eq!(run.report["peak_open"], 300);
     assert_eq!(run.report["leak_check"]["clean"], true);
     let timeline = run.report["timeline"].as_array().unwrap();
-    assert!(
-        timeline.iter().any(|s| s["server_connections"] == 300.0),
-        "server view scraped"
-    );
-    assert!(
-        run.stderr.contains("open"),
-        "progress lines: {}",
-        run.stderr
-    );
+    assert!(timeline.iter().any(|s| s["server_connections"] == 300.0), "server view scraped");
+    assert!(run.stderr.contains("open"), "progress lines: {}", run.stderr);
     stop(child);
 }
 
@@ -113,31 +93,10 @@ fn idle_holds_and_the_leak_check_passes() {
 fn ping_checks_every_pong() {
     let (child, addr, _) = server();
     let url = format!("ws://{addr}/ws");
-    let run = load(&[
-        "--url",
-        &url,
-        "--scenario",
-        "ping",
-        "--conns",
-        "100",
-        "--duration",
-        "2s",
-        "--interval",
-        "200ms",
-    ]);
+    let run = load(&["--url", &url, "--scenario", "ping", "--conns", "100", "--duration", "2s", "--interval", "200ms"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        (
-            run.report["mismatches"].as_u64(),
-            run.report["pong_timeouts"].as_u64()
-        ),
-        (Some(0), Some(0))
-    );
-    assert!(
-        run.report["messages_received"].as_u64().unwrap() >= 500,
-        "{}",
-        run.report["messages_received"]
-    );
+    assert_eq!((run.report["mismatches"].as_u64(), run.report["pong_timeouts"].as_u64()), (Some(0), Some(0)));
+    assert!(run.report["messages_received"].as_u64().unwrap() >= 500, "{}", run.report["messages_received"]);
     assert!(!run.report["rtt"]["counts"].as_array().unwrap().is_empty());
     stop(child);
 }
@@ -172,25 +131,10 @@ fn echo_verifies_payloads_with_depth() {
 fn churn_and_stages() {
     let (child, addr, _) = server();
     let url = format!("ws://{addr}/ws");
-    let run = load(&[
-        "--url",
-        &url,
-        "--scenario",
-        "churn",
-        "--conns",
-        "20",
-        "--duration",
-        "2s",
-    ]);
+    let run = load(&["--url", &url, "--scenario", "churn", "--conns", "20", "--duration", "2s"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.report["established"].as_u64().unwrap() > 100,
-        "{}",
-        run.report["established"]
-    );
-    let run = load(&[
-        "--url", &url, "--stage", "1s:200", "--stage", "1s:200", "--stage", "1s:0",
-    ]);
+    assert!(run.report["established"].as_u64().unwrap() > 100, "{}", run.report["established"]);
+    let run = load(&["--url", &url, "--stage", "1s:200", "--stage", "1s:200", "--stage", "1s:0"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.report["established"], 200);
     stop(child);
@@ -205,11 +149,7 @@ fn a_server_that_refuses() {
     let url = format!("ws://127.0.0.1:{port}/ws");
     let run = load(&["--url", &url, "--conns", "30", "--duration", "1s"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.report["failed"]["refused"].as_u64().unwrap() >= 30,
-        "{}",
-        run.report["failed"]
-    );
+    assert!(run.report["failed"]["refused"].as_u64().unwrap() >= 30, "{}", run.report["failed"]);
     assert_eq!(run.report["established"], 0);
 }
 
@@ -220,11 +160,7 @@ fn a_server_that_answers_503() {
     let run = load(&["--url", &url, "--conns", "30", "--duration", "1s"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.report["established"], 10);
-    assert!(
-        run.report["failed"]["status_503"].as_u64().unwrap() >= 20,
-        "{}",
-        run.report["failed"]
-    );
+    assert!(run.report["failed"]["status_503"].as_u64().unwrap() >= 20, "{}", run.report["failed"]);
     stop(child);
 }
 
@@ -245,35 +181,29 @@ fn a_server_that_drops_connections_after_the_upgrade() {
                 len += n;
                 let mut scanned = 0;
                 let cfg = wsloop::ws::HandshakeConfig::default();
-                if let Ok(Some(req)) =
-                    wsloop::ws::handshake::parse_request(&buf[..len], &mut scanned, &cfg)
-                {
+                if let Ok(Some(req)) = wsloop::ws::handshake::parse_request(&buf[..len], &mut scanned, &cfg) {
                     let mut reply = Vec::new();
                     wsloop::ws::handshake::write_accept(&mut reply, &req);
                     let _ = s.write_all(&reply);
                     break;
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     });
     let url = format!("ws://{addr}/ws");
     let run = load(&["--url", &url, "--conns", "20", "--duration", "2s"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.report["established"], 20);
-    assert_eq!(
-        run.report["server_closed"]["dropped"], 20,
-        "{}",
-        run.report["server_closed"]
-    );
+    // Each shows as dropped (FIN) or reset (RST), by how the kernel closed it.
+    let closed = &run.report["server_closed"];
+    let lost = closed["dropped"].as_u64().unwrap_or(0) + closed["reset"].as_u64().unwrap_or(0);
+    assert_eq!(lost, 20, "{closed}");
 }
 
 #[test]
 fn bad_flags_name_the_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["load", "--stage", "5000"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["load", "--stage", "5000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--stage"));
     let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
@@ -313,10 +243,6 @@ fn splits_over_processes_when_the_file_limit_is_low() {
     assert_eq!(run.report["processes"], 3);
     assert_eq!(run.report["established"], 400);
     assert_eq!(run.report["mismatches"], 0);
-    assert!(run.report["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s["open"] == 400));
+    assert!(run.report["timeline"].as_array().unwrap().iter().any(|s| s["open"] == 400));
     stop(child);
 }

@@ -17,15 +17,11 @@ fn figures_move_by_the_right_amounts() {
     let metrics = start_metrics(&server);
     let (status, before) = http_get(metrics.local_addr(), "/metrics");
     assert_eq!(status, 200);
-    assert_eq!(
-        sample(&before, "wsloop_connections_accepted_total"),
-        Some(0.0)
-    );
+    assert_eq!(sample(&before, "wsloop_connections_accepted_total"), Some(0.0));
     let mut clients: Vec<Tung> = (0..10).map(|_| tung_connect(server.local_addr())).collect();
     assert!(eventually(Duration::from_secs(5), || {
         let (_, m) = http_get(metrics.local_addr(), "/metrics");
-        sample(&m, "wsloop_connections{loop=\"0\"}").unwrap()
-            + sample(&m, "wsloop_connections{loop=\"1\"}").unwrap()
+        sample(&m, "wsloop_connections{loop=\"0\"}").unwrap() + sample(&m, "wsloop_connections{loop=\"1\"}").unwrap()
             == 10.0
     }));
     for ws in clients.iter_mut() {
@@ -40,10 +36,7 @@ fn figures_move_by_the_right_amounts() {
     assert!(eventually(Duration::from_secs(5), || server.connections() == 0));
     let (_, m) = http_get(metrics.local_addr(), "/metrics");
     assert_eq!(sample(&m, "wsloop_connections_accepted_total"), Some(10.0));
-    assert_eq!(
-        sample(&m, "wsloop_connections_closed_total{reason=\"normal\"}"),
-        Some(10.0)
-    );
+    assert_eq!(sample(&m, "wsloop_connections_closed_total{reason=\"normal\"}"), Some(10.0));
     assert_eq!(sample(&m, "wsloop_messages_received_total"), Some(30.0));
     assert_eq!(sample(&m, "wsloop_messages_sent_total"), Some(30.0));
     assert_eq!(sample(&m, "wsloop_connections{loop=\"0\"}"), Some(0.0));
@@ -58,10 +51,7 @@ fn figures_move_by_the_right_amounts() {
     c.send_raw(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
     c.read_to_end();
     let (_, m) = http_get(metrics.local_addr(), "/metrics");
-    assert_eq!(
-        sample(&m, "wsloop_handshake_failures_total{reason=\"path\"}"),
-        Some(1.0)
-    );
+    assert_eq!(sample(&m, "wsloop_handshake_failures_total{reason=\"path\"}"), Some(1.0));
 }
 
 #[test]
@@ -71,22 +61,13 @@ fn healthz_and_other_paths() {
     assert_eq!(http_get(metrics.local_addr(), "/healthz").0, 200);
     assert_eq!(http_get(metrics.local_addr(), "/nothing").0, 404);
     let mut s = TcpStream::connect(metrics.local_addr()).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
-        "a".repeat(9000)
-    )
-    .unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000)).unwrap();
     let mut reply = String::new();
     use std::io::Read;
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
     server.shutdown();
-    assert!(eventually(Duration::from_secs(2), || http_get(
-        metrics.local_addr(),
-        "/healthz"
-    )
-    .0 == 503));
+    assert!(eventually(Duration::from_secs(2), || http_get(metrics.local_addr(), "/healthz").0 == 503));
 }
 
 #[test]
@@ -94,9 +75,7 @@ fn silent_and_parallel_scrapers_do_not_block_it() {
     let server = start_echo(test_config(1));
     let metrics = start_metrics(&server);
     // Connections that never send a request, more than the thread serves.
-    let idle: Vec<TcpStream> = (0..100)
-        .map(|_| TcpStream::connect(metrics.local_addr()).unwrap())
-        .collect();
+    let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(metrics.local_addr()).unwrap()).collect();
     // The event loops are untouched: echo still works at once.
     let mut ws = tung_connect(server.local_addr());
     ws.send(TMsg::text("alive")).unwrap();
@@ -120,14 +99,8 @@ fn silent_and_parallel_scrapers_do_not_block_it() {
 
 #[test]
 fn promtool_accepts_a_live_scrape() {
-    let Ok(output) = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install promtool (apt: prometheus)"
-        );
+    let Ok(output) = std::process::Command::new("promtool").arg("--version").output() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install promtool (apt: prometheus)");
         eprintln!("promtool not installed: skipped here (CI installs it)");
         return;
     };
@@ -145,12 +118,7 @@ fn promtool_accepts_a_live_scrape() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -205,9 +173,7 @@ fn metric_names(expr: &str) -> Vec<String> {
             i += 1;
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
-            {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
                 i += 1;
             }
             let word = &expr[start..i];
@@ -224,16 +190,12 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[test]
 fn dashboard_queries_only_metrics_the_server_exposes() {
     let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("dashboards/wsloop.json").unwrap())
-            .expect("dashboard parses");
+        serde_json::from_str(&std::fs::read_to_string("dashboards/wsloop.json").unwrap()).expect("dashboard parses");
     let server = start_echo(test_config(1));
     let metrics = start_metrics(&server);
     let (_, body) = http_get(metrics.local_addr(), "/metrics");
-    let exposed: std::collections::HashSet<&str> = body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
+    let exposed: std::collections::HashSet<&str> =
+        body.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 12);
     let mut checked = 0;
@@ -243,11 +205,7 @@ fn dashboard_queries_only_metrics_the_server_exposes() {
             let names = metric_names(expr);
             assert!(!names.is_empty(), "no metric in {expr}");
             for name in names {
-                assert!(
-                    exposed.contains(name.as_str()),
-                    "panel {:?} queries {name}, not exposed",
-                    panel["title"]
-                );
+                assert!(exposed.contains(name.as_str()), "panel {:?} queries {name}, not exposed", panel["title"]);
                 checked += 1;
             }
         }

@@ -11,10 +11,7 @@ use common::*;
 use wsloop::server::{CloseReason, ServerConfig};
 use wsloop::ws::frame::opcode;
 
-fn total(
-    server: &wsloop::server::ServerHandle,
-    f: impl Fn(&wsloop::server::LoopStats) -> u64,
-) -> u64 {
+fn total(server: &wsloop::server::ServerHandle, f: impl Fn(&wsloop::server::LoopStats) -> u64) -> u64 {
     server.stats().iter().map(|s| f(s)).sum()
 }
 
@@ -37,26 +34,11 @@ fn bad_handshakes_get_their_status() {
     let addr = server.local_addr();
     let bg = Background::start(addr, 100);
     let cases = [
-        (
-            "garbage\x00\x01\x02 not http\r\n\r\n".to_string(),
-            "HTTP/1.1 400 ",
-        ),
-        (
-            format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(9000)),
-            "HTTP/1.1 431 ",
-        ),
-        (
-            format!("{}\r\n", UPGRADE.replace("Version: 13", "Version: 8")),
-            "HTTP/1.1 426 ",
-        ),
-        (
-            format!("{}\r\n", UPGRADE.replace("/ws", "/elsewhere")),
-            "HTTP/1.1 404 ",
-        ),
-        (
-            format!("{UPGRADE}Origin: https://evil.example\r\n\r\n"),
-            "HTTP/1.1 403 ",
-        ),
+        ("garbage\x00\x01\x02 not http\r\n\r\n".to_string(), "HTTP/1.1 400 "),
+        (format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(9000)), "HTTP/1.1 431 "),
+        (format!("{}\r\n", UPGRADE.replace("Version: 13", "Version: 8")), "HTTP/1.1 426 "),
+        (format!("{}\r\n", UPGRADE.replace("/ws", "/elsewhere")), "HTTP/1.1 404 "),
+        (format!("{UPGRADE}Origin: https://evil.example\r\n\r\n"), "HTTP/1.1 403 "),
     ];
     for (request, status) in &cases {
         let mut c = RawClient::connect_tcp(addr);
@@ -86,11 +68,7 @@ fn bad_handshakes_get_their_status() {
     assert!(bg.finish() > 0);
     assert_eq!(total(&server, |s| s.handshake_failures_by("timeout")), 1);
     for label in ["malformed", "header_too_large", "version", "path", "origin"] {
-        assert_eq!(
-            total(&server, |s| s.handshake_failures_by(label)),
-            1,
-            "{label}"
-        );
+        assert_eq!(total(&server, |s| s.handshake_failures_by(label)), 1, "{label}");
     }
 }
 
@@ -98,10 +76,7 @@ fn bad_handshakes_get_their_status() {
 fn protocol_violations_get_their_close_codes() {
     let cfg = ServerConfig {
         ws: wsloop::ws::Config {
-            limits: wsloop::ws::Limits {
-                max_frame: 64 * 1024,
-                max_message: 256 * 1024,
-            },
+            limits: wsloop::ws::Limits { max_frame: 64 * 1024, max_message: 256 * 1024 },
             ..Default::default()
         },
         ..test_config(2)
@@ -120,21 +95,9 @@ fn protocol_violations_get_their_close_codes() {
         ("reserved opcode", masked(0x83, b"x"), 1002),
         ("rsv bits", masked(0xc1, b"x"), 1002),
         ("invalid utf-8", masked(0x81, b"\xce\xba\xff"), 1007),
-        (
-            "frame over the limit",
-            masked(0x82, &vec![0u8; 64 * 1024 + 1]),
-            1009,
-        ),
-        (
-            "2^63 length",
-            vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
-            1002,
-        ),
-        (
-            "2^62 length",
-            vec![0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
-            1009,
-        ),
+        ("frame over the limit", masked(0x82, &vec![0u8; 64 * 1024 + 1]), 1009),
+        ("2^63 length", vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1002),
+        ("2^62 length", vec![0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1009),
     ];
     for (name, bytes, code) in cases {
         let mut c = RawClient::connect(addr);
@@ -144,33 +107,19 @@ fn protocol_violations_get_their_close_codes() {
         assert!(c.is_closed_by_server(), "{name}");
     }
     bg.finish();
-    assert_eq!(
-        total(&server, |s| s.closed_by(CloseReason::ProtocolError)),
-        7
-    );
+    assert_eq!(total(&server, |s| s.closed_by(CloseReason::ProtocolError)), 7);
 }
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
-    let server = start_echo(ServerConfig {
-        max_backlog: 256 * 1024,
-        ..test_config(2)
-    });
+    let server = start_echo(ServerConfig { max_backlog: 256 * 1024, ..test_config(2) });
     let addr = server.local_addr();
     let bg = Background::start(addr, 100);
     let rss_before = rss_of(std::process::id());
     let mut c = RawClient::connect(addr);
-    c.stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    c.stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut frame = Vec::new();
-    wsloop::ws::frame::write_frame(
-        &mut frame,
-        true,
-        opcode::BINARY,
-        &vec![7u8; 64 * 1024],
-        Some([9, 9, 9, 9]),
-    );
+    wsloop::ws::frame::write_frame(&mut frame, true, opcode::BINARY, &vec![7u8; 64 * 1024], Some([9, 9, 9, 9]));
     // 64 MiB of echo requests, never reading the echoes: far past what the
     // kernel buffers plus a 256 KiB backlog can hold.
     for _ in 0..1024 {
@@ -180,10 +129,7 @@ fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
     }
     let rss_after = rss_of(std::process::id());
     // Server memory is bounded by the cap, not by the 64 MiB sent.
-    assert!(
-        rss_after < rss_before + (32 << 20),
-        "RSS grew from {rss_before} to {rss_after}"
-    );
+    assert!(rss_after < rss_before + (32 << 20), "RSS grew from {rss_before} to {rss_after}");
     // Reading now: the echoes that were queued, then close 1008, then EOF.
     let mut code = None;
     let mut echoes = 0;
@@ -206,9 +152,7 @@ fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
     assert_eq!(code, Some(1008), "after {echoes} echoes");
     assert!(c.is_closed_by_server());
     bg.finish();
-    assert!(eventually(Duration::from_secs(5), || total(&server, |s| s
-        .closed_by(CloseReason::SlowConsumer))
-        == 1));
+    assert!(eventually(Duration::from_secs(5), || total(&server, |s| s.closed_by(CloseReason::SlowConsumer)) == 1));
 }
 
 #[test]
@@ -228,27 +172,17 @@ fn a_vanished_peer_is_found_by_the_idle_ping() {
     let mut alive = RawClient::connect(addr);
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
-        alive
-            .stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        alive.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         if let Ok(f) = alive.read_frame() {
             assert_eq!(f.opcode, opcode::PING);
             alive.send_frame(true, opcode::PONG, &f.payload);
         }
     }
-    assert!(eventually(Duration::from_secs(3), || total(&server, |s| s
-        .closed_by(CloseReason::IdleTimeout))
-        == 1));
-    gone.stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    assert!(eventually(Duration::from_secs(3), || total(&server, |s| s.closed_by(CloseReason::IdleTimeout)) == 1));
+    gone.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert!(gone.is_closed_by_server());
     alive.send_frame(true, opcode::TEXT, b"still open");
-    alive
-        .stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    alive.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut f = alive.read_frame().unwrap();
     while f.opcode == opcode::PING {
         f = alive.read_frame().unwrap();
@@ -259,10 +193,7 @@ fn a_vanished_peer_is_found_by_the_idle_ping() {
 
 #[test]
 fn past_max_conns_new_connections_get_503_then_service_resumes() {
-    let cfg = ServerConfig {
-        max_conns: 110,
-        ..test_config(2)
-    };
+    let cfg = ServerConfig { max_conns: 110, ..test_config(2) };
     let server = start_echo(cfg);
     let addr = server.local_addr();
     let bg = Background::start(addr, 100);
@@ -270,9 +201,7 @@ fn past_max_conns_new_connections_get_503_then_service_resumes() {
     for _ in 0..3 {
         let mut c = RawClient::connect_tcp(addr);
         c.send_raw(format!("{UPGRADE}\r\n").as_bytes());
-        assert!(c
-            .read_to_end()
-            .starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(c.read_to_end().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
     }
     // Five leave; five new ones are served again.
     for mut c in extra.drain(..5) {
@@ -308,17 +237,12 @@ fn a_flood_past_the_file_limit_does_not_spin_and_recovers() {
     std::thread::sleep(Duration::from_secs(2));
     let cpu_used = cpu_ticks_of(child.id()) - cpu_before;
     let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    assert!(
-        cpu_used < ticks_per_sec / 2,
-        "server used {cpu_used} ticks in 2 s while out of descriptors"
-    );
+    assert!(cpu_used < ticks_per_sec / 2, "server used {cpu_used} ticks in 2 s while out of descriptors");
     drop(flood);
     // Once the flood leaves, new connections are served again.
     assert!(eventually(Duration::from_secs(10), || {
         let mut c = RawClient::connect_tcp(addr);
-        c.stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        c.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let key = wsloop::ws::client::generate_key();
         let mut req = Vec::new();
         wsloop::ws::client::write_request(&mut req, "x", "/ws", &key);
@@ -335,11 +259,7 @@ fn sigterm_closes_a_thousand_connections_with_1001_and_exits_0() {
     let (mut child, addr) = spawn_binary(&["--shutdown-timeout", "5s"], None);
     let mut clients: Vec<RawClient> = (0..1000).map(|_| RawClient::connect(addr)).collect();
     let started = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     for c in clients.iter_mut() {
         let close = c.read_frame().unwrap();
         assert_eq!(close.close_code(), Some(1001));
@@ -347,9 +267,5 @@ fn sigterm_closes_a_thousand_connections_with_1001_and_exits_0() {
     }
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

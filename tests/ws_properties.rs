@@ -38,13 +38,7 @@ fn encode(out: &mut Vec<u8>, op: u8, payload: &[u8], cuts: &[usize]) {
         }
         let fin = p == payload.len();
         let frame_op = if first { op } else { opcode::CONTINUATION };
-        write_frame(
-            out,
-            fin,
-            frame_op,
-            &payload[start..p],
-            Some(rand_mask(start)),
-        );
+        write_frame(out, fin, frame_op, &payload[start..p], Some(rand_mask(start)));
         first = false;
         start = p;
         if fin {
@@ -73,11 +67,8 @@ fn decode_all(stream: &[u8], step: usize) -> Vec<Got> {
     let mut out = Vec::new();
     let mut got = Vec::new();
     let mut feed = |pending: &mut Vec<u8>, got: &mut Vec<Got>| loop {
-        let Decoded {
-            consumed, event, ..
-        } = server
-            .decode(pending, &mut assembly, &mut out, &cfg)
-            .expect("valid stream");
+        let Decoded { consumed, event, .. } =
+            server.decode(pending, &mut assembly, &mut out, &cfg).expect("valid stream");
         let e = event.map(|e| match e {
             Event::Text(t) => Some(Got::Text(t.to_string())),
             Event::Binary(b) => Some(Got::Binary(b.to_vec())),

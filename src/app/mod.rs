@@ -2,6 +2,7 @@
 //! implementation of [`Handler`](crate::server::Handler). It never touches
 //! a socket.
 
+pub mod command;
 pub mod echo;
 
 pub use echo::EchoApp;

@@ -23,9 +23,7 @@ use super::plan::Plan;
 use super::report::{new_histogram, Latency, Report};
 
 /// What each connection does once open.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Scenario {
     /// Connect and hold (answering the server's pings).
     Idle,
@@ -35,6 +33,10 @@ pub enum Scenario {
     Echo,
     /// Connect, one message, close, repeat.
     Churn,
+    /// Every connection joins one room; one of them publishes to it at
+    /// `--publish-rate`; every other receives. Measures deliveries and
+    /// publish-to-delivery latency.
+    Fanout,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ impl Scenario {
             Scenario::Ping => "ping",
             Scenario::Echo => "echo",
             Scenario::Churn => "churn",
+            Scenario::Fanout => "fanout",
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct DriverConfig {
     pub source_ips: Vec<IpAddr>,
     /// Time allowed from connect to 101.
     pub connect_timeout: Duration,
+    /// Fanout scenario: messages published per second.
+    pub publish_rate: u32,
 }
 
 /// A snapshot for the once-a-second progress line.
@@ -202,26 +207,22 @@ struct Driver<'a> {
     out: Vec<u8>,
     scratch: Vec<u8>,
     expired: Vec<u32>,
+    /// Fanout: the connection that publishes.
+    publisher: Option<usize>,
+    /// Fanout: join acknowledgements received.
+    joined: u64,
 }
 
 /// Runs one load process to the end of its plan (or until `stop`), calling
 /// `on_second` once a second.
-pub fn run(
-    cfg: &DriverConfig,
-    stop: &AtomicBool,
-    mut on_second: impl FnMut(&Progress),
-) -> io::Result<Report> {
+pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Progress)) -> io::Result<Report> {
     let mut d = Driver {
         cfg,
         poll: Poll::new()?,
         clients: Slab::new(),
         wheel: TimerWheel::new(TICK),
         ws: Config::default(),
-        report: Report {
-            scenario: cfg.scenario.name().into(),
-            processes: 1,
-            ..Report::default()
-        },
+        report: Report { scenario: cfg.scenario.name().into(), processes: 1, ..Report::default() },
         handshake: new_histogram(),
         rtt: new_histogram(),
         live: 0,
@@ -231,7 +232,10 @@ pub fn run(
         out: Vec::new(),
         scratch: Vec::new(),
         expired: Vec::new(),
+        publisher: None,
+        joined: 0,
     };
+    let mut publish_credit = 0.0f64;
     let start = Instant::now();
     let plan_end = cfg.plan.duration();
     let mut events = Events::with_capacity(1024);
@@ -248,18 +252,13 @@ pub fn run(
         for event in events.iter() {
             let slot = event.token().0 & 0xffff_ffff;
             let generation = (event.token().0 >> 32) as u32;
-            if d.clients
-                .get(slot)
-                .is_none_or(|c| c.generation != generation)
-            {
+            if d.clients.get(slot).is_none_or(|c| c.generation != generation) {
                 continue;
             }
             if event.is_writable() {
                 d.on_writable(slot);
             }
-            if d.clients.contains(slot)
-                && (event.is_readable() || event.is_read_closed() || event.is_error())
-            {
+            if d.clients.contains(slot) && (event.is_readable() || event.is_read_closed() || event.is_error()) {
                 d.on_readable(slot);
             }
         }
@@ -289,6 +288,13 @@ pub fn run(
                     }
                 } else if d.live > target {
                     d.close_clients((d.live - target) as usize);
+                }
+                // Fanout publishes once every connection of the plan has joined.
+                if cfg.scenario == Scenario::Fanout && d.joined >= cfg.plan.peak() as u64 {
+                    publish_credit += dt * f64::from(cfg.publish_rate);
+                    let n = publish_credit.floor();
+                    publish_credit -= n;
+                    d.publish(n as u64);
                 }
             }
         }
@@ -335,11 +341,7 @@ impl Driver<'_> {
         let entry = self.clients.vacant_entry();
         let slot = entry.key();
         let token = Token(slot | (generation as usize) << 32);
-        if let Err(e) = self.poll.registry().register(
-            &mut socket,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
             return self.count_failure(connect_error_reason(&e));
         }
         entry.insert(Client {
@@ -358,8 +360,7 @@ impl Driver<'_> {
         });
         self.live += 1;
         let deadline = self.wheel.now() + self.wheel.ticks(self.cfg.connect_timeout);
-        self.wheel
-            .schedule(&mut self.clients, slot as u32, deadline);
+        self.wheel.schedule(&mut self.clients, slot as u32, deadline);
     }
 
     fn count_failure(&mut self, reason: &str) {
@@ -398,9 +399,7 @@ impl Driver<'_> {
             if chosen.len() >= n {
                 break;
             }
-            if c.state == State::Open
-                || (all && matches!(c.state, State::Connecting | State::Handshaking))
-            {
+            if c.state == State::Open || (all && matches!(c.state, State::Connecting | State::Handshaking)) {
                 chosen.push(slot);
             }
         }
@@ -420,8 +419,7 @@ impl Driver<'_> {
         self.live -= 1;
         self.open -= 1;
         let deadline = self.wheel.now() + self.wheel.ticks(CLOSE_TIMEOUT);
-        self.wheel
-            .schedule(&mut self.clients, slot as u32, deadline);
+        self.wheel.schedule(&mut self.clients, slot as u32, deadline);
         self.flush(slot);
     }
 
@@ -472,11 +470,7 @@ impl Driver<'_> {
         match self.clients[slot].state {
             State::Connecting | State::Handshaking => self.fail(slot, reason),
             State::Open => {
-                self.count_server_close(if reason == "reset" {
-                    "reset".into()
-                } else {
-                    "dropped".into()
-                });
+                self.count_server_close(if reason == "reset" { "reset".into() } else { "dropped".into() });
                 self.remove(slot);
             }
             State::Closing | State::Draining => self.remove(slot),
@@ -545,9 +539,7 @@ impl Driver<'_> {
         let mut alive = true;
         loop {
             let c = &mut self.clients[slot];
-            let decoded =
-                c.session
-                    .decode(&mut rbuf[pos..], &mut c.assembly, &mut self.out, &self.ws);
+            let decoded = c.session.decode(&mut rbuf[pos..], &mut c.assembly, &mut self.out, &self.ws);
             let d = match decoded {
                 Ok(d) => d,
                 Err(e) => {
@@ -574,16 +566,14 @@ impl Driver<'_> {
                 Event::Close { code, .. } => {
                     let c = &mut self.clients[slot];
                     if c.state == State::Open {
-                        let code =
-                            code.map_or("close_no_code".to_string(), |c| format!("close_{c}"));
+                        let code = code.map_or("close_no_code".to_string(), |c| format!("close_{c}"));
                         self.count_server_close(code);
                         self.live -= 1;
                         self.open -= 1;
                     }
                     self.clients[slot].state = State::Draining;
                     let deadline = self.wheel.now() + self.wheel.ticks(CLOSE_TIMEOUT);
-                    self.wheel
-                        .schedule(&mut self.clients, slot as u32, deadline);
+                    self.wheel.schedule(&mut self.clients, slot as u32, deadline);
                 }
                 Event::Ping(_) | Event::Pong(_) | Event::Open(_) => {}
             }
@@ -623,8 +613,7 @@ impl Driver<'_> {
                 let spread = self.wheel.ticks(self.cfg.interval).max(1);
                 let first = (crate::ws::mask::random_u64() % u64::from(spread)) as u32 + 1;
                 let deadline = self.wheel.now() + first;
-                self.wheel
-                    .schedule(&mut self.clients, slot as u32, deadline);
+                self.wheel.schedule(&mut self.clients, slot as u32, deadline);
             }
             Scenario::Echo => {
                 self.wheel.remove(&mut self.clients, slot as u32);
@@ -638,6 +627,55 @@ impl Driver<'_> {
                 self.send_text(slot, "churn".into());
                 self.flush(slot);
             }
+            Scenario::Fanout => {
+                self.wheel.remove(&mut self.clients, slot as u32);
+                self.publisher.get_or_insert(slot);
+                let c = &mut self.clients[slot];
+                c.session.write_text(&mut self.out, r#"{"type":"join","room":"fanout"}"#);
+                self.flush(slot);
+            }
+        }
+    }
+
+    /// Fanout: publishes `n` messages from the publisher, each carrying its
+    /// send time (µs since the epoch, padded to a 64-byte delivery).
+    fn publish(&mut self, n: u64) {
+        let Some(slot) = self.publisher.filter(|s| self.clients.get(*s).is_some_and(|c| c.state == State::Open)) else {
+            return;
+        };
+        for _ in 0..n {
+            let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            let text = format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{us:0>18}"}}"#);
+            let c = &mut self.clients[slot];
+            if c.session.write_text(&mut self.out, &text) {
+                self.report.messages_sent += 1;
+                self.report.bytes_sent += text.len() as u64;
+            }
+        }
+        self.flush(slot);
+    }
+
+    /// Fanout: a subscriber got a message (or its join ack).
+    fn on_fanout(&mut self, payload: &[u8]) {
+        #[derive(Deserialize)]
+        struct Delivery<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            data: Option<&'a str>,
+        }
+        let Some(d) = std::str::from_utf8(payload).ok().and_then(|t| serde_json::from_str::<Delivery<'_>>(t).ok())
+        else {
+            self.report.mismatches += 1;
+            return;
+        };
+        match (d.kind, d.data.and_then(|x| x.parse::<u128>().ok())) {
+            ("joined", _) => self.joined += 1,
+            ("message", Some(sent_us)) => {
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+                let _ = self.rtt.record(now.saturating_sub(sent_us).max(1) as u64);
+            }
+            _ => self.report.mismatches += 1,
         }
     }
 
@@ -664,11 +702,7 @@ impl Driver<'_> {
 
     fn send_ping(&mut self, slot: usize) {
         let c = &self.clients[slot];
-        let text = format!(
-            r#"{{"type":"ping","payload":"g{}-{}"}}"#,
-            c.generation,
-            c.seq + 1
-        );
+        let text = format!(r#"{{"type":"ping","payload":"g{}-{}"}}"#, c.generation, c.seq + 1);
         self.send_text(slot, text);
         self.flush(slot);
     }
@@ -680,6 +714,9 @@ impl Driver<'_> {
         if c.state != State::Open {
             return;
         }
+        if self.cfg.scenario == Scenario::Fanout {
+            return self.on_fanout(payload);
+        }
         let Some((seq, sent)) = c.inflight.pop_front() else {
             self.report.mismatches += 1;
             return;
@@ -688,15 +725,13 @@ impl Driver<'_> {
             Scenario::Ping => std::str::from_utf8(payload)
                 .ok()
                 .and_then(|t| serde_json::from_str::<Pong<'_>>(t).ok())
-                .is_some_and(|p| {
-                    p.kind == "pong" && p.payload == Some(&format!("g{}-{seq}", c.generation))
-                }),
+                .is_some_and(|p| p.kind == "pong" && p.payload == Some(&format!("g{}-{seq}", c.generation))),
             Scenario::Echo => {
                 echo_payload(seq, self.cfg.size, &mut self.scratch);
                 !is_text && payload == self.scratch.as_slice()
             }
             Scenario::Churn => is_text && payload == b"churn",
-            Scenario::Idle => true,
+            Scenario::Idle | Scenario::Fanout => true,
         };
         if !matches {
             self.report.mismatches += 1;
@@ -708,7 +743,7 @@ impl Driver<'_> {
                 self.send_echo(slot);
             }
             Scenario::Churn => self.begin_close(slot),
-            Scenario::Ping | Scenario::Idle => {}
+            Scenario::Ping | Scenario::Idle | Scenario::Fanout => {}
         }
     }
 
@@ -733,8 +768,7 @@ impl Driver<'_> {
                     self.send_ping(slot);
                     if self.clients.contains(slot) {
                         let deadline = self.wheel.now() + self.wheel.ticks(self.cfg.interval);
-                        self.wheel
-                            .schedule(&mut self.clients, slot as u32, deadline);
+                        self.wheel.schedule(&mut self.clients, slot as u32, deadline);
                     }
                 }
             }

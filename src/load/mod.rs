@@ -57,6 +57,9 @@ pub struct LoadArgs {
     /// Echo scenario: payload bytes per message.
     #[arg(long, default_value = "64", value_parser = crate::cli::parse_size)]
     pub size: usize,
+    /// Fanout scenario: messages the publisher sends per second.
+    #[arg(long, default_value_t = 100)]
+    pub publish_rate: u32,
     /// Echo scenario: messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     pub depth: usize,
@@ -102,45 +105,25 @@ pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
         let b: Ipv4Addr = b.trim().parse().map_err(|_| bad(b))?;
         let (a, b) = (u32::from(a), u32::from(b));
         if b < a || b - a > 65_535 {
-            return Err(format!(
-                "'{s}' is not an ascending range of at most 65,536 addresses"
-            ));
+            return Err(format!("'{s}' is not an ascending range of at most 65,536 addresses"));
         }
-        return Ok(SourceIps(
-            (a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect(),
-        ));
+        return Ok(SourceIps((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect()));
     }
-    s.split(',')
-        .map(|p| p.trim().parse().map_err(|_| bad(p)))
-        .collect::<Result<_, _>>()
-        .map(SourceIps)
+    s.split(',').map(|p| p.trim().parse().map_err(|_| bad(p))).collect::<Result<_, _>>().map(SourceIps)
 }
 
 /// Splits `ws://host:port/path` into (address, host header, path).
 pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("--url '{url}': only ws:// URLs (wss is not supported)"))?;
+    let rest =
+        url.strip_prefix("ws://").ok_or_else(|| format!("--url '{url}': only ws:// URLs (wss is not supported)"))?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host_port = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
+    let host_port = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
     let addr = host_port
         .to_socket_addrs()
         .map_err(|e| format!("--url '{url}': {e}"))?
         .next()
         .ok_or_else(|| format!("--url '{url}': no address"))?;
-    Ok((
-        addr,
-        host.to_string(),
-        if path.is_empty() {
-            "/".into()
-        } else {
-            path.into()
-        },
-    ))
+    Ok((addr, host.to_string(), if path.is_empty() { "/".into() } else { path.into() }))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -151,11 +134,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 
 fn install_sigint() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_sigint),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_sigint), SaFlags::SA_RESTART, SigSet::empty());
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     let _ = unsafe { sigaction(Signal::SIGINT, &action) };
 }
@@ -179,9 +158,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
     let (target, host, path) = parse_ws_url(&args.url)?;
     let plan = match args.conns {
         Some(n) => Plan::fixed(n, args.rate, args.duration),
-        None if !args.stage.is_empty() => Plan {
-            stages: args.stage.clone(),
-        },
+        None if !args.stage.is_empty() => Plan { stages: args.stage.clone() },
         None => return Err("give --conns N or at least one --stage DURATION:TARGET".into()),
     };
     if args.depth == 0 {
@@ -199,6 +176,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         depth: args.depth,
         source_ips: args.source_ips.clone().map_or_else(Vec::new, |s| s.0),
         connect_timeout: args.connect_timeout,
+        publish_rate: args.publish_rate,
     })
 }
 
@@ -209,18 +187,10 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     if let (Some(i), Some(n)) = (args.child_index, args.child_count) {
         return run_child(&mut cfg, i, n.max(1));
     }
-    let urls = args
-        .metrics_url
-        .iter()
-        .map(|u| MetricsUrl::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let urls = args.metrics_url.iter().map(|u| MetricsUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
     let (soft, _) = crate::tune::rlimit::raise_nofile().map_err(|e| format!("file limit: {e}"))?;
     let per_process = (soft as usize).saturating_sub(64).max(1);
-    let processes = if args.processes > 0 {
-        args.processes
-    } else {
-        cfg.plan.peak().div_ceil(per_process).max(1)
-    };
+    let processes = if args.processes > 0 { args.processes } else { cfg.plan.peak().div_ceil(per_process).max(1) };
     let baseline = if urls.is_empty() {
         None
     } else {
@@ -256,10 +226,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     let mut report = if processes == 1 {
         driver::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
     } else {
-        eprintln!(
-            "wsloop load: {} connections over {processes} processes (file limit {soft})",
-            cfg.plan.peak()
-        );
+        eprintln!("wsloop load: {} connections over {processes} processes (file limit {soft})", cfg.plan.peak());
         run_children(processes, &mut record)?
     };
     report.processes = processes;
@@ -270,9 +237,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
         server_rss: Some(v.rss),
         server_fds: Some(v.fds),
     });
-    report.peak_open = report
-        .peak_open
-        .max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
+    report.peak_open = report.peak_open.max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
     if args.expect_clean {
         let base = baseline.unwrap_or_default();
         report.leak_check = Some(leak_check(&urls, base, start, &mut timeline));
@@ -289,8 +254,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     }
     if let Some(path) = &args.plot {
         let title = format!("wsloop load: {} ({})", report.scenario, args.url);
-        plot::write_svg(path, &title, &report.timeline)
-            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        plot::write_svg(path, &title, &report.timeline).map_err(|e| format!("--plot {}: {e}", path.display()))?;
     }
     Ok(report)
 }
@@ -312,12 +276,7 @@ fn progress_line(p: &Progress, server: Option<&ServerView>) -> String {
 }
 
 /// Waits up to 30 s for the server to return to its baseline.
-fn leak_check(
-    urls: &[MetricsUrl],
-    base: ServerView,
-    start: Instant,
-    timeline: &mut Vec<Sample>,
-) -> LeakCheck {
+fn leak_check(urls: &[MetricsUrl], base: ServerView, start: Instant, timeline: &mut Vec<Sample>) -> LeakCheck {
     let deadline = Instant::now() + Duration::from_secs(30);
     let rss_allowed = base.rss * 1.25 + 32.0 * 1024.0 * 1024.0;
     let fds_allowed = base.fds + 8.0;
@@ -358,10 +317,7 @@ fn leak_check(
         ),
         None => "the metrics endpoint did not answer".into(),
     };
-    LeakCheck {
-        clean: false,
-        detail,
-    }
+    LeakCheck { clean: false, detail }
 }
 
 /// A child: run its share, report progress and the result as JSON lines.
@@ -369,13 +325,7 @@ fn run_child(cfg: &mut DriverConfig, index: usize, count: usize) -> Result<Repor
     cfg.plan = cfg.plan.share(index, count);
     cfg.rate = (cfg.rate / count as u32).max(1);
     if !cfg.source_ips.is_empty() && cfg.source_ips.len() >= count {
-        cfg.source_ips = cfg
-            .source_ips
-            .iter()
-            .skip(index)
-            .step_by(count)
-            .copied()
-            .collect();
+        cfg.source_ips = cfg.source_ips.iter().skip(index).step_by(count).copied().collect();
     }
     let report = driver::run(cfg, &INTERRUPTED, |p| {
         println!("{}", serde_json::json!({ "progress": p }));
@@ -395,12 +345,7 @@ fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, 
     for i in 0..n {
         let mut child = std::process::Command::new(&exe)
             .args(&args)
-            .args([
-                "--child-index",
-                &i.to_string(),
-                "--child-count",
-                &n.to_string(),
-            ])
+            .args(["--child-index", &i.to_string(), "--child-count", &n.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -458,11 +403,7 @@ fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, 
                 merged.peak_open += r.peak_open;
                 merged.merge(r);
             }
-            None => {
-                return Err(format!(
-                    "load process {i} ended ({status}) without a report"
-                ))
-            }
+            None => return Err(format!("load process {i} ended ({status}) without a report")),
         }
     }
     Ok(merged)
@@ -485,13 +426,8 @@ mod tests {
     #[test]
     fn ws_urls() {
         let (addr, host, path) = parse_ws_url("ws://127.0.0.1:8080/ws").unwrap();
-        assert_eq!(
-            (addr.port(), host.as_str(), path.as_str()),
-            (8080, "127.0.0.1:8080", "/ws")
-        );
+        assert_eq!((addr.port(), host.as_str(), path.as_str()), (8080, "127.0.0.1:8080", "/ws"));
         assert_eq!(parse_ws_url("ws://127.0.0.1:9").unwrap().2, "/");
-        assert!(parse_ws_url("wss://127.0.0.1/ws")
-            .unwrap_err()
-            .contains("wss"));
+        assert!(parse_ws_url("wss://127.0.0.1/ws").unwrap_err().contains("wss"));
     }
 }

@@ -16,14 +16,9 @@ pub struct Stage {
 
 /// Parses `DURATION:TARGET`, e.g. `60s:5000`.
 pub fn parse_stage(s: &str) -> Result<Stage, String> {
-    let (d, n) = s
-        .split_once(':')
-        .ok_or_else(|| format!("'{s}' is not DURATION:TARGET (e.g. 60s:5000)"))?;
+    let (d, n) = s.split_once(':').ok_or_else(|| format!("'{s}' is not DURATION:TARGET (e.g. 60s:5000)"))?;
     let duration = crate::cli::parse_duration(d)?;
-    let target = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{n}' is not a connection count"))?;
+    let target = n.trim().parse().map_err(|_| format!("'{n}' is not a connection count"))?;
     Ok(Stage { duration, target })
 }
 
@@ -39,18 +34,7 @@ impl Plan {
     /// `hold`, then (the driver) closes everything.
     pub fn fixed(conns: usize, rate: u32, hold: Duration) -> Plan {
         let ramp = Duration::from_secs_f64(conns as f64 / f64::from(rate.max(1)));
-        Plan {
-            stages: vec![
-                Stage {
-                    duration: ramp,
-                    target: conns,
-                },
-                Stage {
-                    duration: hold,
-                    target: conns,
-                },
-            ],
-        }
+        Plan { stages: vec![Stage { duration: ramp, target: conns }, Stage { duration: hold, target: conns }] }
     }
 
     /// Total length of the plan.
@@ -84,16 +68,7 @@ impl Plan {
     /// divided as evenly as whole connections allow.
     pub fn share(&self, index: usize, count: usize) -> Plan {
         let part = |n: usize| n / count + usize::from(index < n % count);
-        Plan {
-            stages: self
-                .stages
-                .iter()
-                .map(|s| Stage {
-                    duration: s.duration,
-                    target: part(s.target),
-                })
-                .collect(),
-        }
+        Plan { stages: self.stages.iter().map(|s| Stage { duration: s.duration, target: part(s.target) }).collect() }
     }
 }
 
@@ -124,12 +99,7 @@ mod tests {
 
     #[test]
     fn shares_add_up() {
-        let plan = Plan {
-            stages: vec![Stage {
-                duration: secs(1),
-                target: 100_001,
-            }],
-        };
+        let plan = Plan { stages: vec![Stage { duration: secs(1), target: 100_001 }] };
         let total: usize = (0..6).map(|i| plan.share(i, 6).stages[0].target).sum();
         assert_eq!(total, 100_001);
     }

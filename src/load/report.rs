@@ -19,12 +19,7 @@ pub struct Latency {
 impl Latency {
     /// Snapshot of a live histogram.
     pub fn from_hist(h: &Histogram<u64>) -> Self {
-        Latency {
-            counts: h
-                .iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
-        }
+        Latency { counts: h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect() }
     }
 
     /// Back into a histogram (for merging and percentiles).
@@ -173,10 +168,7 @@ impl Report {
         self.bytes_received += other.bytes_received;
         self.interrupted |= other.interrupted;
         self.duration_secs = self.duration_secs.max(other.duration_secs);
-        for (mine, theirs) in [
-            (&mut self.handshake, &other.handshake),
-            (&mut self.rtt, &other.rtt),
-        ] {
+        for (mine, theirs) in [(&mut self.handshake, &other.handshake), (&mut self.rtt, &other.rtt)] {
             if let Some(theirs) = theirs {
                 let mut h = mine.as_ref().map_or_else(new_histogram, Latency::to_hist);
                 let _ = h.add(theirs.to_hist());
@@ -189,11 +181,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let secs = self.duration_secs.max(1e-9);
-        let _ = writeln!(
-            s,
-            "\nwsloop load: {} scenario, {:.1} s, {} process(es)",
-            self.scenario, secs, self.processes
-        );
+        let _ = writeln!(s, "\nwsloop load: {} scenario, {:.1} s, {} process(es)", self.scenario, secs, self.processes);
         let _ = writeln!(s, "  {:<28} {}", "peak open connections", self.peak_open);
         let _ = writeln!(
             s,
@@ -207,12 +195,7 @@ impl Report {
             let _ = writeln!(s, "    {reason:<26} {n}");
         }
         if !self.server_closed.is_empty() {
-            let _ = writeln!(
-                s,
-                "  {:<28} {}",
-                "closed by the server",
-                self.server_closed.values().sum::<u64>()
-            );
+            let _ = writeln!(s, "  {:<28} {}", "closed by the server", self.server_closed.values().sum::<u64>());
             for (reason, n) in &self.server_closed {
                 let _ = writeln!(s, "    {reason:<26} {n}");
             }
@@ -239,11 +222,8 @@ impl Report {
                 "reply errors", self.mismatches, self.pong_timeouts
             );
         }
-        let _ = writeln!(
-            s,
-            "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "latency (ms)", "p50", "p90", "p99", "p99.9", "max"
-        );
+        let _ =
+            writeln!(s, "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "p50", "p90", "p99", "p99.9", "max");
         for (name, h) in [("handshake", &self.handshake), ("round trip", &self.rtt)] {
             if let Some(h) = h.as_ref().filter(|h| !h.counts.is_empty()) {
                 let p = Percentiles::of(&h.to_hist());
@@ -259,16 +239,10 @@ impl Report {
                 );
             }
         }
-        let server: Vec<&Sample> = self
-            .timeline
-            .iter()
-            .filter(|x| x.server_connections.is_some())
-            .collect();
-        if let Some(peak) = server.iter().max_by(|a, b| {
-            a.server_connections
-                .partial_cmp(&b.server_connections)
-                .unwrap()
-        }) {
+        let server: Vec<&Sample> = self.timeline.iter().filter(|x| x.server_connections.is_some()).collect();
+        if let Some(peak) =
+            server.iter().max_by(|a, b| a.server_connections.partial_cmp(&b.server_connections).unwrap())
+        {
             let conns = peak.server_connections.unwrap_or(0.0);
             let rss = peak.server_rss.unwrap_or(0.0);
             let _ = writeln!(
@@ -292,13 +266,7 @@ impl Report {
             }
         }
         if let Some(l) = &self.leak_check {
-            let _ = writeln!(
-                s,
-                "  {:<28} {} ({})",
-                "leak check",
-                if l.clean { "clean" } else { "LEAK" },
-                l.detail
-            );
+            let _ = writeln!(s, "  {:<28} {} ({})", "leak check", if l.clean { "clean" } else { "LEAK" }, l.detail);
         }
         if self.interrupted {
             let _ = writeln!(s, "  (interrupted: partial results)");
@@ -315,19 +283,11 @@ mod tests {
     fn merge_adds_counts_and_histograms() {
         let mut h = new_histogram();
         h.record(1000).unwrap();
-        let mut a = Report {
-            established: 2,
-            handshake: Some(Latency::from_hist(&h)),
-            ..Default::default()
-        };
+        let mut a = Report { established: 2, handshake: Some(Latency::from_hist(&h)), ..Default::default() };
         a.failed.insert("refused".into(), 1);
         let mut h2 = new_histogram();
         h2.record(3000).unwrap();
-        let mut b = Report {
-            established: 3,
-            handshake: Some(Latency::from_hist(&h2)),
-            ..Default::default()
-        };
+        let mut b = Report { established: 3, handshake: Some(Latency::from_hist(&h2)), ..Default::default() };
         b.failed.insert("refused".into(), 2);
         a.merge(&b);
         assert_eq!(a.established, 5);

@@ -27,25 +27,15 @@ pub struct MetricsUrl {
 impl MetricsUrl {
     /// Parses `http://host:port/path`.
     pub fn parse(url: &str) -> Result<MetricsUrl, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("'{url}': only http:// metrics URLs"))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("'{url}': only http:// metrics URLs"))?;
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let addr = host
             .to_socket_addrs()
             .map_err(|e| format!("'{url}': {e}"))?
             .next()
             .ok_or_else(|| format!("'{url}': no address"))?;
-        let path = if path.is_empty() {
-            "/metrics".to_string()
-        } else {
-            path.to_string()
-        };
-        Ok(MetricsUrl {
-            addr,
-            host: host.to_string(),
-            path,
-        })
+        let path = if path.is_empty() { "/metrics".to_string() } else { path.to_string() };
+        Ok(MetricsUrl { addr, host: host.to_string(), path })
     }
 
     /// Fetches and parses the exposition.
@@ -54,11 +44,7 @@ impl MetricsUrl {
         let mut s = TcpStream::connect_timeout(&self.addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
-        write!(
-            s,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.path, self.host
-        )?;
+        write!(s, "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.host)?;
         let mut body = String::new();
         s.read_to_string(&mut body)?;
         if !body.starts_with("HTTP/1.1 200") {
@@ -73,11 +59,7 @@ pub fn parse_exposition(text: &str) -> ServerView {
     let mut view = ServerView::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap_or("");
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         match name {
             "wsloop_connections" => view.connections += value,
             "process_resident_memory_bytes" => view.rss += value,
@@ -107,14 +89,7 @@ mod tests {
     #[test]
     fn sums_per_loop_series() {
         let text = "# HELP x\nwsloop_connections{loop=\"0\"} 3\nwsloop_connections{loop=\"1\"} 4\nprocess_resident_memory_bytes 1.5e6\nprocess_open_fds 12\nwsloop_connections_accepted_total 99\n";
-        assert_eq!(
-            parse_exposition(text),
-            ServerView {
-                connections: 7.0,
-                rss: 1.5e6,
-                fds: 12.0
-            }
-        );
+        assert_eq!(parse_exposition(text), ServerView { connections: 7.0, rss: 1.5e6, fds: 12.0 });
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::server::stats::{CloseReason, LoopStats, HANDSHAKE_FAILURE_LABELS, ITERATION_BUCKETS};
 
@@ -28,60 +26,20 @@ pub struct Source {
 
 /// Name, help, type and variable label of each family this collector emits.
 const FAMILIES: &[(&str, &str, MetricType, Option<&str>)] = &[
-    (
-        "wsloop_connections",
-        "Open connections, per event loop.",
-        MetricType::GAUGE,
-        Some("loop"),
-    ),
-    (
-        "wsloop_max_connections",
-        "The --max-conns limit in effect.",
-        MetricType::GAUGE,
-        None,
-    ),
-    (
-        "wsloop_connections_accepted_total",
-        "Connections accepted.",
-        MetricType::COUNTER,
-        None,
-    ),
-    (
-        "wsloop_connections_closed_total",
-        "Connections closed, by reason.",
-        MetricType::COUNTER,
-        Some("reason"),
-    ),
+    ("wsloop_connections", "Open connections, per event loop.", MetricType::GAUGE, Some("loop")),
+    ("wsloop_max_connections", "The --max-conns limit in effect.", MetricType::GAUGE, None),
+    ("wsloop_connections_accepted_total", "Connections accepted.", MetricType::COUNTER, None),
+    ("wsloop_connections_closed_total", "Connections closed, by reason.", MetricType::COUNTER, Some("reason")),
     (
         "wsloop_handshake_failures_total",
         "Refused or timed-out upgrades, by reason.",
         MetricType::COUNTER,
         Some("reason"),
     ),
-    (
-        "wsloop_messages_received_total",
-        "Whole messages received.",
-        MetricType::COUNTER,
-        None,
-    ),
-    (
-        "wsloop_messages_sent_total",
-        "Messages sent.",
-        MetricType::COUNTER,
-        None,
-    ),
-    (
-        "wsloop_bytes_received_total",
-        "Bytes read from sockets.",
-        MetricType::COUNTER,
-        None,
-    ),
-    (
-        "wsloop_bytes_sent_total",
-        "Bytes written to sockets.",
-        MetricType::COUNTER,
-        None,
-    ),
+    ("wsloop_messages_received_total", "Whole messages received.", MetricType::COUNTER, None),
+    ("wsloop_messages_sent_total", "Messages sent.", MetricType::COUNTER, None),
+    ("wsloop_bytes_received_total", "Bytes read from sockets.", MetricType::COUNTER, None),
+    ("wsloop_bytes_sent_total", "Bytes written to sockets.", MetricType::COUNTER, None),
     (
         "wsloop_buffer_pool_buffers",
         "Pooled I/O buffers, held by connections (in_use) or spare (idle).",
@@ -94,17 +52,26 @@ const FAMILIES: &[(&str, &str, MetricType, Option<&str>)] = &[
         MetricType::GAUGE,
         None,
     ),
-    (
-        "wsloop_accept_pauses_total",
-        "Times accepting paused because descriptors ran out.",
-        MetricType::COUNTER,
-        None,
-    ),
+    ("wsloop_accept_pauses_total", "Times accepting paused because descriptors ran out.", MetricType::COUNTER, None),
     (
         "wsloop_loop_iteration_seconds",
         "Time one event loop pass spent handling events.",
         MetricType::HISTOGRAM,
         Some("loop"),
+    ),
+    (
+        "wsloop_rooms",
+        "Rooms with members, counted once per event loop that has members in them.",
+        MetricType::GAUGE,
+        None,
+    ),
+    ("wsloop_room_members", "Room memberships.", MetricType::GAUGE, None),
+    ("wsloop_room_messages_published_total", "Messages published to rooms.", MetricType::COUNTER, None),
+    (
+        "wsloop_room_messages_delivered_total",
+        "Room messages delivered to members (besides the publisher's own copy).",
+        MetricType::COUNTER,
+        None,
     ),
     (
         "wsloop_kernel_tcp_memory_bytes",
@@ -127,8 +94,7 @@ impl WsloopCollector {
             .iter()
             .map(|(name, help, _, label)| {
                 let labels = label.iter().map(|l| l.to_string()).collect();
-                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new())
-                    .expect("valid metric desc")
+                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new()).expect("valid metric desc")
             })
             .collect();
         WsloopCollector { source, descs }
@@ -206,65 +172,39 @@ impl Collector for WsloopCollector {
                 "wsloop_connections" => loops
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| {
-                        sample(
-                            kind,
-                            vec![label("loop", &i.to_string())],
-                            s.connections.get() as f64,
-                        )
-                    })
+                    .map(|(i, s)| sample(kind, vec![label("loop", &i.to_string())], s.connections.get() as f64))
                     .collect(),
                 "wsloop_max_connections" => one(self.source.max_conns as f64),
                 "wsloop_connections_accepted_total" => one(self.sum(|s| s.accepted.get())),
                 "wsloop_connections_closed_total" => CloseReason::ALL
                     .iter()
-                    .map(|r| {
-                        sample(
-                            kind,
-                            vec![label("reason", r.label())],
-                            self.sum(|s| s.closed_by(*r)),
-                        )
-                    })
+                    .map(|r| sample(kind, vec![label("reason", r.label())], self.sum(|s| s.closed_by(*r))))
                     .collect(),
                 "wsloop_handshake_failures_total" => HANDSHAKE_FAILURE_LABELS
                     .iter()
-                    .map(|r| {
-                        sample(
-                            kind,
-                            vec![label("reason", r)],
-                            self.sum(|s| s.handshake_failures_by(r)),
-                        )
-                    })
+                    .map(|r| sample(kind, vec![label("reason", r)], self.sum(|s| s.handshake_failures_by(r))))
                     .collect(),
                 "wsloop_messages_received_total" => one(self.sum(|s| s.messages_received.get())),
                 "wsloop_messages_sent_total" => one(self.sum(|s| s.messages_sent.get())),
                 "wsloop_bytes_received_total" => one(self.sum(|s| s.bytes_received.get())),
                 "wsloop_bytes_sent_total" => one(self.sum(|s| s.bytes_sent.get())),
                 "wsloop_buffer_pool_buffers" => vec![
-                    sample(
-                        kind,
-                        vec![label("state", "in_use")],
-                        self.sum(|s| s.pool_in_use.get()),
-                    ),
-                    sample(
-                        kind,
-                        vec![label("state", "idle")],
-                        self.sum(|s| s.pool_idle.get()),
-                    ),
+                    sample(kind, vec![label("state", "in_use")], self.sum(|s| s.pool_in_use.get())),
+                    sample(kind, vec![label("state", "idle")], self.sum(|s| s.pool_idle.get())),
                 ],
                 "wsloop_write_backlog_bytes" => one(self.sum(|s| s.backlog_bytes.get())),
                 "wsloop_accept_pauses_total" => one(self.sum(|s| s.accept_pauses.get())),
-                "wsloop_loop_iteration_seconds" => loops
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| iteration_histogram(s, &i.to_string()))
-                    .collect(),
-                "wsloop_kernel_tcp_memory_bytes" => {
-                    match super::sockstat::tcp_memory_bytes(&self.source.proc_root) {
-                        Some(bytes) => one(bytes as f64),
-                        None => continue,
-                    }
+                "wsloop_loop_iteration_seconds" => {
+                    loops.iter().enumerate().map(|(i, s)| iteration_histogram(s, &i.to_string())).collect()
                 }
+                "wsloop_rooms" => one(self.sum(|s| s.rooms.get())),
+                "wsloop_room_members" => one(self.sum(|s| s.room_members.get())),
+                "wsloop_room_messages_published_total" => one(self.sum(|s| s.room_published.get())),
+                "wsloop_room_messages_delivered_total" => one(self.sum(|s| s.room_delivered.get())),
+                "wsloop_kernel_tcp_memory_bytes" => match super::sockstat::tcp_memory_bytes(&self.source.proc_root) {
+                    Some(bytes) => one(bytes as f64),
+                    None => continue,
+                },
                 other => unreachable!("family {other} has no collector"),
             };
             out.push(family(name, help, kind, metrics));

@@ -34,16 +34,11 @@ struct Client {
 }
 
 /// Runs the server until `stop` is set (checked at least once a second).
-pub fn serve(
-    listener: std::net::TcpListener,
-    respond: Responder,
-    stop: Arc<AtomicBool>,
-) -> io::Result<()> {
+pub fn serve(listener: std::net::TcpListener, respond: Responder, stop: Arc<AtomicBool>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut clients: Slab<Client> = Slab::new();
     let mut events = Events::with_capacity(128);
     while !stop.load(Ordering::Relaxed) {
@@ -56,9 +51,7 @@ pub fn serve(
         for event in events.iter() {
             if event.token() == LISTENER {
                 accept_all(&listener, &poll, &mut clients);
-            } else if clients.contains(event.token().0)
-                && !progress(&mut clients[event.token().0], &respond)
-            {
+            } else if clients.contains(event.token().0) && !progress(&mut clients[event.token().0], &respond) {
                 clients.remove(event.token().0);
             }
         }
@@ -77,11 +70,7 @@ fn accept_all(listener: &TcpListener, poll: &Poll, clients: &mut Slab<Client>) {
                 }
                 let entry = clients.vacant_entry();
                 let interest = Interest::READABLE | Interest::WRITABLE;
-                if poll
-                    .registry()
-                    .register(&mut stream, Token(entry.key()), interest)
-                    .is_ok()
-                {
+                if poll.registry().register(&mut stream, Token(entry.key()), interest).is_ok() {
                     entry.insert(Client {
                         stream,
                         request: Vec::new(),
@@ -139,6 +128,11 @@ fn progress(c: &mut Client, respond: &Responder) -> bool {
             Err(_) => return false,
         }
     }
+    // Read what is left of the request (a refused, oversized one, say), so
+    // closing sends FIN rather than a reset that could destroy the reply.
+    let mut sink = [0u8; 4096];
+    while matches!(c.stream.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = c.stream.shutdown(std::net::Shutdown::Write);
     false
 }
 
@@ -154,9 +148,7 @@ fn parse_head(buf: &[u8]) -> Head {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => match (req.method, req.path) {
-            (Some("GET"), Some(path)) => {
-                Head::Get(path.split('?').next().unwrap_or("").to_string())
-            }
+            (Some("GET"), Some(path)) => Head::Get(path.split('?').next().unwrap_or("").to_string()),
             (Some(_), Some(_)) => Head::Method,
             _ => Head::Bad,
         },

@@ -45,13 +45,9 @@ impl Drop for MetricsHandle {
 /// The registry of everything `/metrics` shows.
 pub fn registry(source: Source) -> Registry {
     let registry = Registry::new();
+    registry.register(Box::new(WsloopCollector::new(source))).expect("wsloop metrics register once");
     registry
-        .register(Box::new(WsloopCollector::new(source)))
-        .expect("wsloop metrics register once");
-    registry
-        .register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .expect("process metrics register once");
     registry
 }
@@ -78,26 +74,14 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let registry = registry(source);
     let respond: http::Responder = Box::new(move |path: &str| match path {
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(&registry),
-        ),
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(&registry)),
         "/healthz" if serving() => (200, "text/plain", b"ok\n".to_vec()),
         "/healthz" => (503, "text/plain", b"shutting down\n".to_vec()),
-        _ => (
-            404,
-            "text/plain",
-            b"not found: try /metrics or /healthz\n".to_vec(),
-        ),
+        _ => (404, "text/plain", b"not found: try /metrics or /healthz\n".to_vec()),
     });
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("wsloop-metrics".into())
         .spawn(move || http::serve(listener, respond, flag))?;
-    Ok(MetricsHandle {
-        addr,
-        stop,
-        thread: Some(thread),
-    })
+    Ok(MetricsHandle { addr, stop, thread: Some(thread) })
 }

@@ -32,8 +32,7 @@ mod tests {
 
     #[test]
     fn parses_the_tcp_line() {
-        let text =
-            "sockets: used 290\nTCP: inuse 5 orphan 0 tw 2 alloc 9 mem 37\nUDP: inuse 1 mem 2\n";
+        let text = "sockets: used 290\nTCP: inuse 5 orphan 0 tw 2 alloc 9 mem 37\nUDP: inuse 1 mem 2\n";
         assert_eq!(parse_tcp_mem_pages(text), Some(37));
         assert_eq!(parse_tcp_mem_pages("UDP: inuse 1 mem 2\n"), None);
         assert_eq!(parse_tcp_mem_pages("TCP: inuse 5 mem x\n"), None);

@@ -18,12 +18,7 @@ pub struct BufferPool {
 impl BufferPool {
     /// A pool of `buf_size`-byte buffers keeping at most `max_idle` spare.
     pub fn new(buf_size: usize, max_idle: usize) -> Self {
-        BufferPool {
-            idle: Vec::new(),
-            buf_size: buf_size.max(64),
-            max_idle,
-            in_use: 0,
-        }
+        BufferPool { idle: Vec::new(), buf_size: buf_size.max(64), max_idle, in_use: 0 }
     }
 
     /// The capacity of a pooled buffer.
@@ -35,9 +30,7 @@ impl BufferPool {
     #[inline]
     pub fn take(&mut self) -> Vec<u8> {
         self.in_use += 1;
-        self.idle
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.buf_size))
+        self.idle.pop().unwrap_or_else(|| Vec::with_capacity(self.buf_size))
     }
 
     /// Returns a buffer taken from this pool. One that grew is freed, and so
@@ -81,11 +74,7 @@ mod tests {
         pool.give(b);
         pool.give(c);
         pool.give(d);
-        assert_eq!(
-            (pool.in_use(), pool.idle()),
-            (0, 2),
-            "at most max_idle are kept"
-        );
+        assert_eq!((pool.in_use(), pool.idle()), (0, 2), "at most max_idle are kept");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// The listen(2) backlog.
     pub listen_backlog: u32,
+    /// Room name length and rooms-per-connection limits.
+    pub rooms: super::rooms::RoomLimits,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
+            rooms: super::rooms::RoomLimits::default(),
         }
     }
 }
@@ -73,15 +76,10 @@ impl ServerConfig {
     /// The timer tick: a quarter of the shortest timeout, between 10 ms and
     /// 1 s, so a timeout fires within 25 % of its value.
     pub fn timer_tick(&self) -> Duration {
-        let shortest = [
-            self.handshake_timeout,
-            self.idle_timeout,
-            self.pong_timeout,
-            self.close_timeout,
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(1));
+        let shortest = [self.handshake_timeout, self.idle_timeout, self.pong_timeout, self.close_timeout]
+            .into_iter()
+            .min()
+            .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }

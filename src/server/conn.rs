@@ -83,14 +83,7 @@ impl Conn {
         // SAFETY: recv writes at most `spare.len()` bytes at the pointer, all
         // inside `buf`'s allocation, and we extend `len` by exactly the count
         // it reports written, so no uninitialised byte becomes visible.
-        let n = unsafe {
-            libc::recv(
-                self.socket.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                0,
-            )
-        };
+        let n = unsafe { libc::recv(self.socket.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

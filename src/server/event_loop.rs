@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -21,7 +22,9 @@ use crate::ws::{Event, HandshakeError, Phase, WsError};
 use super::buffer_pool::BufferPool;
 use super::config::ServerConfig;
 use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PING_SENT};
-use super::handler::{ConnId, Ctx, Handler, Message};
+use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
+use super::hub::{Hub, LoopMsg};
+use super::rooms::Rooms;
 use super::stats::{CloseReason, LoopStats};
 use super::timer::{Links, TimerLink, TimerWheel};
 
@@ -36,13 +39,6 @@ const READ_BUDGET: usize = 256 * 1024;
 const CORK_LIMIT: usize = 256 * 1024;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
-
-/// What other threads may ask of a loop, through its inbox.
-#[derive(Debug)]
-pub enum LoopMsg {
-    /// Begin graceful shutdown: stop accepting, close every connection 1001.
-    Shutdown,
-}
 
 /// State shared by all loops of one server process.
 #[derive(Debug)]
@@ -93,6 +89,12 @@ pub struct EventLoop<H> {
     stats: Arc<LoopStats>,
     shared: Arc<Shared>,
     inbox: Receiver<LoopMsg>,
+    hub: Arc<Hub>,
+    rooms: Rooms,
+    /// Publishes made while handling a connection, delivered right after.
+    local: Vec<LocalPublish>,
+    /// Scratch list of room members for a delivery.
+    members: Vec<u32>,
     wheel: TimerWheel,
     ticks: Ticks,
     ready: Vec<(u32, u32)>,
@@ -122,6 +124,7 @@ impl<H: Handler> EventLoop<H> {
         stats: Arc<LoopStats>,
         shared: Arc<Shared>,
         inbox: Receiver<LoopMsg>,
+        hub: Arc<Hub>,
     ) -> Self {
         let wheel = TimerWheel::new(cfg.timer_tick());
         let ticks = Ticks {
@@ -143,6 +146,10 @@ impl<H: Handler> EventLoop<H> {
             stats,
             shared,
             inbox,
+            hub,
+            rooms: Rooms::default(),
+            local: Vec::new(),
+            members: Vec::new(),
             wheel,
             ticks,
             ready: Vec::new(),
@@ -158,11 +165,7 @@ impl<H: Handler> EventLoop<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.ready.is_empty() {
-                self.wheel.until_next_tick(now)
-            } else {
-                Duration::ZERO
-            };
+            let timeout = if self.ready.is_empty() { self.wheel.until_next_tick(now) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -217,28 +220,19 @@ impl<H: Handler> EventLoop<H> {
                 Ok((socket, _)) => socket,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                    ) =>
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) =>
                 {
                     // Never spin on a full descriptor table: pause this loop's
                     // accepting, retry on a timer (or when a connection closes).
                     self.resume_accept_at = Some(Instant::now() + ACCEPT_PAUSE);
                     self.stats.accept_pauses.add(1);
                     if !self.emfile_logged {
-                        log::warn!(
-                            "loop {}: out of file descriptors ({e}); pausing accept",
-                            self.id
-                        );
+                        log::warn!("loop {}: out of file descriptors ({e}); pausing accept", self.id);
                         self.emfile_logged = true;
                     }
                     return;
                 }
-                Err(e)
-                    if e.kind() == io::ErrorKind::Interrupted
-                        || e.kind() == io::ErrorKind::ConnectionAborted =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
                     continue
                 }
                 Err(e) => {
@@ -268,14 +262,9 @@ impl<H: Handler> EventLoop<H> {
         crate::ws::handshake::write_reject(&mut self.out, HandshakeError::Overloaded);
         let _ = socket.write(&self.out);
         self.out.clear();
-        self.stats
-            .count_handshake_failure(HandshakeError::Overloaded.label());
+        self.stats.count_handshake_failure(HandshakeError::Overloaded.label());
         self.stats.count_close(CloseReason::Overloaded);
-        log::debug!(
-            "loop {}: refused a connection: at --max-conns {}",
-            self.id,
-            self.shared.max_conns
-        );
+        log::debug!("loop {}: refused a connection: at --max-conns {}", self.id, self.shared.max_conns);
     }
 
     fn register(&mut self, mut socket: mio::net::TcpStream) -> io::Result<()> {
@@ -287,11 +276,7 @@ impl<H: Handler> EventLoop<H> {
         // Readable and writable once, edge-triggered: no epoll_ctl per
         // backlog episode. A writable edge only comes after a write hit
         // EAGAIN, so idle connections get no spurious events.
-        self.poll.registry().register(
-            &mut socket,
-            token(slot, generation),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll.registry().register(&mut socket, token(slot, generation), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert(Conn::new(socket, generation));
         let deadline = self.wheel.now() + self.ticks.handshake;
         self.wheel.schedule(&mut self.conns, slot as u32, deadline);
@@ -300,9 +285,7 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn is_live(&self, slot: usize, generation: u32) -> bool {
-        self.conns
-            .get(slot)
-            .is_some_and(|c| c.generation == generation)
+        self.conns.get(slot).is_some_and(|c| c.generation == generation)
     }
 
     fn on_readable(&mut self, slot: usize, generation: u32) {
@@ -312,9 +295,6 @@ impl<H: Handler> EventLoop<H> {
         match self.read_and_handle(slot) {
             ReadEnd::Open => {}
             // A finishing connection that reaches EOF (or fails) is done.
-            ReadEnd::Close(reason) if self.conns[slot].has(CLOSE_AFTER_FLUSH) => {
-                self.close(slot, reason)
-            }
             ReadEnd::Close(reason) => self.finish(slot, reason),
         }
     }
@@ -338,11 +318,7 @@ impl<H: Handler> EventLoop<H> {
             // Nothing more will be handled; just drain what the peer sends.
             return self.discard_input(slot);
         }
-        let mut buf = if conn.rbuf.capacity() > 0 {
-            std::mem::take(&mut conn.rbuf)
-        } else {
-            self.pool.take()
-        };
+        let mut buf = if conn.rbuf.capacity() > 0 { std::mem::take(&mut conn.rbuf) } else { self.pool.take() };
         let mut wanted = 0;
         let mut budget = READ_BUDGET;
         let end = loop {
@@ -360,7 +336,11 @@ impl<H: Handler> EventLoop<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Some(io_reason(&e)),
             }
-            match self.handle_input(slot, &mut buf) {
+            let handled = self.handle_input(slot, &mut buf);
+            if !self.local.is_empty() {
+                self.deliver_local();
+            }
+            match handled {
                 Ok(w) => wanted = w,
                 Err(reason) => break Some(reason),
             }
@@ -377,9 +357,7 @@ impl<H: Handler> EventLoop<H> {
         }
         match end {
             Some(reason) => ReadEnd::Close(reason),
-            None if self.conns[slot].session.phase() == Phase::Closed => {
-                ReadEnd::Close(CloseReason::Normal)
-            }
+            None if self.conns[slot].session.phase() == Phase::Closed => ReadEnd::Close(CloseReason::Normal),
             None => ReadEnd::Open,
         }
     }
@@ -414,11 +392,7 @@ impl<H: Handler> EventLoop<H> {
         let end = loop {
             scratch.clear();
             match self.conns[slot].read_into(&mut scratch) {
-                Ok(0) => {
-                    break ReadEnd::Close(
-                        self.conns[slot].close_reason.unwrap_or(CloseReason::Normal),
-                    )
-                }
+                Ok(0) => break ReadEnd::Close(self.conns[slot].close_reason.unwrap_or(CloseReason::Normal)),
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadEnd::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -432,32 +406,16 @@ impl<H: Handler> EventLoop<H> {
     /// Decodes and handles every whole frame in `buf`, dropping what was
     /// consumed. Returns the buffer length the next frame needs.
     fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
-        let EventLoop {
-            conns,
-            handler,
-            out,
-            cfg,
-            stats,
-            wheel,
-            ticks,
-            id,
-            pool,
-            ..
-        } = self;
+        let EventLoop { conns, handler, out, cfg, stats, wheel, ticks, id, pool, rooms, hub, local, .. } = self;
         let conn = &mut conns[slot];
         let phase_before = conn.session.phase();
-        let conn_id = ConnId {
-            loop_id: *id,
-            slot: slot as u32,
-            generation: conn.generation,
-        };
+        let conn_id = ConnId { loop_id: *id, slot: slot as u32, generation: conn.generation };
         let mut pos = 0;
         let mut sent = 0u64;
         let mut received = 0u64;
+        let mut published = 0u64;
         let result = loop {
-            let decoded = conn
-                .session
-                .decode(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws);
+            let decoded = conn.session.decode(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws);
             let decoded = match decoded {
                 Ok(d) => d,
                 Err(WsError::Handshake(e)) => {
@@ -479,6 +437,11 @@ impl<H: Handler> EventLoop<H> {
                 session: &mut conn.session,
                 out,
                 sent: &mut sent,
+                rooms,
+                room_limits: &cfg.rooms,
+                hub,
+                local,
+                published: &mut published,
             };
             match event {
                 Event::Open(request) => {
@@ -499,7 +462,9 @@ impl<H: Handler> EventLoop<H> {
                 conn.assembly = Vec::new();
             }
             if out.len() > CORK_LIMIT {
-                if let Err(reason) = write_out(conn, out, pool, stats, cfg.max_backlog) {
+                let written = write_out(conn, out, pool, stats, cfg.max_backlog);
+                out.clear();
+                if let Err(reason) = written {
                     break Err(reason);
                 }
             }
@@ -507,6 +472,7 @@ impl<H: Handler> EventLoop<H> {
         buf.drain(..pos);
         stats.messages_received.add(received);
         stats.messages_sent.add(sent);
+        stats.room_published.add(published);
         // Any input is a sign of life: push the idle deadline out (a store,
         // unless the connection must move to an earlier bucket).
         let conn = &mut conns[slot];
@@ -543,13 +509,43 @@ impl<H: Handler> EventLoop<H> {
     /// Writes the corked output, then gives back a drained write buffer.
     fn flush(&mut self, slot: usize) -> Result<(), CloseReason> {
         let conn = &mut self.conns[slot];
-        write_out(
-            conn,
-            &mut self.out,
-            &mut self.pool,
-            &self.stats,
-            self.cfg.max_backlog,
-        )
+        let result = write_out(conn, &self.out, &mut self.pool, &self.stats, self.cfg.max_backlog);
+        self.out.clear();
+        result
+    }
+
+    /// Delivers the publishes made while handling a connection to this
+    /// loop's other members of each room.
+    fn deliver_local(&mut self) {
+        while !self.local.is_empty() {
+            let batch = std::mem::take(&mut self.local);
+            for p in &batch {
+                self.deliver(&p.room, &p.frame, 1, Some(p.skip));
+            }
+        }
+    }
+
+    /// Writes shared, already encoded frames (`messages` of them) to every
+    /// member of `room` on this loop (but `skip`). A member that cannot keep
+    /// up is closed as a slow consumer; the others are not held back.
+    fn deliver(&mut self, room: &str, frame: &[u8], messages: u64, skip: Option<u32>) {
+        self.members.clear();
+        self.members.extend(self.rooms.members(room).filter(|m| Some(*m) != skip));
+        let members = std::mem::take(&mut self.members);
+        let mut delivered = 0u64;
+        for &slot in &members {
+            let conn = &mut self.conns[slot as usize];
+            if !conn.session.can_send() || conn.has(CLOSE_AFTER_FLUSH) {
+                continue;
+            }
+            delivered += messages;
+            if let Err(reason) = write_out(conn, frame, &mut self.pool, &self.stats, self.cfg.max_backlog) {
+                self.finish(slot as usize, reason);
+            }
+        }
+        self.stats.messages_sent.add(delivered);
+        self.stats.room_delivered.add(delivered);
+        self.members = members;
     }
 
     /// A connection is done for `reason`. After a completed close handshake
@@ -559,6 +555,13 @@ impl<H: Handler> EventLoop<H> {
     /// close timeout.
     fn finish(&mut self, slot: usize, reason: CloseReason) {
         let conn = &mut self.conns[slot];
+        if conn.has(CLOSE_AFTER_FLUSH) {
+            // A finishing connection that reaches EOF or fails is done; it
+            // is counted under the reason it was finishing for.
+            let reason = conn.close_reason.unwrap_or(reason);
+            self.close(slot, reason);
+            return;
+        }
         let graceful = matches!(
             reason,
             CloseReason::Normal
@@ -569,9 +572,6 @@ impl<H: Handler> EventLoop<H> {
         );
         if !graceful || (reason == CloseReason::Normal && conn.wbuf.is_empty()) {
             self.close(slot, reason);
-            return;
-        }
-        if conn.has(CLOSE_AFTER_FLUSH) {
             return;
         }
         conn.flags |= CLOSE_AFTER_FLUSH;
@@ -603,6 +603,7 @@ impl<H: Handler> EventLoop<H> {
     /// Removes the connection and frees what it held.
     fn close(&mut self, slot: usize, reason: CloseReason) {
         self.wheel.remove(&mut self.conns, slot as u32);
+        self.rooms.remove_conn(slot as u32);
         let conn = self.conns.remove(slot);
         self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
         for buf in [conn.rbuf, conn.wbuf] {
@@ -619,18 +620,10 @@ impl<H: Handler> EventLoop<H> {
         self.stats.connections.sub(1);
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         if conn.flags & OPENED != 0 {
-            let id = ConnId {
-                loop_id: self.id,
-                slot: slot as u32,
-                generation: conn.generation,
-            };
+            let id = ConnId { loop_id: self.id, slot: slot as u32, generation: conn.generation };
             self.handler.on_close(id, reason);
         }
-        log::debug!(
-            "loop {}: connection {slot} closed: {}",
-            self.id,
-            reason.label()
-        );
+        log::debug!("loop {}: connection {slot} closed: {}", self.id, reason.label());
         // Dropping the socket closes it, which also removes it from epoll.
         drop(conn.socket);
         if self.resume_accept_at.is_some() {
@@ -691,10 +684,42 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
+    /// Handles everything posted to this loop. Publishes to one room that
+    /// arrived together are written to each member with one syscall.
     fn drain_inbox(&mut self) {
+        self.hub.clear_wake(self.id as usize);
+        let mut run: Option<(Arc<str>, Vec<Bytes>)> = None;
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                LoopMsg::Shutdown => self.begin_shutdown(),
+                LoopMsg::Publish { room, frame } => match &mut run {
+                    Some((r, frames)) if *r == room => frames.push(frame),
+                    _ => {
+                        if let Some((r, frames)) = run.replace((room, vec![frame])) {
+                            self.deliver_run(&r, &frames);
+                        }
+                    }
+                },
+                LoopMsg::Shutdown => {
+                    if let Some((r, frames)) = run.take() {
+                        self.deliver_run(&r, &frames);
+                    }
+                    self.begin_shutdown();
+                }
+            }
+        }
+        if let Some((r, frames)) = run {
+            self.deliver_run(&r, &frames);
+        }
+    }
+
+    /// Delivers consecutive frames for one room: a single shared frame as
+    /// it is, several joined once so each member costs one write.
+    fn deliver_run(&mut self, room: &str, frames: &[Bytes]) {
+        match frames {
+            [one] => self.deliver(room, one, 1, None),
+            many => {
+                let joined = many.concat();
+                self.deliver(room, &joined, many.len() as u64, None);
             }
         }
     }
@@ -712,8 +737,7 @@ impl<H: Handler> EventLoop<H> {
             let conn = &mut self.conns[slot];
             match conn.session.phase() {
                 Phase::Open => {
-                    conn.session
-                        .write_close(&mut self.out, 1001, "server shutting down");
+                    conn.session.write_close(&mut self.out, 1001, "server shutting down");
                     let deadline = self.wheel.now() + self.ticks.close;
                     self.wheel.schedule(&mut self.conns, slot as u32, deadline);
                     if let Err(reason) = self.flush(slot) {
@@ -729,16 +753,17 @@ impl<H: Handler> EventLoop<H> {
     fn publish_pool_gauges(&self) {
         self.stats.pool_in_use.set(self.pool.in_use() as u64);
         self.stats.pool_idle.set(self.pool.idle() as u64);
+        self.stats.rooms.set(self.rooms.room_count() as u64);
+        self.stats.room_members.set(self.rooms.member_count() as u64);
     }
 }
 
 /// Writes `out` after any backlog (vectored), queueing what the kernel does
 /// not take in a pooled buffer, and giving that buffer back once drained.
-/// Past `max_backlog` queued bytes the peer is a slow consumer. `out` is
-/// left empty.
+/// Past `max_backlog` queued bytes the peer is a slow consumer.
 fn write_out(
     conn: &mut Conn,
-    out: &mut Vec<u8>,
+    out: &[u8],
     pool: &mut BufferPool,
     stats: &LoopStats,
     max_backlog: usize,
@@ -778,32 +803,24 @@ fn write_out(
         }
         conn.wbuf.extend_from_slice(&out[out_pos..]);
     }
-    out.clear();
     if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
         pool.give(std::mem::take(&mut conn.wbuf));
     }
     let backlog_after = conn.wbuf.len();
     if backlog_after >= backlog_before {
-        stats
-            .backlog_bytes
-            .add((backlog_after - backlog_before) as u64);
+        stats.backlog_bytes.add((backlog_after - backlog_before) as u64);
     } else {
-        stats
-            .backlog_bytes
-            .sub((backlog_before - backlog_after) as u64);
+        stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
     }
-    if result.is_ok() && backlog_after > max_backlog {
+    if result.is_ok() && backlog_after > max_backlog && !conn.has(CLOSE_AFTER_FLUSH) {
         // Queue the close frame behind what is queued (the stream must stay
         // whole frames); the connection then only drains, for at most the
         // close timeout, so memory stays bounded by the cap plus one batch.
-        log::debug!(
-            "slow consumer: {backlog_after} bytes queued (cap {max_backlog}), closing 1008"
-        );
-        conn.session
-            .write_close(out, 1008, "slow consumer: backlog over the cap");
-        conn.wbuf.extend_from_slice(out);
-        stats.backlog_bytes.add(out.len() as u64);
-        out.clear();
+        log::debug!("slow consumer: {backlog_after} bytes queued (cap {max_backlog}), closing 1008");
+        let mut close = Vec::new();
+        conn.session.write_close(&mut close, 1008, "slow consumer: backlog over the cap");
+        conn.wbuf.extend_from_slice(&close);
+        stats.backlog_bytes.add(close.len() as u64);
         return Err(CloseReason::SlowConsumer);
     }
     result
@@ -811,9 +828,9 @@ fn write_out(
 
 fn io_reason(e: &io::Error) -> CloseReason {
     match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionAborted => CloseReason::PeerGone,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            CloseReason::PeerGone
+        }
         _ => CloseReason::IoError,
     }
 }

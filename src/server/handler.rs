@@ -7,8 +7,15 @@
 //! once per batch of input, so a handler never blocks and never sees a
 //! socket.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ws::frame::{opcode, EncodedHead};
 use crate::ws::{Request, Session};
 
+use super::hub::Hub;
+use super::rooms::{RoomError, RoomLimits, Rooms};
 use super::stats::CloseReason;
 
 /// A connection's identity across the whole server: the loop that owns it,
@@ -34,12 +41,28 @@ pub enum Message<'a> {
     Binary(&'a [u8]),
 }
 
+/// A publish waiting to be delivered to this loop's members of a room,
+/// after the handler returns (the loop cannot write to other connections
+/// while it is handling one).
+#[derive(Debug)]
+pub(crate) struct LocalPublish {
+    pub room: Arc<str>,
+    pub frame: Bytes,
+    /// The publisher's slot: it got its copy in order, or asked for none.
+    pub skip: u32,
+}
+
 /// What a handler may do with the connection it is called for.
 pub struct Ctx<'a> {
     pub(crate) id: ConnId,
     pub(crate) session: &'a mut Session,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) sent: &'a mut u64,
+    pub(crate) rooms: &'a mut Rooms,
+    pub(crate) room_limits: &'a RoomLimits,
+    pub(crate) hub: &'a Hub,
+    pub(crate) local: &'a mut Vec<LocalPublish>,
+    pub(crate) published: &'a mut u64,
 }
 
 impl Ctx<'_> {
@@ -60,6 +83,50 @@ impl Ctx<'_> {
         let ok = self.session.write_binary(self.out, data);
         *self.sent += ok as u64;
         ok
+    }
+
+    /// Joins room `room` (joining twice is not an error).
+    pub fn join(&mut self, room: &str) -> Result<(), RoomError> {
+        self.rooms.join(self.id.slot, room, self.room_limits)
+    }
+
+    /// Leaves room `room`; an error if this connection is not in it.
+    pub fn leave(&mut self, room: &str) -> Result<(), RoomError> {
+        self.rooms.leave(self.id.slot, room)
+    }
+
+    /// True if this connection is in `room`.
+    pub fn is_member(&self, room: &str) -> bool {
+        self.rooms.is_member(self.id.slot, room)
+    }
+
+    /// Sends `text` to every member of `room` on every loop. The frame is
+    /// encoded once and shared; this connection gets a copy too if it is a
+    /// member and `include_self` is true.
+    pub fn publish_text(&mut self, room: &str, text: &str, include_self: bool) {
+        self.publish(room, opcode::TEXT, text.as_bytes(), include_self);
+    }
+
+    /// Like [`publish_text`](Self::publish_text), as a binary message.
+    pub fn publish_binary(&mut self, room: &str, data: &[u8], include_self: bool) {
+        self.publish(room, opcode::BINARY, data, include_self);
+    }
+
+    fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) {
+        let head = EncodedHead::new(true, op, payload.len() as u64, None);
+        let mut frame = Vec::with_capacity(head.as_bytes().len() + payload.len());
+        frame.extend_from_slice(head.as_bytes());
+        frame.extend_from_slice(payload);
+        let frame = Bytes::from(frame);
+        let room: Arc<str> = room.into();
+        *self.published += 1;
+        if include_self && self.rooms.is_member(self.id.slot, &room) && self.session.can_send() {
+            // The publisher's own copy goes out in order with its other replies.
+            self.out.extend_from_slice(&frame);
+            *self.sent += 1;
+        }
+        self.hub.publish_to_others(self.id.loop_id, &room, &frame);
+        self.local.push(LocalPublish { room, frame, skip: self.id.slot });
     }
 
     /// Starts the close handshake with `code` (e.g. 1000) and a short reason.

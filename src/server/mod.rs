@@ -12,6 +12,8 @@ pub mod config;
 pub mod conn;
 pub mod event_loop;
 pub mod handler;
+pub mod hub;
+pub mod rooms;
 pub mod stats;
 pub mod timer;
 
@@ -21,16 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
+
+use hub::Hub;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use config::ServerConfig;
 pub use handler::{ConnId, Ctx, Handler, Message};
+pub use rooms::{RoomError, RoomLimits};
 pub use stats::{CloseReason, LoopStats};
 
-use event_loop::{EventLoop, LoopMsg, Shared, LISTENER, WAKER};
+use event_loop::{EventLoop, Shared, LISTENER, WAKER};
 
 /// Descriptors kept free beyond `--max-conns` by default: listeners, epoll
 /// and waker fds, the metrics thread, logs, and one to accept-and-refuse with.
@@ -51,7 +55,7 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::Tc
 pub struct ServerHandle {
     addr: SocketAddr,
     stats: Vec<Arc<LoopStats>>,
-    inboxes: Vec<(Sender<LoopMsg>, Arc<Waker>)>,
+    hub: Arc<Hub>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     shared: Arc<Shared>,
 }
@@ -91,19 +95,14 @@ impl ServerHandle {
     /// A handle that can begin shutdown from another thread (a signal
     /// handler thread, say) while this one waits in [`join`](Self::join).
     pub fn trigger(&self) -> ShutdownTrigger {
-        ShutdownTrigger {
-            inboxes: self.inboxes.clone(),
-            shared: self.shared.clone(),
-        }
+        ShutdownTrigger { hub: self.hub.clone(), shared: self.shared.clone() }
     }
 
     /// Waits for every loop to finish; the first loop error, if any.
     pub fn join(self) -> io::Result<()> {
         let mut result = Ok(());
         for t in self.threads {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
+            let r = t.join().unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
             if result.is_ok() {
                 result = r;
             }
@@ -115,7 +114,7 @@ impl ServerHandle {
 /// Begins graceful shutdown of a server from any thread.
 #[derive(Clone)]
 pub struct ShutdownTrigger {
-    inboxes: Vec<(Sender<LoopMsg>, Arc<Waker>)>,
+    hub: Arc<Hub>,
     shared: Arc<Shared>,
 }
 
@@ -128,10 +127,7 @@ impl ShutdownTrigger {
     /// See [`ServerHandle::shutdown`].
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
-        for (tx, waker) in &self.inboxes {
-            let _ = tx.send(LoopMsg::Shutdown);
-            let _ = waker.wake();
-        }
+        self.hub.shutdown_all();
     }
 }
 
@@ -151,11 +147,7 @@ where
         let (soft, _) = crate::tune::rlimit::nofile()?;
         (soft as usize).saturating_sub(FD_RESERVE).max(1)
     };
-    let shared = Arc::new(Shared {
-        open: AtomicUsize::new(0),
-        max_conns,
-        shutting_down: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared { open: AtomicUsize::new(0), max_conns, shutting_down: AtomicBool::new(false) });
     // The first listener resolves port 0; the others join the same port.
     let first = bind_reuseport(cfg.addr, cfg.listen_backlog)?;
     let addr = first.local_addr()?;
@@ -165,30 +157,29 @@ where
     }
     let cfg = Arc::new(cfg);
     let factory = Arc::new(factory);
-    let mut handle = ServerHandle {
-        addr,
-        stats: Vec::new(),
-        inboxes: Vec::new(),
-        threads: Vec::new(),
-        shared: shared.clone(),
-    };
-    for (i, std_listener) in listeners.into_iter().enumerate() {
+    // Every poll and waker exists before any loop runs, so each loop can
+    // post to every other from its first event.
+    let mut hub = Hub::default();
+    let mut parts = Vec::with_capacity(workers);
+    for std_listener in listeners {
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(std_listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        hub.add(tx, Waker::new(poll.registry(), WAKER)?);
+        parts.push((poll, listener, rx));
+    }
+    let hub = Arc::new(hub);
+    let mut handle =
+        ServerHandle { addr, stats: Vec::new(), hub: hub.clone(), threads: Vec::new(), shared: shared.clone() };
+    for (i, (poll, listener, rx)) in parts.into_iter().enumerate() {
         let stats = Arc::new(LoopStats::default());
         handle.stats.push(stats.clone());
-        handle.inboxes.push((tx, waker));
-        let (cfg, shared, factory) = (cfg.clone(), shared.clone(), factory.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("wsloop-loop-{i}"))
-            .spawn(move || {
-                let handler = factory(i);
-                EventLoop::new(i as u32, poll, listener, handler, cfg, stats, shared, rx).run()
-            })?;
+        let (cfg, shared, factory, hub) = (cfg.clone(), shared.clone(), factory.clone(), hub.clone());
+        let thread = std::thread::Builder::new().name(format!("wsloop-loop-{i}")).spawn(move || {
+            let handler = factory(i);
+            EventLoop::new(i as u32, poll, listener, handler, cfg, stats, shared, rx, hub).run()
+        })?;
         handle.threads.push(thread);
     }
     Ok(handle)

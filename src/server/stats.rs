@@ -85,9 +85,8 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
 ];
 
 /// Upper bounds (seconds) of the loop-iteration histogram buckets.
-pub const ITERATION_BUCKETS: [f64; 12] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
-];
+pub const ITERATION_BUCKETS: [f64; 12] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
 /// A counter with a single writer.
 #[derive(Debug, Default)]
@@ -150,6 +149,15 @@ pub struct LoopStats {
     pub iteration_buckets: [Counter; ITERATION_BUCKETS.len() + 1],
     /// Total handling time of all loop passes, in nanoseconds.
     pub iteration_nanos: Counter,
+    /// Rooms with members on this loop. Gauge.
+    pub rooms: Counter,
+    /// Room memberships on this loop. Gauge.
+    pub room_members: Counter,
+    /// Messages published to rooms by this loop's connections.
+    pub room_published: Counter,
+    /// Room messages this loop delivered to its members (the publisher's
+    /// own copy is counted as sent, not here).
+    pub room_delivered: Counter,
 }
 
 impl LoopStats {
@@ -158,10 +166,7 @@ impl LoopStats {
     #[inline]
     pub fn observe_iteration(&self, elapsed: std::time::Duration) {
         let secs = elapsed.as_secs_f64();
-        let i = ITERATION_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(ITERATION_BUCKETS.len());
+        let i = ITERATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(ITERATION_BUCKETS.len());
         self.iteration_buckets[i].add(1);
         self.iteration_nanos.add(elapsed.as_nanos() as u64);
     }
@@ -186,10 +191,7 @@ impl LoopStats {
 
     /// Failed handshakes for `label`.
     pub fn handshake_failures_by(&self, label: &str) -> u64 {
-        HANDSHAKE_FAILURE_LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.handshake_failures[i].get())
+        HANDSHAKE_FAILURE_LABELS.iter().position(|l| *l == label).map_or(0, |i| self.handshake_failures[i].get())
     }
 }
 

@@ -30,12 +30,7 @@ pub struct TimerLink {
 
 impl Default for TimerLink {
     fn default() -> Self {
-        TimerLink {
-            prev: NIL,
-            next: NIL,
-            deadline: 0,
-            bucket_tick: NIL,
-        }
+        TimerLink { prev: NIL, next: NIL, deadline: 0, bucket_tick: NIL }
     }
 }
 
@@ -121,12 +116,7 @@ impl TimerWheel {
         let bucket_tick = deadline.max(self.now + 1);
         let b = bucket_tick as usize % BUCKETS;
         let head = self.heads[b];
-        *links.link(slot) = TimerLink {
-            prev: NIL,
-            next: head,
-            deadline,
-            bucket_tick,
-        };
+        *links.link(slot) = TimerLink { prev: NIL, next: head, deadline, bucket_tick };
         if head != NIL {
             links.link(head).prev = slot;
         }
@@ -135,12 +125,7 @@ impl TimerWheel {
 
     /// Unlinks `slot` (no-op if not linked). Call before the slot is freed.
     pub fn remove(&mut self, links: &mut impl Links, slot: u32) {
-        let TimerLink {
-            prev,
-            next,
-            bucket_tick,
-            ..
-        } = *links.link(slot);
+        let TimerLink { prev, next, bucket_tick, .. } = *links.link(slot);
         if bucket_tick == NIL {
             return;
         }
@@ -189,10 +174,7 @@ mod tests {
     use super::*;
 
     fn wheel() -> (TimerWheel, Vec<TimerLink>) {
-        (
-            TimerWheel::new(Duration::from_secs(1)),
-            vec![TimerLink::default(); 8],
-        )
+        (TimerWheel::new(Duration::from_secs(1)), vec![TimerLink::default(); 8])
     }
 
     #[test]

@@ -77,9 +77,10 @@ pub fn parse_response(buf: &[u8], key: &[u8; 24]) -> Result<Option<usize>, Clien
         return Err(ClientHandshakeError::Status(status));
     }
     let expected = derive_accept_key(key);
-    let accepted = resp.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes()
-    });
+    let accepted = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes());
     if accepted {
         Ok(Some(len))
     } else {
@@ -98,11 +99,7 @@ mod tests {
         let a = generate_key();
         let b = generate_key();
         assert_ne!(a, b);
-        assert!(
-            matches!(a[21], b'A' | b'Q' | b'g' | b'w'),
-            "{}",
-            String::from_utf8_lossy(&a)
-        );
+        assert!(matches!(a[21], b'A' | b'Q' | b'g' | b'w'), "{}", String::from_utf8_lossy(&a));
         assert_eq!(&a[22..], b"==");
     }
 
@@ -112,28 +109,20 @@ mod tests {
         let mut req = Vec::new();
         write_request(&mut req, "127.0.0.1:8080", "/ws", &key);
         let mut scanned = 0;
-        let parsed = parse_request(&req, &mut scanned, &HandshakeConfig::default())
-            .unwrap()
-            .unwrap();
+        let parsed = parse_request(&req, &mut scanned, &HandshakeConfig::default()).unwrap().unwrap();
         let mut reply = Vec::new();
         write_accept(&mut reply, &parsed);
         let n = reply.len();
         reply.extend_from_slice(&[0x81, 0x00]);
         assert_eq!(parse_response(&reply[..n - 1], &key), Ok(None));
         assert_eq!(parse_response(&reply, &key), Ok(Some(n)));
-        assert_eq!(
-            parse_response(&reply, &generate_key()),
-            Err(ClientHandshakeError::BadAccept)
-        );
+        assert_eq!(parse_response(&reply, &generate_key()), Err(ClientHandshakeError::BadAccept));
     }
 
     #[test]
     fn refusal_status_is_reported() {
         let mut reply = Vec::new();
         write_reject(&mut reply, HandshakeError::Overloaded);
-        assert_eq!(
-            parse_response(&reply, &generate_key()),
-            Err(ClientHandshakeError::Status(503))
-        );
+        assert_eq!(parse_response(&reply, &generate_key()), Err(ClientHandshakeError::Status(503)));
     }
 }

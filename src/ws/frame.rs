@@ -131,19 +131,11 @@ pub struct EncodedHead {
 impl EncodedHead {
     /// Encodes a header for a frame of `payload_len` bytes.
     pub fn new(fin: bool, opcode: u8, payload_len: u64, mask: Option<[u8; 4]>) -> Self {
-        let header = FrameHeader {
-            is_final: fin,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode: op_from_u8(opcode),
-            mask,
-        };
+        let header =
+            FrameHeader { is_final: fin, rsv1: false, rsv2: false, rsv3: false, opcode: op_from_u8(opcode), mask };
         let mut bytes = [0u8; MAX_HEADER_LEN];
         let mut cursor = Cursor::new(&mut bytes[..]);
-        header
-            .format(payload_len, &mut cursor)
-            .expect("a header always fits in 14 bytes");
+        header.format(payload_len, &mut cursor).expect("a header always fits in 14 bytes");
         let len = cursor.position() as u8;
         EncodedHead { bytes, len }
     }
@@ -168,13 +160,7 @@ fn op_from_u8(op: u8) -> OpCode {
 
 /// Appends one whole frame to `out`: header, then payload, masked with
 /// `mask` when given (client side). The only allocation is `out` growing.
-pub fn write_frame(
-    out: &mut Vec<u8>,
-    fin: bool,
-    opcode: u8,
-    payload: &[u8],
-    mask: Option<[u8; 4]>,
-) {
+pub fn write_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
     let head = EncodedHead::new(fin, opcode, payload.len() as u64, mask);
     out.reserve(head.as_bytes().len() + payload.len());
     out.extend_from_slice(head.as_bytes());
@@ -216,19 +202,14 @@ mod tests {
     fn rfc_5_7_single_frame_unmasked_text() {
         let f = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
         let h = head(&f);
-        assert_eq!(
-            (h.fin, h.opcode, h.payload_len, h.header_len, h.mask),
-            (true, 1, 5, 2, None)
-        );
+        assert_eq!((h.fin, h.opcode, h.payload_len, h.header_len, h.mask), (true, 1, 5, 2, None));
         assert!(h.check(Role::Client, 1 << 20).is_ok());
         assert_eq!(h.check(Role::Server, 1 << 20), Err(ProtocolError::BadMask));
     }
 
     #[test]
     fn rfc_5_7_single_frame_masked_text() {
-        let f = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let f = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let h = head(&f);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(h.header_len, 6);
@@ -242,23 +223,15 @@ mod tests {
     fn rfc_5_7_fragmented_unmasked_text() {
         let first = head(&[0x01, 0x03, 0x48, 0x65, 0x6c]);
         let last = head(&[0x80, 0x02, 0x6c, 0x6f]);
-        assert_eq!(
-            (first.fin, first.opcode, first.payload_len),
-            (false, opcode::TEXT, 3)
-        );
-        assert_eq!(
-            (last.fin, last.opcode, last.payload_len),
-            (true, opcode::CONTINUATION, 2)
-        );
+        assert_eq!((first.fin, first.opcode, first.payload_len), (false, opcode::TEXT, 3));
+        assert_eq!((last.fin, last.opcode, last.payload_len), (true, opcode::CONTINUATION, 2));
     }
 
     #[test]
     fn rfc_5_7_ping_and_pong() {
         let ping = head(&[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         assert_eq!((ping.opcode, ping.payload_len), (opcode::PING, 5));
-        let pong = head(&[
-            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ]);
+        let pong = head(&[0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
         assert_eq!((pong.opcode, pong.payload_len), (opcode::PONG, 5));
     }
 
@@ -283,43 +256,22 @@ mod tests {
     fn reserved_opcodes_are_rejected() {
         for op in [3u8, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
             let f = [0x80 | op, 0x80, 1, 2, 3, 4];
-            assert_eq!(
-                FrameHead::decode(&f),
-                Err(ProtocolError::ReservedOpcode(op))
-            );
+            assert_eq!(FrameHead::decode(&f), Err(ProtocolError::ReservedOpcode(op)));
         }
     }
 
     #[test]
     fn frame_rules() {
         let masked = |b0: u8, b1: u8| head(&[b0, 0x80 | b1, 0, 0, 0, 0]);
-        assert_eq!(
-            masked(0xc1, 0).check(Role::Server, 100),
-            Err(ProtocolError::ReservedBits)
-        );
-        assert_eq!(
-            masked(0x91, 0).check(Role::Server, 100),
-            Err(ProtocolError::ReservedBits)
-        );
-        assert_eq!(
-            masked(0x09, 0).check(Role::Server, 100),
-            Err(ProtocolError::FragmentedControl)
-        );
+        assert_eq!(masked(0xc1, 0).check(Role::Server, 100), Err(ProtocolError::ReservedBits));
+        assert_eq!(masked(0x91, 0).check(Role::Server, 100), Err(ProtocolError::ReservedBits));
+        assert_eq!(masked(0x09, 0).check(Role::Server, 100), Err(ProtocolError::FragmentedControl));
         let long_ping = head(&[0x89, 0x80 | 126, 0, 126, 1, 2, 3, 4]);
-        assert_eq!(
-            long_ping.check(Role::Server, 1000),
-            Err(ProtocolError::ControlTooLong)
-        );
-        assert_eq!(
-            masked(0x82, 101).check(Role::Server, 100),
-            Err(ProtocolError::FrameTooLarge)
-        );
+        assert_eq!(long_ping.check(Role::Server, 1000), Err(ProtocolError::ControlTooLong));
+        assert_eq!(masked(0x82, 101).check(Role::Server, 100), Err(ProtocolError::FrameTooLarge));
         assert!(masked(0x82, 100).check(Role::Server, 100).is_ok());
         let huge = head(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(
-            huge.check(Role::Server, u64::MAX),
-            Err(ProtocolError::InvalidLength)
-        );
+        assert_eq!(huge.check(Role::Server, u64::MAX), Err(ProtocolError::InvalidLength));
     }
 
     #[test]
@@ -328,21 +280,9 @@ mod tests {
         write_frame(&mut out, true, opcode::TEXT, b"Hello", None);
         assert_eq!(out, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         out.clear();
-        write_frame(
-            &mut out,
-            true,
-            opcode::TEXT,
-            b"Hello",
-            Some([0x37, 0xfa, 0x21, 0x3d]),
-        );
-        assert_eq!(
-            out,
-            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
-        );
-        assert_eq!(
-            EncodedHead::new(true, opcode::BINARY, 256, None).as_bytes(),
-            [0x82, 0x7e, 1, 0]
-        );
+        write_frame(&mut out, true, opcode::TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
+        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        assert_eq!(EncodedHead::new(true, opcode::BINARY, 256, None).as_bytes(), [0x82, 0x7e, 1, 0]);
         assert_eq!(
             EncodedHead::new(true, opcode::BINARY, 65536, None).as_bytes(),
             [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]

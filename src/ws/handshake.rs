@@ -76,11 +76,7 @@ pub fn parse_request<'a>(
     let new_line = buf[(*scanned).min(buf.len())..].contains(&b'\n');
     *scanned = buf.len();
     if !first && !new_line {
-        return if buf.len() > limit {
-            Err(HandshakeError::HeaderTooLarge)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > limit { Err(HandshakeError::HeaderTooLarge) } else { Ok(None) };
     }
     let mut headers = [httparse::EMPTY_HEADER; HEADER_CAPACITY];
     let max_headers = cfg.max_headers.clamp(1, HEADER_CAPACITY);
@@ -88,9 +84,7 @@ pub fn parse_request<'a>(
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n <= limit => n,
         Ok(httparse::Status::Complete(_)) => return Err(HandshakeError::HeaderTooLarge),
-        Ok(httparse::Status::Partial) if buf.len() > limit => {
-            return Err(HandshakeError::HeaderTooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > limit => return Err(HandshakeError::HeaderTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeaderTooLarge),
         Err(_) => return Err(HandshakeError::Malformed),
@@ -123,9 +117,7 @@ fn validate<'a>(
     let mut origin = None;
     let mut protocol: Option<(usize, &'a str)> = None;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| HandshakeError::Malformed)?
-            .trim();
+        let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?.trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             host = true;
@@ -165,28 +157,18 @@ fn validate<'a>(
     if version != Some("13") {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = key
-        .filter(|k| is_valid_key(k))
-        .ok_or(HandshakeError::BadKey)?;
+    let key = key.filter(|k| is_valid_key(k)).ok_or(HandshakeError::BadKey)?;
     if let Some(o) = origin {
         if !cfg.allowed_origins.is_empty() && !cfg.allowed_origins.iter().any(|a| a == o) {
             return Err(HandshakeError::ForbiddenOrigin);
         }
     }
-    Ok(Request {
-        path,
-        query,
-        origin,
-        protocol: protocol.map(|(_, p)| p),
-        key,
-        head_len,
-    })
+    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, head_len })
 }
 
 /// True if the comma-separated `list` holds `token`, ignoring ASCII case.
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A Sec-WebSocket-Key is the base64 of 16 bytes: 22 symbols and `==`, the
@@ -194,10 +176,7 @@ fn has_token(list: &str, token: &str) -> bool {
 fn is_valid_key(key: &str) -> bool {
     let b = key.as_bytes();
     let symbol = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
-    b.len() == 24
-        && b[..21].iter().all(symbol)
-        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
-        && &b[22..] == b"=="
+    b.len() == 24 && b[..21].iter().all(symbol) && matches!(b[21], b'A' | b'Q' | b'g' | b'w') && &b[22..] == b"=="
 }
 
 /// Appends the `101 Switching Protocols` reply for `req`.
@@ -256,10 +235,7 @@ mod tests {
         )
     }
 
-    fn parse<'a>(
-        bytes: &'a [u8],
-        cfg: &HandshakeConfig,
-    ) -> Result<Option<Request<'a>>, HandshakeError> {
+    fn parse<'a>(bytes: &'a [u8], cfg: &HandshakeConfig) -> Result<Option<Request<'a>>, HandshakeError> {
         let mut scanned = 0;
         parse_request(bytes, &mut scanned, cfg)
     }
@@ -273,9 +249,7 @@ mod tests {
     #[test]
     fn rfc_example_is_accepted_with_exact_reply() {
         let raw = request("");
-        let req = parse(raw.as_bytes(), &HandshakeConfig::default())
-            .unwrap()
-            .unwrap();
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap();
         assert_eq!((req.path, req.key, req.head_len), ("/ws", KEY, raw.len()));
         let mut out = Vec::new();
         write_accept(&mut out, &req);
@@ -291,15 +265,9 @@ mod tests {
         let cfg = HandshakeConfig::default();
         let mut scanned = 0;
         for end in 1..raw.len() {
-            assert_eq!(
-                parse_request(&raw.as_bytes()[..end], &mut scanned, &cfg),
-                Ok(None),
-                "{end}"
-            );
+            assert_eq!(parse_request(&raw.as_bytes()[..end], &mut scanned, &cfg), Ok(None), "{end}");
         }
-        let req = parse_request(raw.as_bytes(), &mut scanned, &cfg)
-            .unwrap()
-            .unwrap();
+        let req = parse_request(raw.as_bytes(), &mut scanned, &cfg).unwrap().unwrap();
         assert_eq!(req.head_len, raw.len());
     }
 
@@ -307,9 +275,7 @@ mod tests {
     fn pipelined_frame_after_the_head_is_left_for_the_caller() {
         let mut raw = request("").into_bytes();
         let head = raw.len();
-        raw.extend_from_slice(&[
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ]);
+        raw.extend_from_slice(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
         let req = parse(&raw, &HandshakeConfig::default()).unwrap().unwrap();
         assert_eq!(req.head_len, head);
         assert_eq!(raw[req.head_len], 0x81);
@@ -320,115 +286,58 @@ mod tests {
         let raw = format!(
             "GET /?x=1 HTTP/1.1\r\nhost: a\r\nupgrade: WebSocket\r\nCONNECTION: keep-alive, Upgrade\r\nsec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n\r\n"
         );
-        let req = parse(raw.as_bytes(), &HandshakeConfig::default())
-            .unwrap()
-            .unwrap();
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap();
         assert_eq!((req.path, req.query), ("/", Some("x=1")));
     }
 
     #[test]
     fn subprotocol_is_chosen_in_server_order() {
-        let cfg = HandshakeConfig {
-            protocols: vec!["v2.chat".into(), "chat".into()],
-            ..Default::default()
-        };
+        let cfg = HandshakeConfig { protocols: vec!["v2.chat".into(), "chat".into()], ..Default::default() };
         let raw = request("Sec-WebSocket-Protocol: chat, v2.chat\r\n");
         let req = parse(raw.as_bytes(), &cfg).unwrap().unwrap();
         assert_eq!(req.protocol, Some("v2.chat"));
         let mut out = Vec::new();
         write_accept(&mut out, &req);
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .contains("\r\nSec-WebSocket-Protocol: v2.chat\r\n"));
+        assert!(String::from_utf8(out).unwrap().contains("\r\nSec-WebSocket-Protocol: v2.chat\r\n"));
         let raw = request("Sec-WebSocket-Protocol: other\r\n");
         assert_eq!(parse(raw.as_bytes(), &cfg).unwrap().unwrap().protocol, None);
     }
 
     #[test]
     fn refusals_map_to_their_status() {
-        let cfg = HandshakeConfig {
-            allowed_origins: vec!["https://good.example".into()],
-            ..Default::default()
-        };
+        let cfg = HandshakeConfig { allowed_origins: vec!["https://good.example".into()], ..Default::default() };
         let base = request("");
         let cases: Vec<(String, HandshakeError)> = vec![
             ("hello there\r\n\r\n".into(), HandshakeError::Malformed),
-            (
-                "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03\r\n".into(),
-                HandshakeError::Malformed,
-            ),
-            (
-                base.replace("GET", "POST"),
-                HandshakeError::MethodNotAllowed,
-            ),
-            (
-                base.replace("HTTP/1.1", "HTTP/1.0"),
-                HandshakeError::Malformed,
-            ),
-            (
-                base.replace("Host: example.com\r\n", ""),
-                HandshakeError::MissingHost,
-            ),
+            ("\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03\r\n".into(), HandshakeError::Malformed),
+            (base.replace("GET", "POST"), HandshakeError::MethodNotAllowed),
+            (base.replace("HTTP/1.1", "HTTP/1.0"), HandshakeError::Malformed),
+            (base.replace("Host: example.com\r\n", ""), HandshakeError::MissingHost),
             (base.replace("/ws", "/nope"), HandshakeError::UnknownPath),
-            (
-                base.replace("Upgrade: websocket\r\n", ""),
-                HandshakeError::NotUpgrade,
-            ),
-            (
-                base.replace("Connection: Upgrade", "Connection: keep-alive"),
-                HandshakeError::NotUpgrade,
-            ),
-            (
-                base.replace("Version: 13", "Version: 8"),
-                HandshakeError::UnsupportedVersion,
-            ),
+            (base.replace("Upgrade: websocket\r\n", ""), HandshakeError::NotUpgrade),
+            (base.replace("Connection: Upgrade", "Connection: keep-alive"), HandshakeError::NotUpgrade),
+            (base.replace("Version: 13", "Version: 8"), HandshakeError::UnsupportedVersion),
             (base.replace(KEY, "short=="), HandshakeError::BadKey),
-            (
-                base.replace(KEY, "dGhlIHNhbXBsZSBub25jZR=="),
-                HandshakeError::BadKey,
-            ),
-            (
-                request(&format!("Sec-WebSocket-Key: {KEY}\r\n")),
-                HandshakeError::BadKey,
-            ),
-            (
-                request("Origin: https://evil.example\r\n"),
-                HandshakeError::ForbiddenOrigin,
-            ),
+            (base.replace(KEY, "dGhlIHNhbXBsZSBub25jZR=="), HandshakeError::BadKey),
+            (request(&format!("Sec-WebSocket-Key: {KEY}\r\n")), HandshakeError::BadKey),
+            (request("Origin: https://evil.example\r\n"), HandshakeError::ForbiddenOrigin),
         ];
         for (raw, want) in cases {
             assert_eq!(parse(raw.as_bytes(), &cfg), Err(want), "{raw:?}");
         }
-        assert!(
-            parse(request("Origin: https://good.example\r\n").as_bytes(), &cfg)
-                .unwrap()
-                .is_some()
-        );
+        assert!(parse(request("Origin: https://good.example\r\n").as_bytes(), &cfg).unwrap().is_some());
     }
 
     #[test]
     fn size_and_count_limits() {
-        let cfg = HandshakeConfig {
-            max_header_size: 256,
-            max_headers: 8,
-            ..Default::default()
-        };
+        let cfg = HandshakeConfig { max_header_size: 256, max_headers: 8, ..Default::default() };
         let big = request(&format!("X-Pad: {}\r\n", "a".repeat(300)));
-        assert_eq!(
-            parse(big.as_bytes(), &cfg),
-            Err(HandshakeError::HeaderTooLarge)
-        );
+        assert_eq!(parse(big.as_bytes(), &cfg), Err(HandshakeError::HeaderTooLarge));
         // Endless header with no newline at all.
         let endless = format!("GET /ws HTTP/1.1\r\nX: {}", "a".repeat(300));
-        assert_eq!(
-            parse(endless.as_bytes(), &cfg),
-            Err(HandshakeError::HeaderTooLarge)
-        );
+        assert_eq!(parse(endless.as_bytes(), &cfg), Err(HandshakeError::HeaderTooLarge));
         let many = request(&"X-A: 1\r\n".repeat(4)); // 5 required + 4 > 8
-        assert_eq!(
-            parse(many.as_bytes(), &cfg),
-            Err(HandshakeError::HeaderTooLarge)
-        );
+        assert_eq!(parse(many.as_bytes(), &cfg), Err(HandshakeError::HeaderTooLarge));
     }
 
     #[test]
@@ -439,19 +348,10 @@ mod tests {
         );
         for (err, line) in [
             (HandshakeError::Malformed, "HTTP/1.1 400 Bad Request\r\n"),
-            (
-                HandshakeError::ForbiddenOrigin,
-                "HTTP/1.1 403 Forbidden\r\n",
-            ),
+            (HandshakeError::ForbiddenOrigin, "HTTP/1.1 403 Forbidden\r\n"),
             (HandshakeError::UnknownPath, "HTTP/1.1 404 Not Found\r\n"),
-            (
-                HandshakeError::HeaderTooLarge,
-                "HTTP/1.1 431 Request Header Fields Too Large\r\n",
-            ),
-            (
-                HandshakeError::Overloaded,
-                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n",
-            ),
+            (HandshakeError::HeaderTooLarge, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            (HandshakeError::Overloaded, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"),
         ] {
             let reply = reply_of(err);
             assert!(reply.starts_with(line), "{reply}");

@@ -8,9 +8,7 @@
 /// nothing, and is its own inverse.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
-    let word = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let word = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     // 32 bytes (four words) per step: independent XORs the compiler vectorises.
     let mut blocks = buf.chunks_exact_mut(32);
     for block in &mut blocks {

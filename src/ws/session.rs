@@ -31,10 +31,7 @@ impl Default for Limits {
     /// 16 MiB frames, 64 MiB messages: what tungstenite allows, and enough
     /// for the Autobahn suite's largest cases.
     fn default() -> Self {
-        Limits {
-            max_frame: 16 << 20,
-            max_message: 64 << 20,
-        }
+        Limits { max_frame: 16 << 20, max_message: 64 << 20 }
     }
 }
 
@@ -126,13 +123,7 @@ impl Session {
     }
 
     fn new(role: Role, phase: Phase) -> Self {
-        Session {
-            utf8: Utf8Validator::new(),
-            scanned: 0,
-            fragmented: 0,
-            role,
-            phase,
-        }
+        Session { utf8: Utf8Validator::new(), scanned: 0, fragmented: 0, role, phase }
     }
 
     /// The current phase.
@@ -167,11 +158,7 @@ impl Session {
         let result = match self.phase {
             Phase::Handshake => self.decode_handshake(input, out, &cfg.handshake),
             Phase::Open | Phase::CloseSent => self.decode_frames(input, assembly, out, &cfg.limits),
-            Phase::Closed => Ok(Decoded {
-                consumed: input.len(),
-                event: None,
-                wanted: 0,
-            }),
+            Phase::Closed => Ok(Decoded { consumed: input.len(), event: None, wanted: 0 }),
         };
         if let Err(e) = result {
             match e {
@@ -197,20 +184,12 @@ impl Session {
         let parsed = handshake::parse_request(input, &mut scanned, cfg);
         self.scanned = scanned.min(u16::MAX as usize) as u16;
         match parsed? {
-            None => Ok(Decoded {
-                consumed: 0,
-                event: None,
-                wanted: input.len() + 1,
-            }),
+            None => Ok(Decoded { consumed: 0, event: None, wanted: input.len() + 1 }),
             Some(req) => {
                 handshake::write_accept(out, &req);
                 self.phase = Phase::Open;
                 self.scanned = 0;
-                Ok(Decoded {
-                    consumed: req.head_len,
-                    event: Some(Event::Open(req)),
-                    wanted: 0,
-                })
+                Ok(Decoded { consumed: req.head_len, event: Some(Event::Open(req)), wanted: 0 })
             }
         }
     }
@@ -224,13 +203,7 @@ impl Session {
     ) -> Result<Decoded<'a>, WsError> {
         let mut pos = 0;
         loop {
-            let need_more = |wanted| {
-                Ok(Decoded {
-                    consumed: pos,
-                    event: None,
-                    wanted,
-                })
-            };
+            let need_more = |wanted| Ok(Decoded { consumed: pos, event: None, wanted });
             let Some(head) = FrameHead::decode(&input[pos..])? else {
                 return need_more(MAX_HEADER_LEN.min(input.len() - pos + 1));
             };
@@ -259,8 +232,7 @@ impl Session {
                     }
                     let payload = &input[start..end];
                     if head.opcode == opcode::TEXT {
-                        let text =
-                            std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                        let text = std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
                         Event::Text(text)
                     } else {
                         Event::Binary(payload)
@@ -272,8 +244,7 @@ impl Session {
                     }
                     if self.take_fragmented() == opcode::TEXT {
                         // Checked piece by piece by `utf8`, which ended complete.
-                        let text =
-                            std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
+                        let text = std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
                         debug_assert!(text.is_ok());
                         Event::Text(text?)
                     } else {
@@ -298,26 +269,15 @@ impl Session {
                     Event::Close { code, reason }
                 }
             };
-            return Ok(Decoded {
-                consumed: pos,
-                event: Some(event),
-                wanted: 0,
-            });
+            return Ok(Decoded { consumed: pos, event: Some(event), wanted: 0 });
         }
     }
 
-    fn begin_fragmented(
-        &mut self,
-        op: u8,
-        payload: &[u8],
-        assembly: &mut Vec<u8>,
-    ) -> Result<(), WsError> {
+    fn begin_fragmented(&mut self, op: u8, payload: &[u8], assembly: &mut Vec<u8>) -> Result<(), WsError> {
         self.fragmented = op;
         self.utf8 = Utf8Validator::new();
         if op == opcode::TEXT {
-            self.utf8
-                .feed(payload, false)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8.feed(payload, false).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         assembly.clear();
         assembly.extend_from_slice(payload);
@@ -339,9 +299,7 @@ impl Session {
             return Err(ProtocolError::MessageTooLarge.into());
         }
         if self.fragmented == opcode::TEXT {
-            self.utf8
-                .feed(payload, fin)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8.feed(payload, fin).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         assembly.extend_from_slice(payload);
         Ok(fin)

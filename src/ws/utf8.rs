@@ -33,10 +33,7 @@ fn width(lead: u8) -> Option<usize> {
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Utf8Validator {
-            partial: [0; 3],
-            partial_len: 0,
-        }
+        Utf8Validator { partial: [0; 3], partial_len: 0 }
     }
 
     /// Validates the next piece. With `is_final`, the text must also end on
@@ -98,9 +95,7 @@ mod tests {
         let mut results = Vec::new();
         for cut in 0..=text.len() {
             let mut v = Utf8Validator::new();
-            let r = v
-                .feed(&text[..cut], false)
-                .and_then(|_| v.feed(&text[cut..], true));
+            let r = v.feed(&text[..cut], false).and_then(|_| v.feed(&text[cut..], true));
             results.push(r);
         }
         results
@@ -117,8 +112,7 @@ mod tests {
         let text = "Hello-µ@ßöäüàá-UTF-8!! 𝄞".as_bytes();
         let mut v = Utf8Validator::new();
         for (i, b) in text.iter().enumerate() {
-            v.feed(std::slice::from_ref(b), i == text.len() - 1)
-                .unwrap();
+            v.feed(std::slice::from_ref(b), i == text.len() - 1).unwrap();
         }
         assert!(v.is_complete());
     }

@@ -15,11 +15,7 @@ use wsloop::ws::mask::apply_mask;
 
 /// A config on 127.0.0.1:0 with `workers` loops.
 pub fn test_config(workers: usize) -> ServerConfig {
-    ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        workers,
-        ..ServerConfig::default()
-    }
+    ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), workers, ..ServerConfig::default() }
 }
 
 /// Starts the built-in echo app.
@@ -47,9 +43,7 @@ pub type Tung = tungstenite::WebSocket<TcpStream>;
 /// Connects a tungstenite client to `ws://addr/ws`.
 pub fn tung_connect(addr: SocketAddr) -> Tung {
     let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, resp) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
     assert_eq!(resp.status(), 101);
     ws
@@ -97,14 +91,9 @@ impl RawClient {
     /// Connects TCP only.
     pub fn connect_tcp(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
-        RawClient {
-            stream,
-            buf: Vec::new(),
-        }
+        RawClient { stream, buf: Vec::new() }
     }
 
     fn fill(&mut self) -> std::io::Result<usize> {
@@ -140,11 +129,7 @@ impl RawClient {
                         apply_mask(&mut payload, m);
                     }
                     self.buf.drain(..h.frame_len());
-                    return Ok(RawFrame {
-                        fin: h.fin,
-                        opcode: h.opcode,
-                        payload,
-                    });
+                    return Ok(RawFrame { fin: h.fin, opcode: h.opcode, payload });
                 }
             }
             self.fill()?;
@@ -166,10 +151,7 @@ impl RawClient {
             match self.read_frame() {
                 Ok(_) => continue,
                 Err(e) => {
-                    return matches!(
-                        e.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                    )
+                    return matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
                 }
             }
         }
@@ -195,9 +177,7 @@ impl Background {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 for (i, ws) in clients.iter_mut().enumerate() {
                     let text = format!("bg {i} {round_trips}");
-                    let r = ws
-                        .send(tungstenite::Message::text(text.clone()))
-                        .and_then(|_| ws.read());
+                    let r = ws.send(tungstenite::Message::text(text.clone())).and_then(|_| ws.read());
                     match r {
                         Ok(m) if m == tungstenite::Message::text(text) => round_trips += 1,
                         Ok(m) => errors.push(format!("client {i}: wrong echo {m:?}")),
@@ -211,21 +191,14 @@ impl Background {
             }
             (round_trips, errors)
         });
-        Background {
-            stop,
-            thread: Some(thread),
-        }
+        Background { stop, thread: Some(thread) }
     }
 
     /// Stops, and asserts that every round trip succeeded.
     pub fn finish(mut self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (round_trips, errors) = self.thread.take().unwrap().join().unwrap();
-        assert!(
-            errors.is_empty(),
-            "well-behaved clients saw errors: {:?}",
-            &errors[..errors.len().min(5)]
-        );
+        assert!(errors.is_empty(), "well-behaved clients saw errors: {:?}", &errors[..errors.len().min(5)]);
         assert!(round_trips > 0);
         round_trips
     }
@@ -239,33 +212,17 @@ pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child,
 }
 
 /// Like [`spawn_binary`], also returning the metrics address (read from its log).
-pub fn spawn_binary_with_metrics(
-    args: &[&str],
-    nofile: Option<u64>,
-) -> (std::process::Child, SocketAddr, SocketAddr) {
+pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr, SocketAddr) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
-    cmd.args([
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ])
-    .args(args);
-    cmd.stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--metrics-addr", "127.0.0.1:0"]).args(args);
+    cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
     if let Some(limit) = nofile {
         // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
         unsafe {
             cmd.pre_exec(move || {
-                let rl = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
+                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -278,10 +235,7 @@ pub fn spawn_binary_with_metrics(
     let mut lines = std::io::BufReader::new(stderr).lines();
     let mut addr = None;
     let metrics = loop {
-        let line = lines
-            .next()
-            .expect("wsloop exited before listening")
-            .unwrap();
+        let line = lines.next().expect("wsloop exited before listening").unwrap();
         if let Some(rest) = line.split("listening on ws://").nth(1) {
             addr = Some(rest.split('/').next().unwrap().parse().unwrap());
         }
@@ -291,23 +245,14 @@ pub fn spawn_binary_with_metrics(
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (
-        child,
-        addr.expect("listening line before the metrics line"),
-        metrics,
-    )
+    (child, addr.expect("listening line before the metrics line"), metrics)
 }
 
 /// VmRSS of a process, in bytes.
 pub fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 /// User + system CPU time of a process, in clock ticks.
@@ -337,15 +282,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -366,8 +304,5 @@ pub fn start_metrics(server: &ServerHandle) -> wsloop::metrics::MetricsHandle {
         proc_root: "/proc".into(),
     };
     let probe = server.trigger();
-    wsloop::metrics::start("127.0.0.1:0".parse().unwrap(), source, move || {
-        !probe.is_shutting_down()
-    })
-    .unwrap()
+    wsloop::metrics::start("127.0.0.1:0".parse().unwrap(), source, move || !probe.is_shutting_down()).unwrap()
 }

@@ -51,11 +51,7 @@ fn run(s: &mut Session, input: &[u8], cfg: &Config) -> (Vec<Owned>, Vec<u8>, Opt
     let mut pos = 0;
     loop {
         match s.decode(&mut buf[pos..], &mut assembly, &mut out, cfg) {
-            Ok(Decoded {
-                consumed,
-                event: Some(e),
-                ..
-            }) => {
+            Ok(Decoded { consumed, event: Some(e), .. }) => {
                 pos += consumed;
                 events.push(own(e));
             }
@@ -67,11 +63,7 @@ fn run(s: &mut Session, input: &[u8], cfg: &Config) -> (Vec<Owned>, Vec<u8>, Opt
 
 /// Feeds `input` in pieces of `step` bytes, as a socket might deliver it,
 /// keeping unconsumed bytes like the event loop does.
-fn run_in_pieces(
-    s: &mut Session,
-    input: &[u8],
-    step: usize,
-) -> (Vec<Owned>, Vec<u8>, Option<WsError>) {
+fn run_in_pieces(s: &mut Session, input: &[u8], step: usize) -> (Vec<Owned>, Vec<u8>, Option<WsError>) {
     let cfg = cfg();
     let mut pending: Vec<u8> = Vec::new();
     let mut assembly = Vec::new();
@@ -81,9 +73,7 @@ fn run_in_pieces(
         pending.extend_from_slice(piece);
         loop {
             match s.decode(&mut pending, &mut assembly, &mut out, &cfg) {
-                Ok(Decoded {
-                    consumed, event, ..
-                }) => {
+                Ok(Decoded { consumed, event, .. }) => {
                     let got = event.map(own);
                     pending.drain(..consumed);
                     match got {
@@ -108,26 +98,17 @@ const REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nCo
 
 #[test]
 fn session_is_small() {
-    assert!(
-        std::mem::size_of::<Session>() <= 12,
-        "{}",
-        std::mem::size_of::<Session>()
-    );
+    assert!(std::mem::size_of::<Session>() <= 12, "{}", std::mem::size_of::<Session>());
 }
 
 #[test]
 fn request_followed_by_a_frame_in_the_same_read() {
     let mut input = REQUEST.to_vec();
-    input.extend_from_slice(&[
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ]);
+    input.extend_from_slice(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
     let mut s = Session::server();
     let (events, out, err) = run(&mut s, &input, &cfg());
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        [Owned::Open("/ws".into()), Owned::Text("Hello".into())]
-    );
+    assert_eq!(events, [Owned::Open("/ws".into()), Owned::Text("Hello".into())]);
     assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
     assert_eq!(s.phase(), Phase::Open);
 }
@@ -166,14 +147,10 @@ fn bad_request_gets_its_reply_and_closes() {
 #[test]
 fn rfc_5_7_examples_as_a_server_receives_them() {
     // Masked "Hello", then the fragmented unmasked example masked by a client.
-    let mut input = vec![
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
+    let mut input = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
     input.extend(client_frame(false, opcode::TEXT, b"Hel"));
     input.extend(client_frame(true, opcode::CONTINUATION, b"lo"));
-    input.extend([
-        0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ]); // masked pong
+    input.extend([0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]); // masked pong
     input.extend(client_frame(true, opcode::BINARY, &[7u8; 256]));
     input.extend(client_frame(true, opcode::BINARY, &[9u8; 65536]));
     let (events, out, err) = run(&mut open(), &input, &cfg());
@@ -193,11 +170,7 @@ fn rfc_5_7_examples_as_a_server_receives_them() {
 
 #[test]
 fn ping_gets_pong_with_same_payload() {
-    let (events, out, _) = run(
-        &mut open(),
-        &client_frame(true, opcode::PING, b"Hello"),
-        &cfg(),
-    );
+    let (events, out, _) = run(&mut open(), &client_frame(true, opcode::PING, b"Hello"), &cfg());
     assert_eq!(events, [Owned::Ping(b"Hello".to_vec())]);
     assert_eq!(out, [0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
 }
@@ -211,14 +184,7 @@ fn control_frames_between_fragments() {
     input.extend(client_frame(true, opcode::CONTINUATION, b"ef"));
     let (events, out, err) = run(&mut open(), &input, &cfg());
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        [
-            Owned::Ping(vec![]),
-            Owned::Pong(b"x".to_vec()),
-            Owned::Binary(b"abcdef".to_vec())
-        ]
-    );
+    assert_eq!(events, [Owned::Ping(vec![]), Owned::Pong(b"x".to_vec()), Owned::Binary(b"abcdef".to_vec())]);
     assert_eq!(out, [0x8a, 0x00]);
 }
 
@@ -248,11 +214,7 @@ fn invalid_utf8_fails_on_the_bad_fragment() {
 
 #[test]
 fn single_frame_invalid_utf8_is_1007() {
-    let (_, out, err) = run(
-        &mut open(),
-        &client_frame(true, opcode::TEXT, b"\xff"),
-        &cfg(),
-    );
+    let (_, out, err) = run(&mut open(), &client_frame(true, opcode::TEXT, b"\xff"), &cfg());
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
     assert_eq!(&out[2..4], &1007u16.to_be_bytes());
 }
@@ -260,10 +222,7 @@ fn single_frame_invalid_utf8_is_1007() {
 #[test]
 fn each_protocol_violation_gets_its_close_code() {
     let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
-        (
-            vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'],
-            ProtocolError::BadMask,
-        ),
+        (vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'], ProtocolError::BadMask),
         (
             client_frame(true, opcode::TEXT, b"")
                 .iter()
@@ -272,74 +231,34 @@ fn each_protocol_violation_gets_its_close_code() {
                 .collect(),
             ProtocolError::ReservedBits,
         ),
+        (vec![0x83, 0x80, 1, 2, 3, 4], ProtocolError::ReservedOpcode(3)),
+        (vec![0x8b, 0x80, 1, 2, 3, 4], ProtocolError::ReservedOpcode(0xb)),
+        (client_frame(false, opcode::PING, b""), ProtocolError::FragmentedControl),
+        (client_frame(true, opcode::PING, &[0; 126]), ProtocolError::ControlTooLong),
+        (client_frame(true, opcode::CONTINUATION, b"x"), ProtocolError::UnexpectedContinuation),
         (
-            vec![0x83, 0x80, 1, 2, 3, 4],
-            ProtocolError::ReservedOpcode(3),
-        ),
-        (
-            vec![0x8b, 0x80, 1, 2, 3, 4],
-            ProtocolError::ReservedOpcode(0xb),
-        ),
-        (
-            client_frame(false, opcode::PING, b""),
-            ProtocolError::FragmentedControl,
-        ),
-        (
-            client_frame(true, opcode::PING, &[0; 126]),
-            ProtocolError::ControlTooLong,
-        ),
-        (
-            client_frame(true, opcode::CONTINUATION, b"x"),
-            ProtocolError::UnexpectedContinuation,
-        ),
-        (
-            [
-                client_frame(false, opcode::TEXT, b"a"),
-                client_frame(true, opcode::TEXT, b"b"),
-            ]
-            .concat(),
+            [client_frame(false, opcode::TEXT, b"a"), client_frame(true, opcode::TEXT, b"b")].concat(),
             ProtocolError::ExpectedContinuation,
         ),
-        (
-            vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
-            ProtocolError::InvalidLength,
-        ),
+        (vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], ProtocolError::InvalidLength),
     ];
     for (input, want) in cases {
         let (_, out, err) = run(&mut open(), &input, &cfg());
         assert_eq!(err, Some(WsError::Protocol(want)), "{input:x?}");
-        assert_eq!(
-            out,
-            close_bytes(want.close_code(), want.reason()),
-            "{want:?}"
-        );
+        assert_eq!(out, close_bytes(want.close_code(), want.reason()), "{want:?}");
         assert_eq!(want.close_code(), 1002);
     }
 }
 
 #[test]
 fn size_limits_are_1009() {
-    let cfg = Config {
-        limits: Limits {
-            max_frame: 100,
-            max_message: 150,
-        },
-        ..Config::default()
-    };
-    let (_, out, err) = run(
-        &mut open(),
-        &client_frame(true, opcode::BINARY, &[0; 101]),
-        &cfg,
-    );
+    let cfg = Config { limits: Limits { max_frame: 100, max_message: 150 }, ..Config::default() };
+    let (_, out, err) = run(&mut open(), &client_frame(true, opcode::BINARY, &[0; 101]), &cfg);
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::FrameTooLarge)));
     assert_eq!(&out[2..4], &1009u16.to_be_bytes());
     // The frame limit is checked from the header alone: a huge claimed length
     // fails before any payload arrives.
-    let (_, _, err) = run(
-        &mut open(),
-        &[0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4],
-        &cfg,
-    );
+    let (_, _, err) = run(&mut open(), &[0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4], &cfg);
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::FrameTooLarge)));
     let mut input = client_frame(false, opcode::BINARY, &[0; 100]);
     input.extend(client_frame(true, opcode::CONTINUATION, &[0; 51]));
@@ -349,18 +268,8 @@ fn size_limits_are_1009() {
     input.extend(client_frame(true, opcode::CONTINUATION, &[0; 50]));
     let (events, _, err) = run(&mut open(), &input, &cfg);
     assert_eq!((events.len(), err), (1, None));
-    let cfg = Config {
-        limits: Limits {
-            max_frame: 100,
-            max_message: 50,
-        },
-        ..Config::default()
-    };
-    let (_, _, err) = run(
-        &mut open(),
-        &client_frame(true, opcode::TEXT, &[b'a'; 51]),
-        &cfg,
-    );
+    let cfg = Config { limits: Limits { max_frame: 100, max_message: 50 }, ..Config::default() };
+    let (_, _, err) = run(&mut open(), &client_frame(true, opcode::TEXT, &[b'a'; 51]), &cfg);
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::MessageTooLarge)));
 }
 
@@ -382,43 +291,19 @@ fn close_is_echoed_with_its_code() {
 
 #[test]
 fn close_code_rules() {
-    for code in [
-        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
-        4000, 4999,
-    ] {
-        let (events, _, err) = run(
-            &mut open(),
-            &client_frame(true, opcode::CLOSE, &code.to_be_bytes()),
-            &cfg(),
-        );
+    for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+        let (events, _, err) = run(&mut open(), &client_frame(true, opcode::CLOSE, &code.to_be_bytes()), &cfg());
         assert_eq!((err, events.len()), (None, 1), "{code} must be accepted");
     }
-    for code in [
-        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-    ] {
-        let (_, out, err) = run(
-            &mut open(),
-            &client_frame(true, opcode::CLOSE, &code.to_be_bytes()),
-            &cfg(),
-        );
-        assert_eq!(
-            err,
-            Some(WsError::Protocol(ProtocolError::InvalidCloseCode(code)))
-        );
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        let (_, out, err) = run(&mut open(), &client_frame(true, opcode::CLOSE, &code.to_be_bytes()), &cfg());
+        assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidCloseCode(code))));
         assert_eq!(&out[2..4], &1002u16.to_be_bytes(), "{code}");
     }
-    let (_, out, err) = run(
-        &mut open(),
-        &client_frame(true, opcode::CLOSE, &[0x03]),
-        &cfg(),
-    );
+    let (_, out, err) = run(&mut open(), &client_frame(true, opcode::CLOSE, &[0x03]), &cfg());
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::CloseTooShort)));
     assert_eq!(&out[2..4], &1002u16.to_be_bytes());
-    let (_, out, err) = run(
-        &mut open(),
-        &client_frame(true, opcode::CLOSE, b"\x03\xe8\xff\xfe"),
-        &cfg(),
-    );
+    let (_, out, err) = run(&mut open(), &client_frame(true, opcode::CLOSE, b"\x03\xe8\xff\xfe"), &cfg());
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
     assert_eq!(&out[2..4], &1007u16.to_be_bytes());
 }
@@ -435,13 +320,7 @@ fn our_close_then_theirs() {
     let mut input = client_frame(true, opcode::PING, b"x");
     input.extend(client_frame(true, opcode::CLOSE, &1001u16.to_be_bytes()));
     let (events, out, _) = run(&mut s, &input, &cfg());
-    assert_eq!(
-        events,
-        [
-            Owned::Ping(b"x".to_vec()),
-            Owned::Close(Some(1001), String::new())
-        ]
-    );
+    assert_eq!(events, [Owned::Ping(b"x".to_vec()), Owned::Close(Some(1001), String::new())]);
     assert!(out.is_empty());
     assert_eq!(s.phase(), Phase::Closed);
 }
@@ -474,8 +353,6 @@ fn wanted_tells_how_much_to_buffer() {
     let mut s = open();
     let mut buf = frame[..10].to_vec();
     let mut asm = Vec::new();
-    let d = s
-        .decode(&mut buf, &mut asm, &mut Vec::new(), &cfg())
-        .unwrap();
+    let d = s.decode(&mut buf, &mut asm, &mut Vec::new(), &cfg()).unwrap();
     assert_eq!((d.consumed, d.wanted), (0, frame.len()));
 }

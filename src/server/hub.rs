@@ -1,0 +1,77 @@
+//! The loops' inboxes, shared by all of them: how one loop (or the
+//! process) posts to the others without a lock: a crossbeam channel and a
+//! mio waker per loop, with a flag so that a burst of posts costs one
+//! wake-up, not one per message.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+/// What other threads may ask of a loop, through its inbox.
+#[derive(Debug)]
+pub enum LoopMsg {
+    /// Begin graceful shutdown: stop accepting, close every connection 1001.
+    Shutdown,
+    /// Deliver an encoded frame to this loop's members of `room`.
+    Publish {
+        /// The room.
+        room: Arc<str>,
+        /// The whole frame (header and payload), shared by every loop.
+        frame: Bytes,
+    },
+}
+
+/// One loop's inbox, as seen from outside it.
+#[derive(Debug)]
+pub struct Inbox {
+    tx: Sender<LoopMsg>,
+    waker: Waker,
+    /// Set by a poster that woke the loop; cleared by the loop before it
+    /// drains. While set, further posts need no wake-up.
+    wake_pending: AtomicBool,
+}
+
+/// Every loop's inbox.
+#[derive(Debug, Default)]
+pub struct Hub {
+    inboxes: Vec<Inbox>,
+}
+
+impl Hub {
+    /// Adds a loop's inbox; loops are numbered in the order they are added.
+    pub fn add(&mut self, tx: Sender<LoopMsg>, waker: Waker) {
+        self.inboxes.push(Inbox { tx, waker, wake_pending: AtomicBool::new(false) });
+    }
+
+    /// Posts `msg` to loop `i`, waking it unless a wake-up is already pending.
+    pub fn post(&self, i: usize, msg: LoopMsg) {
+        let inbox = &self.inboxes[i];
+        if inbox.tx.send(msg).is_ok() && !inbox.wake_pending.swap(true, Ordering::SeqCst) {
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// Posts a publish to every loop but `from`.
+    pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Bytes) {
+        for i in 0..self.inboxes.len() {
+            if i != from as usize {
+                self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
+            }
+        }
+    }
+
+    /// Posts shutdown to every loop.
+    pub fn shutdown_all(&self) {
+        for i in 0..self.inboxes.len() {
+            self.post(i, LoopMsg::Shutdown);
+        }
+    }
+
+    /// Called by loop `i` when woken, before it drains its inbox.
+    pub fn clear_wake(&self, i: usize) {
+        self.inboxes[i].wake_pending.store(false, Ordering::SeqCst);
+    }
+}
