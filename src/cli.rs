@@ -30,6 +30,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Drive a WebSocket server with many connections and measure it.
     Load(crate::load::LoadArgs),
+    /// Tell what this host still lacks for a number of connections.
+    Doctor(DoctorArgs),
+}
+
+/// Flags of `wsloop doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Connections the host should hold.
+    #[arg(long, default_value_t = 100_000)]
+    pub target_conns: u64,
+    /// What the host runs: server, loadgen, or both.
+    #[arg(long, value_enum, default_value = "server")]
+    pub role: crate::tune::doctor::Role,
+    /// Processes the connections are spread over (each side).
+    #[arg(long, default_value_t = 1)]
+    pub processes: u64,
+    /// Source addresses the load generator connects from.
+    #[arg(long, default_value_t = 1)]
+    pub sources: u64,
+    /// Read /proc from under this directory instead of / (for testing).
+    #[arg(long, default_value = "/")]
+    pub root: std::path::PathBuf,
 }
 
 /// Flags of `wsloop serve`.

@@ -6,7 +6,7 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
 use wsloop::app::EchoApp;
-use wsloop::cli::{Cli, Command, MetricsAddr, ServeArgs};
+use wsloop::cli::{Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
 use wsloop::{logging, metrics, server, tune};
 
 fn main() -> ExitCode {
@@ -14,6 +14,19 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => wsloop::load::main(&args),
+        Command::Doctor(args) => doctor(&args),
+    }
+}
+
+fn doctor(args: &DoctorArgs) -> ExitCode {
+    use tune::doctor::{blocking, check, render, Host, Target};
+    let target = Target { conns: args.target_conns, role: args.role, processes: args.processes, sources: args.sources };
+    let rows = check(&Host::at(&args.root), target);
+    print!("{}", render(&rows, target));
+    if blocking(&rows).is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -73,6 +86,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         }
     };
+    if let Some(line) = tune::doctor::one_line(&tune::doctor::Host::live(), handle.max_conns() as u64) {
+        log::warn!("{line}");
+    }
     let trigger = handle.trigger();
     let timeout = args.shutdown_timeout;
     std::thread::Builder::new()

@@ -1,0 +1,313 @@
+//! `wsloop doctor`: what this host still lacks for a target number of
+//! connections. Reads the live values (from a root that tests can point at
+//! a fake tree), compares each with what the target needs, and says how to
+//! fix what is short.
+//!
+//! How each need is computed, for N connections over P processes:
+//! - open files per process (RLIMIT_NOFILE hard): ceil(N / P) + 64 reserve;
+//!   wsloop raises its soft limit to the hard one itself.
+//! - fs.nr_open: the same (no process limit may exceed it).
+//! - fs.file-max: N descriptors + 1,024 (x2 when server and load generator share the host).
+//! - net.core.somaxconn, net.ipv4.tcp_max_syn_backlog: 4,096 (wsloop's listen
+//!   backlog); below it handshake storms queue (WARN), nothing is capped.
+//! - net.ipv4.tcp_mem (max, pages): one page per connection.
+//! - net.netfilter.nf_conntrack_max (if loaded): N + 10 %.
+//! - load generator: ephemeral ports per source address: ceil(N / sources).
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Which side of the traffic this host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Runs wsloop serve.
+    Server,
+    /// Runs wsloop load (or k6).
+    Loadgen,
+    /// Both on one host (the benchmarks here).
+    Both,
+}
+
+/// What to check for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Connections wanted.
+    pub conns: u64,
+    /// The host's role.
+    pub role: Role,
+    /// Processes the connections are spread over (per side).
+    pub processes: u64,
+    /// Source addresses the load generator uses.
+    pub sources: u64,
+}
+
+/// A row's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Enough.
+    Ok,
+    /// Short: the target cannot be reached.
+    Low,
+    /// Short of what is advised, but not blocking (handshake storms queue).
+    Warn,
+    /// Could not be read: reported, not judged.
+    Missing,
+}
+
+/// One setting checked.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// Its value now (as read), or why it could not be read.
+    pub current: String,
+    /// What the target needs.
+    pub needed: String,
+    /// The verdict.
+    pub status: Status,
+    /// How to fix it when low.
+    pub fix: String,
+}
+
+/// The host to read: `/` for the live one, a fake tree in tests.
+#[derive(Debug, Clone)]
+pub struct Host {
+    root: PathBuf,
+}
+
+impl Host {
+    /// The host this process runs on.
+    pub fn live() -> Host {
+        Host { root: PathBuf::from("/") }
+    }
+
+    /// A host whose files live under `root` (`root/proc/sys/...`).
+    pub fn at(root: impl Into<PathBuf>) -> Host {
+        Host { root: root.into() }
+    }
+
+    fn read(&self, rel: &str) -> Result<String, String> {
+        let path = self.root.join(rel);
+        std::fs::read_to_string(&path)
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn sysctl(&self, key: &str) -> Result<String, String> {
+        self.read(&format!("proc/sys/{}", key.replace('.', "/")))
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        Path::exists(&self.root.join(rel))
+    }
+
+    /// (soft, hard) open-file limits of this process, from /proc/self/limits
+    /// (so a systemd LimitNOFILE shows as it is in force).
+    fn nofile(&self) -> Result<(u64, u64), String> {
+        let path = self.root.join("proc/self/limits");
+        let limits = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).ok_or("no 'Max open files' line")?;
+        let nums: Vec<u64> = line["Max open files".len()..]
+            .split_whitespace()
+            .take(2)
+            .map(|v| if v == "unlimited" { Ok(u64::MAX) } else { v.parse::<u64>() })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad 'Max open files' line: {e}"))?;
+        match nums[..] {
+            [soft, hard] => Ok((soft, hard)),
+            _ => Err("bad 'Max open files' line".into()),
+        }
+    }
+}
+
+fn first_u64(s: &str) -> Result<u64, String> {
+    s.split_whitespace().next().unwrap_or("").parse().map_err(|_| format!("'{s}' is not a number"))
+}
+
+fn field_u64(s: &str, i: usize) -> Result<u64, String> {
+    s.split_whitespace().nth(i).ok_or_else(|| format!("'{s}' has no field {i}"))?.parse().map_err(|_| format!("'{s}'"))
+}
+
+/// Checks `host` against `target`.
+pub fn check(host: &Host, target: Target) -> Vec<Check> {
+    let n = target.conns;
+    let per_process = n.div_ceil(target.processes.max(1)) + 64;
+    let sides = if target.role == Role::Both { 2 } else { 1 };
+    let sysctl_fix = |key: &str, value: u64| format!("sysctl -w {key}={value} (or sysctl/apply.sh --apply)");
+    let mut rows = Vec::new();
+    let mut ports_impossible = false;
+    let mut at_least =
+        |setting: &'static str, read: Result<u64, String>, shown: Option<String>, need: u64, fix: String| {
+            let (current, status) = match read {
+                Ok(v) => (shown.unwrap_or_else(|| v.to_string()), if v >= need { Status::Ok } else { Status::Low }),
+                Err(e) => (format!("unreadable ({e})"), Status::Missing),
+            };
+            rows.push(Check { setting, current, needed: format!(">= {need}"), status, fix });
+        };
+
+    let nofile = host.nofile();
+    let shown = nofile.as_ref().ok().map(|(s, h)| format!("soft {s}, hard {h}"));
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let fix = if under_systemd {
+        format!("LimitNOFILE={per_process} in the unit (sysctl/wsloop.service)")
+    } else {
+        format!("ulimit -n {per_process}, sysctl/limits.d/99-wsloop.conf, or LimitNOFILE= under systemd; or run more processes on one port")
+    };
+    at_least("open files per process (RLIMIT_NOFILE hard)", nofile.map(|(_, h)| h), shown, per_process, fix);
+    at_least(
+        "fs.nr_open",
+        host.sysctl("fs.nr_open").and_then(|s| first_u64(&s)),
+        None,
+        per_process,
+        sysctl_fix("fs.nr_open", per_process.max(1_048_576)),
+    );
+    let files = n * sides + 1024;
+    at_least(
+        "fs.file-max",
+        host.sysctl("fs.file-max").and_then(|s| first_u64(&s)),
+        None,
+        files,
+        sysctl_fix("fs.file-max", files.max(2_097_152)),
+    );
+    if target.role != Role::Loadgen {
+        at_least(
+            "net.core.somaxconn",
+            host.sysctl("net.core.somaxconn").and_then(|s| first_u64(&s)),
+            None,
+            4096,
+            sysctl_fix("net.core.somaxconn", 65535),
+        );
+        at_least(
+            "net.ipv4.tcp_max_syn_backlog",
+            host.sysctl("net.ipv4.tcp_max_syn_backlog").and_then(|s| first_u64(&s)),
+            None,
+            4096,
+            sysctl_fix("net.ipv4.tcp_max_syn_backlog", 65535),
+        );
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let pages = (n * sides * 4096).div_ceil(page);
+    let tcp_mem = host.sysctl("net.ipv4.tcp_mem");
+    let shown = tcp_mem.as_ref().ok().cloned();
+    at_least(
+        "net.ipv4.tcp_mem (max, pages)",
+        tcp_mem.and_then(|s| field_u64(&s, 2)),
+        shown,
+        pages,
+        format!("sysctl -w net.ipv4.tcp_mem='{} {} {}'", pages / 4, pages / 2, pages.max(1_048_576)),
+    );
+    if target.role != Role::Server {
+        let ports = n.div_ceil(target.sources.max(1));
+        let range = host.sysctl("net.ipv4.ip_local_port_range");
+        let shown = range.as_ref().ok().cloned();
+        let size = range.and_then(|s| Ok(field_u64(&s, 1)?.saturating_sub(field_u64(&s, 0)?) + 1));
+        at_least(
+            "ephemeral ports per source address",
+            size,
+            shown,
+            ports.min(64_512),
+            if ports > 64_512 {
+                format!(
+                    "{ports} ports per address is more than one range holds: use --source-ips with >= {} addresses",
+                    n.div_ceil(64_512)
+                )
+            } else {
+                "sysctl -w net.ipv4.ip_local_port_range='1024 65535', or more --source-ips".into()
+            },
+        );
+        ports_impossible = ports > 64_512;
+    }
+    if host.exists("proc/sys/net/netfilter/nf_conntrack_max") {
+        let need = n * sides + n * sides / 10;
+        at_least(
+            "net.netfilter.nf_conntrack_max",
+            host.sysctl("net.netfilter.nf_conntrack_max").and_then(|s| first_u64(&s)),
+            None,
+            need,
+            sysctl_fix("net.netfilter.nf_conntrack_max", need.max(1_048_576)),
+        );
+    }
+    // A short accept queue slows handshakes in a storm; it does not cap
+    // how many connections are held.
+    for r in
+        rows.iter_mut().filter(|r| r.setting == "net.core.somaxconn" || r.setting == "net.ipv4.tcp_max_syn_backlog")
+    {
+        if r.status == Status::Low {
+            r.status = Status::Warn;
+        }
+    }
+    if ports_impossible {
+        for r in rows.iter_mut().filter(|r| r.setting == "ephemeral ports per source address") {
+            r.status = Status::Low;
+        }
+    }
+    rows
+}
+
+/// The rows that block the target.
+pub fn blocking(rows: &[Check]) -> Vec<&Check> {
+    rows.iter().filter(|r| r.status == Status::Low).collect()
+}
+
+/// The table `wsloop doctor` prints.
+pub fn render(rows: &[Check], target: Target) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "wsloop doctor: {} connections as {:?} over {} process(es)\n",
+        target.conns, target.role, target.processes
+    );
+    let _ = writeln!(s, "{:<44} {:<28} {:<14} {:<8} fix", "setting", "current", "needed", "status");
+    for r in rows {
+        let status = match r.status {
+            Status::Ok => "OK",
+            Status::Low => "LOW",
+            Status::Warn => "WARN",
+            Status::Missing => "UNKNOWN",
+        };
+        let fix = if r.status == Status::Ok { "" } else { r.fix.as_str() };
+        let _ = writeln!(s, "{:<44} {:<28} {:<14} {:<8} {fix}", r.setting, r.current, r.needed, status);
+    }
+    let low = blocking(rows).len();
+    let _ = writeln!(
+        s,
+        "\n{}",
+        if low == 0 {
+            "this host can hold the target.".to_string()
+        } else {
+            format!("{low} setting(s) block the target: see sysctl/ and the README's tuning section.")
+        }
+    );
+    s
+}
+
+/// One line for the server's start-up log when the host is short of
+/// `conns`, or `None` when it is not.
+pub fn one_line(host: &Host, conns: u64) -> Option<String> {
+    let target = Target { conns, role: Role::Server, processes: 1, sources: 1 };
+    let rows = check(host, target);
+    let low: Vec<String> =
+        blocking(&rows).iter().map(|r| format!("{} is {} (needs {})", r.setting, r.current, r.needed)).collect();
+    (!low.is_empty()).then(|| {
+        format!("host is short of {conns} connections: {}; run `wsloop doctor --target-conns {conns}`", low.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_limits_lines() {
+        let dir = std::env::temp_dir().join(format!("wsloop-doctor-unit-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("proc/self")).unwrap();
+        std::fs::write(
+            dir.join("proc/self/limits"),
+            "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 unlimited            files\n",
+        )
+        .unwrap();
+        assert_eq!(Host::at(&dir).nofile(), Ok((1024, u64::MAX)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
