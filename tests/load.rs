@@ -24,23 +24,13 @@ fn load(args: &[&str]) -> Run {
 
 /// Like [`load`], under an open-file limit of `nofile`.
 fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
-    use std::os::unix::process::CommandExt;
     let dir = std::env::temp_dir().join(format!("wsloop-load-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
     cmd.arg("load").args(args).arg("--json").arg(&json);
     if let Some(limit) = nofile {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_nofile(&mut cmd, limit);
     }
     let out = cmd.output().expect("run wsloop load");
     let report = std::fs::read_to_string(&json).map(|s| serde_json::from_str(&s).unwrap()).unwrap_or(Value::Null);

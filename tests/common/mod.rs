@@ -214,21 +214,11 @@ pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child,
 /// Like [`spawn_binary`], also returning the metrics address (read from its log).
 pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr, SocketAddr) {
     use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--metrics-addr", "127.0.0.1:0"]).args(args);
     cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
     if let Some(limit) = nofile {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_nofile(&mut cmd, limit);
     }
     let mut child = cmd.spawn().expect("spawn wsloop");
     let stderr = child.stderr.take().unwrap();
@@ -305,4 +295,20 @@ pub fn start_metrics(server: &ServerHandle) -> wsloop::metrics::MetricsHandle {
     };
     let probe = server.trigger();
     wsloop::metrics::start("127.0.0.1:0".parse().unwrap(), source, move || !probe.is_shutting_down()).unwrap()
+}
+
+/// Makes `cmd` start under an open-file limit of `limit` (soft and hard).
+pub fn limit_nofile(cmd: &mut std::process::Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls
+    // setrlimit, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
