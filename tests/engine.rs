@@ -160,9 +160,12 @@ fn refused_handshakes_get_their_status() {
     let mut c = RawClient::connect_tcp(addr);
     c.send_raw(b"GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     assert!(c.read_to_end().starts_with("HTTP/1.1 404 Not Found\r\n"));
+    drop(c);
     let mut c = RawClient::connect_tcp(addr);
     c.send_raw(b"\x16\x03\x01 garbage that is not HTTP\r\n\r\n");
     assert!(c.read_to_end().starts_with("HTTP/1.1 400 Bad Request\r\n"));
+    // The server lingers after a refusal until the client's EOF.
+    drop(c);
     assert!(eventually(Duration::from_secs(5), || server.connections() == 0));
     assert_eq!(server.stats()[0].handshake_failures_by("path"), 1);
     assert_eq!(server.stats()[0].handshake_failures_by("malformed"), 1);

@@ -236,3 +236,44 @@ fn splits_over_processes_when_the_file_limit_is_low() {
     assert!(run.report["timeline"].as_array().unwrap().iter().any(|s| s["open"] == 400));
     stop(child);
 }
+
+#[test]
+fn ctrl_c_stops_with_a_partial_report() {
+    let (child, addr, _) = server();
+    let url = format!("ws://{addr}/ws");
+    let dir = std::env::temp_dir().join(format!("wsloop-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let mut load = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args([
+            "load",
+            "--url",
+            &url,
+            "--scenario",
+            "ping",
+            "--interval",
+            "200ms",
+            "--conns",
+            "50",
+            "--duration",
+            "60s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(load.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = load.wait().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped in {:?}", started.elapsed());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(report["established"], 50);
+    assert!(report["messages_received"].as_u64().unwrap() > 0);
+    assert_eq!(status.code(), Some(0), "a clean partial run");
+    let _ = std::fs::remove_dir_all(&dir);
+    stop(child);
+}
