@@ -112,17 +112,21 @@ fn protocol_violations_get_their_close_codes() {
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
-    let server = start_echo(ServerConfig { max_backlog: 256 * 1024, ..test_config(2) });
+    // A long close timeout: the drain-only phase must outlast a slow test
+    // machine writing its megabytes.
+    let cfg = ServerConfig { max_backlog: 256 * 1024, close_timeout: Duration::from_secs(60), ..test_config(2) };
+    let server = start_echo(cfg);
     let addr = server.local_addr();
     let bg = Background::start(addr, 100);
     let rss_before = rss_of(std::process::id());
-    let mut c = RawClient::connect(addr);
+    // A small receive buffer, so the echoes back up in the server quickly.
+    let mut c = RawClient::connect_with_rcvbuf(addr, 64 * 1024);
     c.stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut frame = Vec::new();
     wsloop::ws::frame::write_frame(&mut frame, true, opcode::BINARY, &vec![7u8; 64 * 1024], Some([9, 9, 9, 9]));
-    // 64 MiB of echo requests, never reading the echoes: far past what the
+    // 24 MiB of echo requests, never reading the echoes: far past what the
     // kernel buffers plus a 256 KiB backlog can hold.
-    for _ in 0..1024 {
+    for _ in 0..384 {
         if c.stream.write_all(&frame).is_err() {
             break;
         }
@@ -152,6 +156,8 @@ fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
     assert_eq!(code, Some(1008), "after {echoes} echoes");
     assert!(c.is_closed_by_server());
     bg.finish();
+    // The server lingers until our EOF, then counts the close.
+    drop(c);
     assert!(eventually(Duration::from_secs(5), || total(&server, |s| s.closed_by(CloseReason::SlowConsumer)) == 1));
 }
 

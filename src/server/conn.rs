@@ -29,6 +29,8 @@ pub const PING_SENT: u8 = 8;
 /// peer's EOF so that closing cannot turn into a reset that destroys the
 /// last bytes we sent (a "lingering close").
 pub const LINGERING: u8 = 16;
+/// Conn flag: an event reported the peer's FIN or an error: read to EOF.
+pub const PEER_CLOSED: u8 = 32;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use crate::ws::{Event, HandshakeError, Phase, WsError};
 
 use super::buffer_pool::BufferPool;
 use super::config::ServerConfig;
-use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PING_SENT};
+use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PEER_CLOSED, PING_SENT};
 use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::rooms::Rooms;
@@ -181,6 +181,9 @@ impl<H: Handler> EventLoop<H> {
                         if event.is_writable() {
                             self.on_writable(slot, generation);
                         }
+                        if event.is_read_closed() || event.is_error() {
+                            self.mark_peer_closed(slot, generation);
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(slot, generation);
                         }
@@ -284,6 +287,14 @@ impl<H: Handler> EventLoop<H> {
         Ok(())
     }
 
+    /// Remembers that the peer's FIN (or an error) was reported, so reads
+    /// go on to EOF rather than stopping at a short read.
+    fn mark_peer_closed(&mut self, slot: usize, generation: u32) {
+        if self.is_live(slot, generation) {
+            self.conns[slot].flags |= PEER_CLOSED;
+        }
+    }
+
     fn is_live(&self, slot: usize, generation: u32) -> bool {
         self.conns.get(slot).is_some_and(|c| c.generation == generation)
     }
@@ -325,12 +336,20 @@ impl<H: Handler> EventLoop<H> {
             if buf.capacity() - buf.len() == 0 || wanted > buf.capacity() {
                 buf.reserve(wanted.saturating_sub(buf.len()).max(self.pool.buf_size()));
             }
+            let spare = buf.capacity() - buf.len();
             let conn = &self.conns[slot];
+            let drained;
             match conn.read_into(&mut buf) {
                 Ok(0) => break self.eof_reason(slot),
                 Ok(n) => {
                     self.stats.bytes_received.add(n as u64);
                     budget = budget.saturating_sub(n);
+                    // A short read emptied the receive queue: with edge
+                    // triggering, more data brings a new event, so the read
+                    // that would only say EAGAIN is skipped (one syscall less
+                    // per message). Not once the peer's FIN was reported:
+                    // its EOF must still be read.
+                    drained = n < spare && !conn.has(PEER_CLOSED);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -343,6 +362,9 @@ impl<H: Handler> EventLoop<H> {
             match handled {
                 Ok(w) => wanted = w,
                 Err(reason) => break Some(reason),
+            }
+            if drained {
+                break None;
             }
             if budget == 0 {
                 let conn = &mut self.conns[slot];

@@ -74,7 +74,10 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and completes the upgrade on `/ws`.
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let mut c = RawClient::connect_tcp(addr);
+        RawClient::upgrade(RawClient::connect_tcp(addr), addr)
+    }
+
+    fn upgrade(mut c: RawClient, addr: SocketAddr) -> RawClient {
         let key = generate_key();
         let mut req = Vec::new();
         write_request(&mut req, &addr.to_string(), "/ws", &key);
@@ -88,12 +91,24 @@ impl RawClient {
         }
     }
 
-    /// Connects TCP only.
-    pub fn connect_tcp(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("connect");
+    /// Connects and upgrades with a receive buffer of `bytes` (set before
+    /// connecting, so the window stays small).
+    pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: usize) -> RawClient {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        RawClient::upgrade(RawClient::from_stream(socket.into()), addr)
+    }
+
+    fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
         RawClient { stream, buf: Vec::new() }
+    }
+
+    /// Connects TCP only.
+    pub fn connect_tcp(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(TcpStream::connect(addr).expect("connect"))
     }
 
     fn fill(&mut self) -> std::io::Result<usize> {
