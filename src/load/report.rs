@@ -240,8 +240,9 @@ impl Report {
             }
         }
         let server: Vec<&Sample> = self.timeline.iter().filter(|x| x.server_connections.is_some()).collect();
-        if let Some(peak) =
-            server.iter().max_by(|a, b| a.server_connections.unwrap_or(0.0).total_cmp(&b.server_connections.unwrap_or(0.0)))
+        if let Some(peak) = server
+            .iter()
+            .max_by(|a, b| a.server_connections.unwrap_or(0.0).total_cmp(&b.server_connections.unwrap_or(0.0)))
         {
             let conns = peak.server_connections.unwrap_or(0.0);
             let rss = peak.server_rss.unwrap_or(0.0);
