@@ -22,7 +22,10 @@ fn lifecycle_anchors_point_at_what_they_name() {
         let before = &doc[i.saturating_sub(160)..i];
         if let Some(name) = before.rsplit('`').nth(1).filter(|n| !n.contains(' ')) {
             let last = name.rsplit("::").next().unwrap_or(name);
-            assert!(at.contains(last), "{anchor} should show `{name}`, but line {line} is: {at}");
+            assert!(
+                at.contains(last),
+                "{anchor} should show `{name}`, but line {line} is: {at} (run python3 docs/refresh_anchors.py)"
+            );
         }
         checked += 1;
     }

@@ -675,11 +675,10 @@ impl<H: Handler> EventLoop<H> {
     fn on_timeout(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
         if conn.has(CLOSE_AFTER_FLUSH) {
-            // The backlog never drained. A slow consumer stays counted as one.
-            let reason = match conn.close_reason {
-                Some(CloseReason::SlowConsumer) => CloseReason::SlowConsumer,
-                _ => CloseReason::CloseTimeout,
-            };
+            // The peer never drained its backlog or never closed its side: a
+            // connection finishing for a fault stays counted under that fault;
+            // one that was only waiting out a close handshake timed out.
+            let reason = conn.close_reason.filter(|r| *r != CloseReason::Normal).unwrap_or(CloseReason::CloseTimeout);
             self.close(slot, reason);
             return;
         }
