@@ -7,7 +7,7 @@
 //!      +--4xx-----------+--peer's close (echoed) / protocol error---------+
 //! ```
 //!
-//! A [`Session`] is 12 bytes and owns no buffer. The caller owns the input
+//! A [`Session`] is 10 bytes and owns no buffer. The caller owns the input
 //! buffer (frames are unmasked in place and events borrow from it, so a
 //! message that arrives in one frame is never copied), the assembly buffer
 //! (only touched by fragmented messages) and the output buffer.
@@ -92,7 +92,7 @@ pub struct Decoded<'a> {
     pub wanted: usize,
 }
 
-/// The protocol state of one connection. 12 bytes; see the module docs.
+/// The protocol state of one connection. 10 bytes; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Validates a fragmented text message across its fragments.

@@ -98,7 +98,7 @@ const REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nCo
 
 #[test]
 fn session_is_small() {
-    assert!(std::mem::size_of::<Session>() <= 12, "{}", std::mem::size_of::<Session>());
+    assert!(std::mem::size_of::<Session>() <= 10, "{}", std::mem::size_of::<Session>());
 }
 
 #[test]
