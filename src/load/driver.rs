@@ -534,12 +534,15 @@ impl Driver<'_> {
                 }
             }
         }
+        // The buffers leave the client while its events are handled, so a
+        // message is handed on as a slice of them, never copied.
         let mut rbuf = std::mem::take(&mut self.clients[slot].rbuf);
+        let mut assembly = std::mem::take(&mut self.clients[slot].assembly);
         let mut pos = 0;
         let mut alive = true;
         loop {
             let c = &mut self.clients[slot];
-            let decoded = c.session.decode(&mut rbuf[pos..], &mut c.assembly, &mut self.out, &self.ws);
+            let decoded = c.session.decode(&mut rbuf[pos..], &mut assembly, &mut self.out, &self.ws);
             let d = match decoded {
                 Ok(d) => d,
                 Err(e) => {
@@ -555,14 +558,8 @@ impl Driver<'_> {
             pos += d.consumed;
             let Some(event) = d.event else { break };
             match event {
-                Event::Text(t) => {
-                    let t = t.to_string();
-                    self.on_message(slot, t.as_bytes(), true);
-                }
-                Event::Binary(b) => {
-                    let b = b.to_vec();
-                    self.on_message(slot, &b, false);
-                }
+                Event::Text(t) => self.on_message(slot, t.as_bytes(), true),
+                Event::Binary(b) => self.on_message(slot, b, false),
                 Event::Close { code, .. } => {
                     let c = &mut self.clients[slot];
                     if c.state == State::Open {
@@ -585,6 +582,7 @@ impl Driver<'_> {
         if alive {
             rbuf.drain(..pos);
             self.clients[slot].rbuf = rbuf;
+            self.clients[slot].assembly = assembly;
             if !self.out.is_empty() {
                 self.flush(slot);
             }
