@@ -11,7 +11,7 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use crate::server::stats::{CloseReason, LoopStats, HANDSHAKE_FAILURE_LABELS, ITERATION_BUCKETS};
+use crate::server::stats::{handshake_failure_labels, CloseReason, LoopStats, ITERATION_BUCKETS};
 
 /// What the collector reads: every loop's counters and the process limits.
 #[derive(Clone)]
@@ -180,8 +180,7 @@ impl Collector for WsloopCollector {
                     .iter()
                     .map(|r| sample(kind, vec![label("reason", r.label())], self.sum(|s| s.closed_by(*r))))
                     .collect(),
-                "wsloop_handshake_failures_total" => HANDSHAKE_FAILURE_LABELS
-                    .iter()
+                "wsloop_handshake_failures_total" => handshake_failure_labels()
                     .map(|r| sample(kind, vec![label("reason", r)], self.sum(|s| s.handshake_failures_by(r))))
                     .collect(),
                 "wsloop_messages_received_total" => one(self.sum(|s| s.messages_received.get())),

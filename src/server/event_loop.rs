@@ -265,7 +265,7 @@ impl<H: Handler> EventLoop<H> {
         crate::ws::handshake::write_reject(&mut self.out, HandshakeError::Overloaded);
         let _ = socket.write(&self.out);
         self.out.clear();
-        self.stats.count_handshake_failure(HandshakeError::Overloaded.label());
+        self.stats.count_handshake_failure(HandshakeError::Overloaded);
         self.stats.count_close(CloseReason::Overloaded);
         log::debug!("loop {}: refused a connection: at --max-conns {}", self.id, self.shared.max_conns);
     }
@@ -441,7 +441,7 @@ impl<H: Handler> EventLoop<H> {
             let decoded = match decoded {
                 Ok(d) => d,
                 Err(WsError::Handshake(e)) => {
-                    stats.count_handshake_failure(e.label());
+                    stats.count_handshake_failure(e);
                     log::debug!("loop {id}: handshake refused: {e}");
                     break Err(CloseReason::HandshakeFailed);
                 }
@@ -684,7 +684,7 @@ impl<H: Handler> EventLoop<H> {
         }
         match conn.session.phase() {
             Phase::Handshake => {
-                self.stats.count_handshake_failure("timeout");
+                self.stats.count_handshake_timeout();
                 log::debug!("loop {}: handshake timeout", self.id);
                 self.close(slot, CloseReason::HandshakeTimeout);
             }

@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::ws::HandshakeError;
+
 /// Why a connection ended; the `reason` label of `closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -68,21 +70,14 @@ impl CloseReason {
     }
 }
 
-/// Labels of `handshake_failures_total{reason}`: every `HandshakeError`, plus
-/// a handshake that timed out.
-pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
-    "malformed",
-    "header_too_large",
-    "method",
-    "missing_host",
-    "not_upgrade",
-    "version",
-    "bad_key",
-    "path",
-    "origin",
-    "overloaded",
-    "timeout",
-];
+/// The `reason` labels of `handshake_failures_total`, in counter order:
+/// every `HandshakeError`, then a handshake that timed out.
+pub fn handshake_failure_labels() -> impl Iterator<Item = &'static str> {
+    HandshakeError::ALL.iter().map(|e| e.label()).chain(["timeout"])
+}
+
+/// The counter slot of a handshake that timed out (after every `HandshakeError`).
+const HANDSHAKE_TIMEOUT: usize = HandshakeError::ALL.len();
 
 /// Upper bounds (seconds) of the loop-iteration histogram buckets.
 pub const ITERATION_BUCKETS: [f64; 12] =
@@ -126,8 +121,8 @@ pub struct LoopStats {
     pub accepted: Counter,
     /// Connections closed, by [`CloseReason`] (index = position in `ALL`).
     pub closed: [Counter; 11],
-    /// Refused or timed-out handshakes, by [`HANDSHAKE_FAILURE_LABELS`].
-    pub handshake_failures: [Counter; 11],
+    /// Refused handshakes by `HandshakeError` (its discriminant), then timeouts.
+    pub handshake_failures: [Counter; HANDSHAKE_TIMEOUT + 1],
     /// Messages received (whole messages, not frames).
     pub messages_received: Counter,
     /// Messages sent.
@@ -182,16 +177,20 @@ impl LoopStats {
         self.closed[reason as usize].get()
     }
 
-    /// Counts a failed handshake by its label.
-    pub fn count_handshake_failure(&self, label: &str) {
-        if let Some(i) = HANDSHAKE_FAILURE_LABELS.iter().position(|l| *l == label) {
-            self.handshake_failures[i].add(1);
-        }
+    /// Counts a refused handshake.
+    #[inline]
+    pub fn count_handshake_failure(&self, e: HandshakeError) {
+        self.handshake_failures[e as usize].add(1);
     }
 
-    /// Failed handshakes for `label`.
+    /// Counts a handshake that did not complete in time.
+    pub fn count_handshake_timeout(&self) {
+        self.handshake_failures[HANDSHAKE_TIMEOUT].add(1);
+    }
+
+    /// Failed handshakes for a label of [`handshake_failure_labels`].
     pub fn handshake_failures_by(&self, label: &str) -> u64 {
-        HANDSHAKE_FAILURE_LABELS.iter().position(|l| *l == label).map_or(0, |i| self.handshake_failures[i].get())
+        handshake_failure_labels().position(|l| l == label).map_or(0, |i| self.handshake_failures[i].get())
     }
 }
 
@@ -204,32 +203,23 @@ mod tests {
         for (i, r) in CloseReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
-        use crate::ws::HandshakeError::*;
-        for e in [
-            Malformed,
-            HeaderTooLarge,
-            MethodNotAllowed,
-            MissingHost,
-            NotUpgrade,
-            UnsupportedVersion,
-            BadKey,
-            UnknownPath,
-            ForbiddenOrigin,
-            Overloaded,
-        ] {
-            assert!(HANDSHAKE_FAILURE_LABELS.contains(&e.label()), "{e:?}");
+        for (i, e) in HandshakeError::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
         }
+        assert_eq!(handshake_failure_labels().last(), Some("timeout"));
     }
 
     #[test]
     fn counters_count() {
         let s = LoopStats::default();
         s.count_close(CloseReason::SlowConsumer);
-        s.count_handshake_failure("path");
+        s.count_handshake_failure(HandshakeError::UnknownPath);
+        s.count_handshake_timeout();
         s.connections.add(3);
         s.connections.sub(1);
         assert_eq!(s.closed_by(CloseReason::SlowConsumer), 1);
         assert_eq!(s.handshake_failures_by("path"), 1);
+        assert_eq!(s.handshake_failures_by("timeout"), 1);
         assert_eq!(s.connections.get(), 2);
     }
 }

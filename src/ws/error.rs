@@ -123,6 +123,20 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Every refusal, in declaration order (counters index by discriminant).
+    pub const ALL: [HandshakeError; 10] = [
+        HandshakeError::Malformed,
+        HandshakeError::HeaderTooLarge,
+        HandshakeError::MethodNotAllowed,
+        HandshakeError::MissingHost,
+        HandshakeError::NotUpgrade,
+        HandshakeError::UnsupportedVersion,
+        HandshakeError::BadKey,
+        HandshakeError::UnknownPath,
+        HandshakeError::ForbiddenOrigin,
+        HandshakeError::Overloaded,
+    ];
+
     /// The HTTP status code of the reply.
     pub fn status(self) -> u16 {
         match self {
