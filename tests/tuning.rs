@@ -31,32 +31,48 @@ fn limits(root: &Path, soft: &str, hard: &str) {
     );
 }
 
+/// A fake host: its open-file limits and sysctl values under a scratch root.
+fn host(name: &str, nofile: (&str, &str), settings: &[(&str, &str)]) -> PathBuf {
+    let root = scratch(name);
+    limits(&root, nofile.0, nofile.1);
+    for (key, value) in settings {
+        sysctl(&root, key, value);
+    }
+    root
+}
+
 /// A host as it comes out of the box (values of a stock Debian 12 VM).
 fn stock_host(name: &str) -> PathBuf {
-    let root = scratch(name);
-    limits(&root, "1024", "4096");
-    sysctl(&root, "fs.nr_open", "1048576");
-    sysctl(&root, "fs.file-max", "9223372036854775807");
-    sysctl(&root, "net.core.somaxconn", "128");
-    sysctl(&root, "net.ipv4.tcp_max_syn_backlog", "512");
-    sysctl(&root, "net.ipv4.tcp_mem", "45000 60000 90000");
-    sysctl(&root, "net.ipv4.ip_local_port_range", "32768 60999");
-    sysctl(&root, "net.netfilter.nf_conntrack_max", "65536");
-    root
+    host(
+        name,
+        ("1024", "4096"),
+        &[
+            ("fs.nr_open", "1048576"),
+            ("fs.file-max", "9223372036854775807"),
+            ("net.core.somaxconn", "128"),
+            ("net.ipv4.tcp_max_syn_backlog", "512"),
+            ("net.ipv4.tcp_mem", "45000 60000 90000"),
+            ("net.ipv4.ip_local_port_range", "32768 60999"),
+            ("net.netfilter.nf_conntrack_max", "65536"),
+        ],
+    )
 }
 
 /// The same host after sysctl/99-wsloop.conf and LimitNOFILE=1048576.
 fn tuned_host(name: &str) -> PathBuf {
-    let root = scratch(name);
-    limits(&root, "1048576", "1048576");
-    sysctl(&root, "fs.nr_open", "1048576");
-    sysctl(&root, "fs.file-max", "2097152");
-    sysctl(&root, "net.core.somaxconn", "65535");
-    sysctl(&root, "net.ipv4.tcp_max_syn_backlog", "65535");
-    sysctl(&root, "net.ipv4.tcp_mem", "262144 524288 1048576");
-    sysctl(&root, "net.ipv4.ip_local_port_range", "1024 65535");
-    sysctl(&root, "net.netfilter.nf_conntrack_max", "1048576");
-    root
+    host(
+        name,
+        ("1048576", "1048576"),
+        &[
+            ("fs.nr_open", "1048576"),
+            ("fs.file-max", "2097152"),
+            ("net.core.somaxconn", "65535"),
+            ("net.ipv4.tcp_max_syn_backlog", "65535"),
+            ("net.ipv4.tcp_mem", "262144 524288 1048576"),
+            ("net.ipv4.ip_local_port_range", "1024 65535"),
+            ("net.netfilter.nf_conntrack_max", "1048576"),
+        ],
+    )
 }
 
 fn doctor(root: &Path, extra: &[&str]) -> (i32, String) {
