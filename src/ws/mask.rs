@@ -29,6 +29,15 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// XORs `buf` with `mask` as the bytes at `offset` onwards of a payload:
+/// for the part of a frame that arrived after `offset` bytes were unmasked.
+#[inline]
+pub fn apply_mask_at(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut phased = mask;
+    phased.rotate_left(offset % 4);
+    apply_mask(buf, phased);
+}
+
 /// The byte-at-a-time definition from the RFC; the reference that
 /// [`apply_mask`] is tested and benchmarked against.
 pub fn apply_mask_bytewise(buf: &mut [u8], mask: [u8; 4]) {
@@ -91,6 +100,32 @@ mod tests {
                 apply_mask_bytewise(&mut slow, mask);
                 assert_eq!(fast, slow, "start {start} len {len}");
             }
+        }
+    }
+
+    #[test]
+    fn rfc_example_hello_unmasked_in_pieces() {
+        // The same frame as above arriving as "Hel" then "lo": the second
+        // piece continues at mask phase 3.
+        let mut buf = [0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let (first, rest) = buf.split_at_mut(3);
+        apply_mask_at(first, [0x37, 0xfa, 0x21, 0x3d], 0);
+        apply_mask_at(rest, [0x37, 0xfa, 0x21, 0x3d], 3);
+        assert_eq!(&buf, b"Hello");
+    }
+
+    #[test]
+    fn in_pieces_matches_whole_for_every_cut() {
+        let mask = [0x9a, 0xbc, 0xde, 0xf0];
+        let data: Vec<u8> = (0..77u32).map(|i| (i * 13 + 1) as u8).collect();
+        let mut whole = data.clone();
+        apply_mask(&mut whole, mask);
+        for cut in 0..=data.len() {
+            let mut pieces = data.clone();
+            let (a, b) = pieces.split_at_mut(cut);
+            apply_mask_at(a, mask, 0);
+            apply_mask_at(b, mask, cut);
+            assert_eq!(pieces, whole, "cut {cut}");
         }
     }
 

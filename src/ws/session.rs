@@ -7,7 +7,7 @@
 //!      +--4xx-----------+--peer's close (echoed) / protocol error---------+
 //! ```
 //!
-//! A [`Session`] is 10 bytes and owns no buffer. The caller owns the input
+//! A [`Session`] is 12 bytes and owns no buffer. The caller owns the input
 //! buffer (frames are unmasked in place and events borrow from it, so a
 //! message that arrives in one frame is never copied), the assembly buffer
 //! (only touched by fragmented messages) and the output buffer.
@@ -15,13 +15,17 @@
 use super::error::{HandshakeError, ProtocolError, WsError};
 use super::frame::{opcode, write_close, write_frame, FrameHead, Role, MAX_HEADER_LEN};
 use super::handshake::{self, HandshakeConfig, Request};
-use super::mask::apply_mask;
+use super::mask::apply_mask_at;
 use super::utf8::Utf8Validator;
+
+/// The largest frame payload any [`Limits`] can allow: a frame that arrives
+/// in pieces is checked as it arrives, and how far is kept in 32 bits.
+pub const MAX_FRAME: u64 = u32::MAX as u64;
 
 /// Size limits on what a peer may send (RFC 6455 leaves them to us; 1009).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest payload of one frame.
+    /// Largest payload of one frame; never more than [`MAX_FRAME`].
     pub max_frame: u64,
     /// Largest payload of one message, summed over its fragments.
     pub max_message: u64,
@@ -92,13 +96,18 @@ pub struct Decoded<'a> {
     pub wanted: usize,
 }
 
-/// The protocol state of one connection. 10 bytes; see the module docs.
+/// The protocol state of one connection. 12 bytes (4 validator, 4 progress,
+/// 3 one-byte fields, 1 padding); see the module docs.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// Validates a fragmented text message across its fragments.
+    /// Validates a text message across its frames and their pieces.
     utf8: Utf8Validator,
-    /// Bytes of the upgrade request already scanned (handshake phase only).
-    scanned: u16,
+    /// In the handshake: bytes of the upgrade request already scanned. After
+    /// it: payload bytes of the text-carrying frame at the front of the input
+    /// already unmasked and validated, so that a frame arriving in pieces is
+    /// checked as it arrives (fail fast) and no byte is unmasked twice. Zero
+    /// whenever the front frame is not an unfinished text-carrying frame.
+    progress: u32,
     /// The opcode of the fragmented message in progress, or 0 for none.
     fragmented: u8,
     role: Role,
@@ -123,7 +132,7 @@ impl Session {
     }
 
     fn new(role: Role, phase: Phase) -> Self {
-        Session { utf8: Utf8Validator::new(), scanned: 0, fragmented: 0, role, phase }
+        Session { utf8: Utf8Validator::new(), progress: 0, fragmented: 0, role, phase }
     }
 
     /// The current phase.
@@ -170,8 +179,19 @@ impl Session {
             }
             self.phase = Phase::Closed;
             self.fragmented = 0;
+            self.progress = 0;
         }
+        self.debug_check_invariants();
         result
+    }
+
+    /// What must hold between two calls, whatever the input was.
+    #[inline]
+    fn debug_check_invariants(&self) {
+        debug_assert!(matches!(self.fragmented, 0 | opcode::TEXT | opcode::BINARY));
+        debug_assert!(self.phase != Phase::Closed || (self.fragmented == 0 && self.progress == 0));
+        debug_assert!(self.phase != Phase::Handshake || (self.role == Role::Server && self.fragmented == 0));
+        self.utf8.debug_check_invariants();
     }
 
     fn decode_handshake<'a>(
@@ -180,15 +200,15 @@ impl Session {
         out: &mut Vec<u8>,
         cfg: &HandshakeConfig,
     ) -> Result<Decoded<'a>, WsError> {
-        let mut scanned = self.scanned as usize;
+        let mut scanned = self.progress as usize;
         let parsed = handshake::parse_request(input, &mut scanned, cfg);
-        self.scanned = scanned.min(u16::MAX as usize) as u16;
+        self.progress = scanned.min(u32::MAX as usize) as u32;
         match parsed? {
             None => Ok(Decoded { consumed: 0, event: None, wanted: input.len() + 1 }),
             Some(req) => {
                 handshake::write_accept(out, &req);
                 self.phase = Phase::Open;
-                self.scanned = 0;
+                self.progress = 0;
                 Ok(Decoded { consumed: req.head_len, event: Some(Event::Open(req)), wanted: 0 })
             }
         }
@@ -203,43 +223,51 @@ impl Session {
     ) -> Result<Decoded<'a>, WsError> {
         let mut pos = 0;
         loop {
-            let need_more = |wanted| Ok(Decoded { consumed: pos, event: None, wanted });
-            let Some(head) = FrameHead::decode(&input[pos..])? else {
-                return need_more(MAX_HEADER_LEN.min(input.len() - pos + 1));
+            let available = input.len() - pos;
+            let need_more = |wanted: usize| {
+                debug_assert!(wanted > available, "a call without an event must ask for more input");
+                Ok(Decoded { consumed: pos, event: None, wanted })
             };
-            head.check(self.role, limits.max_frame)?;
+            let Some(head) = FrameHead::decode(&input[pos..])? else {
+                debug_assert_eq!(self.progress, 0);
+                return need_more(MAX_HEADER_LEN.min(available + 1));
+            };
+            head.check(self.role, limits.max_frame.min(MAX_FRAME))?;
+            if !head.is_control() {
+                self.check_message(&head, assembly.len(), limits)?;
+            }
             let frame_len = head.frame_len();
-            if input.len() - pos < frame_len {
+            let start = pos + head.header_len as usize;
+            let end = pos + frame_len.min(available);
+            debug_assert!(self.progress as usize <= end - start);
+            if available < frame_len {
+                if self.carries_text(&head) {
+                    self.check_text_prefix(&head, &mut input[start..end])?;
+                }
                 return need_more(frame_len);
             }
-            let start = pos + head.header_len as usize;
-            let end = pos + frame_len;
             pos = end;
+            // The frame is whole. Unmask what `check_text_prefix` has not.
+            let done = std::mem::take(&mut self.progress) as usize;
             if let Some(mask) = head.mask {
-                apply_mask(&mut input[start..end], mask);
+                apply_mask_at(&mut input[start + done..end], mask, done);
             }
             let event = match head.opcode {
-                opcode::TEXT | opcode::BINARY => {
-                    if self.fragmented != 0 {
-                        return Err(ProtocolError::ExpectedContinuation.into());
-                    }
-                    if head.payload_len > limits.max_message {
-                        return Err(ProtocolError::MessageTooLarge.into());
-                    }
-                    if !head.fin {
-                        self.begin_fragmented(head.opcode, &input[start..end], assembly)?;
-                        continue;
-                    }
-                    let payload = &input[start..end];
-                    if head.opcode == opcode::TEXT {
-                        let text = std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
-                        Event::Text(text)
-                    } else {
-                        Event::Binary(payload)
-                    }
+                opcode::TEXT | opcode::BINARY if !head.fin => {
+                    self.begin_fragmented(&head, &input[start..end], done, assembly)?;
+                    continue;
                 }
+                opcode::TEXT => {
+                    let text = std::str::from_utf8(&input[start..end]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    Event::Text(text)
+                }
+                opcode::BINARY => Event::Binary(&input[start..end]),
                 opcode::CONTINUATION => {
-                    if !self.continue_fragmented(head.fin, &input[start..end], assembly, limits)? {
+                    if self.fragmented == opcode::TEXT {
+                        self.feed_text(&head, &input[start..end], done, head.fin)?;
+                    }
+                    assembly.extend_from_slice(&input[start..end]);
+                    if !head.fin {
                         continue;
                     }
                     if self.take_fragmented() == opcode::TEXT {
@@ -273,36 +301,75 @@ impl Session {
         }
     }
 
-    fn begin_fragmented(&mut self, op: u8, payload: &[u8], assembly: &mut Vec<u8>) -> Result<(), WsError> {
-        self.fragmented = op;
-        self.utf8 = Utf8Validator::new();
-        if op == opcode::TEXT {
-            self.utf8.feed(payload, false).map_err(|_| ProtocolError::InvalidUtf8)?;
+    /// The rules a data frame must follow within its message, checked from
+    /// the header alone (so before its payload has arrived): no new message
+    /// inside a fragmented one, no continuation outside one, and the
+    /// message size limit.
+    fn check_message(&self, head: &FrameHead, assembled: usize, limits: &Limits) -> Result<(), ProtocolError> {
+        match head.opcode {
+            opcode::CONTINUATION if self.fragmented == 0 => Err(ProtocolError::UnexpectedContinuation),
+            opcode::CONTINUATION if assembled as u64 + head.payload_len > limits.max_message => {
+                Err(ProtocolError::MessageTooLarge)
+            }
+            opcode::CONTINUATION => Ok(()),
+            _ if self.fragmented != 0 => Err(ProtocolError::ExpectedContinuation),
+            _ if head.payload_len > limits.max_message => Err(ProtocolError::MessageTooLarge),
+            _ => Ok(()),
         }
-        assembly.clear();
-        assembly.extend_from_slice(payload);
+    }
+
+    /// True for a frame whose payload is (part of) a text message.
+    fn carries_text(&self, head: &FrameHead) -> bool {
+        head.opcode == opcode::TEXT || (head.opcode == opcode::CONTINUATION && self.fragmented == opcode::TEXT)
+    }
+
+    /// Unmasks and validates the part of an unfinished text frame's payload
+    /// that arrived since the last call, so that bytes which can never
+    /// become valid UTF-8 fail now, not when the frame is whole.
+    fn check_text_prefix(&mut self, head: &FrameHead, payload: &mut [u8]) -> Result<(), ProtocolError> {
+        let done = self.progress as usize;
+        if payload.len() == done {
+            return Ok(());
+        }
+        if let Some(mask) = head.mask {
+            apply_mask_at(&mut payload[done..], mask, done);
+        }
+        self.feed_text(head, payload, done, false)?;
+        // Fits: a frame's payload is at most MAX_FRAME (checked above).
+        self.progress = payload.len() as u32;
         Ok(())
     }
 
-    /// Adds a continuation; true when it completed the message.
-    fn continue_fragmented(
+    /// Feeds `payload[done..]` of a text-carrying frame to the validator; a
+    /// text frame seen for the first time starts a fresh message.
+    fn feed_text(
         &mut self,
-        fin: bool,
+        head: &FrameHead,
         payload: &[u8],
+        done: usize,
+        is_final: bool,
+    ) -> Result<(), ProtocolError> {
+        if head.opcode == opcode::TEXT && done == 0 {
+            self.utf8 = Utf8Validator::new();
+        }
+        self.utf8.feed(&payload[done..], is_final).map_err(|_| ProtocolError::InvalidUtf8)
+    }
+
+    /// Starts a fragmented message with its first (whole) frame.
+    fn begin_fragmented(
+        &mut self,
+        head: &FrameHead,
+        payload: &[u8],
+        done: usize,
         assembly: &mut Vec<u8>,
-        limits: &Limits,
-    ) -> Result<bool, WsError> {
-        if self.fragmented == 0 {
-            return Err(ProtocolError::UnexpectedContinuation.into());
+    ) -> Result<(), ProtocolError> {
+        if head.opcode == opcode::TEXT {
+            self.feed_text(head, payload, done, false)?;
         }
-        if (assembly.len() + payload.len()) as u64 > limits.max_message {
-            return Err(ProtocolError::MessageTooLarge.into());
-        }
-        if self.fragmented == opcode::TEXT {
-            self.utf8.feed(payload, fin).map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
+        self.fragmented = head.opcode;
+        assembly.clear();
         assembly.extend_from_slice(payload);
-        Ok(fin)
+        Ok(())
     }
 
     fn take_fragmented(&mut self) -> u8 {

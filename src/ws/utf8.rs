@@ -81,6 +81,15 @@ impl Utf8Validator {
         Ok(&input[take..])
     }
 
+    /// What holds between two calls: at most three carried bytes, and they
+    /// start with a lead byte of a code point wider than what is carried.
+    #[inline]
+    pub fn debug_check_invariants(&self) {
+        let carried = self.partial_len as usize;
+        debug_assert!(carried < 4);
+        debug_assert!(carried == 0 || width(self.partial[0]).is_some_and(|w| w > carried));
+    }
+
     /// True when no code point is left unfinished.
     pub fn is_complete(&self) -> bool {
         self.partial_len == 0

@@ -64,12 +64,22 @@ fn run(s: &mut Session, input: &[u8], cfg: &Config) -> (Vec<Owned>, Vec<u8>, Opt
 /// Feeds `input` in pieces of `step` bytes, as a socket might deliver it,
 /// keeping unconsumed bytes like the event loop does.
 fn run_in_pieces(s: &mut Session, input: &[u8], step: usize) -> (Vec<Owned>, Vec<u8>, Option<WsError>) {
+    let (events, out, failed) = run_pieces(s, input.chunks(step));
+    (events, out, failed.map(|(_, e)| e))
+}
+
+/// Feeds the pieces one after another like the event loop does; on error,
+/// also says which piece (0-based) the session failed on.
+fn run_pieces<'p>(
+    s: &mut Session,
+    pieces: impl IntoIterator<Item = &'p [u8]>,
+) -> (Vec<Owned>, Vec<u8>, Option<(usize, WsError)>) {
     let cfg = cfg();
     let mut pending: Vec<u8> = Vec::new();
     let mut assembly = Vec::new();
     let mut out = Vec::new();
     let mut events = Vec::new();
-    for piece in input.chunks(step) {
+    for (i, piece) in pieces.into_iter().enumerate() {
         pending.extend_from_slice(piece);
         loop {
             match s.decode(&mut pending, &mut assembly, &mut out, &cfg) {
@@ -81,11 +91,19 @@ fn run_in_pieces(s: &mut Session, input: &[u8], step: usize) -> (Vec<Owned>, Vec
                         None => break,
                     }
                 }
-                Err(e) => return (events, out, Some(e)),
+                Err(e) => return (events, out, Some((i, e))),
             }
         }
     }
     (events, out, None)
+}
+
+/// `input` cut at the given offsets.
+fn cut<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(input.len());
+    bounds.windows(2).map(|w| &input[w[0]..w[1]]).collect()
 }
 
 fn close_bytes(code: u16, reason: &str) -> Vec<u8> {
@@ -98,7 +116,7 @@ const REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nCo
 
 #[test]
 fn session_is_small() {
-    assert!(std::mem::size_of::<Session>() <= 10, "{}", std::mem::size_of::<Session>());
+    assert!(std::mem::size_of::<Session>() <= 12, "{}", std::mem::size_of::<Session>());
 }
 
 #[test]
@@ -355,4 +373,124 @@ fn wanted_tells_how_much_to_buffer() {
     let mut asm = Vec::new();
     let d = s.decode(&mut buf, &mut asm, &mut Vec::new(), &cfg()).unwrap();
     assert_eq!((d.consumed, d.wanted), (0, frame.len()));
+}
+
+// Fail fast (RFC 6455 8.1): invalid UTF-8 fails as soon as the bytes that
+// can never become valid have arrived, whether or not the frame is whole.
+
+/// The payload of Autobahn 6.4.3/6.4.4: valid text, then F4 90 80 80 (above
+/// U+10FFFF), then more text.
+fn autobahn_6_4_payload() -> Vec<u8> {
+    let mut p = "κόσμε".as_bytes().to_vec();
+    p.extend_from_slice(b"\xf4\x90\x80\x80");
+    p.extend_from_slice("edited".as_bytes());
+    p
+}
+
+#[test]
+fn one_text_frame_in_pieces_fails_on_the_piece_with_the_bad_bytes() {
+    let payload = autobahn_6_4_payload();
+    let frame = client_frame(true, opcode::TEXT, &payload);
+    let bad = frame.len() - payload.len() + "κόσμε".len(); // offset of F4 in the frame
+                                                           // 6.4.3: valid prefix, then the bad code point, then the rest.
+    let (events, out, failed) = run_pieces(&mut open(), cut(&frame, &[bad, bad + 4]));
+    assert!(events.is_empty());
+    assert_eq!(failed, Some((1, WsError::Protocol(ProtocolError::InvalidUtf8))));
+    assert_eq!(out, close_bytes(1007, "invalid UTF-8"));
+    // 6.4.4: the same with the bad code point's first byte on its own: F4
+    // could still start U+10xxxx, F4 90 cannot.
+    let (_, _, failed) = run_pieces(&mut open(), cut(&frame, &[bad, bad + 1, bad + 2, bad + 4]));
+    assert_eq!(failed.map(|(i, _)| i), Some(2));
+}
+
+#[test]
+fn a_first_fragment_in_pieces_fails_before_it_is_whole() {
+    let mut frame = client_frame(false, opcode::TEXT, b"abc\xc0\xafdef");
+    frame.extend(client_frame(true, opcode::CONTINUATION, b"never read"));
+    let header = 6; // 7-bit length: 2 + 4 (mask)
+    let (_, out, failed) = run_pieces(&mut open(), cut(&frame, &[header + 2, header + 4, header + 6]));
+    // C0 is never a lead byte: fails on the piece that brings it.
+    assert_eq!(failed, Some((1, WsError::Protocol(ProtocolError::InvalidUtf8))));
+    assert_eq!(out, close_bytes(1007, "invalid UTF-8"));
+}
+
+#[test]
+fn a_continuation_in_pieces_fails_before_it_is_whole() {
+    let mut input = client_frame(false, opcode::TEXT, "a€".as_bytes());
+    let first = input.len();
+    // The continuation ends a code point begun in it badly: E2 82 then 41.
+    input.extend(client_frame(true, opcode::CONTINUATION, b"xyz\xe2\x82Azzzzzzz"));
+    let (_, _, failed) = run_pieces(&mut open(), cut(&input, &[first + 6 + 4, first + 6 + 5, first + 6 + 6]));
+    assert_eq!(failed, Some((2, WsError::Protocol(ProtocolError::InvalidUtf8))));
+}
+
+#[test]
+fn a_code_point_split_across_pieces_and_frames_passes() {
+    // "a𝄞b" as one frame, then as two fragments, cut at every byte: the
+    // unmasked text must come out exactly once unmasked.
+    let text = "a𝄞b€";
+    let whole = client_frame(true, opcode::TEXT, text.as_bytes());
+    let mut fragmented = client_frame(false, opcode::TEXT, &text.as_bytes()[..3]);
+    fragmented.extend(client_frame(true, opcode::CONTINUATION, &text.as_bytes()[3..]));
+    for input in [&whole, &fragmented] {
+        for a in 0..input.len() {
+            for b in a..input.len() {
+                let (events, out, failed) = run_pieces(&mut open(), cut(input, &[a, b]));
+                assert_eq!(failed, None, "cuts {a} {b}");
+                assert!(out.is_empty());
+                assert_eq!(events, [Owned::Text(text.into())], "cuts {a} {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_binary_frame_in_pieces_is_not_checked_as_text() {
+    let payload = b"\xff\xfe not text \xc0";
+    let frame = client_frame(true, opcode::BINARY, payload);
+    let (events, _, failed) = run_pieces(&mut open(), frame.chunks(3));
+    assert_eq!(failed, None);
+    assert_eq!(events, [Owned::Binary(payload.to_vec())]);
+}
+
+#[test]
+fn text_in_pieces_then_more_frames_in_one_read() {
+    // The frame after a checked-in-pieces one starts from a clean slate.
+    let mut input = client_frame(true, opcode::TEXT, "first ✓".as_bytes());
+    let split = 9;
+    input.extend(client_frame(true, opcode::TEXT, "second ✓".as_bytes()));
+    input.extend(client_frame(true, opcode::BINARY, b"\x80"));
+    let (events, _, failed) = run_pieces(&mut open(), cut(&input, &[split]));
+    assert_eq!(failed, None);
+    assert_eq!(events, [Owned::Text("first ✓".into()), Owned::Text("second ✓".into()), Owned::Binary(vec![0x80])]);
+}
+
+#[test]
+fn a_text_frame_in_pieces_still_asks_for_the_whole_frame() {
+    let frame = client_frame(true, opcode::TEXT, &[b'a'; 1000]);
+    let mut s = open();
+    let mut buf = frame[..500].to_vec();
+    let mut asm = Vec::new();
+    let d = s.decode(&mut buf, &mut asm, &mut Vec::new(), &cfg()).unwrap();
+    assert_eq!((d.consumed, d.event.is_none(), d.wanted), (0, true, frame.len()));
+    // Called again with nothing new: nothing is unmasked twice.
+    let d = s.decode(&mut buf, &mut asm, &mut Vec::new(), &cfg()).unwrap();
+    assert_eq!(d.wanted, frame.len());
+    let mut buf = [&buf[..], &frame[500..]].concat();
+    let d = s.decode(&mut buf, &mut asm, &mut Vec::new(), &cfg()).unwrap();
+    assert_eq!(d.event, Some(Event::Text(&"a".repeat(1000))));
+}
+
+#[test]
+fn message_rules_are_decided_from_the_header() {
+    // A too-large message, and a new message inside a fragmented one, fail
+    // with only their header in.
+    let cfg = Config { limits: Limits { max_frame: 1 << 20, max_message: 100 }, ..Config::default() };
+    let frame = client_frame(true, opcode::TEXT, &[b'a'; 200]);
+    let (_, _, err) = run(&mut open(), &frame[..8], &cfg);
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::MessageTooLarge)));
+    let mut input = client_frame(false, opcode::TEXT, b"a");
+    input.extend(&client_frame(true, opcode::BINARY, &[0; 50])[..8]);
+    let (_, _, err) = run(&mut open(), &input, &cfg);
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::ExpectedContinuation)));
 }
