@@ -69,14 +69,19 @@ pub struct ServeArgs {
     /// Most open connections (0: the file limit minus a reserve); past it, 503.
     #[arg(long, env = "WSLOOP_MAX_CONNS", default_value_t = 0)]
     pub max_conns: usize,
-    /// Unsent bytes per connection before it is closed as a slow consumer (1008).
+    /// Unsent bytes per connection past which its reads pause until half has drained
+    /// (a room publish to it then closes it 1008 as a slow consumer).
     #[arg(long, env = "WSLOOP_MAX_BACKLOG", default_value = "1MiB", value_parser = parse_size)]
     pub max_backlog: usize,
+    /// Time a connection over --max-backlog may go without the peer taking a byte
+    /// before it is closed as a slow consumer (1008).
+    #[arg(long, env = "WSLOOP_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
     /// Largest message (summed over fragments); past it, close 1009.
     #[arg(long, env = "WSLOOP_MAX_MESSAGE_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_message_size: usize,
-    /// Largest single frame; past it, close 1009.
-    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    /// Largest single frame (at most 4GiB - 1); past it, close 1009.
+    #[arg(long, env = "WSLOOP_MAX_FRAME_SIZE", default_value = "16MiB", value_parser = parse_frame_size)]
     pub max_frame_size: usize,
     /// Largest upgrade request head; past it, HTTP 431.
     #[arg(long, env = "WSLOOP_MAX_HEADER_SIZE", default_value = "8KiB", value_parser = parse_size)]
@@ -140,6 +145,7 @@ impl ServeArgs {
             },
             max_conns: self.max_conns,
             max_backlog: self.max_backlog,
+            send_timeout: self.send_timeout,
             buffer_size: self.buffer_size,
             pool_max_idle: self.pool_size,
             handshake_timeout: self.handshake_timeout,
@@ -194,6 +200,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// A frame size limit: a size no larger than [`crate::ws::session::MAX_FRAME`].
+fn parse_frame_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n as u64 > crate::ws::session::MAX_FRAME {
+        return Err(format!("'{s}' is over the largest frame wsloop accepts (4GiB - 1)"));
+    }
+    Ok(n)
+}
+
 /// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -242,6 +257,10 @@ mod tests {
     fn bad_flag_value_names_the_flag() {
         let err = Cli::try_parse_from(["wsloop", "--max-backlog", "lots"]).unwrap_err().to_string();
         assert!(err.contains("--max-backlog"), "{err}");
+        let err = Cli::try_parse_from(["wsloop", "--max-frame-size", "5GiB"]).unwrap_err().to_string();
+        assert!(err.contains("--max-frame-size") && err.contains("4GiB"), "{err}");
+        let err = Cli::try_parse_from(["wsloop", "--send-timeout", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("--send-timeout"), "{err}");
         let err = Cli::try_parse_from(["wsloop", "serve", "--addr", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--addr"), "{err}");
     }
@@ -252,7 +271,7 @@ mod tests {
         let cfg = cli.serve.to_config();
         let d = ServerConfig::default();
         assert_eq!(cfg.addr, d.addr);
-        assert_eq!(cfg.max_backlog, d.max_backlog);
+        assert_eq!((cfg.max_backlog, cfg.send_timeout), (d.max_backlog, d.send_timeout));
         assert_eq!(cfg.ws, d.ws);
         assert_eq!(
             (cfg.handshake_timeout, cfg.idle_timeout, cfg.pong_timeout),

@@ -19,9 +19,15 @@ pub struct ServerConfig {
     /// Open connections allowed in this process; past it, new ones get 503.
     /// 0 means "the file limit minus a reserve" (decided at start).
     pub max_conns: usize,
-    /// Unsent bytes a connection may queue before it is closed as a slow
-    /// consumer (1008).
+    /// Unsent bytes past which a connection's reads pause (its own replies
+    /// then wait for it to read) until half has drained. A room publish to
+    /// a connection that is still over it after a write closes it as a slow
+    /// consumer (1008). A connection's memory is bounded by this plus one
+    /// message and one read turn.
     pub max_backlog: usize,
+    /// Time a connection over `max_backlog` may go without the peer taking
+    /// a single byte before it is closed as a slow consumer (1008).
+    pub send_timeout: Duration,
     /// Size of a pooled I/O buffer.
     pub buffer_size: usize,
     /// Spare pooled buffers each loop keeps at most.
@@ -50,6 +56,7 @@ impl Default for ServerConfig {
             ws: ws::Config::default(),
             max_conns: 0,
             max_backlog: 1 << 20,
+            send_timeout: Duration::from_secs(30),
             buffer_size: 16 * 1024,
             pool_max_idle: 256,
             handshake_timeout: Duration::from_secs(10),
@@ -76,10 +83,11 @@ impl ServerConfig {
     /// The timer tick: a quarter of the shortest timeout, between 10 ms and
     /// 1 s, so a timeout fires within 25 % of its value.
     pub fn timer_tick(&self) -> Duration {
-        let shortest = [self.handshake_timeout, self.idle_timeout, self.pong_timeout, self.close_timeout]
-            .into_iter()
-            .min()
-            .unwrap_or(Duration::from_secs(1));
+        let shortest =
+            [self.handshake_timeout, self.idle_timeout, self.pong_timeout, self.close_timeout, self.send_timeout]
+                .into_iter()
+                .min()
+                .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }

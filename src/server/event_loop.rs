@@ -21,7 +21,7 @@ use crate::ws::{Event, HandshakeError, Phase, WsError};
 
 use super::buffer_pool::BufferPool;
 use super::config::ServerConfig;
-use super::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PEER_CLOSED, PING_SENT};
+use super::conn::{Conn, BACKPRESSURED, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PEER_CLOSED, PING_SENT};
 use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::rooms::Rooms;
@@ -64,6 +64,7 @@ struct Ticks {
     idle: u32,
     pong: u32,
     close: u32,
+    send: u32,
 }
 
 /// What reading a connection ended with.
@@ -132,6 +133,7 @@ impl<H: Handler> EventLoop<H> {
             idle: wheel.ticks(cfg.idle_timeout),
             pong: wheel.ticks(cfg.pong_timeout),
             close: wheel.ticks(cfg.close_timeout),
+            send: wheel.ticks(cfg.send_timeout),
         };
         EventLoop {
             id,
@@ -304,7 +306,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         match self.read_and_handle(slot) {
-            ReadEnd::Open => {}
+            ReadEnd::Open => self.conns[slot].debug_check_invariants(),
             // A finishing connection that reaches EOF (or fails) is done.
             ReadEnd::Close(reason) => self.finish(slot, reason),
         }
@@ -328,6 +330,10 @@ impl<H: Handler> EventLoop<H> {
         if conn.has(CLOSE_AFTER_FLUSH) {
             // Nothing more will be handled; just drain what the peer sends.
             return self.discard_input(slot);
+        }
+        if conn.has(BACKPRESSURED) {
+            // The peer's requests wait in its socket until it reads replies.
+            return ReadEnd::Open;
         }
         let mut buf = if conn.rbuf.capacity() > 0 { std::mem::take(&mut conn.rbuf) } else { self.pool.take() };
         let mut wanted = 0;
@@ -363,7 +369,7 @@ impl<H: Handler> EventLoop<H> {
                 Ok(w) => wanted = w,
                 Err(reason) => break Some(reason),
             }
-            if drained {
+            if drained || self.conns[slot].wbuf.len() > self.cfg.max_backlog {
                 break None;
             }
             if budget == 0 {
@@ -376,6 +382,9 @@ impl<H: Handler> EventLoop<H> {
         self.keep_or_return(slot, buf);
         if let Err(reason) = self.flush(slot) {
             return ReadEnd::Close(reason);
+        }
+        if end.is_none() && self.conns[slot].wbuf.len() > self.cfg.max_backlog {
+            self.pause_reading(slot);
         }
         match end {
             Some(reason) => ReadEnd::Close(reason),
@@ -484,7 +493,7 @@ impl<H: Handler> EventLoop<H> {
                 conn.assembly = Vec::new();
             }
             if out.len() > CORK_LIMIT {
-                let written = write_out(conn, out, pool, stats, cfg.max_backlog);
+                let written = write_out(conn, out, pool, stats);
                 out.clear();
                 if let Err(reason) = written {
                     break Err(reason);
@@ -525,15 +534,80 @@ impl<H: Handler> EventLoop<H> {
         let conn = &self.conns[slot];
         if conn.wbuf.is_empty() && conn.has(CLOSE_AFTER_FLUSH) {
             self.after_drain(slot);
+        } else {
+            conn.debug_check_invariants();
         }
+    }
+
+    /// The backlog passed `max_backlog`: stop reading this connection (its
+    /// own requests are what fills the backlog) and give the peer
+    /// `send_timeout` to take some of it.
+    fn pause_reading(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        debug_assert!(!conn.has(CLOSE_AFTER_FLUSH));
+        log::debug!("loop {}: connection {slot}: {} bytes queued, pausing reads", self.id, conn.wbuf.len());
+        conn.flags |= BACKPRESSURED;
+        let deadline = self.wheel.now() + self.ticks.send;
+        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+    }
+
+    /// Called after every write to a connection: if it is paused and the
+    /// peer took some of the backlog, a reader that keeps reading is never
+    /// cut off; below half the cap, reading resumes.
+    fn on_backlog_progress(&mut self, slot: usize, backlog_before: usize, earlier_unsent: usize) {
+        let conn = &mut self.conns[slot];
+        if !conn.has(BACKPRESSURED) || earlier_unsent == backlog_before {
+            return;
+        }
+        if conn.wbuf.len() > self.cfg.max_backlog / 2 {
+            let deadline = self.wheel.now() + self.ticks.send;
+            self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+            return;
+        }
+        conn.flags &= !BACKPRESSURED;
+        // Input may be waiting in the socket with no new edge to report it.
+        conn.flags |= IN_READY_LIST;
+        self.ready.push((slot as u32, conn.generation));
+        let deadline = match conn.session.phase() {
+            Phase::CloseSent => self.ticks.close,
+            _ => {
+                conn.flags &= !PING_SENT;
+                self.ticks.idle
+            }
+        };
+        let deadline = self.wheel.now() + deadline;
+        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+    }
+
+    /// Closes a connection that cannot keep up as a slow consumer: 1008,
+    /// queued behind its backlog (the stream must stay whole frames), then
+    /// the usual drain-only finish, bounded by the close timeout.
+    fn cut_off(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        log::debug!(
+            "loop {}: connection {slot}: slow consumer, {} bytes queued, closing 1008",
+            self.id,
+            conn.wbuf.len()
+        );
+        let queued = conn.wbuf.len();
+        conn.session.write_close(&mut conn.wbuf, 1008, "slow consumer: backlog over the cap");
+        self.stats.backlog_bytes.add((conn.wbuf.len() - queued) as u64);
+        self.finish(slot, CloseReason::SlowConsumer);
     }
 
     /// Writes the corked output, then gives back a drained write buffer.
     fn flush(&mut self, slot: usize) -> Result<(), CloseReason> {
         let conn = &mut self.conns[slot];
-        let result = write_out(conn, &self.out, &mut self.pool, &self.stats, self.cfg.max_backlog);
+        let backlog_before = conn.wbuf.len();
+        let result = write_out(conn, &self.out, &mut self.pool, &self.stats);
         self.out.clear();
-        result
+        if self.out.capacity() > CORK_LIMIT {
+            // A large message passed through: keep the loop's memory flat.
+            self.out = Vec::with_capacity(self.cfg.buffer_size);
+        }
+        let earlier_unsent = result?;
+        self.on_backlog_progress(slot, backlog_before, earlier_unsent);
+        Ok(())
     }
 
     /// Delivers the publishes made while handling a connection to this
@@ -548,8 +622,10 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Writes shared, already encoded frames (`messages` of them) to every
-    /// member of `room` on this loop (but `skip`). A member that cannot keep
-    /// up is closed as a slow consumer; the others are not held back.
+    /// member of `room` on this loop (but `skip`). A member whose earlier
+    /// backlog is still over the cap once the kernel has taken what it can
+    /// is closed as a slow consumer; the others are not held back. A member
+    /// that keeps reading takes any one publish, whatever its size.
     fn deliver(&mut self, room: &str, frame: &[u8], messages: u64, skip: Option<u32>) {
         self.members.clear();
         self.members.extend(self.rooms.members(room).filter(|m| Some(*m) != skip));
@@ -561,8 +637,11 @@ impl<H: Handler> EventLoop<H> {
                 continue;
             }
             delivered += messages;
-            if let Err(reason) = write_out(conn, frame, &mut self.pool, &self.stats, self.cfg.max_backlog) {
-                self.finish(slot as usize, reason);
+            let backlog_before = conn.wbuf.len();
+            match write_out(conn, frame, &mut self.pool, &self.stats) {
+                Ok(earlier_unsent) if earlier_unsent > self.cfg.max_backlog => self.cut_off(slot as usize),
+                Ok(earlier_unsent) => self.on_backlog_progress(slot as usize, backlog_before, earlier_unsent),
+                Err(reason) => self.finish(slot as usize, reason),
             }
         }
         self.stats.messages_sent.add(delivered);
@@ -595,6 +674,12 @@ impl<H: Handler> EventLoop<H> {
         if !graceful || (reason == CloseReason::Normal && conn.wbuf.is_empty()) {
             self.close(slot, reason);
             return;
+        }
+        if conn.has(BACKPRESSURED) {
+            // Input waited in the socket while reads were paused; it must now
+            // be drained, and no new edge may come to say so.
+            conn.flags = (conn.flags & !BACKPRESSURED) | IN_READY_LIST;
+            self.ready.push((slot as u32, conn.generation));
         }
         conn.flags |= CLOSE_AFTER_FLUSH;
         conn.close_reason = Some(reason);
@@ -680,6 +765,11 @@ impl<H: Handler> EventLoop<H> {
             // one that was only waiting out a close handshake timed out.
             let reason = conn.close_reason.filter(|r| *r != CloseReason::Normal).unwrap_or(CloseReason::CloseTimeout);
             self.close(slot, reason);
+            return;
+        }
+        if conn.has(BACKPRESSURED) {
+            // The peer took nothing for a whole send timeout.
+            self.cut_off(slot);
             return;
         }
         match conn.session.phase() {
@@ -781,16 +871,11 @@ impl<H: Handler> EventLoop<H> {
 
 /// Writes `out` after any backlog (vectored), queueing what the kernel does
 /// not take in a pooled buffer, and giving that buffer back once drained.
-/// Past `max_backlog` queued bytes the peer is a slow consumer.
-fn write_out(
-    conn: &mut Conn,
-    out: &[u8],
-    pool: &mut BufferPool,
-    stats: &LoopStats,
-    max_backlog: usize,
-) -> Result<(), CloseReason> {
+/// Returns how many bytes of the backlog that was there before are still
+/// unsent: the measure of a slow consumer, judged before `out` is counted.
+fn write_out(conn: &mut Conn, out: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
     if out.is_empty() && conn.wbuf.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let backlog_before = conn.wbuf.len();
     let mut out_pos = 0;
@@ -818,6 +903,8 @@ fn write_out(
             Err(e) => break Err(io_reason(&e)),
         }
     };
+    // What is left of the earlier backlog: `out` is only queued behind it.
+    let earlier_unsent = if out_pos > 0 { 0 } else { conn.wbuf.len() };
     if result.is_ok() && out_pos < out.len() {
         if conn.wbuf.capacity() == 0 {
             conn.wbuf = pool.take();
@@ -833,18 +920,7 @@ fn write_out(
     } else {
         stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
     }
-    if result.is_ok() && backlog_after > max_backlog && !conn.has(CLOSE_AFTER_FLUSH) {
-        // Queue the close frame behind what is queued (the stream must stay
-        // whole frames); the connection then only drains, for at most the
-        // close timeout, so memory stays bounded by the cap plus one batch.
-        log::debug!("slow consumer: {backlog_after} bytes queued (cap {max_backlog}), closing 1008");
-        let mut close = Vec::new();
-        conn.session.write_close(&mut close, 1008, "slow consumer: backlog over the cap");
-        conn.wbuf.extend_from_slice(&close);
-        stats.backlog_bytes.add(close.len() as u64);
-        return Err(CloseReason::SlowConsumer);
-    }
-    result
+    result.map(|()| earlier_unsent)
 }
 
 fn io_reason(e: &io::Error) -> CloseReason {
