@@ -293,7 +293,9 @@ impl Session {
                     if self.phase == Phase::Open {
                         write_close(out, code, "", self.mask());
                     }
+                    // A message still in fragments is abandoned with the connection.
                     self.phase = Phase::Closed;
+                    self.fragmented = 0;
                     Event::Close { code, reason }
                 }
             };

@@ -494,3 +494,18 @@ fn message_rules_are_decided_from_the_header() {
     let (_, _, err) = run(&mut open(), &input, &cfg);
     assert_eq!(err, Some(WsError::Protocol(ProtocolError::ExpectedContinuation)));
 }
+
+#[test]
+fn a_close_between_fragments_abandons_the_message() {
+    // Found by the session fuzz target: the session ended Closed while
+    // still "assembling", so the connection kept its assembly buffer.
+    let mut input = client_frame(false, opcode::TEXT, b"half a mess");
+    input.extend(client_frame(true, opcode::CLOSE, &1000u16.to_be_bytes()));
+    let mut s = open();
+    let (events, out, err) = run(&mut s, &input, &cfg());
+    assert_eq!(err, None);
+    assert_eq!(events, [Owned::Close(Some(1000), String::new())]);
+    assert_eq!(out, close_bytes(1000, ""));
+    assert_eq!(s.phase(), Phase::Closed);
+    assert!(!s.is_assembling());
+}
