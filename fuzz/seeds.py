@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (fuzz/seeds/TARGET/NAME) from the
+byte vectors the unit tests use: RFC 6455 5.7's examples, the handshake
+requests and replies, the Autobahn-style UTF-8 cases. Re-run after changing
+it; the files are kept in the repository.
+
+Each seed is an input as the targets read it (fuzz/src/lib.rs): byte 0 is
+how many piece lengths follow, then those lengths, then the body."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def frame(fin, op, payload, mask=MASK):
+    b0 = (0x80 if fin else 0) | op
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([b0, mbit | n])
+    elif n < 65536:
+        head = bytes([b0, mbit | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, mbit | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def close(code, reason=b"", mask=MASK):
+    return frame(True, 8, struct.pack(">H", code) + reason, mask)
+
+
+def seed(pieces=(), body=b""):
+    return bytes([len(pieces)]) + bytes(pieces) + body
+
+
+REQUEST = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+AUTOBAHN_6_4 = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited"
+BAD_UTF8 = [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ab\x80cd", b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"]
+GOOD_UTF8 = ["κόσμε and 𝄞 and 中文 and ascii".encode(), "Hello-µ@ßöäüàá-UTF-8!! 𝄞".encode(), "€uro".encode()]
+
+corpora = {
+    "handshake": {
+        "request": seed(body=REQUEST + b"\r\n"),
+        "request-in-pieces": seed([5, 17, 1], REQUEST + b"\r\n"),
+        "request-with-frame": seed(body=REQUEST + b"\r\n" + frame(True, 1, b"Hello")),
+        "origin-and-protocol": seed(body=REQUEST + b"Origin: https://a.example\r\nSec-WebSocket-Protocol: json, chat\r\n\r\n"),
+        "wrong-origin": seed(body=REQUEST + b"Origin: https://evil.example\r\n\r\n"),
+        "post": seed(body=REQUEST.replace(b"GET", b"POST") + b"\r\n"),
+        "plain-http": seed(body=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        "wrong-path": seed(body=REQUEST.replace(b"/ws", b"/nope") + b"\r\n"),
+        "version-8": seed(body=REQUEST.replace(b"Version: 13", b"Version: 8") + b"\r\n"),
+        "no-key": seed(body=REQUEST.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"") + b"\r\n"),
+        "huge-head": seed(body=REQUEST + b"X-Pad: " + b"a" * 2000 + b"\r\n\r\n"),
+        "garbage": seed(body=b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+        "http-1.0": seed(body=REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n"),
+    },
+    "session": {
+        # RFC 6455 5.7, as a server receives them (masked).
+        "hello": seed(body=frame(True, 1, b"Hello")),
+        "hello-fragmented": seed(body=frame(False, 1, b"Hel") + frame(True, 0, b"lo")),
+        "ping": seed(body=frame(True, 9, b"Hello")),
+        "pong": seed(body=frame(True, 10, b"Hello")),
+        "binary-256": seed(body=frame(True, 2, bytes(range(256)))),
+        "binary-over-limit": seed(body=frame(True, 2, b"\x00" * 5000)),
+        "ping-between-fragments": seed(body=frame(False, 1, b"frag") + frame(True, 9, b"p") + frame(True, 0, b"ment")),
+        "close-1000": seed(body=close(1000, b"bye")),
+        "close-empty": seed(body=frame(True, 8, b"")),
+        "close-bad-code": seed(body=close(1005)),
+        "close-bad-utf8": seed(body=close(1000, b"\xff")),
+        "autobahn-6.4.3": seed([11, 4, 6], frame(True, 1, AUTOBAHN_6_4)),
+        "autobahn-6.4.4": seed([17, 1, 1, 2, 6], frame(True, 1, AUTOBAHN_6_4)),
+        "text-split-code-point": seed([3, 1], frame(False, 1, "€uro".encode()[:1]) + frame(True, 0, "€uro".encode()[1:])),
+        "unmasked": seed(body=frame(True, 1, b"Hello", mask=None)),
+        "rsv-bits": seed(body=bytes([0xC1]) + frame(True, 1, b"Hello")[1:]),
+        "reserved-opcode": seed(body=frame(True, 3, b"")),
+        "length-2^63": seed(body=bytes([0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]) + MASK),
+        "unexpected-continuation": seed(body=frame(True, 0, b"x")),
+        "expected-continuation": seed(body=frame(False, 1, b"a") + frame(True, 1, b"b")),
+        "fragmented-ping": seed(body=frame(False, 9, b"")),
+    },
+    "utf8": {
+        **{f"good-{i}": seed(body=t) for i, t in enumerate(GOOD_UTF8)},
+        **{f"good-{i}-bytewise": seed([1], t) for i, t in enumerate(GOOD_UTF8)},
+        **{f"bad-{i}": seed(body=t) for i, t in enumerate(BAD_UTF8)},
+        **{f"bad-{i}-bytewise": seed([1], t) for i, t in enumerate(BAD_UTF8)},
+        "autobahn-6.4": seed([11, 1, 1, 1, 1], AUTOBAHN_6_4),
+        "truncated": seed([2], b"ab\xe2\x82"),
+    },
+    "client": {
+        # RFC 6455 5.7, as a client receives them (unmasked), after the 101.
+        "hello": seed(body=RESPONSE + frame(True, 1, b"Hello", mask=None)),
+        "reply-in-pieces": seed([9, 30, 2], RESPONSE + frame(True, 1, b"Hello", mask=None)),
+        "fragmented": seed(body=RESPONSE + frame(False, 1, b"Hel", None) + frame(True, 0, b"lo", None)),
+        "ping": seed(body=RESPONSE + frame(True, 9, b"Hello", None)),
+        "binary-64k": seed(body=RESPONSE + frame(True, 2, b"\x07" * 65536, None)),
+        "close": seed(body=RESPONSE + close(1001, b"going away", None)),
+        "masked-from-server": seed(body=RESPONSE + frame(True, 1, b"Hello")),
+        "status-503": seed(body=b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+        "bad-accept": seed(body=RESPONSE.replace(b"s3pP", b"AAAA")),
+    },
+}
+
+for target, seeds in corpora.items():
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    print(f"{target}: {len(seeds)} seeds")
