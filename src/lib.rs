@@ -34,6 +34,8 @@ pub mod cli;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod server;
 pub mod tune;
+pub mod units;
 pub mod ws;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll};
 use serde::Deserialize;
 use slab::Slab;
 
-use crate::server::timer::{Links, TimerLink, TimerWheel};
+use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
 use crate::ws::client::{generate_key, parse_response, write_request, ClientHandshakeError};
 use crate::ws::{Config, Event, Session};
 
@@ -250,8 +250,7 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
             }
         }
         for event in events.iter() {
-            let slot = event.token().0 & 0xffff_ffff;
-            let generation = (event.token().0 >> 32) as u32;
+            let (slot, generation) = untoken(event.token());
             if d.clients.get(slot).is_none_or(|c| c.generation != generation) {
                 continue;
             }
@@ -340,7 +339,7 @@ impl Driver<'_> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let entry = self.clients.vacant_entry();
         let slot = entry.key();
-        let token = Token(slot | (generation as usize) << 32);
+        let token = token(slot, generation);
         if let Err(e) = self.poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
             return self.count_failure(connect_error_reason(&e));
         }

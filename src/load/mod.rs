@@ -46,16 +46,16 @@ pub struct LoadArgs {
     #[arg(long, value_parser = plan::parse_stage)]
     pub stage: Vec<Stage>,
     /// How long to hold a fixed --conns count.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub duration: Duration,
     /// New connections per second at most (all processes together).
     #[arg(long, default_value_t = 2000)]
     pub rate: u32,
     /// Ping scenario: time between pings on each connection.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub interval: Duration,
     /// Echo scenario: payload bytes per message.
-    #[arg(long, default_value = "64", value_parser = crate::cli::parse_size)]
+    #[arg(long, default_value = "64", value_parser = crate::units::parse_size)]
     pub size: usize,
     /// Fanout scenario: messages the publisher sends per second.
     #[arg(long, default_value_t = 100)]
@@ -67,7 +67,7 @@ pub struct LoadArgs {
     #[arg(long, value_parser = parse_source_ips)]
     pub source_ips: Option<SourceIps>,
     /// Time allowed from connect to the 101.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub connect_timeout: Duration,
     /// Processes to split the work over (0: as many as the file limit needs).
     #[arg(long, default_value_t = 0)]
@@ -189,7 +189,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     }
     let urls = args.metrics_url.iter().map(|u| MetricsUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
     let (soft, _) = crate::tune::rlimit::raise_nofile().map_err(|e| format!("file limit: {e}"))?;
-    let per_process = (soft as usize).saturating_sub(64).max(1);
+    let per_process = (soft as usize).saturating_sub(crate::tune::rlimit::FD_RESERVE).max(1);
     let processes = if args.processes > 0 { args.processes } else { cfg.plan.peak().div_ceil(per_process).max(1) };
     let baseline = if urls.is_empty() {
         None

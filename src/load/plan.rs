@@ -17,7 +17,7 @@ pub struct Stage {
 /// Parses `DURATION:TARGET`, e.g. `60s:5000`.
 pub fn parse_stage(s: &str) -> Result<Stage, String> {
     let (d, n) = s.split_once(':').ok_or_else(|| format!("'{s}' is not DURATION:TARGET (e.g. 60s:5000)"))?;
-    let duration = crate::cli::parse_duration(d)?;
+    let duration = crate::units::parse_duration(d)?;
     let target = n.trim().parse().map_err(|_| format!("'{n}' is not a connection count"))?;
     Ok(Stage { duration, target })
 }

@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use crate::ws::Session;
 
 use super::stats::CloseReason;
-use super::timer::TimerLink;
+use crate::runtime::TimerLink;
 
 /// Conn flag: the handshake completed and the handler saw `on_open`.
 pub const OPENED: u8 = 1;

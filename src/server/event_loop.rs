@@ -19,14 +19,14 @@ use slab::Slab;
 
 use crate::ws::{Event, HandshakeError, Phase, WsError};
 
-use super::buffer_pool::BufferPool;
 use super::config::ServerConfig;
 use super::conn::{Conn, BACKPRESSURED, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PEER_CLOSED, PING_SENT};
 use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::rooms::Rooms;
 use super::stats::{CloseReason, LoopStats};
-use super::timer::{Links, TimerLink, TimerWheel};
+use crate::runtime::BufferPool;
+use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
 
 /// The listener's token.
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -103,14 +103,6 @@ pub struct EventLoop<H> {
     resume_accept_at: Option<Instant>,
     emfile_logged: bool,
     shutdown_deadline: Option<Instant>,
-}
-
-fn token(slot: usize, generation: u32) -> Token {
-    Token(slot | (generation as usize) << 32)
-}
-
-fn untoken(t: Token) -> (usize, u32) {
-    (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
 }
 
 impl<H: Handler> EventLoop<H> {

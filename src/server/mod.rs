@@ -7,7 +7,6 @@
 //! listener sets SO_REUSEPORT): that is how a host whose per-process file
 //! limit is below the target still serves 100,000 connections.
 
-pub mod buffer_pool;
 pub mod config;
 pub mod conn;
 pub mod event_loop;
@@ -15,7 +14,6 @@ pub mod handler;
 pub mod hub;
 pub mod rooms;
 pub mod stats;
-pub mod timer;
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,9 +34,7 @@ pub use stats::{CloseReason, LoopStats};
 
 use event_loop::{EventLoop, Shared, LISTENER, WAKER};
 
-/// Descriptors kept free beyond `--max-conns` by default: listeners, epoll
-/// and waker fds, the metrics thread, logs, and one to accept-and-refuse with.
-pub const FD_RESERVE: usize = 64;
+pub use crate::tune::rlimit::FD_RESERVE;
 
 /// Opens a listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT.
 pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {

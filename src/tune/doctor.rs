@@ -131,7 +131,7 @@ fn field_u64(s: &str, i: usize) -> Result<u64, String> {
 /// Checks `host` against `target`.
 pub fn check(host: &Host, target: Target) -> Vec<Check> {
     let n = target.conns;
-    let per_process = n.div_ceil(target.processes.max(1)) + 64;
+    let per_process = n.div_ceil(target.processes.max(1)) + super::rlimit::FD_RESERVE as u64;
     let sides = if target.role == Role::Both { 2 } else { 1 };
     let sysctl_fix = |key: &str, value: u64| format!("sysctl -w {key}={value} (or sysctl/apply.sh --apply)");
     let mut rows = Vec::new();

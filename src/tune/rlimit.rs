@@ -5,6 +5,12 @@ use std::io;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
+/// Descriptors a process keeps free beyond its connections: listeners,
+/// epoll and waker fds, the metrics thread, logs, and one to accept-and-
+/// refuse with. The server's default `--max-conns`, the load generator's
+/// split into processes and `wsloop doctor`'s file limit all leave this.
+pub const FD_RESERVE: usize = 64;
+
 /// The (soft, hard) open-file limits of this process.
 pub fn nofile() -> io::Result<(u64, u64)> {
     getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
