@@ -213,3 +213,17 @@ fn dashboard_queries_only_metrics_the_server_exposes() {
     assert!(checked >= 15);
     assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
 }
+
+#[test]
+fn readme_documents_every_family_the_server_exposes() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let server = start_echo(test_config(1));
+    let metrics = start_metrics(&server);
+    let (_, body) = http_get(metrics.local_addr(), "/metrics");
+    let families: Vec<&str> =
+        body.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(families.len() >= 18, "{families:?}");
+    for family in families {
+        assert!(readme.contains(&format!("`{family}")), "README's metrics table leaves out {family}");
+    }
+}

@@ -2,7 +2,7 @@
 //! atomic counters: nothing is updated on the event loops' behalf, and a
 //! scrape never touches a loop.
 //!
-//! Metric names are a contract (see DESIGN.md): add, never rename.
+//! Metric names are a contract (README, Metrics; the dashboard): add, never rename.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,62 +24,174 @@ pub struct Source {
     pub proc_root: PathBuf,
 }
 
-/// Name, help, type and variable label of each family this collector emits.
-const FAMILIES: &[(&str, &str, MetricType, Option<&str>)] = &[
-    ("wsloop_connections", "Open connections, per event loop.", MetricType::GAUGE, Some("loop")),
-    ("wsloop_max_connections", "The --max-conns limit in effect.", MetricType::GAUGE, None),
-    ("wsloop_connections_accepted_total", "Connections accepted.", MetricType::COUNTER, None),
-    ("wsloop_connections_closed_total", "Connections closed, by reason.", MetricType::COUNTER, Some("reason")),
-    (
-        "wsloop_handshake_failures_total",
-        "Refused or timed-out upgrades, by reason.",
-        MetricType::COUNTER,
-        Some("reason"),
-    ),
-    ("wsloop_messages_received_total", "Whole messages received.", MetricType::COUNTER, None),
-    ("wsloop_messages_sent_total", "Messages sent.", MetricType::COUNTER, None),
-    ("wsloop_bytes_received_total", "Bytes read from sockets.", MetricType::COUNTER, None),
-    ("wsloop_bytes_sent_total", "Bytes written to sockets.", MetricType::COUNTER, None),
-    (
-        "wsloop_buffer_pool_buffers",
-        "Pooled I/O buffers, held by connections (in_use) or spare (idle).",
-        MetricType::GAUGE,
-        Some("state"),
-    ),
-    (
-        "wsloop_write_backlog_bytes",
-        "Bytes queued for peers that read slower than they are sent to.",
-        MetricType::GAUGE,
-        None,
-    ),
-    ("wsloop_accept_pauses_total", "Times accepting paused because descriptors ran out.", MetricType::COUNTER, None),
-    (
-        "wsloop_loop_iteration_seconds",
-        "Time one event loop pass spent handling events.",
-        MetricType::HISTOGRAM,
-        Some("loop"),
-    ),
-    (
-        "wsloop_rooms",
-        "Rooms with members, counted once per event loop that has members in them.",
-        MetricType::GAUGE,
-        None,
-    ),
-    ("wsloop_room_members", "Room memberships.", MetricType::GAUGE, None),
-    ("wsloop_room_messages_published_total", "Messages published to rooms.", MetricType::COUNTER, None),
-    (
-        "wsloop_room_messages_delivered_total",
-        "Room messages delivered to members (besides the publisher's own copy).",
-        MetricType::COUNTER,
-        None,
-    ),
-    (
-        "wsloop_kernel_tcp_memory_bytes",
-        "Memory the kernel's TCP stack holds (all sockets on the host), from /proc/net/sockstat.",
-        MetricType::GAUGE,
-        None,
-    ),
+/// One metric family: what it is called and means, and how its samples are
+/// read from a [`Source`] at scrape time (`None`: nothing to report now).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// The label that tells its samples apart, if it has several.
+    label: Option<&'static str>,
+    read: fn(&Source, MetricType) -> Option<Vec<Metric>>,
+}
+
+/// Every family this collector emits, in exposition order.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "wsloop_connections",
+        help: "Open connections, per event loop.",
+        kind: MetricType::GAUGE,
+        label: Some("loop"),
+        read: |src, kind| Some(per_loop(src, |i, s| sample(kind, vec![label("loop", &i)], s.connections.get() as f64))),
+    },
+    Family {
+        name: "wsloop_max_connections",
+        help: "The --max-conns limit in effect.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.max_conns as f64),
+    },
+    Family {
+        name: "wsloop_connections_accepted_total",
+        help: "Connections accepted.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.accepted.get())),
+    },
+    Family {
+        name: "wsloop_connections_closed_total",
+        help: "Connections closed, by reason.",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let by = |r: &CloseReason| sample(kind, vec![label("reason", r.label())], src.sum(|s| s.closed_by(*r)));
+            Some(CloseReason::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_handshake_failures_total",
+        help: "Refused or timed-out upgrades, by reason.",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let by = |r| sample(kind, vec![label("reason", r)], src.sum(|s| s.handshake_failures_by(r)));
+            Some(handshake_failure_labels().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_messages_received_total",
+        help: "Whole messages received.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.messages_received.get())),
+    },
+    Family {
+        name: "wsloop_messages_sent_total",
+        help: "Messages sent.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.messages_sent.get())),
+    },
+    Family {
+        name: "wsloop_bytes_received_total",
+        help: "Bytes read from sockets.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.bytes_received.get())),
+    },
+    Family {
+        name: "wsloop_bytes_sent_total",
+        help: "Bytes written to sockets.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.bytes_sent.get())),
+    },
+    Family {
+        name: "wsloop_buffer_pool_buffers",
+        help: "Pooled I/O buffers, held by connections (in_use) or spare (idle).",
+        kind: MetricType::GAUGE,
+        label: Some("state"),
+        read: |src, kind| {
+            Some(vec![
+                sample(kind, vec![label("state", "in_use")], src.sum(|s| s.pool_in_use.get())),
+                sample(kind, vec![label("state", "idle")], src.sum(|s| s.pool_idle.get())),
+            ])
+        },
+    },
+    Family {
+        name: "wsloop_write_backlog_bytes",
+        help: "Bytes queued for peers that read slower than they are sent to.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.backlog_bytes.get())),
+    },
+    Family {
+        name: "wsloop_accept_pauses_total",
+        help: "Times accepting paused because descriptors ran out.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.accept_pauses.get())),
+    },
+    Family {
+        name: "wsloop_loop_iteration_seconds",
+        help: "Time one event loop pass spent handling events.",
+        kind: MetricType::HISTOGRAM,
+        label: Some("loop"),
+        read: |src, _| Some(per_loop(src, |i, s| iteration_histogram(s, &i))),
+    },
+    Family {
+        name: "wsloop_rooms",
+        help: "Rooms with members, counted once per event loop that has members in them.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.rooms.get())),
+    },
+    Family {
+        name: "wsloop_room_members",
+        help: "Room memberships.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.room_members.get())),
+    },
+    Family {
+        name: "wsloop_room_messages_published_total",
+        help: "Messages published to rooms.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.room_published.get())),
+    },
+    Family {
+        name: "wsloop_room_messages_delivered_total",
+        help: "Room messages delivered to members (besides the publisher's own copy).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.room_delivered.get())),
+    },
+    Family {
+        name: "wsloop_kernel_tcp_memory_bytes",
+        help: "Memory the kernel's TCP stack holds (all sockets on the host), from /proc/net/sockstat.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, super::sockstat::tcp_memory_bytes(&src.proc_root)? as f64),
+    },
 ];
+
+impl Source {
+    /// A counter summed over every loop.
+    fn sum(&self, f: impl Fn(&LoopStats) -> u64) -> f64 {
+        self.loops.iter().map(|s| f(s)).sum::<u64>() as f64
+    }
+}
+
+/// One sample per loop, labelled with the loop's index.
+fn per_loop(src: &Source, f: impl Fn(String, &LoopStats) -> Metric) -> Vec<Metric> {
+    src.loops.iter().enumerate().map(|(i, s)| f(i.to_string(), s)).collect()
+}
+
+/// A family of one unlabelled sample.
+fn one(kind: MetricType, value: f64) -> Option<Vec<Metric>> {
+    Some(vec![sample(kind, vec![], value)])
+}
 
 /// A prometheus collector over a [`Source`].
 pub struct WsloopCollector {
@@ -92,16 +204,12 @@ impl WsloopCollector {
     pub fn new(source: Source) -> Self {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, _, label)| {
-                let labels = label.iter().map(|l| l.to_string()).collect();
-                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new()).expect("valid metric desc")
+            .map(|f| {
+                let labels = f.label.iter().map(|l| l.to_string()).collect();
+                Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new()).expect("valid metric desc")
             })
             .collect();
         WsloopCollector { source, descs }
-    }
-
-    fn sum(&self, f: impl Fn(&LoopStats) -> u64) -> f64 {
-        self.source.loops.iter().map(|s| f(s)).sum::<u64>() as f64
     }
 }
 
@@ -163,51 +271,6 @@ impl Collector for WsloopCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let loops = &self.source.loops;
-        let mut out = Vec::with_capacity(FAMILIES.len());
-        for (name, help, kind, _) in FAMILIES {
-            let kind = *kind;
-            let one = |v: f64| vec![sample(kind, vec![], v)];
-            let metrics = match *name {
-                "wsloop_connections" => loops
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| sample(kind, vec![label("loop", &i.to_string())], s.connections.get() as f64))
-                    .collect(),
-                "wsloop_max_connections" => one(self.source.max_conns as f64),
-                "wsloop_connections_accepted_total" => one(self.sum(|s| s.accepted.get())),
-                "wsloop_connections_closed_total" => CloseReason::ALL
-                    .iter()
-                    .map(|r| sample(kind, vec![label("reason", r.label())], self.sum(|s| s.closed_by(*r))))
-                    .collect(),
-                "wsloop_handshake_failures_total" => handshake_failure_labels()
-                    .map(|r| sample(kind, vec![label("reason", r)], self.sum(|s| s.handshake_failures_by(r))))
-                    .collect(),
-                "wsloop_messages_received_total" => one(self.sum(|s| s.messages_received.get())),
-                "wsloop_messages_sent_total" => one(self.sum(|s| s.messages_sent.get())),
-                "wsloop_bytes_received_total" => one(self.sum(|s| s.bytes_received.get())),
-                "wsloop_bytes_sent_total" => one(self.sum(|s| s.bytes_sent.get())),
-                "wsloop_buffer_pool_buffers" => vec![
-                    sample(kind, vec![label("state", "in_use")], self.sum(|s| s.pool_in_use.get())),
-                    sample(kind, vec![label("state", "idle")], self.sum(|s| s.pool_idle.get())),
-                ],
-                "wsloop_write_backlog_bytes" => one(self.sum(|s| s.backlog_bytes.get())),
-                "wsloop_accept_pauses_total" => one(self.sum(|s| s.accept_pauses.get())),
-                "wsloop_loop_iteration_seconds" => {
-                    loops.iter().enumerate().map(|(i, s)| iteration_histogram(s, &i.to_string())).collect()
-                }
-                "wsloop_rooms" => one(self.sum(|s| s.rooms.get())),
-                "wsloop_room_members" => one(self.sum(|s| s.room_members.get())),
-                "wsloop_room_messages_published_total" => one(self.sum(|s| s.room_published.get())),
-                "wsloop_room_messages_delivered_total" => one(self.sum(|s| s.room_delivered.get())),
-                "wsloop_kernel_tcp_memory_bytes" => match super::sockstat::tcp_memory_bytes(&self.source.proc_root) {
-                    Some(bytes) => one(bytes as f64),
-                    None => continue,
-                },
-                other => unreachable!("family {other} has no collector"),
-            };
-            out.push(family(name, help, kind, metrics));
-        }
-        out
+        FAMILIES.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(&self.source, f.kind)?))).collect()
     }
 }
