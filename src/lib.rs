@@ -1,13 +1,17 @@
 //! wsloop: a WebSocket server for very many concurrent connections on one
 //! Linux host, and the tools that prove it.
 //!
-//! Layers, each importing only from those below it (see DESIGN.md):
-//! - [`app`]: the built-in application (echo, JSON ping/pong).
-//! - [`server`]: the I/O engine: per-core mio event loops.
-//! - [`ws`]: RFC 6455 as a sans-io state machine.
+//! Layers, each importing only from those below it (docs/ARCHITECTURE.md
+//! in the repository; tests/architecture.rs keeps the graph acyclic):
+//! - [`cli`]: the command line, over everything below.
+//! - [`app`]: the built-in applications (echo with JSON ping/pong, rooms).
 //! - [`metrics`]: the metrics thread (Prometheus `/metrics`, `/healthz`).
+//! - [`server`]: the engine: per-core event loops, a connection's life
+//!   ([`server::life`]) apart from its I/O, the [`server::Handler`] trait.
 //! - [`load`]: the load generator (`wsloop load`).
-//! - [`tune`]: host limits.
+//! - [`ws`]: RFC 6455 as a sans-io state machine.
+//! - [`runtime`]: what any event loop needs: timer wheel, tokens, buffer pool.
+//! - [`tune`], [`units`], [`logging`]: host limits, sizes and durations, logs.
 //!
 //! Embedding it takes a [`server::Handler`] and [`server::start`]:
 //!

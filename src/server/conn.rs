@@ -2,7 +2,7 @@
 //! only while it must (a partial frame, unsent bytes, a fragmented message).
 //!
 //! Size budget (x86-64, release), checked by a test: socket 4, session 12,
-//! generation 4, flags 1, close reason 1 and timer link 16, padded to 40, plus three `Vec`
+//! generation 4, flags 1, stage 2 and timer link 16, padded to 40, plus three `Vec`
 //! headers of 24: 112 bytes (a slab entry adds 8 for its tag: 120). An idle
 //! open connection owns no heap memory at all: every `Vec` is empty with
 //! zero capacity.
@@ -14,28 +14,15 @@ use mio::net::TcpStream;
 
 use crate::ws::Session;
 
-use super::stats::CloseReason;
+use super::life::Stage;
 use crate::runtime::TimerLink;
 
 /// Conn flag: the handshake completed and the handler saw `on_open`.
 pub const OPENED: u8 = 1;
 /// Conn flag: waiting in the loop's ready list for another read turn.
 pub const IN_READY_LIST: u8 = 2;
-/// Conn flag: close once the write backlog has drained.
-pub const CLOSE_AFTER_FLUSH: u8 = 4;
-/// Conn flag: an idle ping was sent; the pong deadline is running.
-pub const PING_SENT: u8 = 8;
-/// Conn flag: our side is shut down (FIN sent); input is drained until the
-/// peer's EOF so that closing cannot turn into a reset that destroys the
-/// last bytes we sent (a "lingering close").
-pub const LINGERING: u8 = 16;
 /// Conn flag: an event reported the peer's FIN or an error: read to EOF.
 pub const PEER_CLOSED: u8 = 32;
-/// Conn flag: the write backlog passed `--max-backlog`, so reading is
-/// paused (the peer's requests wait in its socket, TCP pushes back) until
-/// half of it has drained. The send timeout runs meanwhile and is re-armed
-/// each time the peer takes bytes.
-pub const BACKPRESSURED: u8 = 64;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]
@@ -46,10 +33,10 @@ pub struct Conn {
     pub session: Session,
     /// Distinguishes this connection from earlier ones in the same slot.
     pub generation: u32,
-    /// Bit set of the flags above.
+    /// Bit set of the flags above: what the driver and the handler know.
     pub flags: u8,
-    /// With CLOSE_AFTER_FLUSH: the reason the close will be counted under.
-    pub close_reason: Option<CloseReason>,
+    /// Where it is in its life: serving, pinged, paused, draining, lingering.
+    pub stage: Stage,
     /// Position in the loop's timer wheel.
     pub timer: TimerLink,
     /// Unconsumed input (partial frame or request); zero capacity when none.
@@ -68,7 +55,7 @@ impl Conn {
             session: Session::server(),
             generation,
             flags: 0,
-            close_reason: None,
+            stage: Stage::Serving,
             timer: TimerLink::default(),
             rbuf: Vec::new(),
             wbuf: Vec::new(),
@@ -85,11 +72,12 @@ impl Conn {
     /// What holds between two events, checked in debug builds.
     #[inline]
     pub fn debug_check_invariants(&self) {
-        debug_assert!(!self.has(LINGERING) || self.has(CLOSE_AFTER_FLUSH), "lingers only while finishing");
-        debug_assert_eq!(self.has(CLOSE_AFTER_FLUSH), self.close_reason.is_some(), "a finish has its reason");
-        debug_assert!(!self.has(BACKPRESSURED) || !self.wbuf.is_empty(), "paused only behind a backlog");
-        debug_assert!(!self.has(BACKPRESSURED) || !self.has(CLOSE_AFTER_FLUSH), "a finish is no longer paused");
+        debug_assert!(self.stage != Stage::Paused || !self.wbuf.is_empty(), "paused only behind a backlog");
         debug_assert!(self.wbuf.capacity() > 0 || self.wbuf.is_empty());
+        debug_assert!(
+            !self.stage.is_ending() || self.session.phase() != crate::ws::Phase::Open,
+            "a close is on its way"
+        );
     }
 
     /// Reads into the spare capacity of `buf` (which must have some),

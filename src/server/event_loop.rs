@@ -17,12 +17,13 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::ws::{Event, HandshakeError, Phase, WsError};
+use crate::ws::{Event, HandshakeError, WsError};
 
 use super::config::ServerConfig;
-use super::conn::{Conn, BACKPRESSURED, CLOSE_AFTER_FLUSH, IN_READY_LIST, LINGERING, OPENED, PEER_CLOSED, PING_SENT};
+use super::conn::{Conn, IN_READY_LIST, OPENED, PEER_CLOSED};
 use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
+use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::rooms::Rooms;
 use super::stats::{CloseReason, LoopStats};
 use crate::runtime::BufferPool;
@@ -67,12 +68,17 @@ struct Ticks {
     send: u32,
 }
 
-/// What reading a connection ended with.
-enum ReadEnd {
-    /// Drained to WouldBlock, or out of budget (then it is in the ready list).
-    Open,
-    /// Close it, for this reason.
-    Close(CloseReason),
+impl Ticks {
+    /// The length of `timeout`, in ticks.
+    fn of(&self, timeout: Timeout) -> u32 {
+        match timeout {
+            Timeout::Handshake => self.handshake,
+            Timeout::Idle => self.idle,
+            Timeout::Pong => self.pong,
+            Timeout::Close => self.close,
+            Timeout::Send => self.send,
+        }
+    }
 }
 
 /// One event loop. See the module docs.
@@ -275,8 +281,7 @@ impl<H: Handler> EventLoop<H> {
         // EAGAIN, so idle connections get no spurious events.
         self.poll.registry().register(&mut socket, token(slot, generation), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert(Conn::new(socket, generation));
-        let deadline = self.wheel.now() + self.ticks.handshake;
-        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
+        self.arm(slot, Timeout::Handshake);
         self.stats.connections.add(1);
         Ok(())
     }
@@ -297,11 +302,66 @@ impl<H: Handler> EventLoop<H> {
         if !self.is_live(slot, generation) || self.conns[slot].has(IN_READY_LIST) {
             return;
         }
-        match self.read_and_handle(slot) {
-            ReadEnd::Open => self.conns[slot].debug_check_invariants(),
-            // A finishing connection that reaches EOF (or fails) is done.
-            ReadEnd::Close(reason) => self.finish(slot, reason),
+        if let Some(signal) = self.read_and_handle(slot) {
+            self.signal(slot, signal);
         }
+        if let Some(conn) = self.conns.get(slot) {
+            conn.debug_check_invariants();
+        }
+    }
+
+    /// Tells the connection's [`Stage`] what happened and does what it
+    /// answers: the one path by which a connection is timed and ended.
+    fn signal(&mut self, slot: usize, signal: Signal) {
+        let conn = &mut self.conns[slot];
+        let facts = Facts { phase: conn.session.phase(), queued: conn.wbuf.len(), max_backlog: self.cfg.max_backlog };
+        let actions = conn.stage.on(signal, facts);
+        self.apply(slot, actions);
+    }
+
+    fn apply(&mut self, slot: usize, actions: Actions) {
+        for action in actions.iter() {
+            let fault = match action {
+                Action::Arm(timeout) => {
+                    self.arm(slot, timeout);
+                    None
+                }
+                Action::QueueClose(code, reason) => {
+                    self.conns[slot].session.write_close(&mut self.out, code, reason);
+                    self.flush(slot).err()
+                }
+                Action::Ping => {
+                    self.conns[slot].session.write_ping(&mut self.out, b"wsloop");
+                    self.flush(slot).err()
+                }
+                Action::ReadAgain => {
+                    let conn = &mut self.conns[slot];
+                    if !conn.has(IN_READY_LIST) {
+                        conn.flags |= IN_READY_LIST;
+                        self.ready.push((slot as u32, conn.generation));
+                    }
+                    None
+                }
+                Action::ShutdownWrite => {
+                    self.conns[slot].socket.shutdown(std::net::Shutdown::Write).err().map(|e| io_reason(&e))
+                }
+                Action::Finish(reason) => return self.signal(slot, Signal::Fault(reason)),
+                Action::Close(reason) => {
+                    self.close(slot, reason);
+                    return;
+                }
+            };
+            if let Some(reason) = fault {
+                // Whatever else was asked for is moot now.
+                return self.signal(slot, Signal::Fault(reason));
+            }
+        }
+    }
+
+    /// (Re)arms the connection's timer with `timeout` from now.
+    fn arm(&mut self, slot: usize, timeout: Timeout) {
+        let deadline = self.wheel.now() + self.ticks.of(timeout);
+        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
     }
 
     fn run_ready_list(&mut self) {
@@ -316,17 +376,18 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Reads up to the budget, handling every whole frame as it arrives.
-    fn read_and_handle(&mut self, slot: usize) -> ReadEnd {
+    /// Reads up to the budget, handling every whole frame as it arrives;
+    /// returns what the turn amounts to for the connection's life.
+    fn read_and_handle(&mut self, slot: usize) -> Option<Signal> {
         let conn = &mut self.conns[slot];
-        if conn.has(CLOSE_AFTER_FLUSH) {
+        match conn.stage {
             // Nothing more will be handled; just drain what the peer sends.
-            return self.discard_input(slot);
-        }
-        if conn.has(BACKPRESSURED) {
+            stage if stage.is_ending() => return self.discard_input(slot),
             // The peer's requests wait in its socket until it reads replies.
-            return ReadEnd::Open;
+            Stage::Paused => return None,
+            _ => {}
         }
+        let before = conn.session.phase();
         let mut buf = if conn.rbuf.capacity() > 0 { std::mem::take(&mut conn.rbuf) } else { self.pool.take() };
         let mut wanted = 0;
         let mut budget = READ_BUDGET;
@@ -338,7 +399,7 @@ impl<H: Handler> EventLoop<H> {
             let conn = &self.conns[slot];
             let drained;
             match conn.read_into(&mut buf) {
-                Ok(0) => break self.eof_reason(slot),
+                Ok(0) => break Some(Signal::Eof),
                 Ok(n) => {
                     self.stats.bytes_received.add(n as u64);
                     budget = budget.saturating_sub(n);
@@ -351,7 +412,7 @@ impl<H: Handler> EventLoop<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(io_reason(&e)),
+                Err(e) => break Some(Signal::Fault(io_reason(&e))),
             }
             let handled = self.handle_input(slot, &mut buf);
             if !self.local.is_empty() {
@@ -359,7 +420,7 @@ impl<H: Handler> EventLoop<H> {
             }
             match handled {
                 Ok(w) => wanted = w,
-                Err(reason) => break Some(reason),
+                Err(reason) => break Some(Signal::Fault(reason)),
             }
             if drained || self.conns[slot].wbuf.len() > self.cfg.max_backlog {
                 break None;
@@ -373,24 +434,9 @@ impl<H: Handler> EventLoop<H> {
         };
         self.keep_or_return(slot, buf);
         if let Err(reason) = self.flush(slot) {
-            return ReadEnd::Close(reason);
+            return Some(Signal::Fault(reason));
         }
-        if end.is_none() && self.conns[slot].wbuf.len() > self.cfg.max_backlog {
-            self.pause_reading(slot);
-        }
-        match end {
-            Some(reason) => ReadEnd::Close(reason),
-            None if self.conns[slot].session.phase() == Phase::Closed => ReadEnd::Close(CloseReason::Normal),
-            None => ReadEnd::Open,
-        }
-    }
-
-    /// Why an EOF closes the connection: normal after a close handshake.
-    fn eof_reason(&self, slot: usize) -> Option<CloseReason> {
-        Some(match self.conns[slot].session.phase() {
-            Phase::Closed => CloseReason::Normal,
-            _ => CloseReason::PeerGone,
-        })
+        Some(end.unwrap_or(Signal::Handled { before, after: self.conns[slot].session.phase() }))
     }
 
     /// Keeps unconsumed input in the connection, or gives the buffer back.
@@ -410,16 +456,16 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    fn discard_input(&mut self, slot: usize) -> ReadEnd {
+    fn discard_input(&mut self, slot: usize) -> Option<Signal> {
         let mut scratch = self.pool.take();
         let end = loop {
             scratch.clear();
             match self.conns[slot].read_into(&mut scratch) {
-                Ok(0) => break ReadEnd::Close(self.conns[slot].close_reason.unwrap_or(CloseReason::Normal)),
+                Ok(0) => break Some(Signal::Eof),
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadEnd::Open,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break ReadEnd::Close(io_reason(&e)),
+                Err(e) => break Some(Signal::Fault(io_reason(&e))),
             }
         };
         self.pool.give(scratch);
@@ -429,9 +475,8 @@ impl<H: Handler> EventLoop<H> {
     /// Decodes and handles every whole frame in `buf`, dropping what was
     /// consumed. Returns the buffer length the next frame needs.
     fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
-        let EventLoop { conns, handler, out, cfg, stats, wheel, ticks, id, pool, rooms, hub, local, .. } = self;
+        let EventLoop { conns, handler, out, cfg, stats, id, pool, rooms, hub, local, .. } = self;
         let conn = &mut conns[slot];
-        let phase_before = conn.session.phase();
         let conn_id = ConnId { loop_id: *id, slot: slot as u32, generation: conn.generation };
         let mut pos = 0;
         let mut sent = 0u64;
@@ -441,15 +486,7 @@ impl<H: Handler> EventLoop<H> {
             let decoded = conn.session.decode(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws);
             let decoded = match decoded {
                 Ok(d) => d,
-                Err(WsError::Handshake(e)) => {
-                    stats.count_handshake_failure(e);
-                    log::debug!("loop {id}: handshake refused: {e}");
-                    break Err(CloseReason::HandshakeFailed);
-                }
-                Err(WsError::Protocol(e)) => {
-                    log::debug!("loop {id}: protocol error, closing {}: {e}", e.close_code());
-                    break Err(CloseReason::ProtocolError);
-                }
+                Err(e) => break Err(decode_failure(e, stats, *id)),
             };
             pos += decoded.consumed;
             let Some(event) = decoded.event else {
@@ -496,22 +533,6 @@ impl<H: Handler> EventLoop<H> {
         stats.messages_received.add(received);
         stats.messages_sent.add(sent);
         stats.room_published.add(published);
-        // Any input is a sign of life: push the idle deadline out (a store,
-        // unless the connection must move to an earlier bucket).
-        let conn = &mut conns[slot];
-        match conn.session.phase() {
-            Phase::Open => {
-                conn.flags &= !PING_SENT;
-                let deadline = wheel.now() + ticks.idle;
-                wheel.schedule(conns, slot as u32, deadline);
-            }
-            Phase::CloseSent if phase_before == Phase::Open => {
-                // The app closed just now: the peer has `close` ticks to answer.
-                let deadline = wheel.now() + ticks.close;
-                wheel.schedule(conns, slot as u32, deadline);
-            }
-            _ => {}
-        }
         result
     }
 
@@ -519,87 +540,28 @@ impl<H: Handler> EventLoop<H> {
         if !self.is_live(slot, generation) || self.conns[slot].wbuf.is_empty() {
             return;
         }
-        if let Err(reason) = self.flush(slot) {
-            self.finish(slot, reason);
-            return;
+        let before = self.conns[slot].wbuf.len();
+        match self.flush(slot) {
+            Err(reason) => self.signal(slot, Signal::Fault(reason)),
+            Ok(earlier_unsent) if earlier_unsent < before => self.signal(slot, Signal::Progress),
+            Ok(_) => {}
         }
-        let conn = &self.conns[slot];
-        if conn.wbuf.is_empty() && conn.has(CLOSE_AFTER_FLUSH) {
-            self.after_drain(slot);
-        } else {
+        if let Some(conn) = self.conns.get(slot) {
             conn.debug_check_invariants();
         }
     }
 
-    /// The backlog passed `max_backlog`: stop reading this connection (its
-    /// own requests are what fills the backlog) and give the peer
-    /// `send_timeout` to take some of it.
-    fn pause_reading(&mut self, slot: usize) {
+    /// Writes the corked output behind any backlog; returns how much of
+    /// the earlier backlog is still unsent.
+    fn flush(&mut self, slot: usize) -> Result<usize, CloseReason> {
         let conn = &mut self.conns[slot];
-        debug_assert!(!conn.has(CLOSE_AFTER_FLUSH));
-        log::debug!("loop {}: connection {slot}: {} bytes queued, pausing reads", self.id, conn.wbuf.len());
-        conn.flags |= BACKPRESSURED;
-        let deadline = self.wheel.now() + self.ticks.send;
-        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-    }
-
-    /// Called after every write to a connection: if it is paused and the
-    /// peer took some of the backlog, a reader that keeps reading is never
-    /// cut off; below half the cap, reading resumes.
-    fn on_backlog_progress(&mut self, slot: usize, backlog_before: usize, earlier_unsent: usize) {
-        let conn = &mut self.conns[slot];
-        if !conn.has(BACKPRESSURED) || earlier_unsent == backlog_before {
-            return;
-        }
-        if conn.wbuf.len() > self.cfg.max_backlog / 2 {
-            let deadline = self.wheel.now() + self.ticks.send;
-            self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-            return;
-        }
-        conn.flags &= !BACKPRESSURED;
-        // Input may be waiting in the socket with no new edge to report it.
-        conn.flags |= IN_READY_LIST;
-        self.ready.push((slot as u32, conn.generation));
-        let deadline = match conn.session.phase() {
-            Phase::CloseSent => self.ticks.close,
-            _ => {
-                conn.flags &= !PING_SENT;
-                self.ticks.idle
-            }
-        };
-        let deadline = self.wheel.now() + deadline;
-        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-    }
-
-    /// Closes a connection that cannot keep up as a slow consumer: 1008,
-    /// queued behind its backlog (the stream must stay whole frames), then
-    /// the usual drain-only finish, bounded by the close timeout.
-    fn cut_off(&mut self, slot: usize) {
-        let conn = &mut self.conns[slot];
-        log::debug!(
-            "loop {}: connection {slot}: slow consumer, {} bytes queued, closing 1008",
-            self.id,
-            conn.wbuf.len()
-        );
-        let queued = conn.wbuf.len();
-        conn.session.write_close(&mut conn.wbuf, 1008, "slow consumer: backlog over the cap");
-        self.stats.backlog_bytes.add((conn.wbuf.len() - queued) as u64);
-        self.finish(slot, CloseReason::SlowConsumer);
-    }
-
-    /// Writes the corked output, then gives back a drained write buffer.
-    fn flush(&mut self, slot: usize) -> Result<(), CloseReason> {
-        let conn = &mut self.conns[slot];
-        let backlog_before = conn.wbuf.len();
         let result = write_out(conn, &self.out, &mut self.pool, &self.stats);
         self.out.clear();
         if self.out.capacity() > CORK_LIMIT {
             // A large message passed through: keep the loop's memory flat.
             self.out = Vec::with_capacity(self.cfg.buffer_size);
         }
-        let earlier_unsent = result?;
-        self.on_backlog_progress(slot, backlog_before, earlier_unsent);
-        Ok(())
+        result
     }
 
     /// Delivers the publishes made while handling a connection to this
@@ -625,78 +587,25 @@ impl<H: Handler> EventLoop<H> {
         let mut delivered = 0u64;
         for &slot in &members {
             let conn = &mut self.conns[slot as usize];
-            if !conn.session.can_send() || conn.has(CLOSE_AFTER_FLUSH) {
+            if !conn.session.can_send() || conn.stage.is_ending() {
                 continue;
             }
             delivered += messages;
-            let backlog_before = conn.wbuf.len();
+            let before = conn.wbuf.len();
             match write_out(conn, frame, &mut self.pool, &self.stats) {
-                Ok(earlier_unsent) if earlier_unsent > self.cfg.max_backlog => self.cut_off(slot as usize),
-                Ok(earlier_unsent) => self.on_backlog_progress(slot as usize, backlog_before, earlier_unsent),
-                Err(reason) => self.finish(slot as usize, reason),
+                Ok(earlier_unsent) => {
+                    self.signal(slot as usize, Signal::Published { earlier_unsent });
+                    let still_serving = self.conns.get(slot as usize).is_some_and(|c| !c.stage.is_ending());
+                    if still_serving && earlier_unsent < before {
+                        self.signal(slot as usize, Signal::Progress);
+                    }
+                }
+                Err(reason) => self.signal(slot as usize, Signal::Fault(reason)),
             }
         }
         self.stats.messages_sent.add(delivered);
         self.stats.room_delivered.add(delivered);
         self.members = members;
-    }
-
-    /// A connection is done for `reason`. After a completed close handshake
-    /// (or a fault that leaves nothing to say) it closes now. Otherwise what
-    /// is queued (a close frame, an HTTP refusal) drains first, then our side
-    /// shuts down and input drains until the peer's EOF, all bounded by the
-    /// close timeout.
-    fn finish(&mut self, slot: usize, reason: CloseReason) {
-        let conn = &mut self.conns[slot];
-        if conn.has(CLOSE_AFTER_FLUSH) {
-            // A finishing connection that reaches EOF or fails is done; it
-            // is counted under the reason it was finishing for.
-            let reason = conn.close_reason.unwrap_or(reason);
-            self.close(slot, reason);
-            return;
-        }
-        let graceful = matches!(
-            reason,
-            CloseReason::Normal
-                | CloseReason::ProtocolError
-                | CloseReason::HandshakeFailed
-                | CloseReason::SlowConsumer
-                | CloseReason::Shutdown
-        );
-        if !graceful || (reason == CloseReason::Normal && conn.wbuf.is_empty()) {
-            self.close(slot, reason);
-            return;
-        }
-        if conn.has(BACKPRESSURED) {
-            // Input waited in the socket while reads were paused; it must now
-            // be drained, and no new edge may come to say so.
-            conn.flags = (conn.flags & !BACKPRESSURED) | IN_READY_LIST;
-            self.ready.push((slot as u32, conn.generation));
-        }
-        conn.flags |= CLOSE_AFTER_FLUSH;
-        conn.close_reason = Some(reason);
-        let deadline = self.wheel.now() + self.ticks.close;
-        self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-        if self.conns[slot].wbuf.is_empty() {
-            self.after_drain(slot);
-        }
-    }
-
-    /// The backlog of a finishing connection has drained: close after a
-    /// close handshake, else send FIN and linger until the peer's EOF.
-    fn after_drain(&mut self, slot: usize) {
-        let conn = &mut self.conns[slot];
-        let reason = conn.close_reason.unwrap_or(CloseReason::Normal);
-        if reason == CloseReason::Normal || conn.has(LINGERING) {
-            if !conn.has(LINGERING) {
-                self.close(slot, reason);
-            }
-            return;
-        }
-        conn.flags |= LINGERING;
-        if conn.socket.shutdown(std::net::Shutdown::Write).is_err() {
-            self.close(slot, reason);
-        }
     }
 
     /// Removes the connection and frees what it held.
@@ -715,6 +624,9 @@ impl<H: Handler> EventLoop<H> {
         } else {
             reason
         };
+        if reason == CloseReason::HandshakeTimeout {
+            self.stats.count_handshake_timeout();
+        }
         self.stats.count_close(reason);
         self.stats.connections.sub(1);
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -750,41 +662,7 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn on_timeout(&mut self, slot: usize) {
-        let conn = &mut self.conns[slot];
-        if conn.has(CLOSE_AFTER_FLUSH) {
-            // The peer never drained its backlog or never closed its side: a
-            // connection finishing for a fault stays counted under that fault;
-            // one that was only waiting out a close handshake timed out.
-            let reason = conn.close_reason.filter(|r| *r != CloseReason::Normal).unwrap_or(CloseReason::CloseTimeout);
-            self.close(slot, reason);
-            return;
-        }
-        if conn.has(BACKPRESSURED) {
-            // The peer took nothing for a whole send timeout.
-            self.cut_off(slot);
-            return;
-        }
-        match conn.session.phase() {
-            Phase::Handshake => {
-                self.stats.count_handshake_timeout();
-                log::debug!("loop {}: handshake timeout", self.id);
-                self.close(slot, CloseReason::HandshakeTimeout);
-            }
-            Phase::Open if !conn.has(PING_SENT) => {
-                conn.flags |= PING_SENT;
-                conn.session.write_ping(&mut self.out, b"wsloop");
-                let deadline = self.wheel.now() + self.ticks.pong;
-                self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-                if let Err(reason) = self.flush(slot) {
-                    self.finish(slot, reason);
-                }
-            }
-            Phase::Open => {
-                log::debug!("loop {}: no pong before the deadline", self.id);
-                self.close(slot, CloseReason::IdleTimeout);
-            }
-            Phase::CloseSent | Phase::Closed => self.close(slot, CloseReason::CloseTimeout),
-        }
+        self.signal(slot, Signal::Timer);
     }
 
     /// Handles everything posted to this loop. Publishes to one room that
@@ -837,19 +715,7 @@ impl<H: Handler> EventLoop<H> {
         }
         let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
         for slot in slots {
-            let conn = &mut self.conns[slot];
-            match conn.session.phase() {
-                Phase::Open => {
-                    conn.session.write_close(&mut self.out, 1001, "server shutting down");
-                    let deadline = self.wheel.now() + self.ticks.close;
-                    self.wheel.schedule(&mut self.conns, slot as u32, deadline);
-                    if let Err(reason) = self.flush(slot) {
-                        self.finish(slot, reason);
-                    }
-                }
-                Phase::CloseSent => {}
-                Phase::Handshake | Phase::Closed => self.close(slot, CloseReason::Shutdown),
-            }
+            self.signal(slot, Signal::Shutdown);
         }
     }
 
@@ -913,6 +779,22 @@ fn write_out(conn: &mut Conn, out: &[u8], pool: &mut BufferPool, stats: &LoopSta
         stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
     }
     result.map(|()| earlier_unsent)
+}
+
+/// Counts and logs a decode failure; the reason it ends the connection for
+/// (its reply, a 4xx or a close frame, is already in the output).
+fn decode_failure(e: WsError, stats: &LoopStats, loop_id: u32) -> CloseReason {
+    match e {
+        WsError::Handshake(e) => {
+            stats.count_handshake_failure(e);
+            log::debug!("loop {loop_id}: handshake refused: {e}");
+            CloseReason::HandshakeFailed
+        }
+        WsError::Protocol(e) => {
+            log::debug!("loop {loop_id}: protocol error, closing {}: {e}", e.close_code());
+            CloseReason::ProtocolError
+        }
+    }
 }
 
 fn io_reason(e: &io::Error) -> CloseReason {

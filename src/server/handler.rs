@@ -2,7 +2,8 @@
 //! the engine, and the context it is handed to act on a connection.
 //!
 //! Each event loop owns its own handler instance (made by the factory given
-//! to `Server::start`), so a handler needs no lock and need not be `Send`.
+//! to [`server::start`](super::start)), so a handler needs no lock and
+//! need not be `Send`.
 //! Everything it sends is appended to the loop's output buffer and written
 //! once per batch of input, so a handler never blocks and never sees a
 //! socket.

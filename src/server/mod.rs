@@ -12,6 +12,7 @@ pub mod conn;
 pub mod event_loop;
 pub mod handler;
 pub mod hub;
+pub mod life;
 pub mod rooms;
 pub mod stats;
 

@@ -12,7 +12,7 @@
 //! message that arrives in one frame is never copied), the assembly buffer
 //! (only touched by fragmented messages) and the output buffer.
 
-use super::error::{HandshakeError, ProtocolError, WsError};
+use super::error::{ProtocolError, WsError};
 use super::frame::{opcode, write_close, write_frame, FrameHead, Role, MAX_HEADER_LEN};
 use super::handshake::{self, HandshakeConfig, Request};
 use super::mask::apply_mask_at;
@@ -419,14 +419,6 @@ impl Session {
         if self.phase == Phase::Open {
             write_close(out, Some(code), reason, self.mask());
             self.phase = Phase::CloseSent;
-        }
-    }
-
-    /// Refuses a connection still in its handshake (503 when overloaded).
-    pub fn reject(&mut self, out: &mut Vec<u8>, err: HandshakeError) {
-        if self.phase == Phase::Handshake {
-            handshake::write_reject(out, err);
-            self.phase = Phase::Closed;
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::ws::frame::write_frame;
+use crate::ws::HandshakeError;
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
