@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use crate::app::BuiltinApp;
 use crate::server::ServerConfig;
 use crate::units::{parse_duration, parse_size};
 use crate::ws;
@@ -64,6 +65,9 @@ pub struct ServeArgs {
     /// Event loop threads (0: one per core).
     #[arg(long, env = "WSLOOP_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// The built-in application: echo (with JSON ping/pong and rooms) or plain-echo.
+    #[arg(long, env = "WSLOOP_APP", value_enum, default_value_t = BuiltinApp::Echo)]
+    pub app: BuiltinApp,
     /// Paths that accept WebSocket upgrades (comma-separated).
     #[arg(long = "path", env = "WSLOOP_PATHS", value_delimiter = ',', default_value = "/ws,/")]
     pub paths: Vec<String>,
@@ -206,6 +210,8 @@ mod tests {
         assert!(err.contains("--max-frame-size") && err.contains("4GiB"), "{err}");
         let err = Cli::try_parse_from(["wsloop", "--send-timeout", "soon"]).unwrap_err().to_string();
         assert!(err.contains("--send-timeout"), "{err}");
+        let err = Cli::try_parse_from(["wsloop", "--app", "chatty"]).unwrap_err().to_string();
+        assert!(err.contains("--app") && err.contains("plain-echo"), "{err}");
         let err = Cli::try_parse_from(["wsloop", "serve", "--addr", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--addr"), "{err}");
     }

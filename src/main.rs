@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
-use wsloop::app::EchoApp;
+use wsloop::app::{BuiltinApp, EchoApp, PlainEcho};
 use wsloop::cli::{Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
 use wsloop::{logging, metrics, server, tune};
 
@@ -50,7 +50,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     let cfg = args.to_config();
     let workers = cfg.worker_count();
-    let handle = match server::start(cfg, |_| EchoApp::new()) {
+    let started = match args.app {
+        BuiltinApp::Echo => server::start(cfg, |_| EchoApp::new()),
+        BuiltinApp::PlainEcho => server::start(cfg, |_| PlainEcho),
+    };
+    let handle = match started {
         Ok(h) => h,
         Err(e) => {
             eprintln!("wsloop: cannot listen on {}: {e}", args.addr);
@@ -58,10 +62,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     log::info!(
-        "listening on ws://{}{} with {workers} event loops, max {} connections",
+        "listening on ws://{}{} with {workers} event loops, max {} connections, app {}",
         handle.local_addr(),
         args.paths.first().map_or("/", String::as_str),
-        handle.max_conns()
+        handle.max_conns(),
+        args.app.name()
     );
     let _metrics = match args.metrics_addr {
         MetricsAddr::Off => None,

@@ -185,3 +185,23 @@ fn graceful_shutdown_sends_1001() {
     }
     server.join().unwrap();
 }
+
+#[test]
+fn the_app_flag_picks_the_builtin_application() {
+    let ping = r#"{"type":"ping","payload":"p1"}"#;
+    for (app, pong) in [("echo", true), ("plain-echo", false)] {
+        let (mut child, addr) = spawn_binary(&["--app", app], None);
+        let mut ws = tung_connect(addr);
+        ws.send(TMsg::text(ping)).unwrap();
+        let reply = ws.read().unwrap().into_text().unwrap();
+        if pong {
+            assert!(reply.starts_with(r#"{"type":"pong","payload":"p1","ts":"#), "{app}: {reply}");
+        } else {
+            assert_eq!(reply.as_str(), ping, "{app}");
+        }
+        ws.send(TMsg::binary(vec![1, 2, 3])).unwrap();
+        assert_eq!(ws.read().unwrap(), TMsg::binary(vec![1, 2, 3]), "{app}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

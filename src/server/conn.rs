@@ -7,9 +7,6 @@
 //! open connection owns no heap memory at all: every `Vec` is empty with
 //! zero capacity.
 
-use std::io;
-use std::os::fd::AsRawFd;
-
 use mio::net::TcpStream;
 
 use crate::ws::Session;
@@ -78,24 +75,6 @@ impl Conn {
             !self.stage.is_ending() || self.session.phase() != crate::ws::Phase::Open,
             "a close is on its way"
         );
-    }
-
-    /// Reads into the spare capacity of `buf` (which must have some),
-    /// without zeroing it first.
-    pub fn read_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let spare = buf.spare_capacity_mut();
-        debug_assert!(!spare.is_empty());
-        // SAFETY: recv writes at most `spare.len()` bytes at the pointer, all
-        // inside `buf`'s allocation, and we extend `len` by exactly the count
-        // it reports written, so no uninitialised byte becomes visible.
-        let n = unsafe { libc::recv(self.socket.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: see above; n <= spare.len().
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
     }
 }
 

@@ -6,7 +6,7 @@
 //! give a turn to connections that hit their read budget -> fire due timers.
 //! A connection's life through this file is walked in docs/LIFECYCLE.md.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +21,11 @@ use crate::ws::{Event, HandshakeError, WsError};
 
 use super::config::ServerConfig;
 use super::conn::{Conn, IN_READY_LIST, OPENED, PEER_CLOSED};
-use super::handler::{ConnId, Ctx, Handler, LocalPublish, Message};
+use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::rooms::Rooms;
+use super::socket::{io_reason, write_out};
 use super::stats::{CloseReason, LoopStats};
 use crate::runtime::BufferPool;
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
@@ -632,13 +633,19 @@ impl<H: Handler> EventLoop<H> {
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         if conn.flags & OPENED != 0 {
             let id = ConnId { loop_id: self.id, slot: slot as u32, generation: conn.generation };
-            self.handler.on_close(id, reason);
+            let mut ctx = CloseCtx { id, hub: &self.hub, local: &mut self.local, published: 0 };
+            self.handler.on_close(&mut ctx, reason);
+            self.stats.room_published.add(ctx.published);
         }
         log::debug!("loop {}: connection {slot} closed: {}", self.id, reason.label());
         // Dropping the socket closes it, which also removes it from epoll.
         drop(conn.socket);
         if self.resume_accept_at.is_some() {
             self.resume_accept_at = Some(Instant::now());
+        }
+        if !self.local.is_empty() {
+            // What `on_close` published ("alice left").
+            self.deliver_local();
         }
     }
 
@@ -727,60 +734,6 @@ impl<H: Handler> EventLoop<H> {
     }
 }
 
-/// Writes `out` after any backlog (vectored), queueing what the kernel does
-/// not take in a pooled buffer, and giving that buffer back once drained.
-/// Returns how many bytes of the backlog that was there before are still
-/// unsent: the measure of a slow consumer, judged before `out` is counted.
-fn write_out(conn: &mut Conn, out: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
-    if out.is_empty() && conn.wbuf.is_empty() {
-        return Ok(0);
-    }
-    let backlog_before = conn.wbuf.len();
-    let mut out_pos = 0;
-    let result = loop {
-        let queued = conn.wbuf.len();
-        if queued == 0 && out_pos == out.len() {
-            break Ok(());
-        }
-        let written = if queued > 0 {
-            let slices = [IoSlice::new(&conn.wbuf), IoSlice::new(&out[out_pos..])];
-            conn.socket.write_vectored(&slices)
-        } else {
-            conn.socket.write(&out[out_pos..])
-        };
-        match written {
-            Ok(0) => break Err(CloseReason::PeerGone),
-            Ok(n) => {
-                stats.bytes_sent.add(n as u64);
-                let from_queue = n.min(queued);
-                conn.wbuf.drain(..from_queue);
-                out_pos += n - from_queue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(io_reason(&e)),
-        }
-    };
-    // What is left of the earlier backlog: `out` is only queued behind it.
-    let earlier_unsent = if out_pos > 0 { 0 } else { conn.wbuf.len() };
-    if result.is_ok() && out_pos < out.len() {
-        if conn.wbuf.capacity() == 0 {
-            conn.wbuf = pool.take();
-        }
-        conn.wbuf.extend_from_slice(&out[out_pos..]);
-    }
-    if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
-        pool.give(std::mem::take(&mut conn.wbuf));
-    }
-    let backlog_after = conn.wbuf.len();
-    if backlog_after >= backlog_before {
-        stats.backlog_bytes.add((backlog_after - backlog_before) as u64);
-    } else {
-        stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
-    }
-    result.map(|()| earlier_unsent)
-}
-
 /// Counts and logs a decode failure; the reason it ends the connection for
 /// (its reply, a 4xx or a close frame, is already in the output).
 fn decode_failure(e: WsError, stats: &LoopStats, loop_id: u32) -> CloseReason {
@@ -794,14 +747,5 @@ fn decode_failure(e: WsError, stats: &LoopStats, loop_id: u32) -> CloseReason {
             log::debug!("loop {loop_id}: protocol error, closing {}: {e}", e.close_code());
             CloseReason::ProtocolError
         }
-    }
-}
-
-fn io_reason(e: &io::Error) -> CloseReason {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
-            CloseReason::PeerGone
-        }
-        _ => CloseReason::IoError,
     }
 }

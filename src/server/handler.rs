@@ -114,12 +114,7 @@ impl Ctx<'_> {
     }
 
     fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) {
-        let head = EncodedHead::new(true, op, payload.len() as u64, None);
-        let mut frame = Vec::with_capacity(head.as_bytes().len() + payload.len());
-        frame.extend_from_slice(head.as_bytes());
-        frame.extend_from_slice(payload);
-        let frame = Bytes::from(frame);
-        let room: Arc<str> = room.into();
+        let (room, frame) = encode_publish(room, op, payload);
         *self.published += 1;
         if include_self && self.rooms.is_member(self.id.slot, &room) && self.session.can_send() {
             // The publisher's own copy goes out in order with its other replies.
@@ -137,6 +132,48 @@ impl Ctx<'_> {
     }
 }
 
+/// A room publish encoded once: the room's shared name and the whole frame.
+fn encode_publish(room: &str, op: u8, payload: &[u8]) -> (Arc<str>, Bytes) {
+    let head = EncodedHead::new(true, op, payload.len() as u64, None);
+    let mut frame = Vec::with_capacity(head.as_bytes().len() + payload.len());
+    frame.extend_from_slice(head.as_bytes());
+    frame.extend_from_slice(payload);
+    (room.into(), Bytes::from(frame))
+}
+
+/// What a handler may still do for a connection that is gone: tell rooms
+/// about it (it has already left them all), e.g. "alice left".
+pub struct CloseCtx<'a> {
+    pub(crate) id: ConnId,
+    pub(crate) hub: &'a Hub,
+    pub(crate) local: &'a mut Vec<LocalPublish>,
+    pub(crate) published: u64,
+}
+
+impl CloseCtx<'_> {
+    /// The connection that is gone.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends `text` to every member of `room` on every loop, encoded once.
+    pub fn publish_text(&mut self, room: &str, text: &str) {
+        self.publish(room, opcode::TEXT, text.as_bytes());
+    }
+
+    /// Like [`publish_text`](Self::publish_text), as a binary message.
+    pub fn publish_binary(&mut self, room: &str, data: &[u8]) {
+        self.publish(room, opcode::BINARY, data);
+    }
+
+    fn publish(&mut self, room: &str, op: u8, payload: &[u8]) {
+        let (room, frame) = encode_publish(room, op, payload);
+        self.published += 1;
+        self.hub.publish_to_others(self.id.loop_id, &room, &frame);
+        self.local.push(LocalPublish { room, frame, skip: self.id.slot });
+    }
+}
+
 /// An application running on the engine. Every method runs on the event
 /// loop thread that owns the connection: keep it short and never block.
 pub trait Handler {
@@ -148,9 +185,10 @@ pub trait Handler {
     /// A whole message arrived.
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>);
 
-    /// An opened connection is gone, for `reason`. Connections that never
-    /// completed their handshake are not reported.
-    fn on_close(&mut self, id: ConnId, reason: CloseReason) {
-        let _ = (id, reason);
+    /// An opened connection is gone, for `reason`; `ctx` can still publish
+    /// to rooms. Connections that never completed their handshake are not
+    /// reported.
+    fn on_close(&mut self, ctx: &mut CloseCtx<'_>, reason: CloseReason) {
+        let _ = (ctx, reason);
     }
 }

@@ -14,6 +14,7 @@ pub mod handler;
 pub mod hub;
 pub mod life;
 pub mod rooms;
+mod socket;
 pub mod stats;
 
 use std::io;
@@ -29,7 +30,7 @@ use hub::Hub;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use config::ServerConfig;
-pub use handler::{ConnId, Ctx, Handler, Message};
+pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message};
 pub use rooms::{RoomError, RoomLimits};
 pub use stats::{CloseReason, LoopStats};
 
