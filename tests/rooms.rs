@@ -182,3 +182,33 @@ fn the_rust_api() {
         assert_eq!(c.read().unwrap(), TMsg::binary(vec![1, 2, 3]));
     }
 }
+
+#[test]
+fn a_member_of_ten_rooms_gets_the_ten_publishes_of_one_pass_in_one_write() {
+    // One loop, so the publisher's ten publishes (sent in one TCP write,
+    // handled in one read turn) and the member meet in one pass.
+    let server = start_echo(test_config(1));
+    let addr = server.local_addr();
+    let mut member = tung_connect(addr);
+    for i in 0..10 {
+        join(&mut member, &format!("r{i}"));
+    }
+    let mut publisher = RawClient::connect(addr);
+    let mut burst = Vec::new();
+    for i in 0..10 {
+        let publish = json!({"type":"publish","room":format!("r{i}"),"data":i,"echo":false}).to_string();
+        wsloop::ws::frame::write_frame(
+            &mut burst,
+            true,
+            wsloop::ws::frame::opcode::TEXT,
+            publish.as_bytes(),
+            Some([1, 2, 3, 4]),
+        );
+    }
+    publisher.send_raw(&burst);
+    for i in 0..10 {
+        assert_eq!(recv(&mut member), json!({"type":"message","room":format!("r{i}"),"data":i}));
+    }
+    assert_eq!(total(&server, |s| s.room_delivered.get()), 10);
+    assert_eq!(total(&server, |s| s.room_writes.get()), 1, "one write for the ten deliveries");
+}

@@ -168,6 +168,13 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.room_delivered.get())),
     },
     Family {
+        name: "wsloop_room_writes_total",
+        help: "Writes that carried room deliveries: one per member per loop pass, however many it was owed.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.room_writes.get())),
+    },
+    Family {
         name: "wsloop_kernel_tcp_memory_bytes",
         help: "Memory the kernel's TCP stack holds (all sockets on the host), from /proc/net/sockstat.",
         kind: MetricType::GAUGE,

@@ -21,11 +21,12 @@ use crate::ws::{Event, HandshakeError, WsError};
 
 use super::config::ServerConfig;
 use super::conn::{Conn, IN_READY_LIST, OPENED, PEER_CLOSED};
+use super::fanout::{Deliveries, Owed};
 use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::rooms::Rooms;
-use super::socket::{io_reason, write_out};
+use super::socket::{io_reason, write_out, write_parts};
 use super::stats::{CloseReason, LoopStats};
 use crate::runtime::BufferPool;
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
@@ -39,6 +40,10 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 const READ_BUDGET: usize = 256 * 1024;
 /// Corked output is written out when it passes this size mid-batch.
 const CORK_LIMIT: usize = 256 * 1024;
+/// Members one pass writes room deliveries to at most; the rest wait for
+/// the next pass (which starts with them), so a huge room cannot stall the
+/// loop's other connections.
+const DELIVERY_SLICE: usize = 2048;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -101,8 +106,8 @@ pub struct EventLoop<H> {
     rooms: Rooms,
     /// Publishes made while handling a connection, delivered right after.
     local: Vec<LocalPublish>,
-    /// Scratch list of room members for a delivery.
-    members: Vec<u32>,
+    /// Room deliveries owed, written at the end of the pass.
+    owed: Deliveries,
     wheel: TimerWheel,
     ticks: Ticks,
     ready: Vec<(u32, u32)>,
@@ -150,7 +155,7 @@ impl<H: Handler> EventLoop<H> {
             hub,
             rooms: Rooms::default(),
             local: Vec::new(),
-            members: Vec::new(),
+            owed: Deliveries::default(),
             wheel,
             ticks,
             ready: Vec::new(),
@@ -166,7 +171,8 @@ impl<H: Handler> EventLoop<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.ready.is_empty() { self.wheel.until_next_tick(now) } else { Duration::ZERO };
+            let busy = !self.ready.is_empty() || !self.owed.is_empty();
+            let timeout = if busy { Duration::ZERO } else { self.wheel.until_next_tick(now) };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -192,6 +198,7 @@ impl<H: Handler> EventLoop<H> {
                 }
             }
             self.run_ready_list();
+            self.write_owed();
             self.fire_timers(Instant::now());
             self.publish_pool_gauges();
             if !events.is_empty() {
@@ -565,48 +572,65 @@ impl<H: Handler> EventLoop<H> {
         result
     }
 
-    /// Delivers the publishes made while handling a connection to this
-    /// loop's other members of each room.
+    /// Owes the publishes made while handling a connection to this loop's
+    /// other members of each room.
     fn deliver_local(&mut self) {
-        while !self.local.is_empty() {
-            let batch = std::mem::take(&mut self.local);
-            for p in &batch {
-                self.deliver(&p.room, &p.frame, 1, Some(p.skip));
-            }
+        for p in std::mem::take(&mut self.local) {
+            self.deliver(&p.room, &p.frame, Some(p.skip));
         }
     }
 
-    /// Writes shared, already encoded frames (`messages` of them) to every
-    /// member of `room` on this loop (but `skip`). A member whose earlier
-    /// backlog is still over the cap once the kernel has taken what it can
-    /// is closed as a slow consumer; the others are not held back. A member
-    /// that keeps reading takes any one publish, whatever its size.
-    fn deliver(&mut self, room: &str, frame: &[u8], messages: u64, skip: Option<u32>) {
-        self.members.clear();
-        self.members.extend(self.rooms.members(room).filter(|m| Some(*m) != skip));
-        let members = std::mem::take(&mut self.members);
+    /// Owes a shared, already encoded frame to every member of `room` on
+    /// this loop (but `skip`); `write_owed` writes it at the end of the pass.
+    fn deliver(&mut self, room: &str, frame: &Bytes, skip: Option<u32>) {
         let mut delivered = 0u64;
-        for &slot in &members {
-            let conn = &mut self.conns[slot as usize];
-            if !conn.session.can_send() || conn.stage.is_ending() {
-                continue;
-            }
-            delivered += messages;
-            let before = conn.wbuf.len();
-            match write_out(conn, frame, &mut self.pool, &self.stats) {
-                Ok(earlier_unsent) => {
-                    self.signal(slot as usize, Signal::Published { earlier_unsent });
-                    let still_serving = self.conns.get(slot as usize).is_some_and(|c| !c.stage.is_ending());
-                    if still_serving && earlier_unsent < before {
-                        self.signal(slot as usize, Signal::Progress);
-                    }
-                }
-                Err(reason) => self.signal(slot as usize, Signal::Fault(reason)),
+        for slot in self.rooms.members(room).filter(|m| Some(*m) != skip) {
+            let conn = &self.conns[slot as usize];
+            if conn.session.can_send() && !conn.stage.is_ending() {
+                self.owed.push(slot, conn.generation, frame);
+                delivered += 1;
             }
         }
         self.stats.messages_sent.add(delivered);
         self.stats.room_delivered.add(delivered);
-        self.members = members;
+    }
+
+    /// Writes a slice of what members are owed: one `writev` per member of
+    /// every frame it is owed, shared, behind its backlog.
+    fn write_owed(&mut self) {
+        if self.owed.is_empty() {
+            return;
+        }
+        let slice = self.owed.take_slice(DELIVERY_SLICE);
+        for owed in slice.chunk_by(|a, b| a.slot == b.slot) {
+            self.write_owed_to(owed);
+        }
+    }
+
+    /// A member whose earlier backlog is still over the cap once the kernel
+    /// has taken what it can is cut off as a slow consumer; the others are
+    /// not held back. A member that keeps reading takes any one publish,
+    /// whatever its size.
+    fn write_owed_to(&mut self, owed: &[Owed]) {
+        let slot = owed[0].slot as usize;
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if !conn.session.can_send() || conn.stage.is_ending() {
+            return;
+        }
+        let frames: Vec<&[u8]> =
+            owed.iter().filter(|o| o.generation == conn.generation).map(|o| &o.frame[..]).collect();
+        let before = conn.wbuf.len();
+        self.stats.room_writes.add(1);
+        match write_parts(conn, &frames, &mut self.pool, &self.stats) {
+            Ok(earlier_unsent) => {
+                self.signal(slot, Signal::Published { earlier_unsent });
+                let still_serving = self.conns.get(slot).is_some_and(|c| !c.stage.is_ending());
+                if still_serving && earlier_unsent < before {
+                    self.signal(slot, Signal::Progress);
+                }
+            }
+            Err(reason) => self.signal(slot, Signal::Fault(reason)),
+        }
     }
 
     /// Removes the connection and frees what it held.
@@ -672,42 +696,14 @@ impl<H: Handler> EventLoop<H> {
         self.signal(slot, Signal::Timer);
     }
 
-    /// Handles everything posted to this loop. Publishes to one room that
-    /// arrived together are written to each member with one syscall.
+    /// Handles everything posted to this loop: publishes are owed to the
+    /// members of their room, written at the end of the pass.
     fn drain_inbox(&mut self) {
         self.hub.clear_wake(self.id as usize);
-        let mut run: Option<(Arc<str>, Vec<Bytes>)> = None;
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                LoopMsg::Publish { room, frame } => match &mut run {
-                    Some((r, frames)) if *r == room => frames.push(frame),
-                    _ => {
-                        if let Some((r, frames)) = run.replace((room, vec![frame])) {
-                            self.deliver_run(&r, &frames);
-                        }
-                    }
-                },
-                LoopMsg::Shutdown => {
-                    if let Some((r, frames)) = run.take() {
-                        self.deliver_run(&r, &frames);
-                    }
-                    self.begin_shutdown();
-                }
-            }
-        }
-        if let Some((r, frames)) = run {
-            self.deliver_run(&r, &frames);
-        }
-    }
-
-    /// Delivers consecutive frames for one room: a single shared frame as
-    /// it is, several joined once so each member costs one write.
-    fn deliver_run(&mut self, room: &str, frames: &[Bytes]) {
-        match frames {
-            [one] => self.deliver(room, one, 1, None),
-            many => {
-                let joined = many.concat();
-                self.deliver(room, &joined, many.len() as u64, None);
+                LoopMsg::Publish { room, frame } => self.deliver(&room, &frame, None),
+                LoopMsg::Shutdown => self.begin_shutdown(),
             }
         }
     }

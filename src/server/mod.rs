@@ -10,6 +10,7 @@
 pub mod config;
 pub mod conn;
 pub mod event_loop;
+mod fanout;
 pub mod handler;
 pub mod hub;
 pub mod life;

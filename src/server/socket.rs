@@ -31,47 +31,83 @@ impl Conn {
     }
 }
 
-/// Writes `out` after any backlog (vectored), queueing what the kernel does
-/// not take in a pooled buffer, and giving that buffer back once drained.
-/// Returns how many bytes of the backlog that was there before are still
-/// unsent: the measure of a slow consumer, judged before `out` is counted.
+/// Slices one `writev` takes at most (plus the backlog): 64 frames owed
+/// to one member in one pass go out in one call.
+const MAX_IOV: usize = 64;
+
+/// Writes `out` after any backlog; see [`write_parts`].
 pub fn write_out(conn: &mut Conn, out: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
-    if out.is_empty() && conn.wbuf.is_empty() {
-        return Ok(0);
-    }
+    write_parts(conn, &[out], pool, stats)
+}
+
+/// Writes `parts`, in order, after any backlog, in as few `write`/`writev`
+/// calls as the kernel allows (the parts are shared frames: nothing is
+/// copied unless the kernel leaves it unsent). What it does not take is
+/// queued in a pooled buffer, which goes back to the pool once drained.
+/// Returns how many bytes of the backlog that was there before are still
+/// unsent: the measure of a slow consumer, judged before `parts` count.
+pub fn write_parts(
+    conn: &mut Conn,
+    parts: &[&[u8]],
+    pool: &mut BufferPool,
+    stats: &LoopStats,
+) -> Result<usize, CloseReason> {
     let backlog_before = conn.wbuf.len();
-    let mut out_pos = 0;
+    // The first unsent byte of `parts`: a part and an offset in it.
+    let (mut part, mut offset) = (0, 0);
+    let mut sent_new = false;
     let result = loop {
+        while part < parts.len() && offset == parts[part].len() {
+            (part, offset) = (part + 1, 0);
+        }
         let queued = conn.wbuf.len();
-        if queued == 0 && out_pos == out.len() {
+        if queued == 0 && part == parts.len() {
             break Ok(());
         }
-        let written = if queued > 0 {
-            let slices = [IoSlice::new(&conn.wbuf), IoSlice::new(&out[out_pos..])];
-            conn.socket.write_vectored(&slices)
-        } else {
-            conn.socket.write(&out[out_pos..])
-        };
+        let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
+        let mut n_iov = 0;
+        if queued > 0 {
+            iov[0] = IoSlice::new(&conn.wbuf);
+            n_iov = 1;
+        }
+        for (i, p) in parts[part..].iter().take(MAX_IOV).enumerate() {
+            iov[n_iov] = IoSlice::new(if i == 0 { &p[offset..] } else { p });
+            n_iov += 1;
+        }
+        let written = if n_iov == 1 { conn.socket.write(&iov[0]) } else { conn.socket.write_vectored(&iov[..n_iov]) };
         match written {
             Ok(0) => break Err(CloseReason::PeerGone),
             Ok(n) => {
                 stats.bytes_sent.add(n as u64);
                 let from_queue = n.min(queued);
                 conn.wbuf.drain(..from_queue);
-                out_pos += n - from_queue;
+                let mut n = n - from_queue;
+                sent_new |= n > 0;
+                while n > 0 {
+                    let left = parts[part].len() - offset;
+                    let step = n.min(left);
+                    offset += step;
+                    n -= step;
+                    if offset == parts[part].len() {
+                        (part, offset) = (part + 1, 0);
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break Err(io_reason(&e)),
         }
     };
-    // What is left of the earlier backlog: `out` is only queued behind it.
-    let earlier_unsent = if out_pos > 0 { 0 } else { conn.wbuf.len() };
-    if result.is_ok() && out_pos < out.len() {
+    // What is left of the earlier backlog: `parts` are only queued behind it.
+    let earlier_unsent = if sent_new { 0 } else { conn.wbuf.len() };
+    if result.is_ok() && part < parts.len() {
         if conn.wbuf.capacity() == 0 {
             conn.wbuf = pool.take();
         }
-        conn.wbuf.extend_from_slice(&out[out_pos..]);
+        conn.wbuf.extend_from_slice(&parts[part][offset..]);
+        for p in &parts[part + 1..] {
+            conn.wbuf.extend_from_slice(p);
+        }
     }
     if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
         pool.give(std::mem::take(&mut conn.wbuf));

@@ -153,6 +153,9 @@ pub struct LoopStats {
     /// Room messages this loop delivered to its members (the publisher's
     /// own copy is counted as sent, not here).
     pub room_delivered: Counter,
+    /// Writes that carried room deliveries: one per member per pass, however
+    /// many publishes it was owed.
+    pub room_writes: Counter,
 }
 
 impl LoopStats {
