@@ -118,6 +118,32 @@ fn echo_verifies_payloads_with_depth() {
 }
 
 #[test]
+fn fanout_and_broadcast_deliver_every_publish_to_every_member() {
+    for broadcast in [false, true] {
+        let (child, addr, metrics) = server();
+        let url = format!("ws://{addr}/ws");
+        let mut args = vec!["--url", &url, "--scenario", "fanout", "--conns", "201", "--duration", "2s"];
+        args.extend(["--publish-rate", "20"]);
+        if broadcast {
+            args.push("--broadcast");
+        }
+        let run = load(&args);
+        assert_eq!(run.code, 0, "broadcast {broadcast}: {}", run.stderr);
+        assert_eq!(run.report["mismatches"], 0);
+        // Every publish reaches the 200 others, and every join is acked.
+        let published = run.report["messages_sent"].as_u64().unwrap();
+        assert!(published >= 20, "{published}");
+        assert_eq!(run.report["messages_received"].as_u64().unwrap(), published * 200 + 201, "broadcast {broadcast}");
+        let (_, m) = http_get(metrics, "/metrics");
+        let delivered = sample(&m, "wsloop_room_messages_delivered_total").unwrap();
+        let writes = sample(&m, "wsloop_room_writes_total").unwrap();
+        assert_eq!(delivered, (published * 200) as f64);
+        assert!(writes >= 1.0 && writes <= delivered, "{writes} writes for {delivered}");
+        stop(child);
+    }
+}
+
+#[test]
 fn churn_and_stages() {
     let (child, addr, _) = server();
     let url = format!("ws://{addr}/ws");

@@ -212,3 +212,23 @@ fn a_member_of_ten_rooms_gets_the_ten_publishes_of_one_pass_in_one_write() {
     assert_eq!(total(&server, |s| s.room_delivered.get()), 10);
     assert_eq!(total(&server, |s| s.room_writes.get()), 1, "one write for the ten deliveries");
 }
+
+#[test]
+fn a_broadcast_reaches_every_connection_on_every_loop() {
+    let server = start_echo(test_config(2));
+    let addr = server.local_addr();
+    let mut clients: Vec<Tung> = (0..8).map(|_| tung_connect(addr)).collect();
+    join(&mut clients[1], "some-room"); // in a room or not, all get it
+    let mut sender = clients.remove(0);
+    send(&mut sender, json!({"type":"broadcast","data":{"n":1},"echo":false}));
+    for c in clients.iter_mut() {
+        assert_eq!(recv(c), json!({"type":"broadcast","data":{"n":1}}));
+    }
+    // With echo (the default) the sender gets its copy too.
+    send(&mut sender, json!({"type":"broadcast","data":2}));
+    assert_eq!(recv(&mut sender), json!({"type":"broadcast","data":2}));
+    for c in clients.iter_mut() {
+        assert_eq!(recv(c), json!({"type":"broadcast","data":2}));
+    }
+    assert_eq!(total(&server, |s| s.room_delivered.get()), 14);
+}

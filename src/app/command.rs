@@ -8,6 +8,8 @@
 //! {"type":"leave","room":"r"}                  -> {"type":"left","room":"r"}
 //! {"type":"publish","room":"r","data":D}       -> members: {"type":"message","room":"r","data":D}
 //! {"type":"publish",...,"echo":false}          -> the same, not to the sender
+//! {"type":"broadcast","data":D}                -> every connection: {"type":"broadcast","data":D}
+//! {"type":"broadcast",...,"echo":false}        -> the same, not to the sender
 //! failures                                     -> {"type":"error","error":CODE,"message":TEXT}
 //! ```
 
@@ -39,6 +41,13 @@ pub enum Command<'a> {
     Publish {
         /// The room.
         room: Cow<'a, str>,
+        /// Any JSON value, forwarded verbatim.
+        data: Option<&'a RawValue>,
+        /// Whether the sender gets its own copy (default true).
+        echo: bool,
+    },
+    /// Send `data` to every connection of the server.
+    Broadcast {
         /// Any JSON value, forwarded verbatim.
         data: Option<&'a RawValue>,
         /// Whether the sender gets its own copy (default true).
@@ -105,6 +114,7 @@ pub fn parse<'a>(text: &'a str) -> Parsed<'a> {
             Ok(room) => Command::Publish { room, data: raw.data, echo: raw.echo.unwrap_or(true) },
             Err(e) => return e,
         },
+        "broadcast" => Command::Broadcast { data: raw.data, echo: raw.echo.unwrap_or(true) },
         _ => return Parsed::NotACommand,
     };
     Parsed::Command(command)
@@ -139,6 +149,12 @@ pub fn room_message(out: &mut String, room: &str, data: Option<&RawValue>) {
     let _ = write!(out, r#","data":{}}}"#, data.map_or("null", RawValue::get));
 }
 
+/// `{"type":"broadcast","data":D}`.
+pub fn broadcast_message(out: &mut String, data: Option<&RawValue>) {
+    out.clear();
+    let _ = write!(out, r#"{{"type":"broadcast","data":{}}}"#, data.map_or("null", RawValue::get));
+}
+
 /// `{"type":"error","error":CODE,"message":TEXT}`.
 pub fn error(out: &mut String, code: &str, message: &str) {
     out.clear();
@@ -171,6 +187,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match command(r#"{"type":"broadcast","data":{"n":1},"echo":false}"#) {
+            Command::Broadcast { data, echo } => assert_eq!((data.unwrap().get(), echo), (r#"{"n":1}"#, false)),
+            other => panic!("{other:?}"),
+        }
+        let mut out = String::new();
+        broadcast_message(&mut out, serde_json::from_str::<&RawValue>("[1]").ok());
+        assert_eq!(out, r#"{"type":"broadcast","data":[1]}"#);
     }
 
     #[test]

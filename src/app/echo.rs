@@ -41,6 +41,11 @@ impl EchoApp {
                 ctx.publish_text(&room, &self.reply, echo);
                 return;
             }
+            Command::Broadcast { data, echo } => {
+                command::broadcast_message(&mut self.reply, data);
+                ctx.broadcast_text(&self.reply, echo);
+                return;
+            }
         }
         ctx.send_text(&self.reply);
     }

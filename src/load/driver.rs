@@ -79,6 +79,8 @@ pub struct DriverConfig {
     pub connect_timeout: Duration,
     /// Fanout scenario: messages published per second.
     pub publish_rate: u32,
+    /// Fanout scenario: broadcast (`{"type":"broadcast"}`) instead of publish.
+    pub broadcast: bool,
 }
 
 /// A snapshot for the once-a-second progress line.
@@ -642,7 +644,11 @@ impl Driver<'_> {
         };
         for _ in 0..n {
             let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-            let text = format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{us:0>18}"}}"#);
+            let text = if self.cfg.broadcast {
+                format!(r#"{{"type":"broadcast","echo":false,"data":"{us:0>18}"}}"#)
+            } else {
+                format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{us:0>18}"}}"#)
+            };
             let c = &mut self.clients[slot];
             if c.session.write_text(&mut self.out, &text) {
                 self.report.messages_sent += 1;
@@ -667,7 +673,7 @@ impl Driver<'_> {
         };
         match (d.kind, d.data.and_then(|x| x.parse::<u128>().ok())) {
             ("joined", _) => self.joined += 1,
-            ("message", Some(sent_us)) => {
+            ("message" | "broadcast", Some(sent_us)) => {
                 let now =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
                 let _ = self.rtt.record(now.saturating_sub(sent_us).max(1) as u64);

@@ -60,6 +60,9 @@ pub struct LoadArgs {
     /// Fanout scenario: messages the publisher sends per second.
     #[arg(long, default_value_t = 100)]
     pub publish_rate: u32,
+    /// Fanout scenario: broadcast to every connection instead of publishing to the room.
+    #[arg(long)]
+    pub broadcast: bool,
     /// Echo scenario: messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     pub depth: usize,
@@ -177,6 +180,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         source_ips: args.source_ips.clone().map_or_else(Vec::new, |s| s.0),
         connect_timeout: args.connect_timeout,
         publish_rate: args.publish_rate,
+        broadcast: args.broadcast,
     })
 }
 

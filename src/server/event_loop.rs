@@ -576,7 +576,10 @@ impl<H: Handler> EventLoop<H> {
     /// other members of each room.
     fn deliver_local(&mut self) {
         for p in std::mem::take(&mut self.local) {
-            self.deliver(&p.room, &p.frame, Some(p.skip));
+            match &p.room {
+                Some(room) => self.deliver(room, &p.frame, Some(p.skip)),
+                None => self.deliver_to_all(&p.frame, Some(p.skip)),
+            }
         }
     }
 
@@ -587,6 +590,21 @@ impl<H: Handler> EventLoop<H> {
         for slot in self.rooms.members(room).filter(|m| Some(*m) != skip) {
             let conn = &self.conns[slot as usize];
             if conn.session.can_send() && !conn.stage.is_ending() {
+                self.owed.push(slot, conn.generation, frame);
+                delivered += 1;
+            }
+        }
+        self.stats.messages_sent.add(delivered);
+        self.stats.room_delivered.add(delivered);
+    }
+
+    /// Owes a shared, already encoded frame to every open connection of this
+    /// loop (but `skip`).
+    fn deliver_to_all(&mut self, frame: &Bytes, skip: Option<u32>) {
+        let mut delivered = 0u64;
+        for (slot, conn) in self.conns.iter() {
+            let slot = slot as u32;
+            if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
                 self.owed.push(slot, conn.generation, frame);
                 delivered += 1;
             }
@@ -703,6 +721,7 @@ impl<H: Handler> EventLoop<H> {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 LoopMsg::Publish { room, frame } => self.deliver(&room, &frame, None),
+                LoopMsg::Broadcast { frame } => self.deliver_to_all(&frame, None),
                 LoopMsg::Shutdown => self.begin_shutdown(),
             }
         }

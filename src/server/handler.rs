@@ -42,12 +42,12 @@ pub enum Message<'a> {
     Binary(&'a [u8]),
 }
 
-/// A publish waiting to be delivered to this loop's members of a room,
-/// after the handler returns (the loop cannot write to other connections
-/// while it is handling one).
+/// A publish waiting to be owed to this loop's members of a room (or, with
+/// no room, to every connection of the loop), after the handler returns.
 #[derive(Debug)]
 pub(crate) struct LocalPublish {
-    pub room: Arc<str>,
+    /// The room, or `None` for a broadcast.
+    pub room: Option<Arc<str>>,
     pub frame: Bytes,
     /// The publisher's slot: it got its copy in order, or asked for none.
     pub skip: u32,
@@ -122,7 +122,30 @@ impl Ctx<'_> {
             *self.sent += 1;
         }
         self.hub.publish_to_others(self.id.loop_id, &room, &frame);
-        self.local.push(LocalPublish { room, frame, skip: self.id.slot });
+        self.local.push(LocalPublish { room: Some(room), frame, skip: self.id.slot });
+    }
+
+    /// Sends `text` to every connection of the server, on every loop, in a
+    /// room or not; encoded once and shared. This connection gets a copy
+    /// too if `include_self` is true.
+    pub fn broadcast_text(&mut self, text: &str, include_self: bool) {
+        self.broadcast(opcode::TEXT, text.as_bytes(), include_self);
+    }
+
+    /// Like [`broadcast_text`](Self::broadcast_text), as a binary message.
+    pub fn broadcast_binary(&mut self, data: &[u8], include_self: bool) {
+        self.broadcast(opcode::BINARY, data, include_self);
+    }
+
+    fn broadcast(&mut self, op: u8, payload: &[u8], include_self: bool) {
+        let (_, frame) = encode_publish("", op, payload);
+        *self.published += 1;
+        if include_self && self.session.can_send() {
+            self.out.extend_from_slice(&frame);
+            *self.sent += 1;
+        }
+        self.hub.broadcast_to_others(self.id.loop_id, &frame);
+        self.local.push(LocalPublish { room: None, frame, skip: self.id.slot });
     }
 
     /// Starts the close handshake with `code` (e.g. 1000) and a short reason.
@@ -170,7 +193,7 @@ impl CloseCtx<'_> {
         let (room, frame) = encode_publish(room, op, payload);
         self.published += 1;
         self.hub.publish_to_others(self.id.loop_id, &room, &frame);
-        self.local.push(LocalPublish { room, frame, skip: self.id.slot });
+        self.local.push(LocalPublish { room: Some(room), frame, skip: self.id.slot });
     }
 }
 

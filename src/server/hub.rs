@@ -15,6 +15,11 @@ use mio::Waker;
 pub enum LoopMsg {
     /// Begin graceful shutdown: stop accepting, close every connection 1001.
     Shutdown,
+    /// Deliver an encoded frame to every connection of this loop.
+    Broadcast {
+        /// The whole frame (header and payload), shared by every loop.
+        frame: Bytes,
+    },
     /// Deliver an encoded frame to this loop's members of `room`.
     Publish {
         /// The room.
@@ -59,6 +64,15 @@ impl Hub {
         for i in 0..self.inboxes.len() {
             if i != from as usize {
                 self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
+            }
+        }
+    }
+
+    /// Posts a broadcast to every loop but `from`.
+    pub fn broadcast_to_others(&self, from: u32, frame: &Bytes) {
+        for i in 0..self.inboxes.len() {
+            if i != from as usize {
+                self.post(i, LoopMsg::Broadcast { frame: frame.clone() });
             }
         }
     }
