@@ -12,6 +12,9 @@
 #   benches/fanout.sh
 #   SUBSCRIBERS=19000 RATES=5 SERVERS="wsloop-2 bun" benches/fanout.sh
 #   BUN=/path/to/bun (default: bun on PATH; `npm install bun` brings it)
+#   BEFORE=/path/to/older/wsloop SERVERS="before-2 wsloop-2"   an older build beside this one
+#   SCENARIO_ARGS=--broadcast    broadcast to every connection instead of publishing
+#   TAG=name                     results in benches/results/fanout-TAG.{jsonl,md}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,13 +30,14 @@ cargo build --release --quiet
 BIN=target/release/wsloop
 mkdir -p "$OUT"
 TICK=$(getconf CLK_TCK)
-results="$OUT/fanout.jsonl"
+results="$OUT/fanout${TAG:+-$TAG}.jsonl"
 : > "$results"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_server() { # name
   case "$1" in
     wsloop-*) "$BIN" serve --addr "127.0.0.1:$PORT" --workers "${1#wsloop-}" --metrics-addr off --log-level warn & ;;
+    before-*) "$BEFORE" serve --addr "127.0.0.1:$PORT" --workers "${1#before-}" --metrics-addr off --log-level warn & ;;
     bun) "$BUN" benches/peers/bun-rooms.js "$PORT" 2>/dev/null & ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
   esac
@@ -47,7 +51,7 @@ for rate in $RATES; do
       start_server "$server"
       cpu0=$(cpu_ticks "$SPID")
       "$BIN" load --url "ws://127.0.0.1:$PORT/ws" --scenario fanout --conns $((SUBSCRIBERS + 1)) --rate 5000 \
-        --duration "$DURATION" --publish-rate "$rate" --json "$OUT/fanout-run.json" > /dev/null 2>&1 || true
+        --duration "$DURATION" --publish-rate "$rate" ${SCENARIO_ARGS:-} --json "$OUT/fanout-run.json" > /dev/null 2>&1 || true
       cpu1=$(cpu_ticks "$SPID")
       kill "$SPID"; wait "$SPID" 2>/dev/null || true
       python3 - "$OUT/fanout-run.json" "$server" "$rate" "$((cpu1 - cpu0))" "$TICK" "$SUBSCRIBERS" "${DURATION%s}" >> "$results" <<'PY'
@@ -73,7 +77,7 @@ PY
   done
 done
 
-python3 - "$results" "$SERVERS" <<'PY' | tee "$OUT/fanout.md"
+python3 - "$results" "$SERVERS" <<'PY' | tee "$OUT/fanout${TAG:+-$TAG}.md"
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]; servers = sys.argv[2].split()
 def med(s, rate, key):

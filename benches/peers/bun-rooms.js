@@ -5,6 +5,8 @@
 //
 //   bun benches/peers/bun-rooms.js PORT
 const port = Number(process.argv[2] || 18096);
+// Every connection is in this topic, for broadcasts.
+const EVERYONE = "\u0000everyone";
 
 Bun.serve({
   hostname: "127.0.0.1",
@@ -14,6 +16,9 @@ Bun.serve({
     return new Response("WebSocket only\n", { status: 426 });
   },
   websocket: {
+    open(ws) {
+      ws.subscribe(EVERYONE);
+    },
     perMessageDeflate: false,
     maxPayloadLength: 64 * 1024 * 1024,
     idleTimeout: 120,
@@ -43,6 +48,12 @@ Bun.serve({
           // ws.publish skips the sender; the server's reaches it too.
           if (cmd.echo === false) ws.publish(cmd.room, out);
           else ws.cork(() => { ws.publish(cmd.room, out); if (ws.isSubscribed(cmd.room)) ws.send(out); });
+          break;
+        }
+        case "broadcast": {
+          const out = JSON.stringify({ type: "broadcast", data: cmd.data ?? null });
+          if (cmd.echo === false) ws.publish(EVERYONE, out);
+          else ws.cork(() => { ws.publish(EVERYONE, out); ws.send(out); });
           break;
         }
         case "ping":

@@ -635,11 +635,23 @@ impl<H: Handler> EventLoop<H> {
         if !conn.session.can_send() || conn.stage.is_ending() {
             return;
         }
-        let frames: Vec<&[u8]> =
-            owed.iter().filter(|o| o.generation == conn.generation).map(|o| &o.frame[..]).collect();
+        let generation = conn.generation;
+        let mut frames: Vec<&[u8]> = Vec::new();
+        let one;
+        let parts: &[&[u8]] = if let [single] = owed {
+            // The common case, one frame: no list to allocate.
+            if single.generation != generation {
+                return;
+            }
+            one = [&single.frame[..]];
+            &one
+        } else {
+            frames.extend(owed.iter().filter(|o| o.generation == generation).map(|o| &o.frame[..]));
+            &frames
+        };
         let before = conn.wbuf.len();
         self.stats.room_writes.add(1);
-        match write_parts(conn, &frames, &mut self.pool, &self.stats) {
+        match write_parts(conn, parts, &mut self.pool, &self.stats) {
             Ok(earlier_unsent) => {
                 self.signal(slot, Signal::Published { earlier_unsent });
                 let still_serving = self.conns.get(slot).is_some_and(|c| !c.stage.is_ending());
