@@ -81,17 +81,8 @@ pub fn write_parts(
                 stats.bytes_sent.add(n as u64);
                 let from_queue = n.min(queued);
                 conn.wbuf.drain(..from_queue);
-                let mut n = n - from_queue;
-                sent_new |= n > 0;
-                while n > 0 {
-                    let left = parts[part].len() - offset;
-                    let step = n.min(left);
-                    offset += step;
-                    n -= step;
-                    if offset == parts[part].len() {
-                        (part, offset) = (part + 1, 0);
-                    }
-                }
+                sent_new |= n > from_queue;
+                (part, offset) = advance(parts, part, offset, n - from_queue);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -101,13 +92,7 @@ pub fn write_parts(
     // What is left of the earlier backlog: `parts` are only queued behind it.
     let earlier_unsent = if sent_new { 0 } else { conn.wbuf.len() };
     if result.is_ok() && part < parts.len() {
-        if conn.wbuf.capacity() == 0 {
-            conn.wbuf = pool.take();
-        }
-        conn.wbuf.extend_from_slice(&parts[part][offset..]);
-        for p in &parts[part + 1..] {
-            conn.wbuf.extend_from_slice(p);
-        }
+        queue_unsent(conn, &parts[part][offset..], &parts[part + 1..], pool);
     }
     if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
         pool.give(std::mem::take(&mut conn.wbuf));
@@ -121,6 +106,32 @@ pub fn write_parts(
     result.map(|()| earlier_unsent)
 }
 
+/// The position `n` bytes after (`part`, `offset`) in `parts`.
+fn advance(parts: &[&[u8]], mut part: usize, mut offset: usize, mut n: usize) -> (usize, usize) {
+    while n > 0 {
+        let step = n.min(parts[part].len() - offset);
+        offset += step;
+        n -= step;
+        if offset == parts[part].len() {
+            (part, offset) = (part + 1, 0);
+        }
+    }
+    (part, offset)
+}
+
+/// Copies what the kernel left unsent (the rest of one part, then whole
+/// ones) into the connection's backlog, taking a pooled buffer if it has
+/// none.
+fn queue_unsent(conn: &mut Conn, first: &[u8], rest: &[&[u8]], pool: &mut BufferPool) {
+    if conn.wbuf.capacity() == 0 {
+        conn.wbuf = pool.take();
+    }
+    conn.wbuf.extend_from_slice(first);
+    for p in rest {
+        conn.wbuf.extend_from_slice(p);
+    }
+}
+
 /// The close reason a socket error stands for: the peer went away, or an
 /// error of our own.
 pub fn io_reason(e: &io::Error) -> CloseReason {
@@ -129,5 +140,21 @@ pub fn io_reason(e: &io::Error) -> CloseReason {
             CloseReason::PeerGone
         }
         _ => CloseReason::IoError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_walks_across_parts_and_stops_at_part_ends() {
+        let parts: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        assert_eq!(advance(&parts, 0, 0, 0), (0, 0));
+        assert_eq!(advance(&parts, 0, 0, 2), (0, 2));
+        // Ending exactly on a part's end moves to the next part.
+        assert_eq!(advance(&parts, 0, 0, 3), (1, 0));
+        assert_eq!(advance(&parts, 0, 1, 4), (2, 2));
+        assert_eq!(advance(&parts, 2, 2, 2), (3, 0));
     }
 }
