@@ -64,17 +64,11 @@ pub fn write_parts(
         if queued == 0 && part == parts.len() {
             break Ok(());
         }
-        let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
-        let mut n_iov = 0;
-        if queued > 0 {
-            iov[0] = IoSlice::new(&conn.wbuf);
-            n_iov = 1;
-        }
-        for (i, p) in parts[part..].iter().take(MAX_IOV).enumerate() {
-            iov[n_iov] = IoSlice::new(if i == 0 { &p[offset..] } else { p });
-            n_iov += 1;
-        }
-        let written = if n_iov == 1 { conn.socket.write(&iov[0]) } else { conn.socket.write_vectored(&iov[..n_iov]) };
+        let written = match (queued, &parts[part.min(parts.len())..]) {
+            // The hot path (a batch of replies, nothing queued): one write.
+            (0, [one]) => conn.socket.write(&one[offset..]),
+            _ => write_gathered(conn, &parts[part..], offset),
+        };
         match written {
             Ok(0) => break Err(CloseReason::PeerGone),
             Ok(n) => {
@@ -104,6 +98,22 @@ pub fn write_parts(
         stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
     }
     result.map(|()| earlier_unsent)
+}
+
+/// One `writev` of the backlog (if any) and then up to [`MAX_IOV`] parts,
+/// the first from `offset`.
+fn write_gathered(conn: &mut Conn, parts: &[&[u8]], offset: usize) -> io::Result<usize> {
+    let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
+    let mut n = 0;
+    if !conn.wbuf.is_empty() {
+        iov[0] = IoSlice::new(&conn.wbuf);
+        n = 1;
+    }
+    for (i, p) in parts.iter().take(MAX_IOV).enumerate() {
+        iov[n] = IoSlice::new(if i == 0 { &p[offset..] } else { p });
+        n += 1;
+    }
+    conn.socket.write_vectored(&iov[..n])
 }
 
 /// The position `n` bytes after (`part`, `offset`) in `parts`.
