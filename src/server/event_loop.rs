@@ -334,7 +334,8 @@ impl<H: Handler> EventLoop<H> {
                     self.arm(slot, timeout);
                     None
                 }
-                Action::QueueClose(code, reason) => {
+                Action::QueueClose(goodbye) => {
+                    let (code, reason) = goodbye.frame();
                     self.conns[slot].session.write_close(&mut self.out, code, reason);
                     self.flush(slot).err()
                 }

@@ -105,9 +105,9 @@ pub struct Facts {
 pub enum Action {
     /// Arm the connection's one timer with this timeout (replacing any).
     Arm(Timeout),
-    /// Queue a close frame with this code and reason behind the backlog
-    /// (nothing if the session is no longer open).
-    QueueClose(u16, &'static str),
+    /// Queue this close frame behind the backlog (nothing if the session is
+    /// no longer open).
+    QueueClose(Goodbye),
     /// Send the idle ping.
     Ping,
     /// Read the socket now: input may be waiting with no readiness edge
@@ -168,10 +168,25 @@ fn is_graceful(reason: CloseReason) -> bool {
     )
 }
 
-/// The close frame a slow consumer gets.
-pub const SLOW_CONSUMER_CLOSE: (u16, &str) = (1008, "slow consumer: backlog over the cap");
-/// The close frame every open connection gets at shutdown.
-pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
+/// A close frame the engine itself sends. One byte, so that [`Actions`]
+/// stay small on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// 1008: the peer cannot keep up.
+    SlowConsumer,
+    /// 1001: the server is shutting down.
+    Shutdown,
+}
+
+impl Goodbye {
+    /// The close code and reason on the wire.
+    pub fn frame(self) -> (u16, &'static str) {
+        match self {
+            Goodbye::SlowConsumer => (1008, "slow consumer: backlog over the cap"),
+            Goodbye::Shutdown => (1001, "server shutting down"),
+        }
+    }
+}
 
 impl Stage {
     /// The reason a connection that is ending will be counted under.
@@ -268,8 +283,7 @@ impl Stage {
         match facts.phase {
             _ if self.is_ending() => Actions::default(),
             Phase::Open => {
-                let (code, reason) = SHUTDOWN_CLOSE;
-                let mut actions = Actions::one(Action::QueueClose(code, reason));
+                let mut actions = Actions::one(Action::QueueClose(Goodbye::Shutdown));
                 actions.push(Action::Arm(Timeout::Close));
                 actions
             }
@@ -282,8 +296,7 @@ impl Stage {
     /// whole frames), then a finish like any other, bounded by the close
     /// timeout, decided once the close frame is queued.
     fn cut_off(&mut self) -> Actions {
-        let (code, reason) = SLOW_CONSUMER_CLOSE;
-        let mut actions = Actions::one(Action::QueueClose(code, reason));
+        let mut actions = Actions::one(Action::QueueClose(Goodbye::SlowConsumer));
         actions.push(Action::Finish(CloseReason::SlowConsumer));
         actions
     }
@@ -345,8 +358,9 @@ mod tests {
     }
 
     #[test]
-    fn stage_is_two_bytes() {
+    fn stage_is_two_bytes_and_actions_fit_a_register_pair() {
         assert!(std::mem::size_of::<Stage>() <= 2, "{}", std::mem::size_of::<Stage>());
+        assert!(std::mem::size_of::<Actions>() <= 16, "{}", std::mem::size_of::<Actions>());
     }
 
     #[test]
@@ -457,7 +471,7 @@ mod tests {
         let mut s = Stage::Paused;
         assert_eq!(
             run(&mut s, Signal::Timer, Phase::Open, 5 * CAP),
-            [QueueClose(1008, SLOW_CONSUMER_CLOSE.1), Finish(CloseReason::SlowConsumer)]
+            [QueueClose(Goodbye::SlowConsumer), Finish(CloseReason::SlowConsumer)]
         );
         // Once the close frame is queued: drain (reading again, to discard).
         let fault = Signal::Fault(CloseReason::SlowConsumer);
@@ -475,7 +489,7 @@ mod tests {
         let over = Signal::Published { earlier_unsent: CAP + 1 };
         assert_eq!(
             run(&mut s, over, Phase::Open, 40 * CAP),
-            [QueueClose(1008, SLOW_CONSUMER_CLOSE.1), Finish(CloseReason::SlowConsumer)]
+            [QueueClose(Goodbye::SlowConsumer), Finish(CloseReason::SlowConsumer)]
         );
         let fault = Signal::Fault(CloseReason::SlowConsumer);
         assert_eq!(run(&mut s, fault, Phase::CloseSent, 40 * CAP), [Arm(Timeout::Close)]);
@@ -487,10 +501,7 @@ mod tests {
     #[test]
     fn shutdown_by_phase() {
         let mut s = Stage::Serving;
-        assert_eq!(
-            run(&mut s, Signal::Shutdown, Phase::Open, 0),
-            [QueueClose(1001, SHUTDOWN_CLOSE.1), Arm(Timeout::Close)]
-        );
+        assert_eq!(run(&mut s, Signal::Shutdown, Phase::Open, 0), [QueueClose(Goodbye::Shutdown), Arm(Timeout::Close)]);
         assert_eq!(run(&mut s, Signal::Shutdown, Phase::CloseSent, 0), []);
         assert_eq!(run(&mut s, Signal::Shutdown, Phase::Handshake, 0), [Close(CloseReason::Shutdown)]);
         let mut ending = Stage::Lingering(CloseReason::ProtocolError);

@@ -52,6 +52,9 @@ pub fn write_parts(
     pool: &mut BufferPool,
     stats: &LoopStats,
 ) -> Result<usize, CloseReason> {
+    if let ([one], true) = (parts, conn.wbuf.is_empty()) {
+        return write_alone(conn, one, pool, stats);
+    }
     let backlog_before = conn.wbuf.len();
     // The first unsent byte of `parts`: a part and an offset in it.
     let (mut part, mut offset) = (0, 0);
@@ -64,8 +67,7 @@ pub fn write_parts(
         if queued == 0 && part == parts.len() {
             break Ok(());
         }
-        let written = match (queued, &parts[part.min(parts.len())..]) {
-            // The hot path (a batch of replies, nothing queued): one write.
+        let written = match (queued, &parts[part..]) {
             (0, [one]) => conn.socket.write(&one[offset..]),
             _ => write_gathered(conn, &parts[part..], offset),
         };
@@ -98,6 +100,30 @@ pub fn write_parts(
         stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
     }
     result.map(|()| earlier_unsent)
+}
+
+/// The hot path of [`write_parts`]: one part (a pass's replies) and no
+/// backlog, so one `write` and nothing to account for unless the kernel
+/// leaves some of it (then it is queued). No earlier backlog: returns 0.
+fn write_alone(conn: &mut Conn, bytes: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match conn.socket.write(&bytes[sent..]) {
+            Ok(0) => return Err(CloseReason::PeerGone),
+            Ok(n) => {
+                stats.bytes_sent.add(n as u64);
+                sent += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                queue_unsent(conn, &bytes[sent..], &[], pool);
+                stats.backlog_bytes.add((bytes.len() - sent) as u64);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_reason(&e)),
+        }
+    }
+    Ok(0)
 }
 
 /// One `writev` of the backlog (if any) and then up to [`MAX_IOV`] parts,
