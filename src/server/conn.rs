@@ -18,6 +18,8 @@ use crate::runtime::TimerLink;
 pub const OPENED: u8 = 1;
 /// Conn flag: waiting in the loop's ready list for another read turn.
 pub const IN_READY_LIST: u8 = 2;
+/// Conn flag: room deliveries are owed to it, not yet written (see fanout.rs).
+pub const OWED: u8 = 4;
 /// Conn flag: an event reported the peer's FIN or an error: read to EOF.
 pub const PEER_CLOSED: u8 = 32;
 

@@ -20,7 +20,7 @@ use slab::Slab;
 use crate::ws::{Event, HandshakeError, WsError};
 
 use super::config::ServerConfig;
-use super::conn::{Conn, IN_READY_LIST, OPENED, PEER_CLOSED};
+use super::conn::{Conn, IN_READY_LIST, OPENED, OWED, PEER_CLOSED};
 use super::fanout::{Deliveries, Owed};
 use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
@@ -396,6 +396,18 @@ impl<H: Handler> EventLoop<H> {
             Stage::Paused => return None,
             _ => {}
         }
+        if conn.has(OWED) {
+            // What it was owed before this input comes first: its replies (a
+            // close echo, say) must not overtake earlier deliveries.
+            let owed = self.owed.take_for(slot as u32);
+            if !owed.is_empty() {
+                self.write_owed_to(&owed);
+            }
+            if !self.conns.contains(slot) {
+                return None;
+            }
+        }
+        let conn = &mut self.conns[slot];
         let before = conn.session.phase();
         let mut buf = if conn.rbuf.capacity() > 0 { std::mem::take(&mut conn.rbuf) } else { self.pool.take() };
         let mut wanted = 0;
@@ -589,9 +601,10 @@ impl<H: Handler> EventLoop<H> {
     fn deliver(&mut self, room: &str, frame: &Bytes, skip: Option<u32>) {
         let mut delivered = 0u64;
         for slot in self.rooms.members(room).filter(|m| Some(*m) != skip) {
-            let conn = &self.conns[slot as usize];
+            let conn = &mut self.conns[slot as usize];
             if conn.session.can_send() && !conn.stage.is_ending() {
                 self.owed.push(slot, conn.generation, frame);
+                conn.flags |= OWED;
                 delivered += 1;
             }
         }
@@ -603,10 +616,11 @@ impl<H: Handler> EventLoop<H> {
     /// loop (but `skip`).
     fn deliver_to_all(&mut self, frame: &Bytes, skip: Option<u32>) {
         let mut delivered = 0u64;
-        for (slot, conn) in self.conns.iter() {
+        for (slot, conn) in self.conns.iter_mut() {
             let slot = slot as u32;
             if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
                 self.owed.push(slot, conn.generation, frame);
+                conn.flags |= OWED;
                 delivered += 1;
             }
         }
@@ -633,6 +647,7 @@ impl<H: Handler> EventLoop<H> {
     fn write_owed_to(&mut self, owed: &[Owed]) {
         let slot = owed[0].slot as usize;
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.flags &= !OWED;
         if !conn.session.can_send() || conn.stage.is_ending() {
             return;
         }

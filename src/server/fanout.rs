@@ -40,6 +40,12 @@ impl Deliveries {
         self.owed.push(Owed { slot, generation, frame: frame.clone() });
     }
 
+    /// Takes what the connection in `slot` is owed, in order, wherever it is
+    /// in the list (one pass over it).
+    pub fn take_for(&mut self, slot: u32) -> Vec<Owed> {
+        self.owed.extract_if(.., |o| o.slot == slot).collect()
+    }
+
     /// True if nothing is owed.
     pub fn is_empty(&self) -> bool {
         self.owed.is_empty()
@@ -110,6 +116,17 @@ mod tests {
         let third: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
         assert_eq!(third, [8, 9, 9, 1]);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn one_members_deliveries_can_be_taken_ahead_of_the_rest() {
+        let mut d = Deliveries::default();
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        for (slot, f) in [(1, &a), (2, &a), (1, &b), (3, &b)] {
+            d.push(slot, 0, f);
+        }
+        assert_eq!(frames(&d.take_for(1)), [(1, &b"a"[..]), (1, b"b")]);
+        assert_eq!(frames(&d.take_slice(10)), [(2, &b"a"[..]), (3, b"b")]);
     }
 
     #[test]
