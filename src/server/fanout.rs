@@ -5,9 +5,11 @@
 //! publishes that pile up while a pass is busy ride in the same write.
 //!
 //! A very large room does not stall its loop: a pass serves at most a
-//! budget of members, and the next pass starts after the last one served,
-//! so every member is reached in turn and pings and echoes on the same loop
-//! wait at most one slice.
+//! budget of members, and a round (everything owed when it began, sorted
+//! once by member) continues where the last pass stopped, so every member
+//! is reached in turn and pings and echoes on the same loop wait at most
+//! one slice. What arrives during a round waits for the next one, so under
+//! overload a member's frames pile up and leave in fewer, larger writes.
 //!
 //! Size: 40 bytes per owed delivery (slot, generation, a shared `Bytes`),
 //! only while it is owed.
@@ -15,7 +17,7 @@
 use bytes::Bytes;
 
 /// One delivery owed: a shared, already encoded frame for a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Owed {
     /// The member's slot.
     pub slot: u32,
@@ -26,12 +28,30 @@ pub struct Owed {
     pub frame: Bytes,
 }
 
-/// The deliveries a loop owes, in the order they were owed.
+impl Owed {
+    /// An empty entry that holds nothing (a static empty frame): what a
+    /// taken entry leaves behind.
+    fn placeholder() -> Owed {
+        Owed::default()
+    }
+}
+
+/// The deliveries a loop owes. `owed[start..sorted]` is the current round,
+/// sorted by member starting at the cursor; `owed[sorted..]` arrived since
+/// and waits for the next round. Every entry is sorted once, whatever the
+/// backlog, so a pass costs what it writes, not what is waiting.
 #[derive(Debug, Default)]
 pub struct Deliveries {
     owed: Vec<Owed>,
-    /// Where the next slice starts: the slot after the last member served.
+    /// The first entry not yet taken.
+    start: usize,
+    /// The end of the current round's sorted entries.
+    sorted: usize,
+    /// Where the next round starts: the slot after the last member served.
     cursor: u32,
+    /// Scratch of `begin_round`'s counting sort, kept to allocate nothing.
+    counts: Vec<u32>,
+    spare: Vec<Owed>,
 }
 
 impl Deliveries {
@@ -43,35 +63,83 @@ impl Deliveries {
     /// Takes what the connection in `slot` is owed, in order, wherever it is
     /// in the list (one pass over it).
     pub fn take_for(&mut self, slot: u32) -> Vec<Owed> {
-        self.owed.extract_if(.., |o| o.slot == slot).collect()
+        self.owed.drain(..self.start);
+        self.sorted -= self.start;
+        self.start = 0;
+        let in_round = self.owed[..self.sorted].iter().filter(|o| o.slot == slot).count();
+        let taken = self.owed.extract_if(.., |o| o.slot == slot).collect();
+        // The round keeps its order; it only lost this member's entries.
+        self.sorted -= in_round;
+        taken
     }
 
     /// True if nothing is owed.
     pub fn is_empty(&self) -> bool {
-        self.owed.is_empty()
+        self.start == self.owed.len()
     }
 
     /// Takes what at most `members` members are owed, grouped by member
-    /// (each member's frames in the order owed), starting with the first
-    /// member at or after the cursor and wrapping around.
+    /// (each member's frames in the order owed). A round serves every member
+    /// that was owed something when it began, starting after the last member
+    /// served, so every member is reached in turn.
     pub fn take_slice(&mut self, members: usize) -> Vec<Owed> {
-        let cursor = self.cursor;
-        // Stable: a member's frames keep their order.
-        self.owed.sort_by_key(|o| o.slot.wrapping_sub(cursor));
-        let mut end = 0;
+        if self.start == self.sorted {
+            self.begin_round();
+        }
+        let mut end = self.start;
         let mut served = 0;
-        while end < self.owed.len() && served < members {
+        while end < self.sorted && served < members {
             let slot = self.owed[end].slot;
-            while end < self.owed.len() && self.owed[end].slot == slot {
+            while end < self.sorted && self.owed[end].slot == slot {
                 end += 1;
             }
             served += 1;
         }
-        if end > 0 {
+        if end > self.start {
             self.cursor = self.owed[end - 1].slot.wrapping_add(1);
         }
-        let rest = self.owed.split_off(end);
-        std::mem::replace(&mut self.owed, rest)
+        let taken = self.owed[self.start..end].iter_mut().map(|o| std::mem::replace(o, Owed::placeholder())).collect();
+        self.start = end;
+        if self.is_empty() {
+            self.owed.clear();
+            (self.start, self.sorted) = (0, 0);
+        }
+        taken
+    }
+
+    /// Sorts everything owed so far into a round that starts at the cursor:
+    /// a counting sort over slots (dense small integers), linear and stable
+    /// (a member's frames keep their order), into a reused buffer.
+    fn begin_round(&mut self) {
+        self.owed.drain(..self.start);
+        self.start = 0;
+        let Some(max) = self.owed.iter().map(|o| o.slot as usize).max() else {
+            self.sorted = 0;
+            return;
+        };
+        self.counts.clear();
+        self.counts.resize(max + 1, 0);
+        for o in &self.owed {
+            self.counts[o.slot as usize] += 1;
+        }
+        // Each slot's first position, in round order: the cursor up, then
+        // from 0 up to the cursor.
+        let cursor = (self.cursor as usize).min(max + 1);
+        let mut at = 0u32;
+        for slot in (cursor..=max).chain(0..cursor) {
+            let n = self.counts[slot];
+            self.counts[slot] = at;
+            at += n;
+        }
+        self.spare.clear();
+        self.spare.resize_with(self.owed.len(), Owed::placeholder);
+        for o in self.owed.drain(..) {
+            let at = &mut self.counts[o.slot as usize];
+            self.spare[*at as usize] = o;
+            *at += 1;
+        }
+        std::mem::swap(&mut self.owed, &mut self.spare);
+        self.sorted = self.owed.len();
     }
 }
 
@@ -110,11 +178,17 @@ mod tests {
         // More is owed meanwhile, to members served and not yet served.
         d.push(1, 0, &f);
         d.push(9, 0, &f);
+        // Taking one member's share keeps the round in order.
+        d.push(6, 0, &Bytes::from_static(b"g"));
+        assert_eq!(frames(&d.take_for(6)), [(6, &b"f"[..]), (6, b"g")]);
         let second: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
-        assert_eq!(second, [4, 5, 6, 7]);
-        // Wraps around: 8 and 9 (twice) first, then 1 again.
+        assert_eq!(second, [4, 5, 7, 8]);
+        // The round ends with 9; what came meanwhile is the next round, from
+        // after 9, wrapping around.
         let third: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
-        assert_eq!(third, [8, 9, 9, 1]);
+        assert_eq!(third, [9]);
+        let fourth: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
+        assert_eq!(fourth, [1, 9]);
         assert!(d.is_empty());
     }
 
