@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -42,11 +42,11 @@ fn rand_suffix() -> u64 {
     wsloop::ws::mask::random_u64()
 }
 
-fn server() -> (Child, SocketAddr, SocketAddr) {
+fn server() -> (ServerProcess, SocketAddr, SocketAddr) {
     spawn_binary_with_metrics(&[], None)
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: ServerProcess) {
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -44,6 +44,10 @@ const CORK_LIMIT: usize = 256 * 1024;
 /// the next pass (which starts with them), so a huge room cannot stall the
 /// loop's other connections.
 const DELIVERY_SLICE: usize = 2048;
+/// Deliveries a loop may owe before it stops reading (publishers wait in
+/// their sockets) until half are written: 40 bytes each, so about 40 MB
+/// when publishes come faster than the loop can write them.
+const MAX_OWED: usize = 1 << 20;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -108,6 +112,8 @@ pub struct EventLoop<H> {
     local: Vec<LocalPublish>,
     /// Room deliveries owed, written at the end of the pass.
     owed: Deliveries,
+    /// Set past `MAX_OWED` owed deliveries, cleared at half: reads wait.
+    owing_too_much: bool,
     wheel: TimerWheel,
     ticks: Ticks,
     ready: Vec<(u32, u32)>,
@@ -156,6 +162,7 @@ impl<H: Handler> EventLoop<H> {
             rooms: Rooms::default(),
             local: Vec::new(),
             owed: Deliveries::default(),
+            owing_too_much: false,
             wheel,
             ticks,
             ready: Vec::new(),
@@ -310,12 +317,32 @@ impl<H: Handler> EventLoop<H> {
         if !self.is_live(slot, generation) || self.conns[slot].has(IN_READY_LIST) {
             return;
         }
+        if self.owes_too_much() {
+            // Its input waits (in the ready list) until the loop has written
+            // half of what it owes.
+            let conn = &mut self.conns[slot];
+            conn.flags |= IN_READY_LIST;
+            self.ready.push((slot as u32, generation));
+            return;
+        }
         if let Some(signal) = self.read_and_handle(slot) {
             self.signal(slot, signal);
         }
         if let Some(conn) = self.conns.get(slot) {
             conn.debug_check_invariants();
         }
+    }
+
+    /// True while the loop owes more deliveries than it should take on more
+    /// input for (with hysteresis: from `MAX_OWED` down to half).
+    fn owes_too_much(&mut self) -> bool {
+        let owed = self.owed.len();
+        if owed > MAX_OWED {
+            self.owing_too_much = true;
+        } else if owed <= MAX_OWED / 2 {
+            self.owing_too_much = false;
+        }
+        self.owing_too_much
     }
 
     /// Tells the connection's [`Stage`] what happened and does what it
@@ -656,13 +683,17 @@ impl<H: Handler> EventLoop<H> {
         let one;
         let parts: &[&[u8]] = if let [single] = owed {
             // The common case, one frame: no list to allocate.
-            if single.generation != generation {
+            if single.generation != generation || single.frame.is_empty() {
                 return;
             }
             one = [&single.frame[..]];
             &one
         } else {
-            frames.extend(owed.iter().filter(|o| o.generation == generation).map(|o| &o.frame[..]));
+            let live = owed.iter().filter(|o| o.generation == generation && !o.frame.is_empty());
+            frames.extend(live.map(|o| &o.frame[..]));
+            if frames.is_empty() {
+                return;
+            }
             &frames
         };
         let before = conn.wbuf.len();

@@ -28,11 +28,19 @@ pub struct Owed {
     pub frame: Bytes,
 }
 
+/// Entries owed since the round began that `take_for` scans at most.
+const TAIL_SCAN: usize = 4096;
+
 impl Owed {
     /// An empty entry that holds nothing (a static empty frame): what a
     /// taken entry leaves behind.
     fn placeholder() -> Owed {
         Owed::default()
+    }
+
+    /// What an entry taken out of order leaves: same member, nothing to send.
+    fn emptied(slot: u32) -> Owed {
+        Owed { slot, generation: 0, frame: Bytes::new() }
     }
 }
 
@@ -49,6 +57,8 @@ pub struct Deliveries {
     sorted: usize,
     /// Where the next round starts: the slot after the last member served.
     cursor: u32,
+    /// Where the current round started (its sort key's origin).
+    round_cursor: u32,
     /// Scratch of `begin_round`'s counting sort, kept to allocate nothing.
     counts: Vec<u32>,
     spare: Vec<Owed>,
@@ -60,17 +70,27 @@ impl Deliveries {
         self.owed.push(Owed { slot, generation, frame: frame.clone() });
     }
 
-    /// Takes what the connection in `slot` is owed, in order, wherever it is
-    /// in the list (one pass over it).
+    /// Takes what the connection in `slot` is owed, in order: its group in
+    /// the current round (a binary search: the round is sorted) and, if the
+    /// entries owed since the round began are few, its share of those. Under
+    /// a large backlog, its newest entries stay and are written later (or
+    /// dropped, if it is closing by then). Taken entries leave an empty
+    /// frame behind, so nothing moves.
     pub fn take_for(&mut self, slot: u32) -> Vec<Owed> {
-        self.owed.drain(..self.start);
-        self.sorted -= self.start;
-        self.start = 0;
-        let in_round = self.owed[..self.sorted].iter().filter(|o| o.slot == slot).count();
-        let taken = self.owed.extract_if(.., |o| o.slot == slot).collect();
-        // The round keeps its order; it only lost this member's entries.
-        self.sorted -= in_round;
-        taken
+        let key = |o: &Owed| o.slot.wrapping_sub(self.round_cursor);
+        let round = &self.owed[self.start..self.sorted];
+        let first = round.partition_point(|o| key(o) < slot.wrapping_sub(self.round_cursor));
+        let last = first + round[first..].iter().take_while(|o| o.slot == slot).count();
+        let (first, last) = (self.start + first, self.start + last);
+        let tail_end = if self.owed.len() - self.sorted <= TAIL_SCAN { self.owed.len() } else { self.sorted };
+        let tail = (self.sorted..tail_end).filter(|&i| self.owed[i].slot == slot);
+        let taken: Vec<usize> = (first..last).chain(tail).collect();
+        taken.into_iter().map(|i| std::mem::replace(&mut self.owed[i], Owed::emptied(slot))).collect()
+    }
+
+    /// Entries owed, not yet taken.
+    pub fn len(&self) -> usize {
+        self.owed.len() - self.start
     }
 
     /// True if nothing is owed.
@@ -125,6 +145,7 @@ impl Deliveries {
         // Each slot's first position, in round order: the cursor up, then
         // from 0 up to the cursor.
         let cursor = (self.cursor as usize).min(max + 1);
+        self.round_cursor = cursor as u32;
         let mut at = 0u32;
         for slot in (cursor..=max).chain(0..cursor) {
             let n = self.counts[slot];
@@ -147,8 +168,13 @@ impl Deliveries {
 mod tests {
     use super::*;
 
+    /// The deliveries in a slice, without what `take_for` emptied.
     fn frames(slice: &[Owed]) -> Vec<(u32, &[u8])> {
-        slice.iter().map(|o| (o.slot, &o.frame[..])).collect()
+        slice.iter().filter(|o| !o.frame.is_empty()).map(|o| (o.slot, &o.frame[..])).collect()
+    }
+
+    fn slots(slice: &[Owed]) -> Vec<u32> {
+        frames(slice).iter().map(|(slot, _)| *slot).collect()
     }
 
     #[test]
@@ -173,7 +199,7 @@ mod tests {
         for slot in 0..10 {
             d.push(slot, 0, &f);
         }
-        let first: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
+        let first = slots(&d.take_slice(4));
         assert_eq!(first, [0, 1, 2, 3]);
         // More is owed meanwhile, to members served and not yet served.
         d.push(1, 0, &f);
@@ -181,13 +207,14 @@ mod tests {
         // Taking one member's share keeps the round in order.
         d.push(6, 0, &Bytes::from_static(b"g"));
         assert_eq!(frames(&d.take_for(6)), [(6, &b"f"[..]), (6, b"g")]);
-        let second: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
-        assert_eq!(second, [4, 5, 7, 8]);
+        // (6 was emptied: it still counts as one of the four.)
+        let second = slots(&d.take_slice(4));
+        assert_eq!(second, [4, 5, 7]);
         // The round ends with 9; what came meanwhile is the next round, from
         // after 9, wrapping around.
-        let third: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
-        assert_eq!(third, [9]);
-        let fourth: Vec<u32> = d.take_slice(4).iter().map(|o| o.slot).collect();
+        let third = slots(&d.take_slice(4));
+        assert_eq!(third, [8, 9]);
+        let fourth = slots(&d.take_slice(4));
         assert_eq!(fourth, [1, 9]);
         assert!(d.is_empty());
     }

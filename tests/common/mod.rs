@@ -219,15 +219,39 @@ impl Background {
     }
 }
 
+/// A `wsloop` process a test started: killed and reaped when dropped, so a
+/// failing test leaves no server behind.
+pub struct ServerProcess(pub std::process::Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `wsloop` binary, started with `args` on 127.0.0.1:0 (metrics on
-/// 127.0.0.1:0 too); returns the child and the address it listens on.
-pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr) {
+/// 127.0.0.1:0 too); returns the process and the address it listens on.
+pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (ServerProcess, SocketAddr) {
     let (child, addr, _) = spawn_binary_with_metrics(args, nofile);
     (child, addr)
 }
 
 /// Like [`spawn_binary`], also returning the metrics address (read from its log).
-pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (std::process::Child, SocketAddr, SocketAddr) {
+pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (ServerProcess, SocketAddr, SocketAddr) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--metrics-addr", "127.0.0.1:0"]).args(args);
@@ -235,7 +259,7 @@ pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (std::pr
     if let Some(limit) = nofile {
         limit_nofile(&mut cmd, limit);
     }
-    let mut child = cmd.spawn().expect("spawn wsloop");
+    let mut child = ServerProcess(cmd.spawn().expect("spawn wsloop"));
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
     let mut addr = None;
