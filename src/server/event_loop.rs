@@ -328,8 +328,16 @@ impl<H: Handler> EventLoop<H> {
         if let Some(signal) = self.read_and_handle(slot) {
             self.signal(slot, signal);
         }
-        if let Some(conn) = self.conns.get(slot) {
-            conn.debug_check_invariants();
+        self.debug_check(slot);
+    }
+
+    /// Checks a live connection's invariants; nothing at all in release.
+    #[inline]
+    fn debug_check(&self, slot: usize) {
+        if cfg!(debug_assertions) {
+            if let Some(conn) = self.conns.get(slot) {
+                conn.debug_check_invariants();
+            }
         }
     }
 
@@ -349,7 +357,12 @@ impl<H: Handler> EventLoop<H> {
     /// answers: the one path by which a connection is timed and ended.
     fn signal(&mut self, slot: usize, signal: Signal) {
         let conn = &mut self.conns[slot];
-        let facts = Facts { phase: conn.session.phase(), queued: conn.wbuf.len(), max_backlog: self.cfg.max_backlog };
+        let facts = Facts {
+            phase: conn.session.phase(),
+            queued: conn.wbuf.len(),
+            max_backlog: self.cfg.max_backlog,
+            shutting_down: self.shutdown_deadline.is_some(),
+        };
         let actions = conn.stage.on(signal, facts);
         self.apply(slot, actions);
     }
@@ -594,9 +607,7 @@ impl<H: Handler> EventLoop<H> {
             Ok(earlier_unsent) if earlier_unsent < before => self.signal(slot, Signal::Progress),
             Ok(_) => {}
         }
-        if let Some(conn) = self.conns.get(slot) {
-            conn.debug_check_invariants();
-        }
+        self.debug_check(slot);
     }
 
     /// Writes the corked output behind any backlog; returns how much of
@@ -721,11 +732,6 @@ impl<H: Handler> EventLoop<H> {
                 self.pool.give(buf);
             }
         }
-        let reason = if self.shutdown_deadline.is_some() && reason == CloseReason::Normal {
-            CloseReason::Shutdown
-        } else {
-            reason
-        };
         if reason == CloseReason::HandshakeTimeout {
             self.stats.count_handshake_timeout();
         }

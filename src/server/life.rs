@@ -98,6 +98,8 @@ pub struct Facts {
     pub queued: usize,
     /// The backlog cap (`--max-backlog`).
     pub max_backlog: usize,
+    /// The server is shutting down: a normal close counts as `Shutdown`.
+    pub shutting_down: bool,
 }
 
 /// One thing the driver must do, in the order given.
@@ -146,6 +148,16 @@ impl Actions {
     /// The actions, in order.
     pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
         self.list[..self.len as usize].iter().flatten().copied()
+    }
+
+    /// A normal close while the server shuts down is counted as `Shutdown`.
+    fn counted_as_shutdown(mut self) -> Actions {
+        for a in self.list.iter_mut().flatten() {
+            if *a == Action::Close(CloseReason::Normal) {
+                *a = Action::Close(CloseReason::Shutdown);
+            }
+        }
+        self
     }
 
     /// True if nothing may follow: the connection is removed, or its
@@ -204,6 +216,15 @@ impl Stage {
 
     /// Applies `signal`: the new stage is kept here, the actions returned.
     pub fn on(&mut self, signal: Signal, facts: Facts) -> Actions {
+        let actions = self.step(signal, facts);
+        if facts.shutting_down {
+            actions.counted_as_shutdown()
+        } else {
+            actions
+        }
+    }
+
+    fn step(&mut self, signal: Signal, facts: Facts) -> Actions {
         match signal {
             Signal::Handled { before, after } => self.on_handled(before, after, facts),
             Signal::Progress => self.on_progress(facts),
@@ -350,7 +371,19 @@ mod tests {
     const CAP: usize = 1000;
 
     fn facts(phase: Phase, queued: usize) -> Facts {
-        Facts { phase, queued, max_backlog: CAP }
+        Facts { phase, queued, max_backlog: CAP, shutting_down: false }
+    }
+
+    #[test]
+    fn a_normal_close_during_shutdown_counts_as_shutdown() {
+        let mut s = Stage::Serving;
+        let closed = Signal::Handled { before: Phase::CloseSent, after: Phase::Closed };
+        let during = Facts { shutting_down: true, ..facts(Phase::Closed, 0) };
+        assert_eq!(s.on(closed, during).iter().collect::<Vec<_>>(), [Close(CloseReason::Shutdown)]);
+        // Other reasons stay as they are.
+        let mut s = Stage::Serving;
+        let gone = s.on(Signal::Eof, Facts { shutting_down: true, ..facts(Phase::Open, 0) });
+        assert_eq!(gone.iter().collect::<Vec<_>>(), [Close(CloseReason::PeerGone)]);
     }
 
     fn run(stage: &mut Stage, signal: Signal, phase: Phase, queued: usize) -> Vec<Action> {
@@ -531,7 +564,7 @@ mod cut_off_tests {
         // The kernel took the whole backlog and the 1008 with it: nothing
         // is queued, so no writable edge will ever come to say so.
         let mut s = Stage::Paused;
-        let facts = Facts { phase: Phase::CloseSent, queued: 0, max_backlog: 1000 };
+        let facts = Facts { phase: Phase::CloseSent, queued: 0, max_backlog: 1000, shutting_down: false };
         let actions: Vec<Action> = s.on(Signal::Fault(CloseReason::SlowConsumer), facts).iter().collect();
         assert_eq!(actions, [Arm(Timeout::Close), ReadAgain, ShutdownWrite]);
         assert_eq!(s, Stage::Lingering(CloseReason::SlowConsumer));
