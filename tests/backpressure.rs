@@ -86,7 +86,9 @@ fn a_client_that_never_reads_is_cut_off_with_memory_bounded() {
     let cap = 256 * 1024;
     let message = 4 << 20;
     let (mut child, addr, metrics) = spawn_binary_with_metrics(
-        &["--max-backlog", "256KiB", "--send-timeout", "500ms", "--close-timeout", "60s"],
+        // A small pool: up to 256 idle 16 KiB buffers per loop (8 MiB) would
+        // otherwise fill while the background clients warm up, and count here.
+        &["--max-backlog", "256KiB", "--send-timeout", "500ms", "--close-timeout", "60s", "--pool-size", "8"],
         None,
     );
     let bg = Background::start(addr, 100);
