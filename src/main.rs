@@ -32,6 +32,12 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 
 fn serve(args: &ServeArgs) -> ExitCode {
     logging::init(args.log_level);
+    // Buffers of a megabyte and more (a large message, read, corked or
+    // queued) are mapped on their own and go back to the system when freed,
+    // rather than glibc's threshold drifting up and keeping them resident.
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // other thread starts.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     // Block SIGINT/SIGTERM before any thread starts, so every thread inherits
     // the mask and only the signal thread below receives them.
     let mut signals = SigSet::empty();

@@ -512,6 +512,12 @@ impl<H: Handler> EventLoop<H> {
             small.extend_from_slice(&buf);
             self.pool.give(buf);
             conn.rbuf = small;
+        } else if buf.capacity() > self.pool.buf_size() && buf.len() <= buf.capacity() / 4 {
+            // A large frame completed and the start of the next one is
+            // kept: keep it in a buffer of its size, not the big one's.
+            let mut kept = buf;
+            kept.shrink_to(kept.len().max(self.pool.buf_size()));
+            conn.rbuf = kept;
         } else {
             conn.rbuf = buf;
         }
