@@ -28,8 +28,11 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A frame whose payload is over the configured frame limit.
     FrameTooLarge,
-    /// A message whose total payload is over the configured message limit.
+    /// A message whose total payload is over the configured message limit
+    /// (for a compressed message: once inflated).
     MessageTooLarge,
+    /// A compressed message that is not valid DEFLATE data (RFC 7692 8).
+    BadCompression,
     /// A close frame with a one-byte payload.
     CloseTooShort,
     /// A close code that may not be sent on the wire.
@@ -40,7 +43,7 @@ impl ProtocolError {
     /// The close code this failure is reported with.
     pub fn close_code(self) -> u16 {
         match self {
-            ProtocolError::InvalidUtf8 => 1007,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompression => 1007,
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => 1009,
             _ => 1002,
         }
@@ -60,6 +63,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::FrameTooLarge => "frame too large",
             ProtocolError::MessageTooLarge => "message too large",
+            ProtocolError::BadCompression => "invalid compressed data",
             ProtocolError::CloseTooShort => "close payload of one byte",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
         }
@@ -79,6 +83,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid_utf8",
             ProtocolError::FrameTooLarge => "frame_too_large",
             ProtocolError::MessageTooLarge => "message_too_large",
+            ProtocolError::BadCompression => "bad_compression",
             ProtocolError::CloseTooShort => "close_too_short",
             ProtocolError::InvalidCloseCode(_) => "invalid_close_code",
         }

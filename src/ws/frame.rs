@@ -92,10 +92,16 @@ impl FrameHead {
     /// masking for the `role` that receives it, reserved bits, length, control
     /// frame rules and the frame size limit. Call before touching the payload.
     pub fn check(&self, role: Role, max_frame: u64) -> Result<(), ProtocolError> {
+        self.check_with(role, max_frame, 0)
+    }
+
+    /// [`check`](Self::check), with the reserved bits in `allowed_rsv` (the
+    /// low three bits, RSV1 = 4) allowed: an extension negotiated them.
+    pub fn check_with(&self, role: Role, max_frame: u64, allowed_rsv: u8) -> Result<(), ProtocolError> {
         if self.mask.is_some() != (role == Role::Server) {
             return Err(ProtocolError::BadMask);
         }
-        if self.rsv != 0 {
+        if self.rsv & !allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         if self.payload_len >> 63 != 0 {
@@ -140,6 +146,13 @@ impl EncodedHead {
         EncodedHead { bytes, len }
     }
 
+    /// The same header with RSV1 set: the first frame of a compressed
+    /// message (RFC 7692 6).
+    pub fn compressed(mut self) -> Self {
+        self.bytes[0] |= 0x40;
+        self
+    }
+
     /// The header bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -161,7 +174,17 @@ fn op_from_u8(op: u8) -> OpCode {
 /// Appends one whole frame to `out`: header, then payload, masked with
 /// `mask` when given (client side). The only allocation is `out` growing.
 pub fn write_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
-    let head = EncodedHead::new(fin, opcode, payload.len() as u64, mask);
+    write_head_and_payload(out, EncodedHead::new(fin, opcode, payload.len() as u64, mask), payload, mask);
+}
+
+/// Appends one whole compressed message as a single frame with RSV1 set;
+/// `payload` is already compressed (see `deflate.rs`).
+pub fn write_compressed_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    let head = EncodedHead::new(true, opcode, payload.len() as u64, mask).compressed();
+    write_head_and_payload(out, head, payload, mask);
+}
+
+fn write_head_and_payload(out: &mut Vec<u8>, head: EncodedHead, payload: &[u8], mask: Option<[u8; 4]>) {
     out.reserve(head.as_bytes().len() + payload.len());
     out.extend_from_slice(head.as_bytes());
     let start = out.len();
@@ -270,6 +293,9 @@ mod tests {
         assert_eq!(long_ping.check(Role::Server, 1000), Err(ProtocolError::ControlTooLong));
         assert_eq!(masked(0x82, 101).check(Role::Server, 100), Err(ProtocolError::FrameTooLarge));
         assert!(masked(0x82, 100).check(Role::Server, 100).is_ok());
+        // RSV1 only where an extension allows it.
+        assert!(masked(0xc1, 0).check_with(Role::Server, 100, 4).is_ok());
+        assert_eq!(masked(0xe1, 0).check_with(Role::Server, 100, 4), Err(ProtocolError::ReservedBits));
         let huge = head(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
         assert_eq!(huge.check(Role::Server, u64::MAX), Err(ProtocolError::InvalidLength));
     }
@@ -283,6 +309,10 @@ mod tests {
         write_frame(&mut out, true, opcode::TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
         assert_eq!(EncodedHead::new(true, opcode::BINARY, 256, None).as_bytes(), [0x82, 0x7e, 1, 0]);
+        out.clear();
+        // RFC 7692 7.2.3.1: "Hello" compressed, in one frame.
+        write_compressed_frame(&mut out, opcode::TEXT, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], None);
+        assert_eq!(out, [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
         assert_eq!(
             EncodedHead::new(true, opcode::BINARY, 65536, None).as_bytes(),
             [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]

@@ -9,6 +9,7 @@
 use tungstenite::handshake::derive_accept_key;
 
 use super::error::HandshakeError;
+use super::extension::{self, Deflate, DeflatePolicy};
 
 /// Headers a request may carry at most, whatever the configuration says:
 /// the parse array lives on the stack.
@@ -28,6 +29,9 @@ pub struct HandshakeConfig {
     pub max_header_size: usize,
     /// Most header lines (default 32, at most [`HEADER_CAPACITY`]); past it, 431.
     pub max_headers: usize,
+    /// The permessage-deflate terms the server offers; `None` declines
+    /// every offer.
+    pub deflate: Option<DeflatePolicy>,
 }
 
 impl Default for HandshakeConfig {
@@ -38,6 +42,7 @@ impl Default for HandshakeConfig {
             protocols: Vec::new(),
             max_header_size: 8 * 1024,
             max_headers: 32,
+            deflate: None,
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct Request<'a> {
     pub protocol: Option<&'a str>,
     /// The `Sec-WebSocket-Key` header.
     pub key: &'a str,
+    /// The permessage-deflate terms agreed, if any.
+    pub deflate: Option<Deflate>,
     /// Bytes taken by the request head; frames may follow right after it.
     pub head_len: usize,
 }
@@ -163,7 +170,12 @@ fn validate<'a>(
             return Err(HandshakeError::ForbiddenOrigin);
         }
     }
-    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, head_len })
+    let deflate = cfg.deflate.and_then(|policy| {
+        let offers = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
+        // Every value is UTF-8: checked above.
+        extension::negotiate(offers.filter_map(|h| std::str::from_utf8(h.value).ok()), &policy)
+    });
+    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, deflate, head_len })
 }
 
 /// True if the comma-separated `list` holds `token`, ignoring ASCII case.
@@ -190,7 +202,11 @@ pub fn write_accept(out: &mut Vec<u8>, req: &Request<'_>) {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(deflate) = &req.deflate {
+        deflate.write_response(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the error reply for `err`: status line, the headers the status

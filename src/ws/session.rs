@@ -12,8 +12,10 @@
 //! message that arrives in one frame is never copied), the assembly buffer
 //! (only touched by fragmented messages) and the output buffer.
 
+use super::deflate::{InflateError, Inflater};
 use super::error::{ProtocolError, WsError};
-use super::frame::{opcode, write_close, write_frame, FrameHead, Role, MAX_HEADER_LEN};
+use super::extension::Deflate;
+use super::frame::{opcode, write_close, write_compressed_frame, write_frame, FrameHead, Role, MAX_HEADER_LEN};
 use super::handshake::{self, HandshakeConfig, Request};
 use super::mask::apply_mask_at;
 use super::utf8::Utf8Validator;
@@ -96,8 +98,26 @@ pub struct Decoded<'a> {
     pub wanted: usize,
 }
 
+/// Where a compressed message is inflated: the inflater to use (the
+/// loop's shared one, or the connection's own) and the buffer the message
+/// is inflated into, which the event borrows.
+#[derive(Debug)]
+pub struct Inflation<'a> {
+    /// Inflates the message; its takeover setting must match the terms.
+    pub inflater: &'a mut Inflater,
+    /// Cleared, then filled with the inflated message.
+    pub output: &'a mut Vec<u8>,
+}
+
+/// `Session::ext` bit: permessage-deflate was negotiated.
+const DEFLATE: u8 = 1;
+/// `Session::ext` bit: the fragmented message in progress is compressed.
+const COMPRESSED: u8 = 2;
+/// `Session::ext` holds the server's deflate window bits from this bit up.
+const WINDOW_SHIFT: u8 = 4;
+
 /// The protocol state of one connection. 12 bytes (4 validator, 4 progress,
-/// 3 one-byte fields, 1 padding); see the module docs.
+/// 4 one-byte fields); see the module docs.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Validates a text message across its frames and their pieces.
@@ -110,6 +130,8 @@ pub struct Session {
     progress: u32,
     /// The opcode of the fragmented message in progress, or 0 for none.
     fragmented: u8,
+    /// Extension state: `DEFLATE`, `COMPRESSED` and the server's window bits.
+    ext: u8,
     role: Role,
     phase: Phase,
 }
@@ -132,7 +154,23 @@ impl Session {
     }
 
     fn new(role: Role, phase: Phase) -> Self {
-        Session { utf8: Utf8Validator::new(), progress: 0, fragmented: 0, role, phase }
+        Session { utf8: Utf8Validator::new(), progress: 0, fragmented: 0, ext: 0, role, phase }
+    }
+
+    /// Turns permessage-deflate on with `terms` (the server does this
+    /// itself when it accepts an offer; a client after the 101 names them).
+    pub fn enable_deflate(&mut self, terms: &Deflate) {
+        let window = match self.role {
+            Role::Server => terms.server_window,
+            Role::Client => terms.client_window,
+        };
+        self.ext = DEFLATE | window << WINDOW_SHIFT;
+    }
+
+    /// The window bits this side compresses with, if permessage-deflate
+    /// was negotiated; `None` means every message goes out uncompressed.
+    pub fn deflate_window(&self) -> Option<u8> {
+        (self.ext & DEFLATE != 0).then_some(self.ext >> WINDOW_SHIFT)
     }
 
     /// The current phase.
@@ -164,9 +202,25 @@ impl Session {
         out: &mut Vec<u8>,
         cfg: &Config,
     ) -> Result<Decoded<'a>, WsError> {
+        self.decode_inflating(input, assembly, out, cfg, None)
+    }
+
+    /// [`decode`](Self::decode) for a session that may have negotiated
+    /// permessage-deflate: a compressed message is inflated with
+    /// `inflation` (bounded by the message limit) and its event borrows the
+    /// inflated bytes. Without `inflation`, a compressed message fails the
+    /// connection (1002), as if nothing had been negotiated.
+    pub fn decode_inflating<'a>(
+        &mut self,
+        input: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+        cfg: &Config,
+        inflation: Option<Inflation<'a>>,
+    ) -> Result<Decoded<'a>, WsError> {
         let result = match self.phase {
             Phase::Handshake => self.decode_handshake(input, out, &cfg.handshake),
-            Phase::Open | Phase::CloseSent => self.decode_frames(input, assembly, out, &cfg.limits),
+            Phase::Open | Phase::CloseSent => self.decode_frames(input, assembly, out, &cfg.limits, inflation),
             Phase::Closed => Ok(Decoded { consumed: input.len(), event: None, wanted: 0 }),
         };
         if let Err(e) = result {
@@ -180,6 +234,7 @@ impl Session {
             self.phase = Phase::Closed;
             self.fragmented = 0;
             self.progress = 0;
+            self.ext &= !COMPRESSED;
         }
         self.debug_check_invariants();
         result
@@ -191,6 +246,7 @@ impl Session {
         debug_assert!(matches!(self.fragmented, 0 | opcode::TEXT | opcode::BINARY));
         debug_assert!(self.phase != Phase::Closed || (self.fragmented == 0 && self.progress == 0));
         debug_assert!(self.phase != Phase::Handshake || (self.role == Role::Server && self.fragmented == 0));
+        debug_assert!(self.ext & COMPRESSED == 0 || (self.ext & DEFLATE != 0 && self.fragmented != 0));
         self.utf8.debug_check_invariants();
     }
 
@@ -207,6 +263,9 @@ impl Session {
             None => Ok(Decoded { consumed: 0, event: None, wanted: input.len() + 1 }),
             Some(req) => {
                 handshake::write_accept(out, &req);
+                if let Some(terms) = &req.deflate {
+                    self.enable_deflate(terms);
+                }
                 self.phase = Phase::Open;
                 self.progress = 0;
                 Ok(Decoded { consumed: req.head_len, event: Some(Event::Open(req)), wanted: 0 })
@@ -220,6 +279,7 @@ impl Session {
         assembly: &'a mut Vec<u8>,
         out: &mut Vec<u8>,
         limits: &Limits,
+        mut inflation: Option<Inflation<'a>>,
     ) -> Result<Decoded<'a>, WsError> {
         let mut pos = 0;
         loop {
@@ -232,7 +292,7 @@ impl Session {
                 debug_assert_eq!(self.progress, 0);
                 return need_more(MAX_HEADER_LEN.min(available + 1));
             };
-            head.check(self.role, limits.max_frame.min(MAX_FRAME))?;
+            head.check_with(self.role, limits.max_frame.min(MAX_FRAME), self.allowed_rsv(&head))?;
             if !head.is_control() {
                 self.check_message(&head, assembly.len(), limits)?;
             }
@@ -253,6 +313,10 @@ impl Session {
                 apply_mask_at(&mut input[start + done..end], mask, done);
             }
             let event = match head.opcode {
+                opcode::TEXT | opcode::BINARY if head.rsv != 0 && head.fin => {
+                    let inflated = inflate(&input[start..end], inflation.take(), limits)?;
+                    message_event(head.opcode, inflated)?
+                }
                 opcode::TEXT | opcode::BINARY if !head.fin => {
                     self.begin_fragmented(&head, &input[start..end], done, assembly)?;
                     continue;
@@ -263,14 +327,20 @@ impl Session {
                 }
                 opcode::BINARY => Event::Binary(&input[start..end]),
                 opcode::CONTINUATION => {
-                    if self.fragmented == opcode::TEXT {
+                    if self.carries_text(&head) {
                         self.feed_text(&head, &input[start..end], done, head.fin)?;
                     }
                     assembly.extend_from_slice(&input[start..end]);
                     if !head.fin {
                         continue;
                     }
-                    if self.take_fragmented() == opcode::TEXT {
+                    let compressed = self.ext & COMPRESSED != 0;
+                    self.ext &= !COMPRESSED;
+                    let op = self.take_fragmented();
+                    if compressed {
+                        let inflated = inflate(assembly, inflation.take(), limits)?;
+                        message_event(op, inflated)?
+                    } else if op == opcode::TEXT {
                         // Checked piece by piece by `utf8`, which ended complete.
                         let text = std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
                         debug_assert!(text.is_ok());
@@ -320,9 +390,26 @@ impl Session {
         }
     }
 
-    /// True for a frame whose payload is (part of) a text message.
+    /// True for a frame whose payload is (part of) an uncompressed text
+    /// message: its bytes are checked as they arrive. A compressed one is
+    /// checked once inflated.
     fn carries_text(&self, head: &FrameHead) -> bool {
-        head.opcode == opcode::TEXT || (head.opcode == opcode::CONTINUATION && self.fragmented == opcode::TEXT)
+        match head.opcode {
+            opcode::TEXT => head.rsv == 0,
+            opcode::CONTINUATION => self.fragmented == opcode::TEXT && self.ext & COMPRESSED == 0,
+            _ => false,
+        }
+    }
+
+    /// The reserved bits `head` may carry: RSV1 on the first frame of a data
+    /// message once permessage-deflate is negotiated, nothing elsewhere.
+    fn allowed_rsv(&self, head: &FrameHead) -> u8 {
+        let first_of_message = head.opcode == opcode::TEXT || head.opcode == opcode::BINARY;
+        if self.ext & DEFLATE != 0 && first_of_message {
+            4
+        } else {
+            0
+        }
     }
 
     /// Unmasks and validates the part of an unfinished text frame's payload
@@ -365,7 +452,9 @@ impl Session {
         done: usize,
         assembly: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
-        if head.opcode == opcode::TEXT {
+        if head.rsv != 0 {
+            self.ext |= COMPRESSED;
+        } else if head.opcode == opcode::TEXT {
             self.feed_text(head, payload, done, false)?;
         }
         self.fragmented = head.opcode;
@@ -407,6 +496,17 @@ impl Session {
         true
     }
 
+    /// Appends a message already compressed with this session's terms (see
+    /// `deflate.rs`), RSV1 set. False (and nothing written) once closing.
+    pub fn write_compressed(&self, out: &mut Vec<u8>, op: u8, compressed: &[u8]) -> bool {
+        debug_assert!(self.ext & DEFLATE != 0, "compressed without permessage-deflate");
+        if !self.can_send() {
+            return false;
+        }
+        write_compressed_frame(out, op, compressed, self.mask());
+        true
+    }
+
     /// Appends a ping (payload cut to 125 bytes). False once closing.
     pub fn write_ping(&self, out: &mut Vec<u8>, payload: &[u8]) -> bool {
         let payload = &payload[..payload.len().min(super::frame::MAX_CONTROL_PAYLOAD)];
@@ -420,6 +520,33 @@ impl Session {
             write_close(out, Some(code), reason, self.mask());
             self.phase = Phase::CloseSent;
         }
+    }
+}
+
+/// Inflates a whole compressed message into the inflation's output,
+/// bounded by the message limit.
+fn inflate<'a>(
+    compressed: &[u8],
+    inflation: Option<Inflation<'a>>,
+    limits: &Limits,
+) -> Result<&'a [u8], ProtocolError> {
+    // Without an inflater nothing was negotiated as far as the caller knows.
+    let Inflation { inflater, output } = inflation.ok_or(ProtocolError::ReservedBits)?;
+    output.clear();
+    let limit = limits.max_message.min(usize::MAX as u64) as usize;
+    match inflater.decompress(compressed, output, limit) {
+        Ok(()) => Ok(output),
+        Err(InflateError::TooLarge) => Err(ProtocolError::MessageTooLarge),
+        Err(InflateError::Corrupt) => Err(ProtocolError::BadCompression),
+    }
+}
+
+/// The event for a whole (inflated) data message; text must be UTF-8.
+fn message_event(op: u8, payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
+    if op == opcode::TEXT {
+        std::str::from_utf8(payload).map(Event::Text).map_err(|_| ProtocolError::InvalidUtf8)
+    } else {
+        Ok(Event::Binary(payload))
     }
 }
 

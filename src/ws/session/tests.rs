@@ -510,3 +510,125 @@ fn a_close_between_fragments_abandons_the_message() {
     assert_eq!(s.phase(), Phase::Closed);
     assert!(!s.is_assembling());
 }
+
+/// A server session that negotiated permessage-deflate (shared terms).
+fn open_deflate() -> Session {
+    let mut s = open();
+    let terms = crate::ws::extension::negotiate(["permessage-deflate"], &crate::ws::extension::DeflatePolicy::shared());
+    s.enable_deflate(&terms.unwrap());
+    s
+}
+
+/// A client frame with RSV1 set (the first frame of a compressed message).
+fn compressed_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = client_frame(fin, op, payload);
+    v[0] |= 0x40;
+    v
+}
+
+/// RFC 7692 7.2.3.1: "Hello", compressed.
+const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+/// Feeds `input` whole to a session with an inflater; the events and error.
+fn run_inflating(s: &mut Session, input: &[u8], limits: Limits) -> (Vec<Owned>, Option<WsError>) {
+    let cfg = Config { limits, ..Config::default() };
+    let mut inflater = crate::ws::deflate::Inflater::new(15, false);
+    let mut inflated = Vec::new();
+    let mut buf = input.to_vec();
+    let (mut assembly, mut out, mut events, mut pos) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    loop {
+        let inflation = Inflation { inflater: &mut inflater, output: &mut inflated };
+        match s.decode_inflating(&mut buf[pos..], &mut assembly, &mut out, &cfg, Some(inflation)) {
+            Ok(Decoded { consumed, event: Some(e), .. }) => {
+                pos += consumed;
+                events.push(own(e));
+            }
+            Ok(Decoded { event: None, .. }) => return (events, None),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+}
+
+#[test]
+fn rfc_7692_compressed_text_in_one_frame() {
+    let mut s = open_deflate();
+    let frame = compressed_frame(true, opcode::TEXT, &HELLO_DEFLATED);
+    assert_eq!(&frame[..2], [0xc1, 0x87]);
+    let (events, err) = run_inflating(&mut s, &frame, Limits::default());
+    assert_eq!((events, err), (vec![Owned::Text("Hello".into())], None));
+}
+
+#[test]
+fn rfc_7692_compressed_message_in_fragments_between_control_frames() {
+    let mut s = open_deflate();
+    let mut input = compressed_frame(false, opcode::BINARY, &HELLO_DEFLATED[..3]);
+    input.extend(client_frame(true, opcode::PING, b"p"));
+    input.extend(client_frame(true, opcode::CONTINUATION, &HELLO_DEFLATED[3..]));
+    input.extend(client_frame(true, opcode::TEXT, b"plain"));
+    let (events, err) = run_inflating(&mut s, &input, Limits::default());
+    let want = vec![Owned::Ping(b"p".to_vec()), Owned::Binary(b"Hello".to_vec()), Owned::Text("plain".into())];
+    assert_eq!((events, err), (want, None));
+}
+
+#[test]
+fn rsv1_is_refused_where_it_does_not_belong() {
+    // Not negotiated.
+    let (_, _, err) = run(&mut open(), &compressed_frame(true, opcode::TEXT, &HELLO_DEFLATED), &cfg());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::ReservedBits)));
+    // On a continuation, or a control frame.
+    let mut input = compressed_frame(false, opcode::TEXT, &HELLO_DEFLATED[..3]);
+    input.extend(compressed_frame(true, opcode::CONTINUATION, &HELLO_DEFLATED[3..]));
+    let (_, err) = run_inflating(&mut open_deflate(), &input, Limits::default());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::ReservedBits)));
+    let (_, err) = run_inflating(&mut open_deflate(), &compressed_frame(true, opcode::PING, b""), Limits::default());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::ReservedBits)));
+    // Negotiated, but the caller has no inflater: failed, not misread.
+    let (_, out, err) = run(&mut open_deflate(), &compressed_frame(true, opcode::TEXT, &HELLO_DEFLATED), &cfg());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::ReservedBits)));
+    assert_eq!(&out[..4], [0x88, out[1], 0x03, 0xea]);
+}
+
+#[test]
+fn a_compression_bomb_closes_1009_after_inflating_at_most_the_limit() {
+    let mut bomb = Vec::new();
+    crate::ws::deflate::Deflater::new(15, 8, 9, false).compress(&vec![b'a'; 4 << 20], &mut bomb);
+    assert!(bomb.len() < 8 * 1024);
+    let limits = Limits { max_frame: 1 << 20, max_message: 1 << 20 };
+    let (events, err) = run_inflating(&mut open_deflate(), &compressed_frame(true, opcode::TEXT, &bomb), limits);
+    assert_eq!((events, err), (vec![], Some(WsError::Protocol(ProtocolError::MessageTooLarge))));
+    assert_eq!(ProtocolError::MessageTooLarge.close_code(), 1009);
+}
+
+#[test]
+fn compressed_text_is_checked_once_inflated() {
+    let mut bad = Vec::new();
+    crate::ws::deflate::Deflater::new(15, 8, 6, false).compress(&[b'a', 0xff, b'b'], &mut bad);
+    let (_, err) = run_inflating(&mut open_deflate(), &compressed_frame(true, opcode::TEXT, &bad), Limits::default());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::InvalidUtf8)));
+    // Binary carries any bytes; garbage that is not DEFLATE is 1007 too.
+    let (events, _) =
+        run_inflating(&mut open_deflate(), &compressed_frame(true, opcode::BINARY, &bad), Limits::default());
+    assert_eq!(events, vec![Owned::Binary(vec![b'a', 0xff, b'b'])]);
+    let (_, err) =
+        run_inflating(&mut open_deflate(), &compressed_frame(true, opcode::BINARY, &[0xff; 8]), Limits::default());
+    assert_eq!(err, Some(WsError::Protocol(ProtocolError::BadCompression)));
+    assert_eq!(ProtocolError::BadCompression.close_code(), 1007);
+}
+
+#[test]
+fn the_handshake_turns_deflate_on_only_when_agreed() {
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+    let mut with = Config::default();
+    with.handshake.deflate = Some(crate::ws::extension::DeflatePolicy::shared());
+    for (cfg, agreed) in [(Config::default(), false), (with, true)] {
+        let mut s = Session::server();
+        let (events, out, err) = run(&mut s, request.as_bytes(), &cfg);
+        assert_eq!((events.len(), err), (1, None));
+        let reply = String::from_utf8(out).unwrap();
+        assert_eq!(reply.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"), agreed);
+        assert!(reply.ends_with("\r\n\r\n"));
+        assert_eq!(s.deflate_window(), agreed.then_some(15));
+    }
+}
