@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
 use crate::app::BuiltinApp;
+use crate::server::compression::{CompressionConfig, CompressionMode};
 use crate::server::ServerConfig;
 use crate::units::{parse_duration, parse_size};
 use crate::ws;
@@ -121,6 +122,17 @@ pub struct ServeArgs {
     /// Rooms one connection may be in at once.
     #[arg(long, env = "WSLOOP_MAX_ROOMS_PER_CONN", default_value_t = 64)]
     pub max_rooms_per_conn: usize,
+    /// permessage-deflate: off; shared (no context takeover, one codec per
+    /// loop: no memory per connection); or dedicated[:BITS] (context takeover
+    /// with a BITS window, 9-15, default 10: its own codec per connection).
+    #[arg(long, env = "WSLOOP_COMPRESSION", default_value = "off")]
+    pub compression: CompressionMode,
+    /// Messages shorter than this go out uncompressed.
+    #[arg(long, env = "WSLOOP_COMPRESSION_THRESHOLD", default_value = "128", value_parser = parse_size)]
+    pub compression_threshold: usize,
+    /// zlib compression level: 1 (fastest) to 9 (smallest).
+    #[arg(long, env = "WSLOOP_COMPRESSION_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub compression_level: u8,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -135,7 +147,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The engine configuration these flags describe.
     pub fn to_config(&self) -> ServerConfig {
-        ServerConfig {
+        let mut cfg = ServerConfig {
             addr: self.addr,
             workers: self.workers,
             ws: ws::Config {
@@ -163,7 +175,13 @@ impl ServeArgs {
                 max_rooms_per_conn: self.max_rooms_per_conn,
             },
             ..ServerConfig::default()
-        }
+        };
+        cfg.set_compression(CompressionConfig {
+            mode: self.compression,
+            threshold: self.compression_threshold,
+            level: self.compression_level,
+        });
+        cfg
     }
 }
 
@@ -224,9 +242,26 @@ mod tests {
         assert_eq!(cfg.addr, d.addr);
         assert_eq!((cfg.max_backlog, cfg.send_timeout), (d.max_backlog, d.send_timeout));
         assert_eq!(cfg.ws, d.ws);
+        assert_eq!(cfg.compression, d.compression);
         assert_eq!(
             (cfg.handshake_timeout, cfg.idle_timeout, cfg.pong_timeout),
             (d.handshake_timeout, d.idle_timeout, d.pong_timeout)
         );
+    }
+
+    #[test]
+    fn compression_flags() {
+        let cli = Cli::try_parse_from(["wsloop", "--compression", "dedicated:12"]).unwrap();
+        let cfg = cli.serve.to_config();
+        assert_eq!(cfg.compression.mode, CompressionMode::Dedicated(12));
+        assert_eq!(cfg.ws.handshake.deflate, Some(crate::ws::extension::DeflatePolicy::dedicated(12)));
+        let cfg = Cli::try_parse_from(["wsloop", "--compression", "shared"]).unwrap().serve.to_config();
+        assert_eq!(cfg.ws.handshake.deflate, Some(crate::ws::extension::DeflatePolicy::shared()));
+        for bad in ["gzip", "dedicated:8", "dedicated:x", "shared:9"] {
+            let err = Cli::try_parse_from(["wsloop", "--compression", bad]).unwrap_err().to_string();
+            assert!(err.contains("--compression"), "{err}");
+        }
+        let err = Cli::try_parse_from(["wsloop", "--compression-level", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--compression-level"), "{err}");
     }
 }

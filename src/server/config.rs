@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Room name length and rooms-per-connection limits.
     pub rooms: super::rooms::RoomLimits,
+    /// permessage-deflate: off, shared or dedicated, and when to compress.
+    /// `ws.handshake.deflate` must agree (see [`ServerConfig::set_compression`]).
+    pub compression: super::compression::CompressionConfig,
 }
 
 impl Default for ServerConfig {
@@ -66,11 +69,18 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
             rooms: super::rooms::RoomLimits::default(),
+            compression: super::compression::CompressionConfig::default(),
         }
     }
 }
 
 impl ServerConfig {
+    /// Sets the compression settings and the terms the handshake offers.
+    pub fn set_compression(&mut self, compression: super::compression::CompressionConfig) {
+        self.compression = compression;
+        self.ws.handshake.deflate = compression.policy();
+    }
+
     /// The number of loops to run: `workers`, or the cores available.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -19,12 +18,14 @@ use slab::Slab;
 
 use crate::ws::{Event, HandshakeError, WsError};
 
+use super::compression::{Deflaters, Inflaters};
 use super::config::ServerConfig;
 use super::conn::{Conn, IN_READY_LIST, OPENED, OWED, PEER_CLOSED};
 use super::fanout::{Deliveries, Owed};
 use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
+use super::publication::Publication;
 use super::rooms::Rooms;
 use super::socket::{io_reason, write_out, write_parts};
 use super::stats::{CloseReason, LoopStats};
@@ -101,6 +102,10 @@ pub struct EventLoop<H> {
     pool: BufferPool,
     /// Corked output of the connection being handled.
     out: Vec<u8>,
+    /// permessage-deflate: what compresses outgoing messages and what
+    /// inflates incoming ones (shared, or a connection's own).
+    deflaters: Deflaters,
+    inflaters: Inflaters,
     handler: H,
     cfg: Arc<ServerConfig>,
     stats: Arc<LoopStats>,
@@ -153,6 +158,8 @@ impl<H: Handler> EventLoop<H> {
             next_generation: 0,
             pool: BufferPool::new(cfg.buffer_size, cfg.pool_max_idle),
             out: Vec::with_capacity(cfg.buffer_size),
+            deflaters: Deflaters::new(cfg.compression),
+            inflaters: Inflaters::default(),
             handler,
             cfg,
             stats,
@@ -542,15 +549,17 @@ impl<H: Handler> EventLoop<H> {
     /// Decodes and handles every whole frame in `buf`, dropping what was
     /// consumed. Returns the buffer length the next frame needs.
     fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
-        let EventLoop { conns, handler, out, cfg, stats, id, pool, rooms, hub, local, .. } = self;
+        let EventLoop { conns, handler, out, cfg, stats, id, pool, rooms, hub, local, deflaters, inflaters, .. } = self;
         let conn = &mut conns[slot];
         let conn_id = ConnId { loop_id: *id, slot: slot as u32, generation: conn.generation };
         let mut pos = 0;
         let mut sent = 0u64;
         let mut received = 0u64;
         let mut published = 0u64;
+        let mut agreed = None;
         let result = loop {
-            let decoded = conn.session.decode(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws);
+            let inflation = conn.session.deflate_window().map(|_| inflaters.for_conn(conn_id.slot));
+            let decoded = conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws, inflation);
             let decoded = match decoded {
                 Ok(d) => d,
                 Err(e) => break Err(decode_failure(e, stats, *id)),
@@ -563,6 +572,7 @@ impl<H: Handler> EventLoop<H> {
                 id: conn_id,
                 session: &mut conn.session,
                 out,
+                deflaters,
                 sent: &mut sent,
                 rooms,
                 room_limits: &cfg.rooms,
@@ -573,6 +583,10 @@ impl<H: Handler> EventLoop<H> {
             match event {
                 Event::Open(request) => {
                     conn.flags |= OPENED;
+                    if let Some(terms) = &request.deflate {
+                        ctx.deflaters.agreed(conn_id.slot, terms);
+                        agreed = Some(*terms);
+                    }
                     handler.on_open(&mut ctx, &request);
                 }
                 Event::Text(text) => {
@@ -584,6 +598,9 @@ impl<H: Handler> EventLoop<H> {
                     handler.on_message(&mut ctx, Message::Binary(data));
                 }
                 Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
+            }
+            if let Some(terms) = agreed.take() {
+                inflaters.agreed(conn_id.slot, &terms);
             }
             if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
                 conn.assembly = Vec::new();
@@ -597,6 +614,7 @@ impl<H: Handler> EventLoop<H> {
             }
         };
         buf.drain(..pos);
+        inflaters.settle();
         stats.messages_received.add(received);
         stats.messages_sent.add(sent);
         stats.room_published.add(published);
@@ -640,14 +658,16 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Owes a shared, already encoded frame to every member of `room` on
-    /// this loop (but `skip`); `write_owed` writes it at the end of the pass.
-    fn deliver(&mut self, room: &str, frame: &Bytes, skip: Option<u32>) {
+    /// Owes a publication to every member of `room` on this loop (but
+    /// `skip`), each the frame its terms call for (encoded once, shared);
+    /// `write_owed` writes it at the end of the pass.
+    fn deliver(&mut self, room: &str, frame: &Publication, skip: Option<u32>) {
         let mut delivered = 0u64;
         for slot in self.rooms.members(room).filter(|m| Some(*m) != skip) {
             let conn = &mut self.conns[slot as usize];
             if conn.session.can_send() && !conn.stage.is_ending() {
-                self.owed.push(slot, conn.generation, frame);
+                let window = self.deflaters.shared_window(slot, &conn.session);
+                self.owed.push(slot, conn.generation, frame.frame_for(window, &mut self.deflaters));
                 conn.flags |= OWED;
                 delivered += 1;
             }
@@ -656,14 +676,14 @@ impl<H: Handler> EventLoop<H> {
         self.stats.room_delivered.add(delivered);
     }
 
-    /// Owes a shared, already encoded frame to every open connection of this
-    /// loop (but `skip`).
-    fn deliver_to_all(&mut self, frame: &Bytes, skip: Option<u32>) {
+    /// Owes a publication to every open connection of this loop (but `skip`).
+    fn deliver_to_all(&mut self, frame: &Publication, skip: Option<u32>) {
         let mut delivered = 0u64;
         for (slot, conn) in self.conns.iter_mut() {
             let slot = slot as u32;
             if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
-                self.owed.push(slot, conn.generation, frame);
+                let window = self.deflaters.shared_window(slot, &conn.session);
+                self.owed.push(slot, conn.generation, frame.frame_for(window, &mut self.deflaters));
                 conn.flags |= OWED;
                 delivered += 1;
             }
@@ -731,6 +751,8 @@ impl<H: Handler> EventLoop<H> {
     fn close(&mut self, slot: usize, reason: CloseReason) {
         self.wheel.remove(&mut self.conns, slot as u32);
         self.rooms.remove_conn(slot as u32);
+        self.deflaters.forget(slot as u32);
+        self.inflaters.forget(slot as u32);
         let conn = self.conns.remove(slot);
         self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
         for buf in [conn.rbuf, conn.wbuf] {
@@ -812,7 +834,17 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    fn publish_pool_gauges(&self) {
+    fn publish_pool_gauges(&mut self) {
+        let counts = std::mem::take(&mut self.deflaters.counts);
+        if counts.messages > 0 {
+            self.stats.compressed_messages.add(counts.messages);
+            self.stats.compressed_plain_bytes.add(counts.plain_bytes);
+            self.stats.compressed_bytes.add(counts.deflated_bytes);
+        }
+        if self.cfg.compression.mode != super::compression::CompressionMode::Off {
+            let dedicated = self.deflaters.dedicated_in_use().max(self.inflaters.dedicated_in_use());
+            self.stats.dedicated_codecs.set(dedicated as u64);
+        }
         self.stats.pool_in_use.set(self.pool.in_use() as u64);
         self.stats.pool_idle.set(self.pool.idle() as u64);
         self.stats.rooms.set(self.rooms.room_count() as u64);

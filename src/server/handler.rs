@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::ws::frame::{opcode, EncodedHead};
+use crate::ws::frame::opcode;
 use crate::ws::{Request, Session};
 
+use super::compression::Deflaters;
 use super::hub::Hub;
+use super::publication::Publication;
 use super::rooms::{RoomError, RoomLimits, Rooms};
 use super::stats::CloseReason;
 
@@ -48,7 +48,7 @@ pub enum Message<'a> {
 pub(crate) struct LocalPublish {
     /// The room, or `None` for a broadcast.
     pub room: Option<Arc<str>>,
-    pub frame: Bytes,
+    pub frame: Arc<Publication>,
     /// The publisher's slot: it got its copy in order, or asked for none.
     pub skip: u32,
 }
@@ -58,6 +58,7 @@ pub struct Ctx<'a> {
     pub(crate) id: ConnId,
     pub(crate) session: &'a mut Session,
     pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) deflaters: &'a mut Deflaters,
     pub(crate) sent: &'a mut u64,
     pub(crate) rooms: &'a mut Rooms,
     pub(crate) room_limits: &'a RoomLimits,
@@ -72,18 +73,27 @@ impl Ctx<'_> {
         self.id
     }
 
-    /// Sends a text message. False if the connection is closing (nothing sent).
+    /// Sends a text message (compressed if the connection negotiated
+    /// permessage-deflate and it is over the threshold). False if the
+    /// connection is closing (nothing sent).
     pub fn send_text(&mut self, text: &str) -> bool {
-        let ok = self.session.write_text(self.out, text);
+        self.send(opcode::TEXT, text.as_bytes())
+    }
+
+    /// Sends a binary message, like [`send_text`](Self::send_text).
+    pub fn send_binary(&mut self, data: &[u8]) -> bool {
+        self.send(opcode::BINARY, data)
+    }
+
+    fn send(&mut self, op: u8, payload: &[u8]) -> bool {
+        let ok = self.deflaters.write(self.id.slot, self.session, self.out, op, payload);
         *self.sent += ok as u64;
         ok
     }
 
-    /// Sends a binary message. False if the connection is closing (nothing sent).
-    pub fn send_binary(&mut self, data: &[u8]) -> bool {
-        let ok = self.session.write_binary(self.out, data);
-        *self.sent += ok as u64;
-        ok
+    /// True if this connection negotiated permessage-deflate.
+    pub fn is_compressed(&self) -> bool {
+        self.session.deflate_window().is_some()
     }
 
     /// Joins room `room` (joining twice is not an error).
@@ -114,12 +124,11 @@ impl Ctx<'_> {
     }
 
     fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) {
-        let (room, frame) = encode_publish(room, op, payload);
+        let (room, frame) = (Arc::<str>::from(room), Publication::new(op, payload));
         *self.published += 1;
-        if include_self && self.rooms.is_member(self.id.slot, &room) && self.session.can_send() {
+        if include_self && self.rooms.is_member(self.id.slot, &room) {
             // The publisher's own copy goes out in order with its other replies.
-            self.out.extend_from_slice(&frame);
-            *self.sent += 1;
+            self.send(op, payload);
         }
         self.hub.publish_to_others(self.id.loop_id, &room, &frame);
         self.local.push(LocalPublish { room: Some(room), frame, skip: self.id.slot });
@@ -138,11 +147,10 @@ impl Ctx<'_> {
     }
 
     fn broadcast(&mut self, op: u8, payload: &[u8], include_self: bool) {
-        let (_, frame) = encode_publish("", op, payload);
+        let frame = Publication::new(op, payload);
         *self.published += 1;
-        if include_self && self.session.can_send() {
-            self.out.extend_from_slice(&frame);
-            *self.sent += 1;
+        if include_self {
+            self.send(op, payload);
         }
         self.hub.broadcast_to_others(self.id.loop_id, &frame);
         self.local.push(LocalPublish { room: None, frame, skip: self.id.slot });
@@ -153,15 +161,6 @@ impl Ctx<'_> {
     pub fn close(&mut self, code: u16, reason: &str) {
         self.session.write_close(self.out, code, reason);
     }
-}
-
-/// A room publish encoded once: the room's shared name and the whole frame.
-fn encode_publish(room: &str, op: u8, payload: &[u8]) -> (Arc<str>, Bytes) {
-    let head = EncodedHead::new(true, op, payload.len() as u64, None);
-    let mut frame = Vec::with_capacity(head.as_bytes().len() + payload.len());
-    frame.extend_from_slice(head.as_bytes());
-    frame.extend_from_slice(payload);
-    (room.into(), Bytes::from(frame))
 }
 
 /// What a handler may still do for a connection that is gone: tell rooms
@@ -190,7 +189,7 @@ impl CloseCtx<'_> {
     }
 
     fn publish(&mut self, room: &str, op: u8, payload: &[u8]) {
-        let (room, frame) = encode_publish(room, op, payload);
+        let (room, frame) = (Arc::<str>::from(room), Publication::new(op, payload));
         self.published += 1;
         self.hub.publish_to_others(self.id.loop_id, &room, &frame);
         self.local.push(LocalPublish { room: Some(room), frame, skip: self.id.slot });

@@ -6,26 +6,27 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crossbeam_channel::Sender;
 use mio::Waker;
+
+use super::publication::Publication;
 
 /// What other threads may ask of a loop, through its inbox.
 #[derive(Debug)]
 pub enum LoopMsg {
     /// Begin graceful shutdown: stop accepting, close every connection 1001.
     Shutdown,
-    /// Deliver an encoded frame to every connection of this loop.
+    /// Deliver a publication to every connection of this loop.
     Broadcast {
-        /// The whole frame (header and payload), shared by every loop.
-        frame: Bytes,
+        /// The message, encoded once and shared by every loop.
+        frame: Arc<Publication>,
     },
-    /// Deliver an encoded frame to this loop's members of `room`.
+    /// Deliver a publication to this loop's members of `room`.
     Publish {
         /// The room.
         room: Arc<str>,
-        /// The whole frame (header and payload), shared by every loop.
-        frame: Bytes,
+        /// The message, encoded once and shared by every loop.
+        frame: Arc<Publication>,
     },
 }
 
@@ -60,7 +61,7 @@ impl Hub {
     }
 
     /// Posts a publish to every loop but `from`.
-    pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Bytes) {
+    pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Arc<Publication>) {
         for i in 0..self.inboxes.len() {
             if i != from as usize {
                 self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
@@ -69,7 +70,7 @@ impl Hub {
     }
 
     /// Posts a broadcast to every loop but `from`.
-    pub fn broadcast_to_others(&self, from: u32, frame: &Bytes) {
+    pub fn broadcast_to_others(&self, from: u32, frame: &Arc<Publication>) {
         for i in 0..self.inboxes.len() {
             if i != from as usize {
                 self.post(i, LoopMsg::Broadcast { frame: frame.clone() });

@@ -7,6 +7,7 @@
 //! listener sets SO_REUSEPORT): that is how a host whose per-process file
 //! limit is below the target still serves 100,000 connections.
 
+pub mod compression;
 pub mod config;
 pub mod conn;
 pub mod event_loop;
@@ -14,6 +15,7 @@ mod fanout;
 pub mod handler;
 pub mod hub;
 pub mod life;
+pub mod publication;
 pub mod rooms;
 mod socket;
 pub mod stats;

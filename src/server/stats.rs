@@ -156,6 +156,15 @@ pub struct LoopStats {
     /// Writes that carried room deliveries: one per member per pass, however
     /// many publishes it was owed.
     pub room_writes: Counter,
+    /// Messages sent compressed (permessage-deflate); a room publish counts
+    /// once per window it was compressed for, not once per member.
+    pub compressed_messages: Counter,
+    /// Their bytes before compression.
+    pub compressed_plain_bytes: Counter,
+    /// Their bytes after compression (payloads, without frame headers).
+    pub compressed_bytes: Counter,
+    /// Connections holding a dedicated deflater or inflater. Gauge.
+    pub dedicated_codecs: Counter,
 }
 
 impl LoopStats {

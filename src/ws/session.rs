@@ -488,7 +488,9 @@ impl Session {
         self.write_message(out, opcode::BINARY, data)
     }
 
-    fn write_message(&self, out: &mut Vec<u8>, op: u8, payload: &[u8]) -> bool {
+    /// Appends a data message of type `op` (a text payload must be UTF-8).
+    /// Returns false (and writes nothing) once closing has begun.
+    pub fn write_message(&self, out: &mut Vec<u8>, op: u8, payload: &[u8]) -> bool {
         if !self.can_send() {
             return false;
         }
