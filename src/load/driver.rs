@@ -16,8 +16,11 @@ use serde::Deserialize;
 use slab::Slab;
 
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
-use crate::ws::client::{generate_key, parse_response, write_request, ClientHandshakeError};
-use crate::ws::{Config, Event, Session};
+use crate::server::compression::{CompressionConfig, CompressionMode, Deflaters, Inflaters};
+use crate::ws::client::{generate_key, parse_response_terms, write_request_offering, ClientHandshakeError};
+use crate::ws::extension::CLIENT_OFFER;
+use crate::ws::frame::opcode;
+use crate::ws::{Config, Event, Inflation, Session};
 
 use super::plan::Plan;
 use super::report::{new_histogram, Latency, Report};
@@ -81,6 +84,50 @@ pub struct DriverConfig {
     pub publish_rate: u32,
     /// Fanout scenario: broadcast (`{"type":"broadcast"}`) instead of publish.
     pub broadcast: bool,
+    /// Offer permessage-deflate, and compress what is sent when agreed.
+    pub compression: bool,
+    /// What an echo message carries.
+    pub payload: Payload,
+}
+
+/// What the echo scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Binary: the message number, then a byte pattern.
+    Pattern,
+    /// Text: a JSON chat message (user, room, words), as chat services send.
+    Chat,
+}
+
+/// Words a chat message is made of: compresses like real chat text.
+const WORDS: [&str; 32] = [
+    "the", "meeting", "is", "moved", "to", "three", "o'clock", "please", "bring", "your", "notes", "and", "laptop",
+    "we", "will", "review", "release", "plan", "for", "next", "week", "thanks", "everyone", "see", "you", "soon",
+    "great", "work", "on", "that", "fix", "today",
+];
+
+/// The chat echo payload for message `seq`: `size` bytes of JSON (or just
+/// over 80, the envelope without text, if `size` is smaller).
+fn chat_payload(seq: u64, size: usize, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{"type":"message","room":"team-{}","user":"user-{}","seq":{seq},"text":""#,
+        seq % 7,
+        seq % 1000
+    );
+    let envelope = out.len();
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() + 2 < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(size.saturating_sub(2).max(envelope));
+    out.extend_from_slice(br#""}"#);
 }
 
 /// A snapshot for the once-a-second progress line.
@@ -213,6 +260,10 @@ struct Driver<'a> {
     publisher: Option<usize>,
     /// Fanout: join acknowledgements received.
     joined: u64,
+    /// permessage-deflate, when agreed: the client's codecs (shared, or a
+    /// connection's own where it keeps a window), keyed by slot.
+    deflaters: Deflaters,
+    inflaters: Inflaters,
 }
 
 /// Runs one load process to the end of its plan (or until `stop`), calling
@@ -236,6 +287,9 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
         expired: Vec::new(),
         publisher: None,
         joined: 0,
+        // The client compresses every message that gets smaller.
+        deflaters: Deflaters::new(CompressionConfig { mode: CompressionMode::Shared, threshold: 0, level: 3 }),
+        inflaters: Inflaters::default(),
     };
     let mut publish_credit = 0.0f64;
     let start = Instant::now();
@@ -375,6 +429,8 @@ impl Driver<'_> {
     /// Removes a client, keeping the live/open counts right.
     fn remove(&mut self, slot: usize) {
         self.wheel.remove(&mut self.clients, slot as u32);
+        self.deflaters.forget(slot as u32);
+        self.inflaters.forget(slot as u32);
         let c = self.clients.remove(slot);
         match c.state {
             State::Connecting | State::Handshaking => self.live -= 1,
@@ -435,7 +491,8 @@ impl Driver<'_> {
                 return; // not connected yet
             }
             let host = self.cfg.host.clone();
-            write_request(&mut self.out, &host, &self.cfg.path, &c.key);
+            let offer = self.cfg.compression.then_some(CLIENT_OFFER);
+            write_request_offering(&mut self.out, &host, &self.cfg.path, &c.key, offer);
             c.state = State::Handshaking;
         }
         self.flush(slot);
@@ -514,10 +571,15 @@ impl Driver<'_> {
     fn process_input(&mut self, slot: usize) -> bool {
         if self.clients[slot].state == State::Handshaking {
             let c = &mut self.clients[slot];
-            match parse_response(&c.rbuf, &c.key) {
+            match parse_response_terms(&c.rbuf, &c.key, self.cfg.compression) {
                 Ok(None) => return true,
-                Ok(Some(n)) => {
-                    c.rbuf.drain(..n);
+                Ok(Some(accepted)) => {
+                    c.rbuf.drain(..accepted.len);
+                    if let Some(terms) = accepted.deflate {
+                        c.session.enable_deflate(&terms);
+                        self.deflaters.agreed(slot as u32, &terms.mirrored());
+                        self.inflaters.agreed(slot as u32, &terms.mirrored());
+                    }
                     c.state = State::Open;
                     let took = c.started.elapsed();
                     let _ = self.handshake.record(took.as_micros().max(1) as u64);
@@ -539,11 +601,17 @@ impl Driver<'_> {
         // message is handed on as a slice of them, never copied.
         let mut rbuf = std::mem::take(&mut self.clients[slot].rbuf);
         let mut assembly = std::mem::take(&mut self.clients[slot].assembly);
+        let mut inflated = Vec::new();
         let mut pos = 0;
         let mut alive = true;
         loop {
             let c = &mut self.clients[slot];
-            let decoded = c.session.decode(&mut rbuf[pos..], &mut assembly, &mut self.out, &self.ws);
+            let inflation = c
+                .session
+                .deflate_window()
+                .map(|_| Inflation { inflater: self.inflaters.for_conn(slot as u32), output: &mut inflated });
+            let decoded =
+                c.session.decode_inflating(&mut rbuf[pos..], &mut assembly, &mut self.out, &self.ws, inflation);
             let d = match decoded {
                 Ok(d) => d,
                 Err(e) => {
@@ -629,8 +697,7 @@ impl Driver<'_> {
             Scenario::Fanout => {
                 self.wheel.remove(&mut self.clients, slot as u32);
                 self.publisher.get_or_insert(slot);
-                let c = &mut self.clients[slot];
-                c.session.write_text(&mut self.out, r#"{"type":"join","room":"fanout"}"#);
+                self.write(slot, opcode::TEXT, br#"{"type":"join","room":"fanout"}"#);
                 self.flush(slot);
             }
         }
@@ -649,8 +716,7 @@ impl Driver<'_> {
             } else {
                 format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{us:0>18}"}}"#)
             };
-            let c = &mut self.clients[slot];
-            if c.session.write_text(&mut self.out, &text) {
+            if self.write(slot, opcode::TEXT, text.as_bytes()) {
                 self.report.messages_sent += 1;
                 self.report.bytes_sent += text.len() as u64;
             }
@@ -686,21 +752,42 @@ impl Driver<'_> {
         let c = &mut self.clients[slot];
         c.seq += 1;
         c.inflight.push_back((c.seq, Instant::now()));
-        if c.session.write_text(&mut self.out, &text) {
+        if self.write(slot, opcode::TEXT, text.as_bytes()) {
             self.report.messages_sent += 1;
             self.report.bytes_sent += text.len() as u64;
         }
     }
 
     fn send_echo(&mut self, slot: usize) {
-        let c = &mut self.clients[slot];
-        c.seq += 1;
-        echo_payload(c.seq, self.cfg.size, &mut self.scratch);
-        c.inflight.push_back((c.seq, Instant::now()));
-        if c.session.write_binary(&mut self.out, &self.scratch) {
+        self.clients[slot].seq += 1;
+        let seq = self.clients[slot].seq;
+        let op = self.fill_echo(seq);
+        self.clients[slot].inflight.push_back((seq, Instant::now()));
+        let scratch = std::mem::take(&mut self.scratch);
+        if self.write(slot, op, &scratch) {
             self.report.messages_sent += 1;
-            self.report.bytes_sent += self.scratch.len() as u64;
+            self.report.bytes_sent += scratch.len() as u64;
         }
+        self.scratch = scratch;
+    }
+
+    /// Puts echo message `seq` in `scratch`; returns its opcode.
+    fn fill_echo(&mut self, seq: u64) -> u8 {
+        match self.cfg.payload {
+            Payload::Pattern => {
+                echo_payload(seq, self.cfg.size, &mut self.scratch);
+                opcode::BINARY
+            }
+            Payload::Chat => {
+                chat_payload(seq, self.cfg.size, &mut self.scratch);
+                opcode::TEXT
+            }
+        }
+    }
+
+    /// Appends one message for the client in `slot`, compressed if agreed.
+    fn write(&mut self, slot: usize, op: u8, payload: &[u8]) -> bool {
+        self.deflaters.write(slot as u32, &self.clients[slot].session, &mut self.out, op, payload)
     }
 
     fn send_ping(&mut self, slot: usize) {
@@ -730,8 +817,8 @@ impl Driver<'_> {
                 .and_then(|t| serde_json::from_str::<Pong<'_>>(t).ok())
                 .is_some_and(|p| p.kind == "pong" && p.payload == Some(&format!("g{}-{seq}", c.generation))),
             Scenario::Echo => {
-                echo_payload(seq, self.cfg.size, &mut self.scratch);
-                !is_text && payload == self.scratch.as_slice()
+                let op = self.fill_echo(seq);
+                is_text == (op == opcode::TEXT) && payload == self.scratch.as_slice()
             }
             Scenario::Churn => is_text && payload == b"churn",
             Scenario::Idle | Scenario::Fanout => true,
@@ -783,6 +870,17 @@ impl Driver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_payloads_are_json_of_the_asked_size() {
+        for size in [100, 200, 1000, 2000] {
+            let mut out = Vec::new();
+            chat_payload(size as u64, size, &mut out);
+            assert_eq!(out.len(), size);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["type"], "message");
+        }
+    }
 
     #[test]
     fn echo_payloads_differ_by_sequence() {

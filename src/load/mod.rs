@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-pub use driver::{DriverConfig, Progress, Scenario};
+pub use driver::{DriverConfig, Payload, Progress, Scenario};
 pub use plan::{Plan, Stage};
 pub use report::{LeakCheck, Report, Sample};
 use scrape::{MetricsUrl, ServerView};
@@ -63,6 +63,13 @@ pub struct LoadArgs {
     /// Fanout scenario: broadcast to every connection instead of publishing to the room.
     #[arg(long)]
     pub broadcast: bool,
+    /// Offer permessage-deflate; when the server agrees, every message that
+    /// gets smaller is sent compressed.
+    #[arg(long)]
+    pub compression: bool,
+    /// Echo scenario: what a message carries: pattern (binary) or chat (JSON text).
+    #[arg(long, value_enum, default_value = "pattern")]
+    pub payload: Payload,
     /// Echo scenario: messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     pub depth: usize,
@@ -181,6 +188,8 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         connect_timeout: args.connect_timeout,
         publish_rate: args.publish_rate,
         broadcast: args.broadcast,
+        compression: args.compression,
+        payload: args.payload,
     })
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use crate::ws::deflate::{Deflater, Inflater, MAX_WINDOW, MIN_DEFLATE_WINDOW};
 use crate::ws::extension::{Deflate, DeflatePolicy};
-use crate::ws::{Inflation, Session};
+use crate::ws::Session;
 
 /// How the server answers permessage-deflate offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,8 +248,6 @@ pub struct Inflaters {
     shared: Option<Inflater>,
     /// Dedicated inflaters of connections whose client side takes over.
     own: HashMap<u32, Own<Inflater>>,
-    /// The message being handled, inflated; events borrow it.
-    output: Vec<u8>,
 }
 
 impl Inflaters {
@@ -273,9 +271,9 @@ impl Inflaters {
         self.own.values().filter(|o| matches!(o, Own::Made(_))).count()
     }
 
-    /// Where the connection in `slot` inflates its next message.
-    pub fn for_conn(&mut self, slot: u32) -> Inflation<'_> {
-        let inflater = match self.own.get_mut(&slot) {
+    /// What inflates the next message of the connection in `slot`.
+    pub fn for_conn(&mut self, slot: u32) -> &mut Inflater {
+        match self.own.get_mut(&slot) {
             Some(own) => {
                 if let Own::Agreed(bits) = *own {
                     *own = Own::Made(Inflater::new(bits, true));
@@ -284,15 +282,6 @@ impl Inflaters {
                 inflater
             }
             None => self.shared.get_or_insert_with(|| Inflater::new(MAX_WINDOW, false)),
-        };
-        Inflation { inflater, output: &mut self.output }
-    }
-
-    /// After a batch: keeps the output buffer small once a large message
-    /// has passed through.
-    pub fn settle(&mut self) {
-        if self.output.capacity() > 256 * 1024 {
-            self.output = Vec::new();
         }
     }
 }

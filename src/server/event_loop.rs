@@ -16,7 +16,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::ws::{Event, HandshakeError, WsError};
+use crate::ws::{Event, HandshakeError, Inflation, WsError};
 
 use super::compression::{Deflaters, Inflaters};
 use super::config::ServerConfig;
@@ -106,6 +106,8 @@ pub struct EventLoop<H> {
     /// inflates incoming ones (shared, or a connection's own).
     deflaters: Deflaters,
     inflaters: Inflaters,
+    /// The compressed message being handled, inflated; events borrow it.
+    inflated: Vec<u8>,
     handler: H,
     cfg: Arc<ServerConfig>,
     stats: Arc<LoopStats>,
@@ -160,6 +162,7 @@ impl<H: Handler> EventLoop<H> {
             out: Vec::with_capacity(cfg.buffer_size),
             deflaters: Deflaters::new(cfg.compression),
             inflaters: Inflaters::default(),
+            inflated: Vec::new(),
             handler,
             cfg,
             stats,
@@ -549,16 +552,33 @@ impl<H: Handler> EventLoop<H> {
     /// Decodes and handles every whole frame in `buf`, dropping what was
     /// consumed. Returns the buffer length the next frame needs.
     fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
-        let EventLoop { conns, handler, out, cfg, stats, id, pool, rooms, hub, local, deflaters, inflaters, .. } = self;
+        let EventLoop {
+            conns,
+            handler,
+            out,
+            cfg,
+            stats,
+            id,
+            pool,
+            rooms,
+            hub,
+            local,
+            deflaters,
+            inflaters,
+            inflated,
+            ..
+        } = self;
         let conn = &mut conns[slot];
         let conn_id = ConnId { loop_id: *id, slot: slot as u32, generation: conn.generation };
         let mut pos = 0;
         let mut sent = 0u64;
         let mut received = 0u64;
         let mut published = 0u64;
-        let mut agreed = None;
         let result = loop {
-            let inflation = conn.session.deflate_window().map(|_| inflaters.for_conn(conn_id.slot));
+            let inflation = conn
+                .session
+                .deflate_window()
+                .map(|_| Inflation { inflater: inflaters.for_conn(conn_id.slot), output: &mut *inflated });
             let decoded = conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws, inflation);
             let decoded = match decoded {
                 Ok(d) => d,
@@ -585,7 +605,7 @@ impl<H: Handler> EventLoop<H> {
                     conn.flags |= OPENED;
                     if let Some(terms) = &request.deflate {
                         ctx.deflaters.agreed(conn_id.slot, terms);
-                        agreed = Some(*terms);
+                        inflaters.agreed(conn_id.slot, terms);
                     }
                     handler.on_open(&mut ctx, &request);
                 }
@@ -599,9 +619,6 @@ impl<H: Handler> EventLoop<H> {
                 }
                 Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
             }
-            if let Some(terms) = agreed.take() {
-                inflaters.agreed(conn_id.slot, &terms);
-            }
             if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
                 conn.assembly = Vec::new();
             }
@@ -614,7 +631,10 @@ impl<H: Handler> EventLoop<H> {
             }
         };
         buf.drain(..pos);
-        inflaters.settle();
+        if inflated.capacity() > CORK_LIMIT {
+            // A large message was inflated: keep the loop's memory flat.
+            *inflated = Vec::new();
+        }
         stats.messages_received.add(received);
         stats.messages_sent.add(sent);
         stats.room_published.add(published);

@@ -6,7 +6,17 @@ use std::fmt;
 
 use tungstenite::handshake::derive_accept_key;
 
+use super::extension::{self, Deflate};
 use super::mask::random_u64;
+
+/// A 101 the client accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Bytes the reply took; frames may follow.
+    pub len: usize,
+    /// The permessage-deflate terms the server stated, if it accepted.
+    pub deflate: Option<Deflate>,
+}
 
 /// Why a server's reply to our upgrade request was not a valid 101.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +27,8 @@ pub enum ClientHandshakeError {
     Status(u16),
     /// 101, but `Sec-WebSocket-Accept` is missing or wrong.
     BadAccept,
+    /// 101 with an extension we did not offer, or terms we cannot read.
+    BadExtension,
 }
 
 impl fmt::Display for ClientHandshakeError {
@@ -25,6 +37,7 @@ impl fmt::Display for ClientHandshakeError {
             ClientHandshakeError::Malformed => f.write_str("malformed handshake reply"),
             ClientHandshakeError::Status(s) => write!(f, "handshake refused with HTTP {s}"),
             ClientHandshakeError::BadAccept => f.write_str("wrong Sec-WebSocket-Accept"),
+            ClientHandshakeError::BadExtension => f.write_str("unexpected or malformed Sec-WebSocket-Extensions"),
         }
     }
 }
@@ -51,6 +64,12 @@ pub fn generate_key() -> [u8; 24] {
 
 /// Appends an upgrade request for `path` on `host` with `key`.
 pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &[u8; 24]) {
+    write_request_offering(out, host, path, key, None);
+}
+
+/// Like [`write_request`], offering the extensions in `extensions` (a
+/// `Sec-WebSocket-Extensions` value, e.g. [`extension::CLIENT_OFFER`]).
+pub fn write_request_offering(out: &mut Vec<u8>, host: &str, path: &str, key: &[u8; 24], extensions: Option<&str>) {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -59,12 +78,30 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &[u8; 24]) 
         b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
     );
     out.extend_from_slice(key);
+    if let Some(extensions) = extensions {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(extensions.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Checks the server's reply in `buf`. `Ok(None)`: incomplete. `Ok(Some(n))`:
-/// accepted, and the reply took `n` bytes (frames may follow).
+/// accepted, and the reply took `n` bytes (frames may follow). A reply that
+/// accepts an extension fails: none was offered.
 pub fn parse_response(buf: &[u8], key: &[u8; 24]) -> Result<Option<usize>, ClientHandshakeError> {
+    match parse_response_terms(buf, key, false)? {
+        Some(a) if a.deflate.is_some() => Err(ClientHandshakeError::BadExtension),
+        a => Ok(a.map(|a| a.len)),
+    }
+}
+
+/// [`parse_response`] for a request that may have offered permessage-deflate
+/// (`offered`): the terms the server stated come back with the length.
+pub fn parse_response_terms(
+    buf: &[u8],
+    key: &[u8; 24],
+    offered: bool,
+) -> Result<Option<Accepted>, ClientHandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -81,11 +118,18 @@ pub fn parse_response(buf: &[u8], key: &[u8; 24]) -> Result<Option<usize>, Clien
         .headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes());
-    if accepted {
-        Ok(Some(len))
-    } else {
-        Err(ClientHandshakeError::BadAccept)
+    if !accepted {
+        return Err(ClientHandshakeError::BadAccept);
     }
+    let mut deflate = None;
+    for h in resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions")) {
+        let value = std::str::from_utf8(h.value).map_err(|_| ClientHandshakeError::BadExtension)?;
+        let terms = extension::parse_response(value.trim()).ok_or(ClientHandshakeError::BadExtension)?;
+        if !offered || deflate.replace(terms).is_some() {
+            return Err(ClientHandshakeError::BadExtension);
+        }
+    }
+    Ok(Some(Accepted { len, deflate }))
 }
 
 #[cfg(test)]
@@ -117,6 +161,22 @@ mod tests {
         assert_eq!(parse_response(&reply[..n - 1], &key), Ok(None));
         assert_eq!(parse_response(&reply, &key), Ok(Some(n)));
         assert_eq!(parse_response(&reply, &generate_key()), Err(ClientHandshakeError::BadAccept));
+    }
+
+    #[test]
+    fn deflate_terms_come_back_from_the_reply() {
+        let key = generate_key();
+        let mut req = Vec::new();
+        write_request_offering(&mut req, "h", "/ws", &key, Some(extension::CLIENT_OFFER));
+        let cfg = HandshakeConfig { deflate: Some(extension::DeflatePolicy::dedicated(11)), ..Default::default() };
+        let parsed = parse_request(&req, &mut 0, &cfg).unwrap().unwrap();
+        let mut reply = Vec::new();
+        write_accept(&mut reply, &parsed);
+        let accepted = parse_response_terms(&reply, &key, true).unwrap().unwrap();
+        let terms = accepted.deflate.unwrap();
+        assert_eq!((terms.server_window, terms.client_window, terms.server_takeover), (11, 11, true));
+        // Not offered, yet accepted: the client fails the handshake.
+        assert_eq!(parse_response(&reply, &key), Err(ClientHandshakeError::BadExtension));
     }
 
     #[test]

@@ -65,7 +65,33 @@ struct Offer {
 /// Negotiates permessage-deflate from every `Sec-WebSocket-Extensions`
 /// value of a request, in order. `None`: no acceptable offer.
 pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a str>, policy: &DeflatePolicy) -> Option<Deflate> {
-    values.into_iter().flat_map(split_list).filter_map(|item| parse_offer(item)).find_map(|o| accept(&o, policy))
+    values.into_iter().flat_map(split_list).filter_map(parse_offer).find_map(|o| accept(&o, policy))
+}
+
+/// The offer a client (the load generator) makes: permessage-deflate, and
+/// any window limit the server asks for.
+pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Reads the terms a server's response states (client side). `None`: not
+/// a valid permessage-deflate response, which fails the handshake.
+pub fn parse_response(value: &str) -> Option<Deflate> {
+    let mut items = split_list(value);
+    let offer = parse_offer(items.next()?)?;
+    if items.next().is_some() {
+        return None; // one extension was offered, one may be accepted
+    }
+    let client_window = match offer.client_max_window_bits {
+        Some(None) => return None, // a response must give the value
+        Some(Some(bits)) => bits,
+        None => MAX_WINDOW,
+    };
+    Some(Deflate {
+        client_window_offered: offer.client_max_window_bits.is_some(),
+        server_takeover: !offer.server_no_context_takeover,
+        client_takeover: !offer.client_no_context_takeover,
+        server_window: offer.server_max_window_bits.unwrap_or(MAX_WINDOW),
+        client_window,
+    })
 }
 
 /// Decides whether `policy` can accept `offer`, and on what terms.
@@ -91,6 +117,18 @@ fn accept(offer: &Offer, policy: &DeflatePolicy) -> Option<Deflate> {
 }
 
 impl Deflate {
+    /// The same terms seen from the other end: what the server's codecs
+    /// do for the server, the client's do for the client.
+    pub fn mirrored(&self) -> Deflate {
+        Deflate {
+            client_window_offered: self.client_window_offered,
+            server_takeover: self.client_takeover,
+            client_takeover: self.server_takeover,
+            server_window: self.client_window,
+            client_window: self.server_window,
+        }
+    }
+
     /// Appends the response header line (with its CRLF) for these terms.
     /// Every term is stated, whether the client offered it or not, except a
     /// client window the client did not offer to limit (RFC 7692 7.1.2.2).
@@ -272,6 +310,29 @@ mod tests {
     fn values_may_be_quoted_and_names_any_case() {
         let d = shared(&["PerMessage-Deflate; Server_Max_Window_Bits=\"12\"; client_max_window_bits=\"8\""]).unwrap();
         assert_eq!((d.server_window, d.client_window), (12, 8));
+    }
+
+    #[test]
+    fn responses_read_back_as_the_terms_written() {
+        for policy in [DeflatePolicy::shared(), DeflatePolicy::dedicated(9), DeflatePolicy::dedicated(12)] {
+            for offer in [CLIENT_OFFER, "permessage-deflate", "permessage-deflate; server_max_window_bits=11"] {
+                let agreed = negotiate([offer], &policy).unwrap();
+                let line = response(agreed);
+                let value = line.strip_prefix("Sec-WebSocket-Extensions: ").unwrap().trim_end();
+                let read = parse_response(value).unwrap();
+                assert_eq!(
+                    (read.server_takeover, read.client_takeover, read.server_window),
+                    (agreed.server_takeover, agreed.client_takeover, agreed.server_window),
+                    "{line}"
+                );
+                if agreed.client_window_offered && policy.context_takeover {
+                    assert_eq!(read.client_window, agreed.client_window);
+                }
+            }
+        }
+        assert_eq!(parse_response("permessage-deflate; client_max_window_bits"), None);
+        assert_eq!(parse_response("permessage-deflate, permessage-deflate"), None);
+        assert_eq!(parse_response("x-other"), None);
     }
 
     #[test]

@@ -101,10 +101,12 @@ pub struct Decoded<'a> {
 /// Where a compressed message is inflated: the inflater to use (the
 /// loop's shared one, or the connection's own) and the buffer the message
 /// is inflated into, which the event borrows.
+/// The inflater is borrowed for the call only (`'i`); the event borrows
+/// the output (`'a`).
 #[derive(Debug)]
-pub struct Inflation<'a> {
+pub struct Inflation<'i, 'a> {
     /// Inflates the message; its takeover setting must match the terms.
-    pub inflater: &'a mut Inflater,
+    pub inflater: &'i mut Inflater,
     /// Cleared, then filled with the inflated message.
     pub output: &'a mut Vec<u8>,
 }
@@ -216,7 +218,7 @@ impl Session {
         assembly: &'a mut Vec<u8>,
         out: &mut Vec<u8>,
         cfg: &Config,
-        inflation: Option<Inflation<'a>>,
+        inflation: Option<Inflation<'_, 'a>>,
     ) -> Result<Decoded<'a>, WsError> {
         let result = match self.phase {
             Phase::Handshake => self.decode_handshake(input, out, &cfg.handshake),
@@ -279,7 +281,7 @@ impl Session {
         assembly: &'a mut Vec<u8>,
         out: &mut Vec<u8>,
         limits: &Limits,
-        mut inflation: Option<Inflation<'a>>,
+        mut inflation: Option<Inflation<'_, 'a>>,
     ) -> Result<Decoded<'a>, WsError> {
         let mut pos = 0;
         loop {
@@ -529,7 +531,7 @@ impl Session {
 /// bounded by the message limit.
 fn inflate<'a>(
     compressed: &[u8],
-    inflation: Option<Inflation<'a>>,
+    inflation: Option<Inflation<'_, 'a>>,
     limits: &Limits,
 ) -> Result<&'a [u8], ProtocolError> {
     // Without an inflater nothing was negotiated as far as the caller knows.
