@@ -7,9 +7,10 @@
 //!   per-connection trace is four bits of its `Session`.
 //! - **dedicated** (context takeover, a small window): a connection that
 //!   keeps a window gets its own deflater and/or inflater, made when it first
-//!   needs one and freed when it closes. Room publishes reach such a
-//!   connection uncompressed: a frame shared by many connections cannot join
-//!   one connection's context.
+//!   needs one and freed when it closes. A room publish is compressed for
+//!   such a connection alone, when it is written (a frame shared by many
+//!   connections cannot join one connection's context, and the context must
+//!   see messages in wire order): the price of its better ratio.
 //!
 //! Messages under the threshold go out plain (RSV1 clear), and so does a
 //! message that a fresh deflater could not make smaller.
@@ -163,6 +164,13 @@ impl Deflaters {
             return None;
         }
         Some(window)
+    }
+
+    /// True if the connection in `slot` compresses with a context of its
+    /// own: shared frames must be recompressed for it, in wire order.
+    #[inline]
+    pub fn has_own(&self, slot: u32) -> bool {
+        !self.own.is_empty() && self.own.contains_key(&slot)
     }
 
     /// Appends `payload` as one message of type `op` for the connection in

@@ -16,6 +16,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::ws::frame::FrameHead;
 use crate::ws::{Event, HandshakeError, Inflation, WsError};
 
 use super::compression::{Deflaters, Inflaters};
@@ -752,6 +753,22 @@ impl<H: Handler> EventLoop<H> {
                 return;
             }
             &frames
+        };
+        // A connection with its own deflate context gets each frame
+        // compressed for it, now: in the order it goes on the wire.
+        let own;
+        let parts: &[&[u8]] = if self.deflaters.has_own(slot as u32) {
+            let mut recompressed = Vec::new();
+            for frame in parts {
+                if let Ok(Some(head)) = FrameHead::decode(frame) {
+                    let payload = &frame[head.header_len as usize..];
+                    self.deflaters.write(slot as u32, &conn.session, &mut recompressed, head.opcode, payload);
+                }
+            }
+            own = [recompressed];
+            &[&own[0][..]]
+        } else {
+            parts
         };
         let before = conn.wbuf.len();
         self.stats.room_writes.add(1);
