@@ -8,6 +8,7 @@ Each seed is an input as the targets read it (fuzz/src/lib.rs): byte 0 is
 how many piece lengths follow, then those lengths, then the body."""
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -30,6 +31,25 @@ def frame(fin, op, payload, mask=MASK):
 
 def close(code, reason=b"", mask=MASK):
     return frame(True, 8, struct.pack(">H", code) + reason, mask)
+
+
+def rsv1(f):
+    """The same frame with RSV1 set: the first frame of a compressed message."""
+    return bytes([f[0] | 0x40]) + f[1:]
+
+
+def zlib_raw(data):
+    """Raw DEFLATE ended by a sync flush, tail removed (RFC 7692 7.2.1)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+# RFC 7692 7.2.3.1, 7.2.3.4 and 7.2.3.5.
+HELLO = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+HELLO_BFINAL = bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00])
+TWO_BLOCKS = bytes([0xF2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xCA, 0xC9, 0xC9, 0x07, 0x00])
 
 
 def seed(pieces=(), body=b""):
@@ -83,6 +103,22 @@ corpora = {
         "unexpected-continuation": seed(body=frame(True, 0, b"x")),
         "expected-continuation": seed(body=frame(False, 1, b"a") + frame(True, 1, b"b")),
         "fragmented-ping": seed(body=frame(False, 9, b"")),
+    },
+    "deflate": {
+        # RFC 7692 7.2.3, as a server receives them (masked, RSV1 on the first frame).
+        "hello": seed(body=rsv1(frame(True, 1, HELLO))),
+        "hello-fragmented": seed(body=rsv1(frame(False, 1, HELLO[:3])) + frame(True, 0, HELLO[3:])),
+        "hello-in-pieces": seed([3, 1, 2], rsv1(frame(True, 2, HELLO))),
+        "stored-block": seed(body=rsv1(frame(True, 1, bytes([0x00, 0x05, 0x00, 0xFA, 0xFF]) + b"Hello\x00"))),
+        "bfinal": seed(body=rsv1(frame(True, 1, HELLO_BFINAL)) + rsv1(frame(True, 1, HELLO))),
+        "two-blocks": seed(body=rsv1(frame(True, 1, TWO_BLOCKS))),
+        "empty": seed(body=rsv1(frame(True, 1, b"\x00"))),
+        "bomb": seed(body=rsv1(frame(True, 2, zlib_raw(b"a" * 100000)))),
+        "bad-utf8": seed(body=rsv1(frame(True, 1, zlib_raw(b"a\xffb")))),
+        "garbage": seed(body=rsv1(frame(True, 2, b"\xff" * 16))),
+        "rsv1-continuation": seed(body=rsv1(frame(False, 1, HELLO[:3])) + rsv1(frame(True, 0, HELLO[3:]))),
+        "rsv1-ping": seed(body=rsv1(frame(True, 9, b""))),
+        "plain-between": seed(body=frame(True, 1, b"plain") + rsv1(frame(True, 1, HELLO))),
     },
     "utf8": {
         **{f"good-{i}": seed(body=t) for i, t in enumerate(GOOD_UTF8)},

@@ -7,7 +7,8 @@
 //! until the rest of the input, the body, is cut up. Every input is valid,
 //! and the fuzzer controls the bytes and where each read ends.
 
-use wsloop::ws::{Config, Decoded, Event, Phase, Session, WsError};
+use wsloop::ws::deflate::Inflater;
+use wsloop::ws::{Config, Decoded, Event, Inflation, Phase, Session, WsError};
 
 /// The body of an input, and the piece lengths to deliver it in.
 pub struct Plan<'a> {
@@ -104,15 +105,28 @@ pub struct Run {
 /// Feeds `pieces` to `session` as the event loop does: append to a pending
 /// buffer, decode until no event, drop what was consumed. Checks the
 /// decoder's promises on every call.
-pub fn feed<'p>(mut session: Session, pieces: impl IntoIterator<Item = &'p [u8]>, cfg: &Config) -> Run {
+pub fn feed<'p>(session: Session, pieces: impl IntoIterator<Item = &'p [u8]>, cfg: &Config) -> Run {
+    feed_with(session, pieces, cfg, None)
+}
+
+/// [`feed`], with compressed messages inflated by `inflater` (as the
+/// event loop does for a connection that negotiated permessage-deflate).
+pub fn feed_with<'p>(
+    mut session: Session,
+    pieces: impl IntoIterator<Item = &'p [u8]>,
+    cfg: &Config,
+    mut inflater: Option<Inflater>,
+) -> Run {
     let mut pending: Vec<u8> = Vec::new();
+    let mut inflated = Vec::new();
     let mut assembly = Vec::new();
     let mut run = Run { events: Vec::new(), out: Vec::new(), error: None };
     for piece in pieces {
         pending.extend_from_slice(piece);
         loop {
             let len = pending.len();
-            match session.decode(&mut pending, &mut assembly, &mut run.out, cfg) {
+            let inflation = inflater.as_mut().map(|i| Inflation { inflater: i, output: &mut inflated });
+            match session.decode_inflating(&mut pending, &mut assembly, &mut run.out, cfg, inflation) {
                 Ok(Decoded { consumed, event, wanted }) => {
                     assert!(consumed <= len, "consumed {consumed} of {len}");
                     let got = event.map(Owned::from);

@@ -72,7 +72,7 @@ pub struct DriverConfig {
     pub rate: u32,
     /// Ping interval.
     pub interval: Duration,
-    /// Echo payload size.
+    /// Echo payload size; fanout: about the size of a delivery.
     pub size: usize,
     /// Echo messages in flight per connection.
     pub depth: usize,
@@ -711,10 +711,21 @@ impl Driver<'_> {
         };
         for _ in 0..n {
             let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            // The data: the send time, then chat words up to a delivery of
+            // about --size bytes (64 at least: the envelope).
+            let mut data = format!("{us:0>18}");
+            let mut x = us as u64 | 1;
+            while data.len() + 46 < self.cfg.size {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.push(' ');
+                data.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+            }
             let text = if self.cfg.broadcast {
-                format!(r#"{{"type":"broadcast","echo":false,"data":"{us:0>18}"}}"#)
+                format!(r#"{{"type":"broadcast","echo":false,"data":"{data}"}}"#)
             } else {
-                format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{us:0>18}"}}"#)
+                format!(r#"{{"type":"publish","room":"fanout","echo":false,"data":"{data}"}}"#)
             };
             if self.write(slot, opcode::TEXT, text.as_bytes()) {
                 self.report.messages_sent += 1;
@@ -737,7 +748,7 @@ impl Driver<'_> {
             self.report.mismatches += 1;
             return;
         };
-        match (d.kind, d.data.and_then(|x| x.parse::<u128>().ok())) {
+        match (d.kind, d.data.and_then(|x| x.get(..18)?.parse::<u128>().ok())) {
             ("joined", _) => self.joined += 1,
             ("message" | "broadcast", Some(sent_us)) => {
                 let now =

@@ -54,7 +54,7 @@ pub struct LoadArgs {
     /// Ping scenario: time between pings on each connection.
     #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub interval: Duration,
-    /// Echo scenario: payload bytes per message.
+    /// Echo: payload bytes per message; fanout: about the bytes of a delivery.
     #[arg(long, default_value = "64", value_parser = crate::units::parse_size)]
     pub size: usize,
     /// Fanout scenario: messages the publisher sends per second.
