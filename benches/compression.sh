@@ -5,7 +5,7 @@
 # payload, the modes alternating within each round so all see the same
 # noise. The server runs one event loop.
 #
-#   benches/compression.sh            env: REPEAT=3 SIZE=600 MODES="off shared dedicated"
+#   benches/compression.sh    env: REPEAT=3 SIZE=600 FANOUT_RATE=20 MODES="off shared dedicated"
 #
 # Cases, per mode (medians of REPEAT rounds):
 #   echo    1000 connections x 4 in flight, chat text of SIZE bytes, 10 s:
@@ -17,7 +17,7 @@
 #           codecs: what dedicated costs per connection)
 #   idle    15,000 connections that negotiated and never send: server RSS
 #           per connection above its baseline (the "idle" figure)
-#   fanout  1 publisher, 10,000 members, 100 publishes/s of about SIZE
+#   fanout  1 publisher, 10,000 members, FANOUT_RATE (20) publishes/s of about SIZE
 #           bytes, 10 s: deliveries, p50/p99, server CPU per publish, wire
 #           bytes per delivery
 # Results: benches/results/compression.jsonl (one line per run) and a
@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 REPEAT=${REPEAT:-3}
 SIZE=${SIZE:-600}
+FANOUT_RATE=${FANOUT_RATE:-20}
 MODES=${MODES:-off shared dedicated}
 OUT=benches/results
 PORT=18180
@@ -97,7 +98,7 @@ for round in $(seq "$REPEAT"); do
     run "$mode" echo --scenario echo --conns 1000 --rate 5000 --depth 4 --payload chat --size "$SIZE" --duration 10s
     run "$mode" warm --scenario echo --conns 2000 --rate 5000 --depth 1 --payload chat --size "$SIZE" --duration 5s
     run "$mode" idle --scenario idle --conns 15000 --rate 5000 --duration 12s
-    run "$mode" fanout --scenario fanout --conns 10001 --rate 5000 --publish-rate 100 --size "$SIZE" --duration 14s
+    run "$mode" fanout --scenario fanout --conns 10001 --rate 5000 --publish-rate "$FANOUT_RATE" --size "$SIZE" --duration 14s
   done
 done
 

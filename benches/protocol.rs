@@ -103,5 +103,58 @@ fn decode_message(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, header_decode, unmask, utf8, handshake, decode_message);
+/// A JSON chat message of about `len` bytes, like `wsloop load --payload chat`.
+fn chat(len: usize) -> Vec<u8> {
+    let words = ["the", "meeting", "moved", "to", "three", "bring", "notes", "and", "laptop", "thanks", "review"];
+    let mut s = br#"{"type":"message","room":"team-3","user":"user-417","seq":417,"text":""#.to_vec();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while s.len() + 2 < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+        s.push(b' ');
+    }
+    s.truncate(len - 2);
+    s.extend_from_slice(br#""}"#);
+    s
+}
+
+/// permessage-deflate per message, shared terms (a fresh state per
+/// message): what `--compression shared` adds to a send and a receive.
+fn deflate(c: &mut Criterion) {
+    use wsloop::ws::deflate::{Deflater, Inflater};
+    let mut g = c.benchmark_group("deflate");
+    for len in [200usize, 600, 2000] {
+        let message = chat(len);
+        g.throughput(Throughput::Bytes(len as u64));
+        for (mem_level, level) in [(8u8, 1u8), (8, 3), (8, 6), (6, 3), (4, 1), (4, 3), (4, 6), (2, 3)] {
+            let mut deflater = Deflater::new(15, mem_level, level, false);
+            let mut out = Vec::with_capacity(4096);
+            deflater.compress(&message, &mut out);
+            eprintln!("deflate {len} B at mem_level {mem_level} level {level}: {} B", out.len());
+            g.bench_function(format!("compress_{len}_mem{mem_level}_level{level}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    deflater.compress(black_box(&message), &mut out);
+                    out.len()
+                })
+            });
+        }
+        let mut compressed = Vec::new();
+        Deflater::new(15, 8, 3, false).compress(&message, &mut compressed);
+        let mut inflater = Inflater::new(15, false);
+        let mut out = Vec::with_capacity(4096);
+        g.bench_function(format!("inflate_{len}"), |b| {
+            b.iter(|| {
+                out.clear();
+                inflater.decompress(black_box(&compressed), &mut out, 1 << 20).unwrap();
+                out.len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, header_decode, unmask, utf8, handshake, decode_message, deflate);
 criterion_main!(benches);

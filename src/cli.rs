@@ -133,6 +133,11 @@ pub struct ServeArgs {
     /// zlib compression level: 1 (fastest) to 9 (smallest).
     #[arg(long, env = "WSLOOP_COMPRESSION_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub compression_level: u8,
+    /// With --compression dedicated: connections per process that may keep
+    /// a context of their own (0: no limit); past it, new ones get the shared
+    /// terms. About 62 KiB each at 10 bits (see BENCHMARKS.md).
+    #[arg(long, env = "WSLOOP_COMPRESSION_MAX_DEDICATED", default_value_t = 0)]
+    pub compression_max_dedicated: usize,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -180,6 +185,7 @@ impl ServeArgs {
             mode: self.compression,
             threshold: self.compression_threshold,
             level: self.compression_level,
+            max_dedicated: self.compression_max_dedicated,
         });
         cfg
     }

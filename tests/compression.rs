@@ -218,18 +218,18 @@ fn off_declines_and_bad_offers_are_declined_not_refused() {
 
 #[test]
 fn dedicated_mode_keeps_each_connections_context_and_frees_it_on_close() {
-    let (_server, addr, metrics) = spawn_binary_with_metrics(&["--compression", "dedicated:11"], None);
+    let (_server, addr, metrics) = spawn_binary_with_metrics(&["--compression", "dedicated:13"], None);
     let mut c = Client::connect(addr, Some(CLIENT_OFFER));
     assert!(
-        c.reply.contains("permessage-deflate; server_max_window_bits=11; client_max_window_bits=11"),
+        c.reply.contains("permessage-deflate; server_max_window_bits=13; client_max_window_bits=13"),
         "{}",
         c.reply
     );
     let terms = c.terms.unwrap();
     assert!(terms.server_takeover && terms.client_takeover);
     // The client keeps its window too: its second message refers back.
-    let mut deflater = Deflater::new(11, 8, 6, true);
-    let mut inflater = Inflater::new(11, true);
+    let mut deflater = Deflater::new(13, 8, 6, true);
+    let mut inflater = Inflater::new(13, true);
     let text = chat(900);
     let mut sizes = Vec::new();
     for _ in 0..3 {
@@ -309,4 +309,26 @@ fn a_bomb_is_closed_1009_and_the_server_stays_small() {
     assert_eq!(garbage.close_code(), Some(1007));
     bystander.send_frame(false, opcode::TEXT, b"still here");
     assert_eq!(bystander.read_frame().unwrap().payload, b"still here");
+}
+
+#[test]
+fn past_the_dedicated_cap_new_connections_get_the_shared_terms() {
+    // Two loops, a cap of 2: one connection with a context of its own per
+    // loop, so of three connections at least one gets the shared terms.
+    let (_server, addr, _) =
+        spawn_binary_with_metrics(&["--compression", "dedicated:10", "--compression-max-dedicated", "2"], None);
+    let takeover = |c: &Client| c.terms.is_some_and(|t| t.server_takeover && t.client_takeover);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr, Some(CLIENT_OFFER))).collect();
+    let dedicated = clients.iter().filter(|c| takeover(c)).count();
+    assert!((1..=2).contains(&dedicated), "{dedicated} dedicated of 3");
+    let shared = clients.iter_mut().find(|c| !takeover(c)).expect("one got the shared terms");
+    assert!(shared.reply.contains("server_no_context_takeover; client_no_context_takeover"), "{}", shared.reply);
+    // The shared terms work like the shared mode's.
+    let text = chat(700);
+    shared.send_compressed(opcode::TEXT, text.as_bytes());
+    assert_eq!(shared.read_message(&mut Inflater::new(15, false)).1, text.as_bytes());
+    // The dedicated ones leave: new connections get dedicated terms again.
+    clients.retain(|c| !takeover(c));
+    let again = common::eventually(Duration::from_secs(5), || takeover(&Client::connect(addr, Some(CLIENT_OFFER))));
+    assert!(again);
 }

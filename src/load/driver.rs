@@ -288,7 +288,12 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
         publisher: None,
         joined: 0,
         // The client compresses every message that gets smaller.
-        deflaters: Deflaters::new(CompressionConfig { mode: CompressionMode::Shared, threshold: 0, level: 3 }),
+        deflaters: Deflaters::new(CompressionConfig {
+            mode: CompressionMode::Shared,
+            threshold: 0,
+            level: 3,
+            max_dedicated: 0,
+        }),
         inflaters: Inflaters::default(),
     };
     let mut publish_credit = 0.0f64;
@@ -606,10 +611,9 @@ impl Driver<'_> {
         let mut alive = true;
         loop {
             let c = &mut self.clients[slot];
-            let inflation = c
-                .session
-                .deflate_window()
-                .map(|_| Inflation { inflater: self.inflaters.for_conn(slot as u32), output: &mut inflated });
+            let mut inflater = self.inflaters.for_conn(slot as u32);
+            let inflation =
+                c.session.deflate_window().map(|_| Inflation { inflater: &mut inflater, output: &mut inflated });
             let decoded =
                 c.session.decode_inflating(&mut rbuf[pos..], &mut assembly, &mut self.out, &self.ws, inflation);
             let d = match decoded {

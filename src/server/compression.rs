@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use crate::ws::deflate::{Deflater, Inflater, MAX_WINDOW, MIN_DEFLATE_WINDOW};
+use crate::ws::deflate::{Deflater, Inflater, InflaterSource, MAX_WINDOW, MIN_DEFLATE_WINDOW};
 use crate::ws::extension::{Deflate, DeflatePolicy};
 use crate::ws::Session;
 
@@ -50,8 +50,9 @@ impl std::str::FromStr for CompressionMode {
     }
 }
 
-/// The window a `dedicated` connection gets unless told otherwise: 1 KiB,
-/// about 21 KiB of state per connection in all (see `BENCHMARKS.md`).
+/// The window a `dedicated` connection gets unless told otherwise: 1 KiB;
+/// 14 KiB of deflater and 20 KiB of inflater once used (62 KiB of server
+/// RSS per active connection measured, see `BENCHMARKS.md`).
 pub const DEFAULT_DEDICATED_WINDOW: u8 = 10;
 
 /// Compression settings; off by default.
@@ -63,11 +64,14 @@ pub struct CompressionConfig {
     pub threshold: usize,
     /// zlib level, 1 (fastest) to 9 (smallest).
     pub level: u8,
+    /// `dedicated`: connections per process that may keep contexts of their
+    /// own (0: no limit); past it, new connections get the shared terms.
+    pub max_dedicated: usize,
 }
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig { mode: CompressionMode::Off, threshold: 128, level: 3 }
+        CompressionConfig { mode: CompressionMode::Off, threshold: 128, level: 3, max_dedicated: 0 }
     }
 }
 
@@ -82,19 +86,27 @@ impl CompressionConfig {
     }
 }
 
-/// zlib's memory level for a window: 8 (its default) for the largest,
-/// smaller with the window, so a small dedicated window is small in all.
+/// zlib's memory level for a dedicated deflater's window: 8 (zlib's
+/// default) for the largest, smaller with the window, so a small window is
+/// small in all (10 bits: 3, about 12 KiB; see `Deflater::footprint`).
 fn mem_level(window_bits: u8) -> u8 {
     window_bits.saturating_sub(7).clamp(1, 8)
 }
 
-/// A connection's own codec, made when first needed.
+/// zlib's memory level for the shared deflaters, which are reset after every
+/// message: a 4 KiB hash to clear instead of zlib's default 64 KiB, the same
+/// output for chat-sized messages (`cargo bench --bench protocol -- deflate`).
+const SHARED_MEM_LEVEL: u8 = 4;
+
+/// A connection's own codec, made when first needed. Boxed, so an agreed
+/// but unused entry costs its map slot (about 24 bytes), not a codec's
+/// stream struct.
 #[derive(Debug)]
 enum Own<C> {
     /// Agreed, not yet needed: no memory beyond the map entry.
     Agreed(u8),
     /// In use since its first message.
-    Made(C),
+    Made(Box<C>),
 }
 
 /// The sending half: compresses what the loop sends.
@@ -149,6 +161,12 @@ impl Deflaters {
         }
     }
 
+    /// Connections that agreed to keep a context of their own, whether
+    /// they have used it yet or not.
+    pub fn dedicated_agreed(&self) -> usize {
+        self.own.len()
+    }
+
     /// Connections holding their own deflater (made, not just agreed).
     pub fn dedicated_in_use(&self) -> usize {
         self.own.values().filter(|o| matches!(o, Own::Made(_))).count()
@@ -190,7 +208,7 @@ impl Deflaters {
                 let deflater = match own {
                     Own::Made(d) => d,
                     Own::Agreed(bits) => {
-                        *own = Own::Made(Deflater::new(*bits, mem_level(*bits), level, true));
+                        *own = Own::Made(Box::new(Deflater::new(*bits, mem_level(*bits), level, true)));
                         let Own::Made(d) = own else { unreachable!() };
                         d
                     }
@@ -242,7 +260,7 @@ impl Deflaters {
 fn shared_deflater(shared: &mut [Option<Deflater>; 7], window: u8, level: u8) -> &mut Deflater {
     let window = window.clamp(MIN_DEFLATE_WINDOW, MAX_WINDOW);
     shared[(window - MIN_DEFLATE_WINDOW) as usize]
-        .get_or_insert_with(|| Deflater::new(window, mem_level(window), level, false))
+        .get_or_insert_with(|| Deflater::new(window, SHARED_MEM_LEVEL, level, false))
 }
 
 fn plain(session: &Session, out: &mut Vec<u8>, op: u8, payload: &[u8]) -> bool {
@@ -274,22 +292,45 @@ impl Inflaters {
         }
     }
 
+    /// Connections that agreed to keep a context of their own.
+    pub fn dedicated_agreed(&self) -> usize {
+        self.own.len()
+    }
+
     /// Connections holding their own inflater.
     pub fn dedicated_in_use(&self) -> usize {
         self.own.values().filter(|o| matches!(o, Own::Made(_))).count()
     }
 
-    /// What inflates the next message of the connection in `slot`.
-    pub fn for_conn(&mut self, slot: u32) -> &mut Inflater {
+    /// What inflates the next compressed message of the connection in
+    /// `slot`, made only if one arrives.
+    pub fn for_conn(&mut self, slot: u32) -> ConnInflater<'_> {
+        ConnInflater { inflaters: self, slot }
+    }
+
+    /// The inflater for `slot`, made now if it is its first message.
+    fn get(&mut self, slot: u32) -> &mut Inflater {
         match self.own.get_mut(&slot) {
             Some(own) => {
                 if let Own::Agreed(bits) = *own {
-                    *own = Own::Made(Inflater::new(bits, true));
+                    *own = Own::Made(Box::new(Inflater::new(bits, true)));
                 }
                 let Own::Made(inflater) = own else { unreachable!() };
                 inflater
             }
             None => self.shared.get_or_insert_with(|| Inflater::new(MAX_WINDOW, false)),
         }
+    }
+}
+
+/// One connection's way to its inflater (see [`Inflaters::for_conn`]).
+pub struct ConnInflater<'i> {
+    inflaters: &'i mut Inflaters,
+    slot: u32,
+}
+
+impl InflaterSource for ConnInflater<'_> {
+    fn inflater(&mut self) -> &mut Inflater {
+        self.inflaters.get(self.slot)
     }
 }

@@ -109,6 +109,12 @@ pub struct EventLoop<H> {
     inflaters: Inflaters,
     /// The compressed message being handled, inflated; events borrow it.
     inflated: Vec<u8>,
+    /// The protocol settings this loop's handshakes use: the server's, but
+    /// for the deflate terms offered once `--compression-max-dedicated`
+    /// connections of this loop keep contexts of their own (then shared).
+    ws_cfg: crate::ws::Config,
+    /// This loop's share of `--compression-max-dedicated` (0: no limit).
+    max_dedicated: usize,
     handler: H,
     cfg: Arc<ServerConfig>,
     stats: Arc<LoopStats>,
@@ -164,6 +170,8 @@ impl<H: Handler> EventLoop<H> {
             deflaters: Deflaters::new(cfg.compression),
             inflaters: Inflaters::default(),
             inflated: Vec::new(),
+            ws_cfg: cfg.ws.clone(),
+            max_dedicated: cfg.compression.max_dedicated.div_ceil(cfg.worker_count().max(1)),
             handler,
             cfg,
             stats,
@@ -567,6 +575,7 @@ impl<H: Handler> EventLoop<H> {
             deflaters,
             inflaters,
             inflated,
+            ws_cfg,
             ..
         } = self;
         let conn = &mut conns[slot];
@@ -575,12 +584,12 @@ impl<H: Handler> EventLoop<H> {
         let mut sent = 0u64;
         let mut received = 0u64;
         let mut published = 0u64;
+        let mut agreed_own = false;
         let result = loop {
-            let inflation = conn
-                .session
-                .deflate_window()
-                .map(|_| Inflation { inflater: inflaters.for_conn(conn_id.slot), output: &mut *inflated });
-            let decoded = conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, &cfg.ws, inflation);
+            let mut inflater = inflaters.for_conn(conn_id.slot);
+            let inflation =
+                conn.session.deflate_window().map(|_| Inflation { inflater: &mut inflater, output: &mut *inflated });
+            let decoded = conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, ws_cfg, inflation);
             let decoded = match decoded {
                 Ok(d) => d,
                 Err(e) => break Err(decode_failure(e, stats, *id)),
@@ -607,6 +616,7 @@ impl<H: Handler> EventLoop<H> {
                     if let Some(terms) = &request.deflate {
                         ctx.deflaters.agreed(conn_id.slot, terms);
                         inflaters.agreed(conn_id.slot, terms);
+                        agreed_own |= terms.server_takeover || terms.client_takeover;
                     }
                     handler.on_open(&mut ctx, &request);
                 }
@@ -639,6 +649,9 @@ impl<H: Handler> EventLoop<H> {
         stats.messages_received.add(received);
         stats.messages_sent.add(sent);
         stats.room_published.add(published);
+        if agreed_own {
+            self.limit_dedicated();
+        }
         result
     }
 
@@ -790,6 +803,7 @@ impl<H: Handler> EventLoop<H> {
         self.rooms.remove_conn(slot as u32);
         self.deflaters.forget(slot as u32);
         self.inflaters.forget(slot as u32);
+        self.limit_dedicated();
         let conn = self.conns.remove(slot);
         self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
         for buf in [conn.rbuf, conn.wbuf] {
@@ -869,6 +883,23 @@ impl<H: Handler> EventLoop<H> {
         for slot in slots {
             self.signal(slot, Signal::Shutdown);
         }
+    }
+
+    /// Offers the shared terms instead of dedicated ones while this loop's
+    /// share of `--compression-max-dedicated` is taken, and dedicated ones
+    /// again once a connection holding a context has gone.
+    fn limit_dedicated(&mut self) {
+        let super::compression::CompressionMode::Dedicated(bits) = self.cfg.compression.mode else { return };
+        if self.max_dedicated == 0 {
+            return;
+        }
+        let agreed = self.deflaters.dedicated_agreed().max(self.inflaters.dedicated_agreed());
+        let policy = if agreed >= self.max_dedicated {
+            crate::ws::extension::DeflatePolicy::shared()
+        } else {
+            crate::ws::extension::DeflatePolicy::dedicated(bits)
+        };
+        self.ws_cfg.handshake.deflate = Some(policy);
     }
 
     fn publish_pool_gauges(&mut self) {

@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn compressed_once_per_window_and_plain_when_small() {
-        let cfg = CompressionConfig { mode: CompressionMode::Shared, threshold: 16, level: 6 };
+        let cfg = CompressionConfig { mode: CompressionMode::Shared, threshold: 16, level: 6, max_dedicated: 0 };
         let mut deflaters = Deflaters::new(cfg);
         let text = "{\"room\":\"lobby\",\"text\":\"hello hello hello hello\"}".repeat(4);
         let p = Publication::new(opcode::TEXT, text.as_bytes());

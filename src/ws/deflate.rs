@@ -7,16 +7,17 @@
 //! state, so one [`Deflater`] and one [`Inflater`] per loop can serve every
 //! connection in turn; with it, the state is the connection's own.
 //!
-//! Built on zlib-rs' safe API rather than flate2: flate2 fixes zlib's
-//! `memLevel` at 8, which costs 128 KiB per deflate stream whatever its
-//! window; here it is a parameter, so a per-connection deflater with a small
-//! window is small ([`Deflater::footprint`]).
+//! Two engines, each for what it does best: deflate is C zlib (libz-sys),
+//! whose memory and reset cost follow its `mem_level` (see [`Deflater`]);
+//! inflate is zlib-rs through its safe API, since inflating parses what
+//! peers send. flate2 is not used: it fixes `memLevel` at 8 (a 64 KiB hash
+//! to clear on every reset, 256 KiB per deflater) and offers no way to use
+//! two engines. miniz_oxide ignores window bits.
 //!
-//! Memory (zlib's formulas): deflate `2^(w+2) + 2^(m+9)` bytes plus ~6 KiB
-//! of state for window bits `w` and memory level `m`; inflate `2^w` plus
-//! ~7 KiB.
+//! Memory: deflate [`Deflater::footprint`]; inflate `2^w` plus ~7 KiB of
+//! state for window bits `w`.
 
-use zlib_rs::{DeflateConfig, DeflateFlush, InflateFlush, Status};
+use zlib_rs::{InflateFlush, Status};
 
 /// What a sync flush ends with, and what the wire leaves off.
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -43,12 +44,23 @@ pub enum InflateError {
 /// Compresses messages. With context takeover the window carries over from
 /// one message to the next (the peer's inflater must keep its own); without,
 /// every message is compressed from a fresh state.
+///
+/// C zlib (libz-sys) rather than zlib-rs: zlib-rs (like zlib-ng) fixes its
+/// hash table at 64 Ki entries, 128 KiB that a reset clears and that every
+/// deflater holds whatever its window, where classic zlib sizes it by
+/// `mem_level` (`2^(mem_level + 8)` bytes). Only our own messages pass
+/// through it; what peers send is inflated by zlib-rs, in safe Rust.
 pub struct Deflater {
-    raw: zlib_rs::Deflate,
+    /// Boxed: zlib keeps a pointer back to the stream and checks it.
+    stream: Box<libz_sys::z_stream>,
     takeover: bool,
     window_bits: u8,
     mem_level: u8,
 }
+
+// SAFETY: the stream and the state it points to belong to this value alone
+// (nothing else holds them), and zlib keeps no thread-local state.
+unsafe impl Send for Deflater {}
 
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,19 +72,57 @@ impl std::fmt::Debug for Deflater {
     }
 }
 
+extern "C" fn zalloc(_opaque: libz_sys::voidpf, items: libz_sys::uInt, size: libz_sys::uInt) -> libz_sys::voidpf {
+    match (items as usize).checked_mul(size as usize) {
+        // SAFETY: malloc of a checked size; zlib handles a null result.
+        Some(bytes) => unsafe { libc::malloc(bytes) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+extern "C" fn zfree(_opaque: libz_sys::voidpf, address: libz_sys::voidpf) {
+    // SAFETY: `address` came from `zalloc`'s malloc.
+    unsafe { libc::free(address) }
+}
+
 impl Deflater {
     /// A deflater with `window_bits` (9-15), zlib `mem_level` (1-9) and
     /// compression `level` (0-9).
     pub fn new(window_bits: u8, mem_level: u8, level: u8, takeover: bool) -> Self {
         let window_bits = window_bits.clamp(MIN_DEFLATE_WINDOW, MAX_WINDOW);
         let mem_level = mem_level.clamp(1, 9);
-        let config = DeflateConfig {
-            level: i32::from(level.min(9)),
-            window_bits: -i32::from(window_bits),
-            mem_level: i32::from(mem_level),
-            ..DeflateConfig::default()
+        let mut stream = Box::new(libz_sys::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc,
+            zfree,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        });
+        // SAFETY: a zeroed stream with our allocator, initialised once; the
+        // parameters are in the ranges zlib accepts (clamped above).
+        let rc = unsafe {
+            libz_sys::deflateInit2_(
+                &mut *stream,
+                i32::from(level.min(9)),
+                libz_sys::Z_DEFLATED,
+                -i32::from(window_bits),
+                i32::from(mem_level),
+                libz_sys::Z_DEFAULT_STRATEGY,
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as i32,
+            )
         };
-        Deflater { raw: zlib_rs::Deflate::new_with_config(config), takeover, window_bits, mem_level }
+        assert_eq!(rc, libz_sys::Z_OK, "deflateInit2 failed: out of memory");
+        Deflater { stream, takeover, window_bits, mem_level }
     }
 
     /// Its window bits.
@@ -85,10 +135,11 @@ impl Deflater {
         self.takeover
     }
 
-    /// Heap bytes a deflater with these parameters holds (zlib's formula
-    /// plus the state struct), for memory budgets and metrics.
+    /// Heap bytes a deflater with these parameters holds (zlib's formula:
+    /// window and its chain `4 * 2^w`, hash `2^(m+8)`, pending symbols
+    /// `4 * 2^(m+6)`, plus the ~5.8 KiB state struct).
     pub fn footprint(window_bits: u8, mem_level: u8) -> usize {
-        (1 << (window_bits as usize + 2)) + (1 << (mem_level as usize + 9)) + 6 * 1024
+        (4 << window_bits as usize) + (1 << (mem_level as usize + 8)) + (4 << (mem_level as usize + 6)) + 5952
     }
 
     /// Appends the compressed form of one whole message to `out`, without
@@ -99,20 +150,27 @@ impl Deflater {
         loop {
             out.reserve(STEP.max(input.len() / 2));
             let spare = out.spare_capacity_mut();
-            let room = spare.len();
-            let (in_before, out_before) = (self.raw.total_in(), self.raw.total_out());
-            let status = self.raw.compress_uninit(input, spare, DeflateFlush::SyncFlush);
-            let used = (self.raw.total_in() - in_before) as usize;
-            let produced = (self.raw.total_out() - out_before) as usize;
-            // SAFETY: zlib wrote `produced` bytes at the start of the spare
-            // capacity, and `produced <= room`.
-            debug_assert!(produced <= room);
+            let room = spare.len().min(u32::MAX as usize);
+            let take = input.len().min(u32::MAX as usize);
+            let stream = &mut *self.stream;
+            stream.next_in = input.as_ptr().cast_mut();
+            stream.avail_in = take as u32;
+            stream.next_out = spare.as_mut_ptr().cast();
+            stream.avail_out = room as u32;
+            // SAFETY: next_in/avail_in describe `input`, which zlib only
+            // reads; next_out/avail_out describe the spare capacity of `out`.
+            let rc = unsafe { libz_sys::deflate(stream, libz_sys::Z_SYNC_FLUSH) };
+            let used = take - stream.avail_in as usize;
+            let produced = room - stream.avail_out as usize;
+            stream.next_in = std::ptr::null_mut();
+            stream.next_out = std::ptr::null_mut();
+            // SAFETY: zlib wrote `produced <= room` bytes into the spare capacity.
             unsafe { out.set_len(out.len() + produced) };
             input = &input[used..];
-            // Only a misuse of the stream can fail (a bug, not input).
-            debug_assert!(status.is_ok(), "deflate failed: {status:?}");
-            // Done once every byte is in and the flush did not fill the room.
-            if input.is_empty() && produced < room || status.is_err() || status == Ok(Status::BufError) {
+            // Only a misuse of the stream can fail (a bug, not input);
+            // Z_BUF_ERROR means no progress was possible: done.
+            debug_assert!(rc == libz_sys::Z_OK || rc == libz_sys::Z_BUF_ERROR, "deflate returned {rc}");
+            if input.is_empty() && produced < room || rc != libz_sys::Z_OK {
                 break;
             }
         }
@@ -121,8 +179,30 @@ impl Deflater {
             out.truncate(out.len() - TAIL.len());
         }
         if !self.takeover {
-            self.raw.reset();
+            // SAFETY: an initialised stream.
+            unsafe { libz_sys::deflateReset(&mut *self.stream) };
         }
+    }
+}
+
+impl Drop for Deflater {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, ended once.
+        unsafe { libz_sys::deflateEnd(&mut *self.stream) };
+    }
+}
+
+/// Hands out the inflater for a message only when one is needed, so a
+/// caller can offer inflation on every decode without making (and paying
+/// for) an inflater until a compressed message actually arrives.
+pub trait InflaterSource {
+    /// The inflater to use for the compressed message at hand.
+    fn inflater(&mut self) -> &mut Inflater;
+}
+
+impl InflaterSource for Inflater {
+    fn inflater(&mut self) -> &mut Inflater {
+        self
     }
 }
 

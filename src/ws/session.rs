@@ -12,7 +12,7 @@
 //! message that arrives in one frame is never copied), the assembly buffer
 //! (only touched by fragmented messages) and the output buffer.
 
-use super::deflate::{InflateError, Inflater};
+use super::deflate::{InflateError, InflaterSource};
 use super::error::{ProtocolError, WsError};
 use super::extension::Deflate;
 use super::frame::{opcode, write_close, write_compressed_frame, write_frame, FrameHead, Role, MAX_HEADER_LEN};
@@ -103,10 +103,10 @@ pub struct Decoded<'a> {
 /// is inflated into, which the event borrows.
 /// The inflater is borrowed for the call only (`'i`); the event borrows
 /// the output (`'a`).
-#[derive(Debug)]
 pub struct Inflation<'i, 'a> {
-    /// Inflates the message; its takeover setting must match the terms.
-    pub inflater: &'i mut Inflater,
+    /// Gives the inflater when a compressed message is whole (its takeover
+    /// setting must match the terms); not asked otherwise.
+    pub inflater: &'i mut dyn InflaterSource,
     /// Cleared, then filled with the inflated message.
     pub output: &'a mut Vec<u8>,
 }
@@ -538,7 +538,7 @@ fn inflate<'a>(
     let Inflation { inflater, output } = inflation.ok_or(ProtocolError::ReservedBits)?;
     output.clear();
     let limit = limits.max_message.min(usize::MAX as u64) as usize;
-    match inflater.decompress(compressed, output, limit) {
+    match inflater.inflater().decompress(compressed, output, limit) {
         Ok(()) => Ok(output),
         Err(InflateError::TooLarge) => Err(ProtocolError::MessageTooLarge),
         Err(InflateError::Corrupt) => Err(ProtocolError::BadCompression),
