@@ -88,7 +88,7 @@ impl CompressionConfig {
 
 /// zlib's memory level for a dedicated deflater's window: 8 (zlib's
 /// default) for the largest, smaller with the window, so a small window is
-/// small in all (10 bits: 3, about 12 KiB; see `Deflater::footprint`).
+/// small in all (10 bits: 3, 14 KiB; see `Deflater::footprint`).
 fn mem_level(window_bits: u8) -> u8 {
     window_bits.saturating_sub(7).clamp(1, 8)
 }

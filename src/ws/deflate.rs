@@ -14,8 +14,9 @@
 //! to clear on every reset, 256 KiB per deflater) and offers no way to use
 //! two engines. miniz_oxide ignores window bits.
 //!
-//! Memory: deflate [`Deflater::footprint`]; inflate `2^w` plus ~7 KiB of
-//! state for window bits `w`.
+//! Memory: deflate [`Deflater::footprint`] (14 KiB at 10 window bits and
+//! memory level 3); a zlib-rs inflater measured 13-20 KiB once used
+//! (BENCHMARKS.md, "Compression").
 
 use zlib_rs::{InflateFlush, Status};
 
@@ -225,11 +226,6 @@ impl Inflater {
     pub fn new(window_bits: u8, takeover: bool) -> Self {
         let window_bits = window_bits.clamp(8, MAX_WINDOW);
         Inflater { raw: zlib_rs::Inflate::new(false, window_bits), takeover, window_bits }
-    }
-
-    /// Heap bytes an inflater holds once it has inflated something.
-    pub fn footprint(window_bits: u8) -> usize {
-        (1 << window_bits as usize) + 7 * 1024
     }
 
     /// Appends the inflated form of one whole compressed message (as on the
