@@ -135,7 +135,7 @@ pub struct ServeArgs {
     pub compression_level: u8,
     /// With --compression dedicated: connections per process that may keep
     /// a context of their own (0: no limit); past it, new ones get the shared
-    /// terms. About 62 KiB each at 10 bits (see BENCHMARKS.md).
+    /// terms. About 22 KiB each at 10 bits (see BENCHMARKS.md).
     #[arg(long, env = "WSLOOP_COMPRESSION_MAX_DEDICATED", default_value_t = 0)]
     pub compression_max_dedicated: usize,
     /// Spare pooled buffers each loop keeps at most.

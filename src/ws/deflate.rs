@@ -7,18 +7,20 @@
 //! state, so one [`Deflater`] and one [`Inflater`] per loop can serve every
 //! connection in turn; with it, the state is the connection's own.
 //!
-//! Two engines, each for what it does best: deflate is C zlib (libz-sys),
-//! whose memory and reset cost follow its `mem_level` (see [`Deflater`]);
-//! inflate is zlib-rs through its safe API, since inflating parses what
-//! peers send. flate2 is not used: it fixes `memLevel` at 8 (a 64 KiB hash
-//! to clear on every reset, 256 KiB per deflater) and offers no way to use
-//! two engines. miniz_oxide ignores window bits.
+//! The engine is C zlib (libz-sys: the system's zlib, or its bundled copy),
+//! the inflater browsers themselves use on what servers send, because its
+//! memory follows the parameters: a deflater's hash is `2^(mem_level + 8)`
+//! bytes and an inflater's window `2^window_bits`. The alternatives measured
+//! here fix them: flate2 sets `memLevel` 8 (a 64 KiB hash to clear on every
+//! reset); zlib-rs (and zlib-ng) keep a 128 KiB hash per deflater and a
+//! 32 KiB window per inflater whatever was negotiated (183 KiB per active
+//! dedicated connection, 62 KiB with zlib's deflater and zlib-rs' inflater,
+//! 22 KiB with both on zlib; BENCHMARKS.md). miniz_oxide ignores window
+//! bits. The unsafe code is confined to the two streams below.
 //!
 //! Memory: deflate [`Deflater::footprint`] (14 KiB at 10 window bits and
-//! memory level 3); a zlib-rs inflater measured 13-20 KiB once used
-//! (BENCHMARKS.md, "Compression").
-
-use zlib_rs::{InflateFlush, Status};
+//! memory level 3); inflate 5.5 KiB at 10 bits (its ~7 KiB state is partly
+//! untouched, plus its window, made at its first message).
 
 /// What a sync flush ends with, and what the wire leaves off.
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -46,11 +48,8 @@ pub enum InflateError {
 /// one message to the next (the peer's inflater must keep its own); without,
 /// every message is compressed from a fresh state.
 ///
-/// C zlib (libz-sys) rather than zlib-rs: zlib-rs (like zlib-ng) fixes its
-/// hash table at 64 Ki entries, 128 KiB that a reset clears and that every
-/// deflater holds whatever its window, where classic zlib sizes it by
-/// `mem_level` (`2^(mem_level + 8)` bytes). Only our own messages pass
-/// through it; what peers send is inflated by zlib-rs, in safe Rust.
+/// zlib sizes its hash by `mem_level` (`2^(mem_level + 8)` bytes): a reset
+/// clears it, so a small one keeps per-message resets cheap.
 pub struct Deflater {
     /// Boxed: zlib keeps a pointer back to the stream and checks it.
     stream: Box<libz_sys::z_stream>,
@@ -86,28 +85,34 @@ extern "C" fn zfree(_opaque: libz_sys::voidpf, address: libz_sys::voidpf) {
     unsafe { libc::free(address) }
 }
 
+/// A stream with our allocator, not yet initialised. Boxed: zlib keeps a
+/// pointer back to the stream and checks it on every call.
+fn new_stream() -> Box<libz_sys::z_stream> {
+    Box::new(libz_sys::z_stream {
+        next_in: std::ptr::null_mut(),
+        avail_in: 0,
+        total_in: 0,
+        next_out: std::ptr::null_mut(),
+        avail_out: 0,
+        total_out: 0,
+        msg: std::ptr::null_mut(),
+        state: std::ptr::null_mut(),
+        zalloc,
+        zfree,
+        opaque: std::ptr::null_mut(),
+        data_type: 0,
+        adler: 0,
+        reserved: 0,
+    })
+}
+
 impl Deflater {
     /// A deflater with `window_bits` (9-15), zlib `mem_level` (1-9) and
     /// compression `level` (0-9).
     pub fn new(window_bits: u8, mem_level: u8, level: u8, takeover: bool) -> Self {
         let window_bits = window_bits.clamp(MIN_DEFLATE_WINDOW, MAX_WINDOW);
         let mem_level = mem_level.clamp(1, 9);
-        let mut stream = Box::new(libz_sys::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc,
-            zfree,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut stream = new_stream();
         // SAFETY: a zeroed stream with our allocator, initialised once; the
         // parameters are in the ranges zlib accepts (clamped above).
         let rc = unsafe {
@@ -210,10 +215,13 @@ impl InflaterSource for Inflater {
 /// Inflates messages, bounded: it stops as soon as the output passes the
 /// limit, without inflating the rest.
 pub struct Inflater {
-    raw: zlib_rs::Inflate,
+    stream: Box<libz_sys::z_stream>,
     takeover: bool,
     window_bits: u8,
 }
+
+// SAFETY: as for `Deflater`: the stream is this value's alone.
+unsafe impl Send for Inflater {}
 
 impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -222,10 +230,23 @@ impl std::fmt::Debug for Inflater {
 }
 
 impl Inflater {
-    /// An inflater for a peer whose window is at most `window_bits` (8-15).
+    /// An inflater for a peer whose window is at most `window_bits` (8-15;
+    /// 8 is read as 9, since zlib-based peers deflate "8" with 9 bits).
     pub fn new(window_bits: u8, takeover: bool) -> Self {
-        let window_bits = window_bits.clamp(8, MAX_WINDOW);
-        Inflater { raw: zlib_rs::Inflate::new(false, window_bits), takeover, window_bits }
+        let window_bits = window_bits.clamp(MIN_DEFLATE_WINDOW, MAX_WINDOW);
+        let mut stream = new_stream();
+        // SAFETY: a zeroed stream with our allocator, initialised once, with
+        // window bits in zlib's range.
+        let rc = unsafe {
+            libz_sys::inflateInit2_(
+                &mut *stream,
+                -i32::from(window_bits),
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as i32,
+            )
+        };
+        assert_eq!(rc, libz_sys::Z_OK, "inflateInit2 failed: out of memory");
+        Inflater { stream, takeover, window_bits }
     }
 
     /// Appends the inflated form of one whole compressed message (as on the
@@ -243,7 +264,8 @@ impl Inflater {
         if result.is_err() || result == Ok(true) || !self.takeover {
             // After an error or a final block the stream cannot go on; without
             // takeover the next message starts fresh anyway.
-            self.raw.reset(false);
+            // SAFETY: an initialised stream.
+            unsafe { libz_sys::inflateReset(&mut *self.stream) };
         }
         result.map(|_| ())
     }
@@ -258,12 +280,20 @@ impl Inflater {
                 out.reserve_exact((out.len() - start).max(STEP).min(allowed + 1));
             }
             let spare = out.spare_capacity_mut();
-            let room = spare.len().min(allowed + 1);
-            let (in_before, out_before) = (self.raw.total_in(), self.raw.total_out());
-            let status = self.raw.decompress_uninit(input, &mut spare[..room], InflateFlush::SyncFlush);
-            let used = (self.raw.total_in() - in_before) as usize;
-            let produced = (self.raw.total_out() - out_before) as usize;
-            debug_assert!(produced <= room);
+            let room = spare.len().min(allowed + 1).min(u32::MAX as usize);
+            let take = input.len().min(u32::MAX as usize);
+            let stream = &mut *self.stream;
+            stream.next_in = input.as_ptr().cast_mut();
+            stream.avail_in = take as u32;
+            stream.next_out = spare.as_mut_ptr().cast();
+            stream.avail_out = room as u32;
+            // SAFETY: next_in/avail_in describe `input`, which zlib only
+            // reads; next_out/avail_out describe spare capacity of `out`.
+            let rc = unsafe { libz_sys::inflate(stream, libz_sys::Z_SYNC_FLUSH) };
+            let used = take - stream.avail_in as usize;
+            let produced = room - stream.avail_out as usize;
+            stream.next_in = std::ptr::null_mut();
+            stream.next_out = std::ptr::null_mut();
             // SAFETY: zlib wrote `produced <= room` bytes into the spare capacity.
             unsafe { out.set_len(out.len() + produced) };
             input = &input[used..];
@@ -271,14 +301,24 @@ impl Inflater {
                 out.truncate(start + limit);
                 return Err(InflateError::TooLarge);
             }
-            match status {
-                Err(_) => return Err(InflateError::Corrupt),
-                Ok(Status::StreamEnd) => return Ok(true),
-                Ok(_) if input.is_empty() && produced < room => return Ok(false),
-                Ok(Status::BufError) if used == 0 && produced == 0 => return Ok(false),
-                Ok(_) => {}
+            match rc {
+                libz_sys::Z_STREAM_END => return Ok(true),
+                libz_sys::Z_OK if input.is_empty() && produced < room => return Ok(false),
+                libz_sys::Z_OK => {}
+                // No progress possible: everything given was used.
+                libz_sys::Z_BUF_ERROR if used == 0 && produced == 0 => return Ok(false),
+                libz_sys::Z_BUF_ERROR => {}
+                // Z_DATA_ERROR, Z_NEED_DICT, Z_MEM_ERROR: not a message we can read.
+                _ => return Err(InflateError::Corrupt),
             }
         }
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, ended once.
+        unsafe { libz_sys::inflateEnd(&mut *self.stream) };
     }
 }
 
