@@ -106,6 +106,34 @@ fn new_stream() -> Box<libz_sys::z_stream> {
     })
 }
 
+/// One call of `deflate` or `inflate` with a sync flush: reads from
+/// `input`, appends at most `room` bytes (no more than `out`'s spare
+/// capacity) to `out`. Returns zlib's code and the bytes used and produced.
+fn run(
+    stream: &mut libz_sys::z_stream,
+    step: unsafe extern "C" fn(libz_sys::z_streamp, i32) -> i32,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    room: usize,
+) -> (i32, usize, usize) {
+    debug_assert!(room <= out.capacity() - out.len() && room <= u32::MAX as usize);
+    let take = input.len().min(u32::MAX as usize);
+    stream.next_in = input.as_ptr().cast_mut();
+    stream.avail_in = take as u32;
+    stream.next_out = out.spare_capacity_mut().as_mut_ptr().cast();
+    stream.avail_out = room as u32;
+    // SAFETY: next_in/avail_in describe `input`, which zlib only reads;
+    // next_out/avail_out describe `room` bytes of `out`'s spare capacity.
+    let rc = unsafe { step(stream, libz_sys::Z_SYNC_FLUSH) };
+    let used = take - stream.avail_in as usize;
+    let produced = room - stream.avail_out as usize;
+    stream.next_in = std::ptr::null_mut();
+    stream.next_out = std::ptr::null_mut();
+    // SAFETY: zlib wrote `produced <= room` bytes into the spare capacity.
+    unsafe { out.set_len(out.len() + produced) };
+    (rc, used, produced)
+}
+
 impl Deflater {
     /// A deflater with `window_bits` (9-15), zlib `mem_level` (1-9) and
     /// compression `level` (0-9).
@@ -155,23 +183,8 @@ impl Deflater {
         let mut input = message;
         loop {
             out.reserve(STEP.max(input.len() / 2));
-            let spare = out.spare_capacity_mut();
-            let room = spare.len().min(u32::MAX as usize);
-            let take = input.len().min(u32::MAX as usize);
-            let stream = &mut *self.stream;
-            stream.next_in = input.as_ptr().cast_mut();
-            stream.avail_in = take as u32;
-            stream.next_out = spare.as_mut_ptr().cast();
-            stream.avail_out = room as u32;
-            // SAFETY: next_in/avail_in describe `input`, which zlib only
-            // reads; next_out/avail_out describe the spare capacity of `out`.
-            let rc = unsafe { libz_sys::deflate(stream, libz_sys::Z_SYNC_FLUSH) };
-            let used = take - stream.avail_in as usize;
-            let produced = room - stream.avail_out as usize;
-            stream.next_in = std::ptr::null_mut();
-            stream.next_out = std::ptr::null_mut();
-            // SAFETY: zlib wrote `produced <= room` bytes into the spare capacity.
-            unsafe { out.set_len(out.len() + produced) };
+            let room = (out.capacity() - out.len()).min(u32::MAX as usize);
+            let (rc, used, produced) = run(&mut self.stream, libz_sys::deflate, input, out, room);
             input = &input[used..];
             // Only a misuse of the stream can fail (a bug, not input);
             // Z_BUF_ERROR means no progress was possible: done.
@@ -279,23 +292,8 @@ impl Inflater {
             if out.len() == out.capacity() {
                 out.reserve_exact((out.len() - start).max(STEP).min(allowed + 1));
             }
-            let spare = out.spare_capacity_mut();
-            let room = spare.len().min(allowed + 1).min(u32::MAX as usize);
-            let take = input.len().min(u32::MAX as usize);
-            let stream = &mut *self.stream;
-            stream.next_in = input.as_ptr().cast_mut();
-            stream.avail_in = take as u32;
-            stream.next_out = spare.as_mut_ptr().cast();
-            stream.avail_out = room as u32;
-            // SAFETY: next_in/avail_in describe `input`, which zlib only
-            // reads; next_out/avail_out describe spare capacity of `out`.
-            let rc = unsafe { libz_sys::inflate(stream, libz_sys::Z_SYNC_FLUSH) };
-            let used = take - stream.avail_in as usize;
-            let produced = room - stream.avail_out as usize;
-            stream.next_in = std::ptr::null_mut();
-            stream.next_out = std::ptr::null_mut();
-            // SAFETY: zlib wrote `produced <= room` bytes into the spare capacity.
-            unsafe { out.set_len(out.len() + produced) };
+            let room = (out.capacity() - out.len()).min(allowed + 1).min(u32::MAX as usize);
+            let (rc, used, produced) = run(&mut self.stream, libz_sys::inflate, input, out, room);
             input = &input[used..];
             if out.len() - start > limit {
                 out.truncate(start + limit);
