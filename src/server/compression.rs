@@ -117,6 +117,8 @@ pub struct Deflaters {
     shared: [Option<Deflater>; 7],
     /// Dedicated deflaters of connections whose server side takes over, by slot.
     own: HashMap<u32, Own<Deflater>>,
+    /// Entries of `own` that are `Made`: read every loop pass for a gauge.
+    made: usize,
     /// Compressed bytes before they are framed.
     scratch: Vec<u8>,
     /// Messages compressed, and their bytes before and after (for metrics).
@@ -141,6 +143,7 @@ impl Deflaters {
             cfg,
             shared: Default::default(),
             own: HashMap::new(),
+            made: 0,
             scratch: Vec::new(),
             counts: Counts::default(),
         }
@@ -156,8 +159,8 @@ impl Deflaters {
 
     /// The connection is gone: its own deflater, if any, is freed.
     pub fn forget(&mut self, slot: u32) {
-        if !self.own.is_empty() {
-            self.own.remove(&slot);
+        if !self.own.is_empty() && matches!(self.own.remove(&slot), Some(Own::Made(_))) {
+            self.made -= 1;
         }
     }
 
@@ -169,7 +172,7 @@ impl Deflaters {
 
     /// Connections holding their own deflater (made, not just agreed).
     pub fn dedicated_in_use(&self) -> usize {
-        self.own.values().filter(|o| matches!(o, Own::Made(_))).count()
+        self.made
     }
 
     /// The window a shared (compressed-once) frame for this connection
@@ -209,6 +212,7 @@ impl Deflaters {
                     Own::Made(d) => d,
                     Own::Agreed(bits) => {
                         *own = Own::Made(Box::new(Deflater::new(*bits, mem_level(*bits), level, true)));
+                        self.made += 1;
                         let Own::Made(d) = own else { unreachable!() };
                         d
                     }
@@ -274,6 +278,8 @@ pub struct Inflaters {
     shared: Option<Inflater>,
     /// Dedicated inflaters of connections whose client side takes over.
     own: HashMap<u32, Own<Inflater>>,
+    /// Entries of `own` that are `Made`.
+    made: usize,
 }
 
 impl Inflaters {
@@ -287,8 +293,8 @@ impl Inflaters {
 
     /// The connection is gone: its own inflater, if any, is freed.
     pub fn forget(&mut self, slot: u32) {
-        if !self.own.is_empty() {
-            self.own.remove(&slot);
+        if !self.own.is_empty() && matches!(self.own.remove(&slot), Some(Own::Made(_))) {
+            self.made -= 1;
         }
     }
 
@@ -299,7 +305,7 @@ impl Inflaters {
 
     /// Connections holding their own inflater.
     pub fn dedicated_in_use(&self) -> usize {
-        self.own.values().filter(|o| matches!(o, Own::Made(_))).count()
+        self.made
     }
 
     /// What inflates the next compressed message of the connection in
@@ -314,6 +320,7 @@ impl Inflaters {
             Some(own) => {
                 if let Own::Agreed(bits) = *own {
                     *own = Own::Made(Box::new(Inflater::new(bits, true)));
+                    self.made += 1;
                 }
                 let Own::Made(inflater) = own else { unreachable!() };
                 inflater
