@@ -234,9 +234,8 @@ impl Session {
                 WsError::Protocol(_) => {}
             }
             self.phase = Phase::Closed;
-            self.fragmented = 0;
             self.progress = 0;
-            self.ext &= !COMPRESSED;
+            self.abandon_message();
         }
         self.debug_check_invariants();
         result
@@ -367,7 +366,7 @@ impl Session {
                     }
                     // A message still in fragments is abandoned with the connection.
                     self.phase = Phase::Closed;
-                    self.fragmented = 0;
+                    self.abandon_message();
                     Event::Close { code, reason }
                 }
             };
@@ -463,6 +462,13 @@ impl Session {
         assembly.clear();
         assembly.extend_from_slice(payload);
         Ok(())
+    }
+
+    /// Forgets a message still in fragments (the connection is closing):
+    /// its opcode and whether it was compressed go together.
+    fn abandon_message(&mut self) {
+        self.fragmented = 0;
+        self.ext &= !COMPRESSED;
     }
 
     fn take_fragmented(&mut self) -> u8 {

@@ -571,6 +571,19 @@ fn rfc_7692_compressed_message_in_fragments_between_control_frames() {
 }
 
 #[test]
+fn a_close_abandons_a_compressed_message_in_fragments() {
+    // Found by the deflate fuzz target: the close cleared the fragment but
+    // not the "compressed" mark, which then outlived its message.
+    let mut s = open_deflate();
+    let mut input = compressed_frame(false, opcode::TEXT, &HELLO_DEFLATED[..3]);
+    input.extend(client_frame(true, opcode::CLOSE, &1000u16.to_be_bytes()));
+    let (events, err) = run_inflating(&mut s, &input, Limits::default());
+    assert_eq!((events, err), (vec![Owned::Close(Some(1000), String::new())], None));
+    assert_eq!(s.phase(), Phase::Closed);
+    assert!(!s.is_assembling());
+}
+
+#[test]
 fn rsv1_is_refused_where_it_does_not_belong() {
     // Not negotiated.
     let (_, _, err) = run(&mut open(), &compressed_frame(true, opcode::TEXT, &HELLO_DEFLATED), &cfg());
