@@ -21,12 +21,9 @@ OUT=benches/results
 cargo build --release --quiet
 BIN=target/release/wsloop
 mkdir -p "$OUT"
-TICK=$(getconf CLK_TCK)
 results="$OUT/compare-$PEER_NAME.jsonl"
 : > "$results"
-
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. benches/lib.sh
 
 start_server() { # name -> pid, url
   if [ "$1" = wsloop ]; then
@@ -47,31 +44,15 @@ run() { # server case load-args...
   "$BIN" load --url "$URL" --json "$OUT/compare.json" "$@" > /dev/null 2>&1 || true
   cpu1=$(cpu_ticks "$SPID")
   kill "$SPID"; wait "$SPID" 2>/dev/null || true
-  python3 - "$OUT/compare.json" "$server" "$case" "$((cpu1 - cpu0))" "$TICK" >> "$results" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); server, case, ticks, hz = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-c = sorted((r.get("rtt") or {"counts": []})["counts"]); tot = sum(n for _, n in c); seen = 0; p99 = None
-for v, n in c:
-    seen += n
-    if seen >= 0.99 * tot: p99 = v / 1000.0; break
-msgs = r["messages_received"]; secs = r["duration_secs"]
-print(json.dumps({"server": server, "case": case, "msgs_per_s": msgs / secs, "p99_ms": p99,
-  "cpu_us_per_msg": ticks / hz * 1e6 / msgs if msgs else None, "handshakes_per_s": r["established"] / secs,
-  "errors": sum(r["failed"].values()) + r["mismatches"] + sum(r["server_closed"].values())}))
-PY
+  load_figures "$OUT/compare.json" "$((cpu1 - cpu0))" server="$server" case="$case" >> "$results"
 }
 
 idle_rss() { # server
   start_server "$1"
-  local before after
-  before=$(rss_kb "$SPID")
-  "$BIN" load --url "$URL" --scenario idle --conns "$IDLE" --rate 5000 --duration 6s > /dev/null 2>&1 &
-  local lpid=$!
-  sleep $((IDLE / 5000 + 4))
-  after=$(rss_kb "$SPID")
-  wait "$lpid" || true
+  local per_conn
+  per_conn=$(idle_bytes_per_conn "$SPID" "$URL" "$IDLE")
   kill "$SPID"; wait "$SPID" 2>/dev/null || true
-  echo "{\"server\": \"$1\", \"case\": \"idle-rss\", \"bytes_per_conn\": $(( (after - before) * 1024 / IDLE ))}" >> "$results"
+  echo "{\"server\": \"$1\", \"case\": \"idle-rss\", \"bytes_per_conn\": $per_conn}" >> "$results"
 }
 
 for i in $(seq 1 "$REPEAT"); do

@@ -10,6 +10,7 @@ use log::LevelFilter;
 
 use crate::app::BuiltinApp;
 use crate::server::compression::{CompressionConfig, CompressionMode};
+use crate::server::driver::IoChoice;
 use crate::server::ServerConfig;
 use crate::units::{parse_duration, parse_size};
 use crate::ws;
@@ -69,6 +70,10 @@ pub struct ServeArgs {
     /// The built-in application: echo (with JSON ping/pong and rooms) or plain-echo.
     #[arg(long, env = "WSLOOP_APP", value_enum, default_value_t = BuiltinApp::Echo)]
     pub app: BuiltinApp,
+    /// The I/O driver: auto (io_uring where the kernel runs it, else epoll),
+    /// epoll, or uring (an error where io_uring is unavailable).
+    #[arg(long, env = "WSLOOP_IO", value_enum, default_value_t = IoChoice::Auto)]
+    pub io: IoChoice,
     /// Paths that accept WebSocket upgrades (comma-separated).
     #[arg(long = "path", env = "WSLOOP_PATHS", value_delimiter = ',', default_value = "/ws,/")]
     pub paths: Vec<String>,
@@ -179,6 +184,7 @@ impl ServeArgs {
                 max_name_len: self.max_room_name,
                 max_rooms_per_conn: self.max_rooms_per_conn,
             },
+            io: self.io,
             ..ServerConfig::default()
         };
         cfg.set_compression(CompressionConfig {

@@ -23,6 +23,11 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
     let target = Target { conns: args.target_conns, role: args.role, processes: args.processes, sources: args.sources };
     let rows = check(&Host::at(&args.root), target);
     print!("{}", render(&rows, target));
+    // The driver `--io auto` would take on this host, and why.
+    match server::driver::resolve(server::driver::IoChoice::Auto) {
+        Ok((driver, why)) => println!("I/O driver (--io auto): {} ({why})", driver.label()),
+        Err(e) => println!("I/O driver (--io auto): epoll ({e})"),
+    }
     if blocking(&rows).is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -62,6 +67,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     let handle = match started {
         Ok(h) => h,
+        // The I/O driver asked for cannot run here (`--io uring`).
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            eprintln!("wsloop: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("wsloop: cannot listen on {}: {e}", args.addr);
             return ExitCode::FAILURE;

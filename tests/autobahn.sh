@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Autobahn|Testsuite fuzzingclient (RFC 6455 + RFC 7692 conformance,
 # 517 cases) against the release binary with --compression $COMPRESSION
-# (default shared), strict: fails on any FAILED, NON-STRICT or UNIMPLEMENTED
+# (default shared) on the I/O driver $IO (default auto), strict: fails on any FAILED, NON-STRICT or UNIMPLEMENTED
 # case and on any close behaviour that is not OK (with COMPRESSION=off,
 # groups 12/13 may be UNIMPLEMENTED: the offer is declined). .ci/run runs it
 # after `cargo test`.
@@ -10,13 +10,14 @@
 # Without it this skips with one line, unless CI is set: then it fails.
 #
 # usage: tests/autobahn.sh [CASES...]        default: every case
-#   env: VENV=/tmp/autobahn-venv  OUTDIR=target/autobahn  COMPRESSION=shared
+#   env: VENV=/tmp/autobahn-venv  OUTDIR=target/autobahn  COMPRESSION=shared  IO=auto
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNNER="$(cd .. && pwd)/shared/autobahn"
 VENV="${VENV:-/tmp/autobahn-venv}"
 OUTDIR="${OUTDIR:-$PWD/target/autobahn}"
 COMPRESSION="${COMPRESSION:-shared}"
+IO="${IO:-auto}"
 
 if [ ! -x "$RUNNER/run.sh" ]; then
   if [ -n "${CI:-}" ]; then
@@ -37,7 +38,7 @@ fi
 
 cargo build --release --quiet
 LOG="$(mktemp /tmp/wsloop-autobahn-server.XXXXXX)"
-target/release/wsloop serve --addr 127.0.0.1:0 --metrics-addr off --compression "$COMPRESSION" >"$LOG" 2>&1 &
+target/release/wsloop serve --addr 127.0.0.1:0 --metrics-addr off --compression "$COMPRESSION" --io "$IO" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 ADDR=""
@@ -73,5 +74,6 @@ trap - EXIT
 if [ "$src" -ne 0 ]; then
   echo "autobahn: FAILED: the server exited $src on SIGTERM:" >&2; tail -20 "$LOG" >&2; rc=1
 fi
-if [ "$rc" -eq 0 ]; then echo "autobahn: passed (strict, --compression $COMPRESSION)"; else echo "autobahn: FAILED (exit $rc)"; fi
+grep -o 'I/O driver: .*' "$LOG" | head -1 | sed 's/^/autobahn: /'
+if [ "$rc" -eq 0 ]; then echo "autobahn: passed (strict, --compression $COMPRESSION, --io $IO)"; else echo "autobahn: FAILED (exit $rc)"; fi
 exit "$rc"

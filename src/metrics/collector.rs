@@ -133,6 +133,40 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.accept_pauses.get())),
     },
     Family {
+        name: "wsloop_io_driver",
+        help: "Event loops running each I/O driver (epoll or uring).",
+        kind: MetricType::GAUGE,
+        label: Some("driver"),
+        read: |src, kind| {
+            let uring = src.sum(|s| s.uring.get());
+            Some(vec![
+                sample(kind, vec![label("driver", "epoll")], src.loops.len() as f64 - uring),
+                sample(kind, vec![label("driver", "uring")], uring),
+            ])
+        },
+    },
+    Family {
+        name: "wsloop_uring_enobufs_total",
+        help: "io_uring receives that found the provided-buffer ring empty (the ring then grows).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.uring_enobufs.get())),
+    },
+    Family {
+        name: "wsloop_uring_cq_overflow_total",
+        help: "io_uring completions the kernel dropped because the completion queue was full.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.uring_cq_overflow.get())),
+    },
+    Family {
+        name: "wsloop_uring_buffers",
+        help: "io_uring receive buffers provided to the kernel, across loops.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.uring_buffers.get())),
+    },
+    Family {
         name: "wsloop_loop_iteration_seconds",
         help: "Time one event loop pass spent handling events.",
         kind: MetricType::HISTOGRAM,

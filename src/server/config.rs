@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// permessage-deflate: off, shared or dedicated, and when to compress.
     /// `ws.handshake.deflate` must agree (see [`ServerConfig::set_compression`]).
     pub compression: super::compression::CompressionConfig,
+    /// The I/O driver: io_uring where the kernel runs it, or epoll.
+    pub io: super::driver::IoChoice,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             listen_backlog: 4096,
             rooms: super::rooms::RoomLimits::default(),
             compression: super::compression::CompressionConfig::default(),
+            io: super::driver::IoChoice::default(),
         }
     }
 }

@@ -20,8 +20,18 @@ pub const OPENED: u8 = 1;
 pub const IN_READY_LIST: u8 = 2;
 /// Conn flag: room deliveries are owed to it, not yet written (see fanout.rs).
 pub const OWED: u8 = 4;
-/// Conn flag: an event reported the peer's FIN or an error: read to EOF.
+/// Conn flag: io_uring: a multishot receive is armed (until its last completion).
+pub const RECV_ARMED: u8 = 8;
+/// Conn flag: io_uring: a send is in flight (its bytes are in the ring's table).
+pub const SENDING: u8 = 16;
+/// Conn flag: an event reported the peer's FIN or an error: read to EOF
+/// (io_uring: the receive ended with EOF, so it is not armed again).
 pub const PEER_CLOSED: u8 = 32;
+/// Conn flag: io_uring: output is queued in `wbuf` and listed for this pass's sends.
+pub const SEND_DUE: u8 = 64;
+/// Conn flag: io_uring: input is held in `rbuf` (paused, or the loop owes
+/// too much) and the receive was cancelled past the read budget.
+pub const HOLDING: u8 = 128;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]
@@ -71,7 +81,10 @@ impl Conn {
     /// What holds between two events, checked in debug builds.
     #[inline]
     pub fn debug_check_invariants(&self) {
-        debug_assert!(self.stage != Stage::Paused || !self.wbuf.is_empty(), "paused only behind a backlog");
+        debug_assert!(
+            self.stage != Stage::Paused || !self.wbuf.is_empty() || self.has(SENDING),
+            "paused only behind a backlog"
+        );
         debug_assert!(self.wbuf.capacity() > 0 || self.wbuf.is_empty());
         debug_assert!(
             !self.stage.is_ending() || self.session.phase() != crate::ws::Phase::Open,

@@ -5,6 +5,13 @@
 //! One pass: poll (edge-triggered) -> accept / read / write for each event ->
 //! give a turn to connections that hit their read budget -> fire due timers.
 //! A connection's life through this file is walked in docs/LIFECYCLE.md.
+//!
+//! This file is the engine and its epoll driver; the io_uring driver
+//! (`completion.rs`) runs the same engine on completions: the same
+//! `handle_input`, `signal`, deliveries, timers and close, with its own
+//! pass, accept, receive and send.
+
+mod completion;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,14 +28,14 @@ use crate::ws::{Event, HandshakeError, Inflation, WsError};
 
 use super::compression::{Deflaters, Inflaters};
 use super::config::ServerConfig;
-use super::conn::{Conn, IN_READY_LIST, OPENED, OWED, PEER_CLOSED};
+use super::conn::{Conn, IN_READY_LIST, OPENED, OWED, PEER_CLOSED, SENDING};
 use super::fanout::{Deliveries, Owed};
 use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
 use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::publication::Publication;
 use super::rooms::Rooms;
-use super::socket::{io_reason, write_out, write_parts};
+use super::socket::{io_reason, write_parts};
 use super::stats::{CloseReason, LoopStats};
 use crate::runtime::BufferPool;
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
@@ -93,10 +100,26 @@ impl Ticks {
     }
 }
 
+/// How a loop does its I/O.
+pub enum Io {
+    /// Readiness: the `Poll` the listener and the waker are registered with.
+    Epoll(Poll),
+    /// Completions: the ring and what its pass keeps.
+    Uring(Box<completion::UringIo>),
+}
+
+impl Io {
+    /// The io_uring driver for one loop: its ring (made now, so that an
+    /// error surfaces at start) and the eventfd its inbox wakes it by.
+    pub fn uring(buf_size: usize, eventfd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        Ok(Io::Uring(Box::new(completion::UringIo::new(buf_size, eventfd)?)))
+    }
+}
+
 /// One event loop. See the module docs.
 pub struct EventLoop<H> {
     id: u32,
-    poll: Poll,
+    io: Io,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     next_generation: u32,
@@ -142,7 +165,7 @@ impl<H: Handler> EventLoop<H> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u32,
-        poll: Poll,
+        io: Io,
         listener: TcpListener,
         handler: H,
         cfg: Arc<ServerConfig>,
@@ -161,7 +184,7 @@ impl<H: Handler> EventLoop<H> {
         };
         EventLoop {
             id,
-            poll,
+            io,
             listener: Some(listener),
             conns: Slab::new(),
             next_generation: 0,
@@ -193,13 +216,33 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Runs until shutdown has closed every connection (or timed out).
-    pub fn run(mut self) -> io::Result<()> {
+    pub fn run(self) -> io::Result<()> {
+        self.stats.uring.set(matches!(self.io, Io::Uring(_)) as u64);
+        match self.io {
+            Io::Epoll(_) => self.run_epoll(),
+            Io::Uring(_) => self.run_uring(),
+        }
+    }
+
+    /// How long the next wait may block: not at all while work is pending.
+    fn wait_timeout(&self) -> Duration {
+        let busy = !self.ready.is_empty() || !self.owed.is_empty();
+        if busy {
+            Duration::ZERO
+        } else {
+            self.wheel.until_next_tick(Instant::now())
+        }
+    }
+
+    fn run_epoll(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let now = Instant::now();
-            let busy = !self.ready.is_empty() || !self.owed.is_empty();
-            let timeout = if busy { Duration::ZERO } else { self.wheel.until_next_tick(now) };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout = self.wait_timeout();
+            let polled = match &mut self.io {
+                Io::Epoll(poll) => poll.poll(&mut events, Some(timeout)),
+                Io::Uring(_) => Err(io::Error::other("the epoll pass runs on a loop without a Poll")),
+            };
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
@@ -223,31 +266,43 @@ impl<H: Handler> EventLoop<H> {
                     }
                 }
             }
-            self.run_ready_list();
-            self.write_owed();
-            self.fire_timers(Instant::now());
-            self.publish_pool_gauges();
-            if !events.is_empty() {
-                self.stats.observe_iteration(handling.elapsed());
-            }
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
-                    for slot in slots {
-                        self.close(slot, CloseReason::Shutdown);
-                    }
-                    return Ok(());
-                }
+            if self.end_pass(!events.is_empty(), handling) {
+                return Ok(());
             }
         }
+    }
+
+    /// What every pass ends with, whatever the driver: turns for the ready
+    /// list, room deliveries, timers, gauges. True once shutdown is done.
+    fn end_pass(&mut self, handled_any: bool, handling: Instant) -> bool {
+        self.run_ready_list();
+        self.write_owed();
+        self.fire_timers(Instant::now());
+        self.publish_pool_gauges();
+        if handled_any {
+            self.stats.observe_iteration(handling.elapsed());
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            if self.conns.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+                for slot in slots {
+                    self.close(slot, CloseReason::Shutdown);
+                }
+                return true;
+            }
+        }
+        false
     }
 
     fn accept_all(&mut self) {
         if self.resume_accept_at.is_some() {
             return;
+        }
+        if let Io::Uring(_) = self.io {
+            return self.arm_accept();
         }
         loop {
             let Some(listener) = &self.listener else {
@@ -256,19 +311,7 @@ impl<H: Handler> EventLoop<H> {
             let socket = match listener.accept() {
                 Ok((socket, _)) => socket,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) =>
-                {
-                    // Never spin on a full descriptor table: pause this loop's
-                    // accepting, retry on a timer (or when a connection closes).
-                    self.resume_accept_at = Some(Instant::now() + ACCEPT_PAUSE);
-                    self.stats.accept_pauses.add(1);
-                    if !self.emfile_logged {
-                        log::warn!("loop {}: out of file descriptors ({e}); pausing accept", self.id);
-                        self.emfile_logged = true;
-                    }
-                    return;
-                }
+                Err(e) if is_out_of_descriptors(&e) => return self.pause_accept(&e),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
                     continue
                 }
@@ -277,18 +320,34 @@ impl<H: Handler> EventLoop<H> {
                     break;
                 }
             };
-            self.emfile_logged = false;
-            self.stats.accepted.add(1);
-            let open = self.shared.open.fetch_add(1, Ordering::Relaxed);
-            if open >= self.shared.max_conns {
-                self.shared.open.fetch_sub(1, Ordering::Relaxed);
-                self.refuse_overloaded(socket);
-                continue;
-            }
-            if let Err(e) = self.register(socket) {
-                self.shared.open.fetch_sub(1, Ordering::Relaxed);
-                log::warn!("loop {}: cannot register a connection: {e}", self.id);
-            }
+            self.admit(socket);
+        }
+    }
+
+    /// Never spin on a full descriptor table: pause this loop's accepting,
+    /// retry on a timer (or when a connection closes).
+    fn pause_accept(&mut self, e: &io::Error) {
+        self.resume_accept_at = Some(Instant::now() + ACCEPT_PAUSE);
+        self.stats.accept_pauses.add(1);
+        if !self.emfile_logged {
+            log::warn!("loop {}: out of file descriptors ({e}); pausing accept", self.id);
+            self.emfile_logged = true;
+        }
+    }
+
+    /// Takes an accepted connection in, or refuses it past `--max-conns`.
+    fn admit(&mut self, socket: mio::net::TcpStream) {
+        self.emfile_logged = false;
+        self.stats.accepted.add(1);
+        let open = self.shared.open.fetch_add(1, Ordering::Relaxed);
+        if open >= self.shared.max_conns {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.refuse_overloaded(socket);
+            return;
+        }
+        if let Err(e) = self.register(socket) {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            log::warn!("loop {}: cannot register a connection: {e}", self.id);
         }
     }
 
@@ -310,11 +369,21 @@ impl<H: Handler> EventLoop<H> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        // Readable and writable once, edge-triggered: no epoll_ctl per
-        // backlog episode. A writable edge only comes after a write hit
-        // EAGAIN, so idle connections get no spurious events.
-        self.poll.registry().register(&mut socket, token(slot, generation), Interest::READABLE | Interest::WRITABLE)?;
-        entry.insert(Conn::new(socket, generation));
+        let mut conn = match &mut self.io {
+            Io::Epoll(poll) => {
+                // Readable and writable once, edge-triggered: no epoll_ctl per
+                // backlog episode. A writable edge only comes after a write hit
+                // EAGAIN, so idle connections get no spurious events.
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                poll.registry().register(&mut socket, token(slot, generation), interest)?;
+                Conn::new(socket, generation)
+            }
+            Io::Uring(_) => Conn::new(socket, generation),
+        };
+        if let Io::Uring(uring) = &mut self.io {
+            uring.arm_recv(&mut conn, slot);
+        }
+        entry.insert(conn);
         self.arm(slot, Timeout::Handshake);
         self.stats.connections.add(1);
         Ok(())
@@ -335,6 +404,9 @@ impl<H: Handler> EventLoop<H> {
     fn on_readable(&mut self, slot: usize, generation: u32) {
         if !self.is_live(slot, generation) || self.conns[slot].has(IN_READY_LIST) {
             return;
+        }
+        if let Io::Uring(_) = self.io {
+            return self.resume_input(slot);
         }
         if self.owes_too_much() {
             // Its input waits (in the ready list) until the loop has written
@@ -375,15 +447,26 @@ impl<H: Handler> EventLoop<H> {
     /// Tells the connection's [`Stage`] what happened and does what it
     /// answers: the one path by which a connection is timed and ended.
     fn signal(&mut self, slot: usize, signal: Signal) {
+        let queued = self.queued(slot);
         let conn = &mut self.conns[slot];
         let facts = Facts {
             phase: conn.session.phase(),
-            queued: conn.wbuf.len(),
+            queued,
             max_backlog: self.cfg.max_backlog,
             shutting_down: self.shutdown_deadline.is_some(),
         };
         let actions = conn.stage.on(signal, facts);
         self.apply(slot, actions);
+    }
+
+    /// Bytes given to a connection that the kernel has not taken yet: its
+    /// backlog, and (io_uring) the rest of a send in flight.
+    fn queued(&self, slot: usize) -> usize {
+        let conn = &self.conns[slot];
+        match &self.io {
+            Io::Uring(uring) if conn.has(SENDING) => conn.wbuf.len() + uring.in_flight(slot, conn.generation),
+            _ => conn.wbuf.len(),
+        }
     }
 
     fn apply(&mut self, slot: usize, actions: Actions) {
@@ -494,7 +577,8 @@ impl<H: Handler> EventLoop<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Some(Signal::Fault(io_reason(&e))),
             }
-            let handled = self.handle_input(slot, &mut buf);
+            let (consumed, handled) = self.handle_input(slot, &mut buf);
+            buf.drain(..consumed);
             if !self.local.is_empty() {
                 self.deliver_local();
             }
@@ -558,9 +642,10 @@ impl<H: Handler> EventLoop<H> {
         end
     }
 
-    /// Decodes and handles every whole frame in `buf`, dropping what was
-    /// consumed. Returns the buffer length the next frame needs.
-    fn handle_input(&mut self, slot: usize, buf: &mut Vec<u8>) -> Result<usize, CloseReason> {
+    /// Decodes and handles every whole frame in `buf` (unmasking in place).
+    /// Returns how many bytes it consumed, and the buffer length the next
+    /// frame needs or why the connection must end.
+    fn handle_input(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
         let EventLoop {
             conns,
             handler,
@@ -576,6 +661,7 @@ impl<H: Handler> EventLoop<H> {
             inflaters,
             inflated,
             ws_cfg,
+            io,
             ..
         } = self;
         let conn = &mut conns[slot];
@@ -634,14 +720,13 @@ impl<H: Handler> EventLoop<H> {
                 conn.assembly = Vec::new();
             }
             if out.len() > CORK_LIMIT {
-                let written = write_out(conn, out, pool, stats);
+                let written = write_via(io, conn, slot, &[&out[..]], pool, stats);
                 out.clear();
                 if let Err(reason) = written {
                     break Err(reason);
                 }
             }
         };
-        buf.drain(..pos);
         if inflated.capacity() > CORK_LIMIT {
             // A large message was inflated: keep the loop's memory flat.
             *inflated = Vec::new();
@@ -652,7 +737,7 @@ impl<H: Handler> EventLoop<H> {
         if agreed_own {
             self.limit_dedicated();
         }
-        result
+        (pos, result)
     }
 
     fn on_writable(&mut self, slot: usize, generation: u32) {
@@ -672,7 +757,7 @@ impl<H: Handler> EventLoop<H> {
     /// the earlier backlog is still unsent.
     fn flush(&mut self, slot: usize) -> Result<usize, CloseReason> {
         let conn = &mut self.conns[slot];
-        let result = write_out(conn, &self.out, &mut self.pool, &self.stats);
+        let result = write_via(&mut self.io, conn, slot, &[&self.out[..]], &mut self.pool, &self.stats);
         self.out.clear();
         if self.out.capacity() > CORK_LIMIT {
             // A large message passed through: keep the loop's memory flat.
@@ -785,7 +870,7 @@ impl<H: Handler> EventLoop<H> {
         };
         let before = conn.wbuf.len();
         self.stats.room_writes.add(1);
-        match write_parts(conn, parts, &mut self.pool, &self.stats) {
+        match write_via(&mut self.io, conn, slot, parts, &mut self.pool, &self.stats) {
             Ok(earlier_unsent) => {
                 self.signal(slot, Signal::Published { earlier_unsent });
                 let still_serving = self.conns.get(slot).is_some_and(|c| !c.stage.is_ending());
@@ -805,9 +890,14 @@ impl<H: Handler> EventLoop<H> {
         self.inflaters.forget(slot as u32);
         self.limit_dedicated();
         let conn = self.conns.remove(slot);
+        if let Io::Uring(uring) = &mut self.io {
+            uring.forget(&conn, slot);
+        }
         self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
-        for buf in [conn.rbuf, conn.wbuf] {
-            if buf.capacity() > 0 {
+        // io_uring's `wbuf` is sized to its bytes, not pooled: it is freed.
+        let pooled_wbuf = matches!(self.io, Io::Epoll(_));
+        for (buf, pooled) in [(conn.rbuf, true), (conn.wbuf, pooled_wbuf)] {
+            if pooled && buf.capacity() > 0 {
                 self.pool.give(buf);
             }
         }
@@ -877,7 +967,12 @@ impl<H: Handler> EventLoop<H> {
         }
         self.shutdown_deadline = Some(Instant::now() + self.cfg.shutdown_timeout);
         if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+            match &mut self.io {
+                Io::Epoll(poll) => {
+                    let _ = poll.registry().deregister(&mut listener);
+                }
+                Io::Uring(uring) => uring.stop_accepting(),
+            }
         }
         let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
         for slot in slots {
@@ -918,6 +1013,29 @@ impl<H: Handler> EventLoop<H> {
         self.stats.rooms.set(self.rooms.room_count() as u64);
         self.stats.room_members.set(self.rooms.member_count() as u64);
     }
+}
+
+/// Writes (epoll) or queues for this pass's send (io_uring) `parts` behind
+/// the connection's backlog; returns how much of the earlier backlog the
+/// kernel has not taken (io_uring: all of it, as nothing is written yet).
+fn write_via(
+    io: &mut Io,
+    conn: &mut Conn,
+    slot: usize,
+    parts: &[&[u8]],
+    pool: &mut BufferPool,
+    stats: &LoopStats,
+) -> Result<usize, CloseReason> {
+    match io {
+        Io::Epoll(_) => write_parts(conn, parts, pool, stats),
+        Io::Uring(uring) => Ok(uring.queue(conn, slot, parts, stats)),
+    }
+}
+
+/// True for the accept errors that mean the process (or system) is out of
+/// descriptors or memory for sockets: accepting pauses, never spins.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Counts and logs a decode failure; the reason it ends the connection for

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use crossbeam_channel::Sender;
 use mio::Waker;
 
@@ -30,11 +32,40 @@ pub enum LoopMsg {
     },
 }
 
+/// How a loop is woken: the epoll driver's mio waker, or an eventfd the
+/// io_uring driver keeps a read on.
+#[derive(Debug)]
+pub enum LoopWaker {
+    /// Registered with the loop's `Poll`.
+    Poll(Waker),
+    /// An eventfd; a write of 1 completes the loop's pending read.
+    EventFd(OwnedFd),
+}
+
+impl LoopWaker {
+    /// Wakes the loop.
+    pub fn wake(&self) -> std::io::Result<()> {
+        match self {
+            LoopWaker::Poll(w) => w.wake(),
+            LoopWaker::EventFd(fd) => {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: writes 8 bytes from a live array to an open eventfd.
+                let n = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+                if n == 8 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+        }
+    }
+}
+
 /// One loop's inbox, as seen from outside it.
 #[derive(Debug)]
 pub struct Inbox {
     tx: Sender<LoopMsg>,
-    waker: Waker,
+    waker: LoopWaker,
     /// Set by a poster that woke the loop; cleared by the loop before it
     /// drains. While set, further posts need no wake-up.
     wake_pending: AtomicBool,
@@ -48,7 +79,7 @@ pub struct Hub {
 
 impl Hub {
     /// Adds a loop's inbox; loops are numbered in the order they are added.
-    pub fn add(&mut self, tx: Sender<LoopMsg>, waker: Waker) {
+    pub fn add(&mut self, tx: Sender<LoopMsg>, waker: LoopWaker) {
         self.inboxes.push(Inbox { tx, waker, wake_pending: AtomicBool::new(false) });
     }
 

@@ -10,6 +10,7 @@
 pub mod compression;
 pub mod config;
 pub mod conn;
+pub mod driver;
 pub mod event_loop;
 mod fanout;
 pub mod handler;
@@ -19,6 +20,7 @@ pub mod publication;
 pub mod rooms;
 mod socket;
 pub mod stats;
+pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,7 +31,8 @@ use std::thread::JoinHandle;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
-use hub::Hub;
+use driver::Driver;
+use hub::{Hub, LoopWaker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use config::ServerConfig;
@@ -37,7 +40,7 @@ pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message};
 pub use rooms::{RoomError, RoomLimits};
 pub use stats::{CloseReason, LoopStats};
 
-use event_loop::{EventLoop, Shared, LISTENER, WAKER};
+use event_loop::{EventLoop, Io, Shared, LISTENER, WAKER};
 
 pub use crate::tune::rlimit::FD_RESERVE;
 
@@ -50,6 +53,18 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::Tc
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
+}
+
+/// A non-blocking, close-on-exec eventfd: how the io_uring driver's inbox
+/// is woken.
+fn new_eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is new and ours alone.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// A running server: its address, its counters, and the way to stop it.
@@ -156,32 +171,77 @@ where
     for _ in 1..workers {
         listeners.push(bind_reuseport(addr, cfg.listen_backlog)?);
     }
+    let (driver, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
+    log::info!("I/O driver: {} ({why})", driver.label());
     let cfg = Arc::new(cfg);
     let factory = Arc::new(factory);
-    // Every poll and waker exists before any loop runs, so each loop can
+    // Every driver and waker exists before any loop runs, so each loop can
     // post to every other from its first event.
     let mut hub = Hub::default();
     let mut parts = Vec::with_capacity(workers);
     for std_listener in listeners {
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(std_listener);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        hub.add(tx, Waker::new(poll.registry(), WAKER)?);
-        parts.push((poll, listener, rx));
+        let mut listener = TcpListener::from_std(std_listener);
+        let io = match driver {
+            Driver::Epoll => {
+                let poll = Poll::new()?;
+                poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+                hub.add(tx, LoopWaker::Poll(Waker::new(poll.registry(), WAKER)?));
+                LoopIo::Ready(Io::Epoll(poll))
+            }
+            Driver::Uring => {
+                // io_uring waits on the blocking descriptor itself.
+                socket2::SockRef::from(&listener).set_nonblocking(false)?;
+                let eventfd = new_eventfd()?;
+                hub.add(tx, LoopWaker::EventFd(eventfd.try_clone()?));
+                // The ring is made on the loop's thread, its only user: io_uring
+                // ties a ring's work to the threads that set it up and submit.
+                LoopIo::Uring(eventfd)
+            }
+        };
+        parts.push((io, listener, rx));
     }
     let hub = Arc::new(hub);
     let mut handle =
         ServerHandle { addr, stats: Vec::new(), hub: hub.clone(), threads: Vec::new(), shared: shared.clone() };
-    for (i, (poll, listener, rx)) in parts.into_iter().enumerate() {
+    // Each loop says whether its driver is up before `start` returns.
+    let (up_tx, up_rx) = crossbeam_channel::bounded(workers);
+    for (i, (io, listener, rx)) in parts.into_iter().enumerate() {
         let stats = Arc::new(LoopStats::default());
         handle.stats.push(stats.clone());
-        let (cfg, shared, factory, hub) = (cfg.clone(), shared.clone(), factory.clone(), hub.clone());
+        let (cfg, shared, factory, hub, up) =
+            (cfg.clone(), shared.clone(), factory.clone(), hub.clone(), up_tx.clone());
         let thread = std::thread::Builder::new().name(format!("wsloop-loop-{i}")).spawn(move || {
+            let io = match io {
+                LoopIo::Ready(io) => io,
+                LoopIo::Uring(eventfd) => match Io::uring(cfg.buffer_size, eventfd) {
+                    Ok(io) => io,
+                    Err(e) => {
+                        let e = io::Error::new(e.kind(), format!("loop {i}: cannot set up io_uring: {e}"));
+                        let _ = up.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                },
+            };
+            let _ = up.send(Ok(()));
             let handler = factory(i);
-            EventLoop::new(i as u32, poll, listener, handler, cfg, stats, shared, rx, hub).run()
+            EventLoop::new(i as u32, io, listener, handler, cfg, stats, shared, rx, hub).run()
         })?;
         handle.threads.push(thread);
     }
+    for _ in 0..workers {
+        if let Ok(Err(e)) = up_rx.recv() {
+            handle.shutdown();
+            let _ = handle.join();
+            return Err(e);
+        }
+    }
     Ok(handle)
+}
+
+/// A loop's driver as `start` hands it over: ready, or (io_uring) made on
+/// the loop's own thread from its inbox's eventfd.
+enum LoopIo {
+    Ready(Io),
+    Uring(std::os::fd::OwnedFd),
 }

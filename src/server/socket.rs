@@ -35,11 +35,6 @@ impl Conn {
 /// to one member in one pass go out in one call.
 const MAX_IOV: usize = 64;
 
-/// Writes `out` after any backlog; see [`write_parts`].
-pub fn write_out(conn: &mut Conn, out: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
-    write_parts(conn, &[out], pool, stats)
-}
-
 /// Writes `parts`, in order, after any backlog, in as few `write`/`writev`
 /// calls as the kernel allows (the parts are shared frames: nothing is
 /// copied unless the kernel leaves it unsent). What it does not take is

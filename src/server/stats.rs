@@ -165,6 +165,16 @@ pub struct LoopStats {
     pub compressed_bytes: Counter,
     /// Connections holding a dedicated deflater or inflater. Gauge.
     pub dedicated_codecs: Counter,
+    /// 1 while this loop runs the io_uring driver, 0 for epoll. Gauge.
+    pub uring: Counter,
+    /// io_uring: receives that found the provided-buffer ring empty
+    /// (`-ENOBUFS`); each one grows the ring and re-arms the receive.
+    pub uring_enobufs: Counter,
+    /// io_uring: completions the kernel dropped because the completion
+    /// queue was full (as the kernel counts them).
+    pub uring_cq_overflow: Counter,
+    /// io_uring: receive buffers provided to the kernel. Gauge.
+    pub uring_buffers: Counter,
 }
 
 impl LoopStats {

@@ -8,14 +8,27 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use wsloop::app::EchoApp;
+use wsloop::server::driver::IoChoice;
 use wsloop::server::{self, ServerConfig, ServerHandle};
 use wsloop::ws::client::{generate_key, parse_response, write_request};
 use wsloop::ws::frame::{opcode, write_frame, FrameHead, Role};
 use wsloop::ws::mask::apply_mask;
 
-/// A config on 127.0.0.1:0 with `workers` loops.
+/// A config on 127.0.0.1:0 with `workers` loops, on the I/O driver that
+/// `WSLOOP_IO` names (as the binary reads it), so that the whole suite runs
+/// against each driver: `WSLOOP_IO=epoll cargo test`, `WSLOOP_IO=uring ...`.
 pub fn test_config(workers: usize) -> ServerConfig {
-    ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), workers, ..ServerConfig::default() }
+    ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), workers, io: io_under_test(), ..ServerConfig::default() }
+}
+
+/// The driver `WSLOOP_IO` asks for (auto when unset).
+pub fn io_under_test() -> IoChoice {
+    match std::env::var("WSLOOP_IO").as_deref() {
+        Ok("epoll") => IoChoice::Epoll,
+        Ok("uring") => IoChoice::Uring,
+        Ok("auto") | Err(_) => IoChoice::Auto,
+        Ok(other) => panic!("WSLOOP_IO={other}: expected auto, epoll or uring"),
+    }
 }
 
 /// Starts the built-in echo app.
@@ -252,6 +265,16 @@ pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (ServerProcess, Socke
 
 /// Like [`spawn_binary`], also returning the metrics address (read from its log).
 pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (ServerProcess, SocketAddr, SocketAddr) {
+    let (child, addr, metrics, _) = spawn_binary_with_log(args, nofile);
+    (child, addr, metrics)
+}
+
+/// Like [`spawn_binary_with_metrics`], also returning its log up to the
+/// metrics line (the start-up lines: driver, limits, listening).
+pub fn spawn_binary_with_log(
+    args: &[&str],
+    nofile: Option<u64>,
+) -> (ServerProcess, SocketAddr, SocketAddr, Vec<String>) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--metrics-addr", "127.0.0.1:0"]).args(args);
@@ -263,8 +286,10 @@ pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (ServerP
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
     let mut addr = None;
+    let mut log = Vec::new();
     let metrics = loop {
         let line = lines.next().expect("wsloop exited before listening").unwrap();
+        log.push(line.clone());
         if let Some(rest) = line.split("listening on ws://").nth(1) {
             addr = Some(rest.split('/').next().unwrap().parse().unwrap());
         }
@@ -274,7 +299,7 @@ pub fn spawn_binary_with_metrics(args: &[&str], nofile: Option<u64>) -> (ServerP
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr.expect("listening line before the metrics line"), metrics)
+    (child, addr.expect("listening line before the metrics line"), metrics, log)
 }
 
 /// VmRSS of a process, in bytes.

@@ -1,0 +1,43 @@
+# Shared by the bench scripts (source it): process figures from /proc and
+# one JSON line of figures from a `wsloop load --json` report.
+
+# Resident set of process $1, in KiB.
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# User + system CPU time of process $1, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# load_figures REPORT.json CPU_TICKS [KEY=VALUE...]: one JSON line with the
+# labels given, msgs/s, p50 / p99 / p99.9 round trip (ms), server CPU per
+# message (us, from CPU_TICKS spent during the run), handshakes/s, errors.
+load_figures() {
+  python3 - "$1" "$2" "$(getconf CLK_TCK)" "${@:3}" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); ticks, hz = int(sys.argv[2]), int(sys.argv[3])
+row = dict(kv.split("=", 1) for kv in sys.argv[4:])
+c = sorted((r.get("rtt") or {"counts": []})["counts"]); tot = sum(n for _, n in c)
+def q(p):
+    seen = 0
+    for v, n in c:
+        seen += n
+        if seen >= p * tot: return v / 1000.0
+msgs = r["messages_received"]; secs = r["duration_secs"]
+row.update({"msgs_per_s": msgs / secs, "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999),
+  "cpu_us_per_msg": ticks / hz * 1e6 / msgs if msgs else None, "handshakes_per_s": r["established"] / secs,
+  "errors": sum(r["failed"].values()) + r["mismatches"] + sum(r["server_closed"].values())})
+print(json.dumps(row))
+PY
+}
+
+# idle_bytes_per_conn PID URL CONNS: holds CONNS idle connections on the
+# server PID (wsloop load, 5,000 new per second) and prints the growth of
+# its RSS per connection, in bytes, once they are all open.
+idle_bytes_per_conn() {
+  local before after lpid
+  before=$(rss_kb "$1")
+  "${BIN:-target/release/wsloop}" load --url "$2" --scenario idle --conns "$3" --rate 5000 --duration 6s > /dev/null 2>&1 &
+  lpid=$!
+  sleep $(($3 / 5000 + 4))
+  after=$(rss_kb "$1")
+  wait "$lpid" || true
+  echo $(( (after - before) * 1024 / $3 ))
+}
