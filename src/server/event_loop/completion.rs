@@ -147,6 +147,8 @@ impl<H: Handler> EventLoop<H> {
         };
         self.uring().ring.read_wake(eventfd);
         self.arm_accept();
+        let buffers = self.uring().ring.bufs.provided() as u64;
+        self.stats.uring_buffers.set(buffers);
         let mut overflowed = 0;
         loop {
             let timeout = self.wait_timeout();
