@@ -118,3 +118,39 @@ fn doctor_names_the_driver_auto_takes() {
         Err(e) => assert!(line.contains(&e.0), "{line}"),
     }
 }
+
+#[test]
+fn a_burst_on_a_thousand_connections_loses_nothing_on_io_uring() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if wsloop::server::uring::probe().is_err() {
+        eprintln!("skipped: io_uring is unavailable here");
+        return;
+    }
+    // One loop and a ring of 2 buffers: a burst completes more receives in
+    // one pass than that, so the ring runs dry (-ENOBUFS): the receive is
+    // armed again, the ring grows, and nothing is lost.
+    let cfg = wsloop::server::ServerConfig {
+        io: wsloop::server::driver::IoChoice::Uring,
+        uring_buffers: 2,
+        ..test_config(1)
+    };
+    let server = start_echo(cfg);
+    let addr = server.local_addr();
+    let mut clients: Vec<RawClient> = (0..1000).map(|_| RawClient::connect(addr)).collect();
+    let payload = |i: usize| format!("{i:04}").repeat(256).into_bytes();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_frame(true, wsloop::ws::frame::opcode::BINARY, &payload(i));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let echo = c.read_frame().unwrap_or_else(|e| panic!("echo {i}: {e}"));
+        assert_eq!(echo.payload, payload(i), "echo {i}");
+    }
+    let stats = &server.stats()[0];
+    assert_eq!(stats.uring.get(), 1);
+    assert_eq!(stats.messages_received.get(), 1000);
+    assert_eq!(stats.uring_cq_overflow.get(), 0);
+    let (dry, buffers) = (stats.uring_enobufs.get(), stats.uring_buffers.get());
+    eprintln!("the ring ran dry {dry} times and holds {buffers} buffers");
+    assert!(dry > 0, "1,000 receives in a few passes never found 2 buffers short");
+    assert!(buffers > 2, "a dry ring grows");
+}

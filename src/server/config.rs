@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub compression: super::compression::CompressionConfig,
     /// The I/O driver: io_uring where the kernel runs it, or epoll.
     pub io: super::driver::IoChoice,
+    /// io_uring: receive buffers (of `buffer_size`) each loop's ring starts
+    /// with, and grows by after a pass in which it ran dry.
+    pub uring_buffers: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             rooms: super::rooms::RoomLimits::default(),
             compression: super::compression::CompressionConfig::default(),
             io: super::driver::IoChoice::default(),
+            uring_buffers: super::uring::FIRST_BUFFERS,
         }
     }
 }

@@ -111,8 +111,8 @@ pub enum Io {
 impl Io {
     /// The io_uring driver for one loop: its ring (made now, so that an
     /// error surfaces at start) and the eventfd its inbox wakes it by.
-    pub fn uring(buf_size: usize, eventfd: std::os::fd::OwnedFd) -> io::Result<Self> {
-        Ok(Io::Uring(Box::new(completion::UringIo::new(buf_size, eventfd)?)))
+    pub fn uring(buf_size: usize, first_buffers: usize, eventfd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        Ok(Io::Uring(Box::new(completion::UringIo::new(buf_size, first_buffers, eventfd)?)))
     }
 }
 

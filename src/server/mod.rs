@@ -214,7 +214,7 @@ where
         let thread = std::thread::Builder::new().name(format!("wsloop-loop-{i}")).spawn(move || {
             let io = match io {
                 LoopIo::Ready(io) => io,
-                LoopIo::Uring(eventfd) => match Io::uring(cfg.buffer_size, eventfd) {
+                LoopIo::Uring(eventfd) => match Io::uring(cfg.buffer_size, cfg.uring_buffers, eventfd) {
                     Ok(io) => io,
                     Err(e) => {
                         let e = io::Error::new(e.kind(), format!("loop {i}: cannot set up io_uring: {e}"));

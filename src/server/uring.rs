@@ -9,7 +9,8 @@
 //! taken by the kernel only when bytes arrive and is handed back as soon as
 //! the protocol has consumed them (a partial frame is copied out), so the
 //! ring is sized by the receives completing in one pass, not by
-//! connections: it starts at [`FIRST_BUFFERS`] and grows by as many again
+//! connections: it starts at `ServerConfig::uring_buffers` ([`FIRST_BUFFERS`]
+//! by default) and grows by as many again
 //! after a pass in which the kernel found it dry (`-ENOBUFS`, counted; the
 //! receive is armed again and nothing is lost), up to [`RING_ENTRIES`].
 //! Each buffer used costs RSS for the pages written into it, so growth is
@@ -36,7 +37,7 @@ const CQ_ENTRIES: u32 = 8192;
 /// The provided-buffer ring's entries (a power of two): the most buffers
 /// it can ever hold (32 MiB of 16 KiB buffers, were every byte written).
 pub const RING_ENTRIES: u16 = 2048;
-/// Buffers provided at start; enough for a quiet loop.
+/// Buffers provided at start by default; enough for a quiet loop.
 pub const FIRST_BUFFERS: usize = 64;
 /// The buffer group receives pick from.
 const BUFFER_GROUP: u16 = 0;
@@ -118,7 +119,7 @@ fn probe_here() -> Result<(), Unavailable> {
             return no("kernel.io_uring_disabled = 2".into());
         }
     }
-    let mut ring = match Ring::new(64) {
+    let mut ring = match Ring::new(64, 1) {
         Ok(r) => r,
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return no("this kernel has no io_uring".into()),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
@@ -332,17 +333,18 @@ pub struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    /// A ring for one loop, receives in `buf_size` buffers. Made disabled,
+    /// A ring for one loop, receives in `buf_size` buffers, `first` of them
+    /// to start with (at least one). Made disabled,
     /// and enabled by [`enable`](Self::enable) on the thread that becomes
     /// its only submitter (the loop's, which also makes it).
-    pub fn new(buf_size: usize) -> io::Result<Self> {
+    pub fn new(buf_size: usize, first: usize) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_r_disabled()
             .build(SQ_ENTRIES)?;
-        let bufs = BufRing::new(&ring, buf_size, FIRST_BUFFERS)?;
+        let bufs = BufRing::new(&ring, buf_size, first.max(1))?;
         Ok(Ring { ring, bufs, sending: HashMap::new(), wake_buf: Box::new(0), overflowed: 0 })
     }
 

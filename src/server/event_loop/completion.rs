@@ -29,7 +29,7 @@ use super::super::conn::{Conn, HOLDING, IN_READY_LIST, OWED, PEER_CLOSED, RECV_A
 use super::super::life::{Signal, Stage};
 use super::super::socket::io_reason;
 use super::super::stats::{CloseReason, LoopStats};
-use super::super::uring::{parse_user_data, same_generation, user_data, Op, Ring, FIRST_BUFFERS};
+use super::super::uring::{parse_user_data, same_generation, user_data, Op, Ring};
 use super::{EventLoop, Io, READ_BUDGET};
 use crate::server::handler::Handler;
 
@@ -46,13 +46,16 @@ pub struct UringIo {
     done: Vec<(u64, i32, u32)>,
     /// A receive found the buffer ring empty this pass: it grows one step.
     ran_dry: bool,
+    /// Buffers the ring started with, and grows by.
+    step: usize,
 }
 
 impl UringIo {
     /// A ring for one loop; see [`Io::uring`].
-    pub fn new(buf_size: usize, eventfd: OwnedFd) -> io::Result<Self> {
+    pub fn new(buf_size: usize, first_buffers: usize, eventfd: OwnedFd) -> io::Result<Self> {
         Ok(UringIo {
-            ring: Ring::new(buf_size)?,
+            ring: Ring::new(buf_size, first_buffers)?,
+            step: first_buffers.max(1),
             eventfd,
             accept_armed: false,
             to_send: Vec::new(),
@@ -165,7 +168,7 @@ impl<H: Handler> EventLoop<H> {
             self.uring().done = done;
             let u = self.uring();
             if std::mem::take(&mut u.ran_dry) {
-                u.ring.bufs.grow(FIRST_BUFFERS);
+                u.ring.bufs.grow(u.step);
             }
             let lost = u.ring.overflowed.wrapping_sub(overflowed);
             overflowed = u.ring.overflowed;
