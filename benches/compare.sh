@@ -26,6 +26,7 @@ results="$OUT/compare-$PEER_NAME.jsonl"
 . benches/lib.sh
 
 start_server() { # name -> pid, url
+  require_free_port 18097; require_free_port 18098
   if [ "$1" = wsloop ]; then
     "$BIN" serve --addr 127.0.0.1:18097 --workers 1 --metrics-addr off --log-level warn &
     SPID=$!; URL=ws://127.0.0.1:18097/ws

@@ -24,6 +24,7 @@ results="$OUT/io-w$WORKERS.jsonl"
 . benches/lib.sh
 
 start_server() { # driver
+  require_free_port 18097
   "$BIN" serve --io "$1" --addr 127.0.0.1:18097 --workers "$WORKERS" --metrics-addr off --log-level warn &
   SPID=$!
   sleep 0.5

@@ -22,6 +22,7 @@ results="$OUT/latency.jsonl"
 
 run() { # name command...
   local name=$1; shift
+  require_free_port 18097
   "$@" &
   local pid=$! cpu0 cpu1
   sleep 0.7
@@ -33,7 +34,7 @@ run() { # name command...
   load_figures "$OUT/latency.json" "$((cpu1 - cpu0))" server="$name" >> "$results"
 }
 
-serve() { "$BIN" serve --addr 127.0.0.1:18097 --metrics-addr off --log-level warn "$@"; }
+serve() { exec "$BIN" serve --addr 127.0.0.1:18097 --metrics-addr off --log-level warn "$@"; }
 for i in $(seq 1 "$REPEAT"); do
   run epoll-1 serve --io epoll --workers 1
   run uring-1 serve --io uring --workers 1

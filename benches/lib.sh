@@ -41,3 +41,18 @@ idle_bytes_per_conn() {
   wait "$lpid" || true
   echo $(( (after - before) * 1024 / $3 ))
 }
+
+# require_free_port PORT: fails when something still listens on PORT after
+# 3 s (a stray server left from an earlier run would share it through
+# SO_REUSEPORT and take half the connections: every figure would be wrong).
+require_free_port() {
+  local i
+  for i in $(seq 30); do
+    ss -Hltn "sport = :$1" | grep -q . || return 0
+    sleep 0.1
+  done
+  if ss -Hltn "sport = :$1" | grep -q .; then
+    echo "port $1 is taken (a stray server?): $(ss -Hltnp "sport = :$1" | head -1)" >&2
+    exit 2
+  fi
+}

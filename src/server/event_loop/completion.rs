@@ -21,7 +21,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 
@@ -179,7 +179,28 @@ impl<H: Handler> EventLoop<H> {
                 log::warn!("loop {}: the completion queue overflowed; {lost} completions lost", self.id);
             }
             if self.end_pass(handled_any, handling) {
+                self.release_listener();
                 return Ok(());
+            }
+        }
+    }
+
+    /// Before the ring goes: submits the accept's cancellation (asked for
+    /// at shutdown) and waits for its last completion, so that the listening
+    /// socket closes now, not whenever the kernel tears the ring down; until
+    /// then SO_REUSEPORT would still hand it connections nobody accepts.
+    fn release_listener(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut done = Vec::new();
+        while self.uring().accept_armed && Instant::now() < deadline {
+            if self.uring().ring.submit_and_wait(Duration::from_millis(10)).is_err() {
+                return;
+            }
+            self.uring().ring.completions(&mut done);
+            for (data, result, flags) in done.drain(..) {
+                if parse_user_data(data).0 == Some(Op::Accept) {
+                    self.on_accept(result, flags);
+                }
             }
         }
     }
