@@ -1,4 +1,5 @@
-//! The event loop: one thread, one mio `Poll`, one SO_REUSEPORT listener, a
+//! The event loop: one thread, one I/O driver (a mio `Poll`, or an io_uring
+//! ring), one SO_REUSEPORT listener, a
 //! slab of connections, a buffer pool, a timer wheel and an inbox. It owns
 //! everything it touches, so nothing on its hot path takes a lock.
 //!

@@ -1,7 +1,7 @@
 //! The loops' inboxes, shared by all of them: how one loop (or the
 //! process) posts to the others without a lock: a crossbeam channel and a
-//! mio waker per loop, with a flag so that a burst of posts costs one
-//! wake-up, not one per message.
+//! waker per loop (mio's, or an eventfd under io_uring), with a flag so
+//! that a burst of posts costs one wake-up, not one per message.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

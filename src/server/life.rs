@@ -6,7 +6,7 @@
 //! ping, read again, shut down the write side, close for this reason).
 //!
 //! It owns no socket and reads no clock, so every ending is a unit test
-//! below, and each I/O driver (epoll today; io_uring, TLS under it later)
+//! below, and each I/O driver (epoll, io_uring; a TLS layer under them later)
 //! applies the same rules. The protocol's own state (handshake, open,
 //! close sent, closed) is the [`Session`](crate::ws::Session)'s; a
 //! connection's [`Stage`] is what the engine adds on top.

@@ -1,6 +1,6 @@
-//! The I/O engine: one mio event loop per core, each with its own
-//! SO_REUSEPORT listener, so the kernel spreads accepted connections and no
-//! lock is shared. It knows nothing of what messages mean: that is the
+//! The I/O engine: one event loop per core (on io_uring or epoll, see
+//! [`driver`]), each with its own SO_REUSEPORT listener, so the kernel
+//! spreads accepted connections and no lock is shared. It knows nothing of what messages mean: that is the
 //! [`Handler`]'s job.
 //!
 //! Several processes can listen on the same port the same way (every

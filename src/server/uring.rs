@@ -39,6 +39,8 @@ const CQ_ENTRIES: u32 = 8192;
 pub const RING_ENTRIES: u16 = 2048;
 /// Buffers provided at start by default; enough for a quiet loop.
 pub const FIRST_BUFFERS: usize = 64;
+/// Completions one pass handles at most.
+pub const PER_PASS: usize = 1024;
 /// The buffer group receives pick from.
 const BUFFER_GROUP: u16 = 0;
 
@@ -428,12 +430,14 @@ impl Ring {
         }
     }
 
-    /// Takes every completion posted so far (user_data, result, flags),
-    /// noting any the kernel had to drop.
+    /// Takes the completions posted so far (user_data, result, flags), at
+    /// most [`PER_PASS`]; the rest wait for the next pass, so that the
+    /// replies to the first do not wait behind thousands of others (epoll
+    /// takes at most as many events per wait). Notes any the kernel dropped.
     pub fn completions(&mut self, into: &mut Vec<(u64, i32, u32)>) {
         let cq = self.ring.completion();
         self.overflowed = cq.overflow();
-        into.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+        into.extend(cq.take(PER_PASS).map(|c| (c.user_data(), c.result(), c.flags())));
     }
 
     /// Bytes of the send in flight for `key` that the kernel has not taken.
