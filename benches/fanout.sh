@@ -15,6 +15,7 @@
 #   BEFORE=/path/to/older/wsloop SERVERS="before-2 wsloop-2"   an older build beside this one
 #   SCENARIO_ARGS=--broadcast    broadcast to every connection instead of publishing
 #   TAG=name                     results in benches/results/fanout-TAG.{jsonl,md}
+#   SERVERS="epoll-1 uring-1"    wsloop on a given I/O driver (and loop count)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_server() { # name
   case "$1" in
     wsloop-*) "$BIN" serve --addr "127.0.0.1:$PORT" --workers "${1#wsloop-}" --metrics-addr off --log-level warn & ;;
+    epoll-* | uring-*) "$BIN" serve --io "${1%-*}" --addr "127.0.0.1:$PORT" --workers "${1#*-}" --metrics-addr off --log-level warn & ;;
     before-*) "$BEFORE" serve --addr "127.0.0.1:$PORT" --workers "${1#before-}" --metrics-addr off --log-level warn & ;;
     bun) "$BUN" benches/peers/bun-rooms.js "$PORT" 2>/dev/null & ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
