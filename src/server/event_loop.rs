@@ -110,8 +110,9 @@ pub enum Io {
 }
 
 impl Io {
-    /// The io_uring driver for one loop: its ring (made now, so that an
-    /// error surfaces at start) and the eventfd its inbox wakes it by.
+    /// The io_uring driver for one loop: its ring (made on the loop's own
+    /// thread, which becomes its only submitter) and the eventfd its inbox
+    /// wakes it by.
     pub fn uring(buf_size: usize, first_buffers: usize, eventfd: std::os::fd::OwnedFd) -> io::Result<Self> {
         Ok(Io::Uring(Box::new(completion::UringIo::new(buf_size, first_buffers, eventfd)?)))
     }
@@ -370,21 +371,17 @@ impl<H: Handler> EventLoop<H> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        let mut conn = match &mut self.io {
-            Io::Epoll(poll) => {
-                // Readable and writable once, edge-triggered: no epoll_ctl per
-                // backlog episode. A writable edge only comes after a write hit
-                // EAGAIN, so idle connections get no spurious events.
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                poll.registry().register(&mut socket, token(slot, generation), interest)?;
-                Conn::new(socket, generation)
-            }
-            Io::Uring(_) => Conn::new(socket, generation),
-        };
-        if let Io::Uring(uring) = &mut self.io {
-            uring.arm_recv(&mut conn, slot);
+        if let Io::Epoll(poll) = &mut self.io {
+            // Readable and writable once, edge-triggered: no epoll_ctl per
+            // backlog episode. A writable edge only comes after a write hit
+            // EAGAIN, so idle connections get no spurious events.
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            poll.registry().register(&mut socket, token(slot, generation), interest)?;
         }
-        entry.insert(conn);
+        let conn = entry.insert(Conn::new(socket, generation));
+        if let Io::Uring(uring) = &mut self.io {
+            uring.arm_recv(conn, slot);
+        }
         self.arm(slot, Timeout::Handshake);
         self.stats.connections.add(1);
         Ok(())
