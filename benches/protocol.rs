@@ -8,7 +8,7 @@ use wsloop::ws::frame::{opcode, write_frame, FrameHead, Role};
 use wsloop::ws::handshake::{parse_request, HandshakeConfig};
 use wsloop::ws::mask::{apply_mask, apply_mask_bytewise};
 use wsloop::ws::utf8::Utf8Validator;
-use wsloop::ws::{Config, Session};
+use wsloop::ws::{Config, Event, Session};
 
 fn header_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("header_decode");
@@ -79,7 +79,11 @@ fn handshake(c: &mut Criterion) {
             let mut input = req.to_vec();
             let mut asm = Vec::new();
             out.clear();
-            s.decode(black_box(&mut input), &mut asm, &mut out, &full).unwrap().consumed
+            let decoded = s.decode(black_box(&mut input), &mut asm, &mut out, &full).unwrap();
+            if let Some(Event::Upgrade(req)) = &decoded.event {
+                s.accept(&mut out, req);
+            }
+            decoded.consumed
         })
     });
 }
@@ -93,7 +97,9 @@ fn decode_message(c: &mut Criterion) {
     let mut s = Session::server();
     let mut hs = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n".to_vec();
     let (mut asm, mut out) = (Vec::new(), Vec::new());
-    s.decode(&mut hs, &mut asm, &mut out, &cfg).unwrap();
+    if let Some(Event::Upgrade(req)) = s.decode(&mut hs, &mut asm, &mut out, &cfg).unwrap().event {
+        s.accept(&mut out, &req);
+    }
     let mut buf = frame.clone();
     c.bench_function("session/decode_text_64", |b| {
         b.iter(|| {

@@ -143,6 +143,18 @@ pub struct ServeArgs {
     /// terms. About 22 KiB each at 10 bits (see BENCHMARKS.md).
     #[arg(long, env = "WSLOOP_COMPRESSION_MAX_DEDICATED", default_value_t = 0)]
     pub compression_max_dedicated: usize,
+    /// Upgrades must present a secret from this file (one per line), as
+    /// `Authorization: Bearer TOKEN` or `?token=TOKEN`; others get 401.
+    #[arg(long, env = "WSLOOP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Open connections one source address (IPv6: one /64) may hold (0: no
+    /// limit); past it, 429.
+    #[arg(long, env = "WSLOOP_MAX_CONNS_PER_IP", default_value_t = 0)]
+    pub max_conns_per_ip: u32,
+    /// Handshakes per second one source address may start, in bursts of as
+    /// many (0: no limit); past it, 429 with Retry-After.
+    #[arg(long, env = "WSLOOP_HANDSHAKE_RATE_PER_IP", default_value_t = 0)]
+    pub handshake_rate_per_ip: u32,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -185,6 +197,10 @@ impl ServeArgs {
                 max_rooms_per_conn: self.max_rooms_per_conn,
             },
             io: self.io,
+            address_limits: crate::server::address_limits::AddressLimitConfig {
+                max_conns: self.max_conns_per_ip,
+                handshake_rate: self.handshake_rate_per_ip,
+            },
             ..ServerConfig::default()
         };
         cfg.set_compression(CompressionConfig {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
-use wsloop::app::{BuiltinApp, EchoApp, PlainEcho};
+use wsloop::app::{BuiltinApp, EchoApp, PlainEcho, TokenAuth, Tokens};
 use wsloop::cli::{Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
 use wsloop::{logging, metrics, server, tune};
 
@@ -37,6 +37,20 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 
 fn serve(args: &ServeArgs) -> ExitCode {
     logging::init(args.log_level);
+    // Flags that name files are checked before anything starts.
+    let tokens = match &args.auth_token_file {
+        None => None,
+        Some(path) => match Tokens::load(path) {
+            Ok(tokens) => {
+                log::info!("upgrades must present a token from {}", path.display());
+                Some(std::sync::Arc::new(tokens))
+            }
+            Err(e) => {
+                eprintln!("wsloop: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // Buffers of a megabyte and more (a large message, read, corked or
     // queued) are mapped on their own and go back to the system when freed,
     // rather than glibc's threshold drifting up and keeping them resident.
@@ -62,8 +76,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let cfg = args.to_config();
     let workers = cfg.worker_count();
     let started = match args.app {
-        BuiltinApp::Echo => server::start(cfg, |_| EchoApp::new()),
-        BuiltinApp::PlainEcho => server::start(cfg, |_| PlainEcho),
+        BuiltinApp::Echo => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), EchoApp::new())),
+        BuiltinApp::PlainEcho => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), PlainEcho)),
     };
     let handle = match started {
         Ok(h) => h,

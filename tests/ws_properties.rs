@@ -69,6 +69,9 @@ fn decode_all(stream: &[u8], step: usize) -> Vec<Got> {
     let mut feed = |pending: &mut Vec<u8>, got: &mut Vec<Got>| loop {
         let Decoded { consumed, event, .. } =
             server.decode(pending, &mut assembly, &mut out, &cfg).expect("valid stream");
+        if let Some(Event::Upgrade(req)) = &event {
+            server.accept(&mut out, req);
+        }
         let e = event.map(|e| match e {
             Event::Text(t) => Some(Got::Text(t.to_string())),
             Event::Binary(b) => Some(Got::Binary(b.to_vec())),
@@ -119,6 +122,9 @@ proptest! {
                 loop {
                     match s.decode(&mut pending, &mut assembly, &mut out, &cfg) {
                         Ok(Decoded { consumed, event, .. }) => {
+                            if let Some(Event::Upgrade(req)) = &event {
+                                s.accept(&mut out, req);
+                            }
                             let done = event.is_none();
                             pending.drain(..consumed);
                             if done { break; }

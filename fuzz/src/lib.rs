@@ -81,7 +81,7 @@ pub enum Owned {
 impl From<Event<'_>> for Owned {
     fn from(e: Event<'_>) -> Owned {
         match e {
-            Event::Open(r) => Owned::Open(r.path.to_string()),
+            Event::Upgrade(r) => Owned::Open(r.path.to_string()),
             Event::Text(t) => Owned::Text(t.to_string()),
             Event::Binary(b) => Owned::Binary(b.to_vec()),
             Event::Ping(b) => Owned::Ping(b.to_vec()),
@@ -129,6 +129,9 @@ pub fn feed_with<'p>(
             match session.decode_inflating(&mut pending, &mut assembly, &mut run.out, cfg, inflation) {
                 Ok(Decoded { consumed, event, wanted }) => {
                     assert!(consumed <= len, "consumed {consumed} of {len}");
+                    if let Some(Event::Upgrade(req)) = &event {
+                        session.accept(&mut run.out, req);
+                    }
                     let got = event.map(Owned::from);
                     pending.drain(..consumed);
                     match got {

@@ -6,9 +6,11 @@
 pub mod command;
 pub mod echo;
 pub mod plain_echo;
+pub mod token_auth;
 
 pub use echo::EchoApp;
 pub use plain_echo::PlainEcho;
+pub use token_auth::{TokenAuth, Tokens};
 
 /// The built-in applications, by the name `--app` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

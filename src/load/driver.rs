@@ -645,7 +645,7 @@ impl Driver<'_> {
                     let deadline = self.wheel.now() + self.wheel.ticks(CLOSE_TIMEOUT);
                     self.wheel.schedule(&mut self.clients, slot as u32, deadline);
                 }
-                Event::Ping(_) | Event::Pong(_) | Event::Open(_) => {}
+                Event::Ping(_) | Event::Pong(_) | Event::Upgrade(_) => {}
             }
             if !self.clients.contains(slot) {
                 alive = false;

@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// io_uring: receive buffers (of `buffer_size`) each loop's ring starts
     /// with, and grows by after a pass in which it ran dry.
     pub uring_buffers: usize,
+    /// Per-source-address limits (connections held, handshake rate); off
+    /// by default.
+    pub address_limits: super::address_limits::AddressLimitConfig,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             compression: super::compression::CompressionConfig::default(),
             io: super::driver::IoChoice::default(),
             uring_buffers: super::uring::FIRST_BUFFERS,
+            address_limits: Default::default(),
         }
     }
 }

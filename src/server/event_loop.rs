@@ -15,6 +15,7 @@
 mod completion;
 
 use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +28,12 @@ use slab::Slab;
 use crate::ws::frame::FrameHead;
 use crate::ws::{Event, HandshakeError, Inflation, WsError};
 
+use super::address_limits::AddressLimits;
 use super::compression::{Deflaters, Inflaters};
 use super::config::ServerConfig;
 use super::conn::{Conn, IN_READY_LIST, OPENED, OWED, PEER_CLOSED, SENDING};
 use super::fanout::{Deliveries, Owed};
-use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message};
+use super::handler::{CloseCtx, ConnId, Ctx, Handler, LocalPublish, Message, Upgrade};
 use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::publication::Publication;
@@ -70,6 +72,8 @@ pub struct Shared {
     pub max_conns: usize,
     /// Set once shutdown has begun.
     pub shutting_down: AtomicBool,
+    /// Per-source-address limits, checked at accept.
+    pub address_limits: AddressLimits,
 }
 
 impl Links for Slab<Conn> {
@@ -160,6 +164,9 @@ pub struct EventLoop<H> {
     resume_accept_at: Option<Instant>,
     emfile_logged: bool,
     shutdown_deadline: Option<Instant>,
+    /// Each slot's peer address, kept only while `--max-conns-per-ip`
+    /// counts connections (to release its count at close); else empty.
+    peers: Vec<IpAddr>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -214,6 +221,7 @@ impl<H: Handler> EventLoop<H> {
             resume_accept_at: None,
             emfile_logged: false,
             shutdown_deadline: None,
+            peers: Vec::new(),
         }
     }
 
@@ -310,8 +318,8 @@ impl<H: Handler> EventLoop<H> {
             let Some(listener) = &self.listener else {
                 return;
             };
-            let socket = match listener.accept() {
-                Ok((socket, _)) => socket,
+            let (socket, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_out_of_descriptors(&e) => return self.pause_accept(&e),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
@@ -322,7 +330,7 @@ impl<H: Handler> EventLoop<H> {
                     break;
                 }
             };
-            self.admit(socket);
+            self.admit(socket, Some(peer));
         }
     }
 
@@ -337,35 +345,71 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Takes an accepted connection in, or refuses it past `--max-conns`.
-    fn admit(&mut self, socket: mio::net::TcpStream) {
+    /// Takes an accepted connection in, or refuses it past `--max-conns` or
+    /// its address's limits. `peer` is the address accept gave, if it did.
+    fn admit(&mut self, socket: mio::net::TcpStream, peer: Option<SocketAddr>) {
         self.emfile_logged = false;
         self.stats.accepted.add(1);
-        let open = self.shared.open.fetch_add(1, Ordering::Relaxed);
-        if open >= self.shared.max_conns {
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            self.refuse_overloaded(socket);
-            return;
+        let mut counted = None;
+        let limits = &self.shared.address_limits;
+        if limits.is_enabled() {
+            // io_uring's accept gives no address: ask the kernel (only here).
+            let Some(ip) = peer.or_else(|| socket.peer_addr().ok()).map(|p| p.ip()) else {
+                return; // Gone already: dropping it closes it.
+            };
+            match limits.admit(ip, Instant::now()) {
+                Ok(()) => counted = limits.counts_conns().then_some(ip),
+                Err(limited) => {
+                    let reason = CloseReason::HandshakeFailed;
+                    return self.refuse_at_accept(socket, limited.error, limited.retry_after, reason);
+                }
+            }
         }
-        if let Err(e) = self.register(socket) {
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("loop {}: cannot register a connection: {e}", self.id);
+        let open = self.shared.open.fetch_add(1, Ordering::Relaxed);
+        let registered = if open >= self.shared.max_conns {
+            self.refuse_at_accept(socket, HandshakeError::Overloaded, 1, CloseReason::Overloaded);
+            None
+        } else {
+            self.register(socket).map_err(|e| log::warn!("loop {}: cannot register a connection: {e}", self.id)).ok()
+        };
+        match (registered, counted) {
+            (Some(slot), Some(ip)) => {
+                if self.peers.len() <= slot {
+                    self.peers.resize(slot + 1, IpAddr::from([0, 0, 0, 0]));
+                }
+                self.peers[slot] = ip;
+            }
+            (Some(_), None) => {}
+            (None, counted) => {
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                if let Some(ip) = counted {
+                    self.shared.address_limits.release(ip);
+                }
+            }
         }
     }
 
-    /// Answers 503 on a connection over the limit and drops it. Best effort:
-    /// the reply is small enough for an empty socket buffer.
-    fn refuse_overloaded(&mut self, mut socket: mio::net::TcpStream) {
+    /// Answers a 429 or 503 on a connection refused at accept, and drops it.
+    /// Best effort: the reply is small enough for an empty socket buffer,
+    /// and nothing of the connection was kept.
+    fn refuse_at_accept(
+        &mut self,
+        mut socket: mio::net::TcpStream,
+        error: HandshakeError,
+        retry_after: u32,
+        reason: CloseReason,
+    ) {
         self.out.clear();
-        crate::ws::handshake::write_reject(&mut self.out, HandshakeError::Overloaded);
+        crate::ws::handshake::write_reject_after(&mut self.out, error, retry_after);
         let _ = socket.write(&self.out);
         self.out.clear();
-        self.stats.count_handshake_failure(HandshakeError::Overloaded);
-        self.stats.count_close(CloseReason::Overloaded);
-        log::debug!("loop {}: refused a connection: at --max-conns {}", self.id, self.shared.max_conns);
+        self.stats.count_handshake_failure(error);
+        self.stats.count_close(reason);
+        log::debug!("loop {}: refused a connection at accept: {error}", self.id);
     }
 
-    fn register(&mut self, mut socket: mio::net::TcpStream) -> io::Result<()> {
+    /// Takes the connection into the slab and the driver; its slot.
+    fn register(&mut self, mut socket: mio::net::TcpStream) -> io::Result<usize> {
         socket.set_nodelay(true)?;
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -384,7 +428,7 @@ impl<H: Handler> EventLoop<H> {
         }
         self.arm(slot, Timeout::Handshake);
         self.stats.connections.add(1);
-        Ok(())
+        Ok(slot)
     }
 
     /// Remembers that the peer's FIN (or an error) was reported, so reads
@@ -682,6 +726,15 @@ impl<H: Handler> EventLoop<H> {
             let Some(event) = decoded.event else {
                 break Ok(decoded.wanted);
             };
+            if let Event::Upgrade(request) = &event {
+                // Who may connect: the application's verdict, before the 101.
+                let upgrade = Upgrade { request, socket: &conn.socket };
+                if let Err(refusal) = handler.on_upgrade(&upgrade) {
+                    let refused = conn.session.refuse(out, refusal.error(), refusal.retry_after());
+                    break Err(decode_failure(refused, stats, *id));
+                }
+                conn.session.accept(out, request);
+            }
             let mut ctx = Ctx {
                 id: conn_id,
                 session: &mut conn.session,
@@ -695,7 +748,7 @@ impl<H: Handler> EventLoop<H> {
                 published: &mut published,
             };
             match event {
-                Event::Open(request) => {
+                Event::Upgrade(request) => {
                     conn.flags |= OPENED;
                     if let Some(terms) = &request.deflate {
                         ctx.deflaters.agreed(conn_id.slot, terms);
@@ -905,6 +958,9 @@ impl<H: Handler> EventLoop<H> {
         self.stats.count_close(reason);
         self.stats.connections.sub(1);
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        if self.shared.address_limits.counts_conns() {
+            self.shared.address_limits.release(self.peers[slot]);
+        }
         if conn.flags & OPENED != 0 {
             let id = ConnId { loop_id: self.id, slot: slot as u32, generation: conn.generation };
             let mut ctx = CloseCtx { id, hub: &self.hub, local: &mut self.local, published: 0 };

@@ -8,10 +8,11 @@
 //! once per batch of input, so a handler never blocks and never sees a
 //! socket.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::ws::frame::opcode;
-use crate::ws::{Request, Session};
+use crate::ws::{HandshakeError, Request, Session};
 
 use super::compression::Deflaters;
 use super::hub::Hub;
@@ -51,6 +52,57 @@ pub(crate) struct LocalPublish {
     pub frame: Arc<Publication>,
     /// The publisher's slot: it got its copy in order, or asked for none.
     pub skip: u32,
+}
+
+/// An upgrade request waiting for the application's verdict (see
+/// [`Handler::on_upgrade`]): the request, and the peer it came from.
+pub struct Upgrade<'a> {
+    /// The request: path, query, headers (through [`Request::header`]).
+    pub request: &'a Request<'a>,
+    pub(crate) socket: &'a mio::net::TcpStream,
+}
+
+impl Upgrade<'_> {
+    /// The peer's address; `None` if the peer is already gone. Asked of
+    /// the kernel on each call (the engine does not keep it per connection).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.socket.peer_addr().ok()
+    }
+}
+
+/// How an application turns an upgrade request away. The client gets the
+/// HTTP status named, `Connection: close` and a one-line body; the refusal
+/// counts in `wsloop_handshake_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401, with `WWW-Authenticate: Bearer`: credentials missing or wrong.
+    Unauthorized,
+    /// 403: this client may not connect, whatever it sends.
+    Forbidden,
+    /// 429, with `Retry-After`: come back in `retry_after` seconds.
+    TooManyRequests {
+        /// Seconds, at least 1.
+        retry_after: u32,
+    },
+}
+
+impl Refusal {
+    /// The handshake error the refusal is answered and counted as.
+    pub fn error(self) -> HandshakeError {
+        match self {
+            Refusal::Unauthorized => HandshakeError::Unauthorized,
+            Refusal::Forbidden => HandshakeError::Forbidden,
+            Refusal::TooManyRequests { .. } => HandshakeError::TooManyRequests,
+        }
+    }
+
+    /// The `Retry-After` seconds of a 429 (1 for the others, unused).
+    pub fn retry_after(self) -> u32 {
+        match self {
+            Refusal::TooManyRequests { retry_after } => retry_after.max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// What a handler may do with the connection it is called for.
@@ -199,6 +251,14 @@ impl CloseCtx<'_> {
 /// An application running on the engine. Every method runs on the event
 /// loop thread that owns the connection: keep it short and never block.
 pub trait Handler {
+    /// A valid upgrade request arrived: accept it (`Ok`, the default) or
+    /// refuse it before the 101 is sent. Runs after the engine's own checks
+    /// (path, origin, per-address limits); keep it quick, as for every call.
+    fn on_upgrade(&mut self, upgrade: &Upgrade<'_>) -> Result<(), Refusal> {
+        let _ = upgrade;
+        Ok(())
+    }
+
     /// The upgrade succeeded (the 101 is already queued).
     fn on_open(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) {
         let _ = (ctx, request);

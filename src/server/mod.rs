@@ -7,6 +7,7 @@
 //! listener sets SO_REUSEPORT): that is how a host whose per-process file
 //! limit is below the target still serves 100,000 connections.
 
+pub mod address_limits;
 pub mod compression;
 pub mod config;
 pub mod conn;
@@ -36,7 +37,7 @@ use hub::{Hub, LoopWaker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use config::ServerConfig;
-pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message};
+pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, Refusal, Upgrade};
 pub use rooms::{RoomError, RoomLimits};
 pub use stats::{CloseReason, LoopStats};
 
@@ -163,7 +164,12 @@ where
         let (soft, _) = crate::tune::rlimit::nofile()?;
         (soft as usize).saturating_sub(FD_RESERVE).max(1)
     };
-    let shared = Arc::new(Shared { open: AtomicUsize::new(0), max_conns, shutting_down: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        open: AtomicUsize::new(0),
+        max_conns,
+        shutting_down: AtomicBool::new(false),
+        address_limits: address_limits::AddressLimits::new(cfg.address_limits),
+    });
     // The first listener resolves port 0; the others join the same port.
     let first = bind_reuseport(cfg.addr, cfg.listen_backlog)?;
     let addr = first.local_addr()?;

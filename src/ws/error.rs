@@ -125,11 +125,22 @@ pub enum HandshakeError {
     ForbiddenOrigin,
     /// The server is at its connection limit (503).
     Overloaded,
+    /// The application asked for credentials that were missing or wrong
+    /// (401, with `WWW-Authenticate: Bearer`).
+    Unauthorized,
+    /// The application refused this client (403).
+    Forbidden,
+    /// The application asked this client to come back later (429).
+    TooManyRequests,
+    /// The peer's address holds `--max-conns-per-ip` connections already (429).
+    TooManyConnections,
+    /// The peer's address is over its handshake rate (429).
+    HandshakeRate,
 }
 
 impl HandshakeError {
     /// Every refusal, in declaration order (counters index by discriminant).
-    pub const ALL: [HandshakeError; 10] = [
+    pub const ALL: [HandshakeError; 15] = [
         HandshakeError::Malformed,
         HandshakeError::HeaderTooLarge,
         HandshakeError::MethodNotAllowed,
@@ -140,16 +151,23 @@ impl HandshakeError {
         HandshakeError::UnknownPath,
         HandshakeError::ForbiddenOrigin,
         HandshakeError::Overloaded,
+        HandshakeError::Unauthorized,
+        HandshakeError::Forbidden,
+        HandshakeError::TooManyRequests,
+        HandshakeError::TooManyConnections,
+        HandshakeError::HandshakeRate,
     ];
 
     /// The HTTP status code of the reply.
     pub fn status(self) -> u16 {
         match self {
             HandshakeError::Malformed | HandshakeError::MissingHost | HandshakeError::BadKey => 400,
-            HandshakeError::ForbiddenOrigin => 403,
+            HandshakeError::Unauthorized => 401,
+            HandshakeError::ForbiddenOrigin | HandshakeError::Forbidden => 403,
             HandshakeError::UnknownPath => 404,
             HandshakeError::MethodNotAllowed => 405,
             HandshakeError::NotUpgrade | HandshakeError::UnsupportedVersion => 426,
+            HandshakeError::TooManyRequests | HandshakeError::TooManyConnections | HandshakeError::HandshakeRate => 429,
             HandshakeError::HeaderTooLarge => 431,
             HandshakeError::Overloaded => 503,
         }
@@ -168,6 +186,11 @@ impl HandshakeError {
             HandshakeError::UnknownPath => "no WebSocket endpoint at this path",
             HandshakeError::ForbiddenOrigin => "origin not allowed",
             HandshakeError::Overloaded => "server at its connection limit, try again later",
+            HandshakeError::Unauthorized => "missing or invalid credentials",
+            HandshakeError::Forbidden => "refused",
+            HandshakeError::TooManyRequests => "too many requests, try again later",
+            HandshakeError::TooManyConnections => "too many connections from this address",
+            HandshakeError::HandshakeRate => "too many handshakes from this address, slow down",
         }
     }
 
@@ -184,6 +207,11 @@ impl HandshakeError {
             HandshakeError::UnknownPath => "path",
             HandshakeError::ForbiddenOrigin => "origin",
             HandshakeError::Overloaded => "overloaded",
+            HandshakeError::Unauthorized => "unauthorized",
+            HandshakeError::Forbidden => "forbidden",
+            HandshakeError::TooManyRequests => "too_many_requests",
+            HandshakeError::TooManyConnections => "per_ip_conns",
+            HandshakeError::HandshakeRate => "per_ip_rate",
         }
     }
 }

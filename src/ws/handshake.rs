@@ -64,6 +64,30 @@ pub struct Request<'a> {
     pub deflate: Option<Deflate>,
     /// Bytes taken by the request head; frames may follow right after it.
     pub head_len: usize,
+    /// The whole request head (request line and headers), for
+    /// [`header`](Self::header): the handshake keeps no header table.
+    pub head: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The value of the first header named `name` (any case), trimmed.
+    /// Scans the head; meant for the few lookups an admission check makes.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        let head = std::str::from_utf8(self.head).ok()?;
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The raw (still percent-encoded) value of the first query parameter
+    /// named `name`: `?a=1&token=xyz` gives `xyz` for `token`.
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query?.split('&').find_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (n == name).then_some(v)
+        })
+    }
 }
 
 /// Parses an upgrade request from the front of `buf`.
@@ -96,14 +120,15 @@ pub fn parse_request<'a>(
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeaderTooLarge),
         Err(_) => return Err(HandshakeError::Malformed),
     };
-    validate(&req, cfg, head_len).map(Some)
+    validate(&req, cfg, &buf[..head_len]).map(Some)
 }
 
 fn validate<'a>(
     req: &httparse::Request<'_, 'a>,
     cfg: &HandshakeConfig,
-    head_len: usize,
+    head: &'a [u8],
 ) -> Result<Request<'a>, HandshakeError> {
+    let head_len = head.len();
     if req.version != Some(1) {
         return Err(HandshakeError::Malformed);
     }
@@ -175,7 +200,7 @@ fn validate<'a>(
         // Every value is UTF-8: checked above.
         extension::negotiate(offers.filter_map(|h| std::str::from_utf8(h.value).ok()), &policy)
     });
-    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, deflate, head_len })
+    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, deflate, head_len, head })
 }
 
 /// True if the comma-separated `list` holds `token`, ignoring ASCII case.
@@ -212,22 +237,35 @@ pub fn write_accept(out: &mut Vec<u8>, req: &Request<'_>) {
 /// Appends the error reply for `err`: status line, the headers the status
 /// calls for, `Connection: close` and a one-line plain-text body.
 pub fn write_reject(out: &mut Vec<u8>, err: HandshakeError) {
+    write_reject_after(out, err, 1);
+}
+
+/// [`write_reject`], telling a 429 or 503 to retry after `retry_after`
+/// seconds (at least 1).
+pub fn write_reject_after(out: &mut Vec<u8>, err: HandshakeError, retry_after: u32) {
     use std::io::Write;
     let status = err.status();
     let phrase = match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
+    let retry;
     let extra = match err {
         HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
         HandshakeError::NotUpgrade => "Upgrade: websocket\r\n",
         HandshakeError::MethodNotAllowed => "Allow: GET\r\n",
-        HandshakeError::Overloaded => "Retry-After: 1\r\n",
+        HandshakeError::Unauthorized => "WWW-Authenticate: Bearer\r\n",
+        _ if matches!(err.status(), 429 | 503) => {
+            retry = format!("Retry-After: {}\r\n", retry_after.max(1));
+            &retry
+        }
         _ => "",
     };
     let body = err.reason();
@@ -368,6 +406,10 @@ mod tests {
             (HandshakeError::UnknownPath, "HTTP/1.1 404 Not Found\r\n"),
             (HandshakeError::HeaderTooLarge, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             (HandshakeError::Overloaded, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"),
+            (HandshakeError::Unauthorized, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"),
+            (HandshakeError::Forbidden, "HTTP/1.1 403 Forbidden\r\n"),
+            (HandshakeError::TooManyRequests, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"),
+            (HandshakeError::TooManyConnections, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"),
         ] {
             let reply = reply_of(err);
             assert!(reply.starts_with(line), "{reply}");
@@ -375,5 +417,33 @@ mod tests {
             assert!(head.contains(&format!("Content-Length: {}", body.len())));
             assert!(head.ends_with("Connection: close"));
         }
+    }
+
+    #[test]
+    fn a_429_says_when_to_retry() {
+        let mut out = Vec::new();
+        write_reject_after(&mut out, HandshakeError::HandshakeRate, 7);
+        let reply = String::from_utf8(out).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n"), "{reply}");
+        let mut out = Vec::new();
+        write_reject_after(&mut out, HandshakeError::Malformed, 7);
+        assert!(!String::from_utf8(out).unwrap().contains("Retry-After"));
+    }
+
+    #[test]
+    fn headers_and_query_parameters_are_found_by_name() {
+        let raw =
+            request("Authorization: Bearer  s3cret \r\nX-Empty:\r\n").replace("/ws", "/ws?room=a&token=t%2B1&flag");
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap();
+        assert_eq!(req.head, raw.as_bytes());
+        assert_eq!(req.header("authorization"), Some("Bearer  s3cret"));
+        assert_eq!(req.header("HOST"), Some("example.com"));
+        assert_eq!(req.header("x-empty"), Some(""));
+        assert_eq!(req.header("cookie"), None);
+        // The request line is not a header, however it looks.
+        assert_eq!(req.header("GET /ws?room=a&token=t%2B1&flag HTTP/1.1"), None);
+        assert_eq!(req.query_param("token"), Some("t%2B1"));
+        assert_eq!(req.query_param("flag"), Some(""));
+        assert_eq!(req.query_param("tok"), None);
     }
 }

@@ -2,10 +2,15 @@
 //! reply bytes appended to the caller's output buffer.
 //!
 //! ```text
-//!  Handshake --101--> Open --we send close--> CloseSent --peer's close--> Closed
-//!      |                |                                                 ^
-//!      +--4xx-----------+--peer's close (echoed) / protocol error---------+
+//!  Handshake --accept: 101--> Open --we send close--> CloseSent --peer's close--> Closed
+//!      |                        |                                                 ^
+//!      +--4xx (bad request, ----+--peer's close (echoed) / protocol error---------+
+//!          or refuse)
 //! ```
+//!
+//! A whole upgrade request is handed to the caller as [`Event::Upgrade`]
+//! with nothing written: the caller decides who may connect, then calls
+//! [`Session::accept`] (the 101) or [`Session::refuse`] (a 4xx).
 //!
 //! A [`Session`] is 12 bytes and owns no buffer. The caller owns the input
 //! buffer (frames are unmasked in place and events borrow from it, so a
@@ -13,7 +18,7 @@
 //! (only touched by fragmented messages) and the output buffer.
 
 use super::deflate::{InflateError, InflaterSource};
-use super::error::{ProtocolError, WsError};
+use super::error::{HandshakeError, ProtocolError, WsError};
 use super::extension::Deflate;
 use super::frame::{opcode, write_close, write_compressed_frame, write_frame, FrameHead, Role, MAX_HEADER_LEN};
 use super::handshake::{self, HandshakeConfig, Request};
@@ -66,8 +71,10 @@ pub enum Phase {
 /// What the peer did, borrowing its payload from the caller's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// The upgrade was accepted; the 101 reply has been written.
-    Open(Request<'a>),
+    /// A whole, valid upgrade request; nothing has been written yet. Answer
+    /// it with [`Session::accept`] or [`Session::refuse`] before decoding
+    /// further (frames may follow it in the same input).
+    Upgrade(Request<'a>),
     /// A whole text message, UTF-8 checked.
     Text(&'a str),
     /// A whole binary message.
@@ -110,6 +117,10 @@ pub struct Inflation<'i, 'a> {
     /// Cleared, then filled with the inflated message.
     pub output: &'a mut Vec<u8>,
 }
+
+/// `Session::progress` in the handshake once the request is whole: the
+/// caller must `accept` or `refuse` it before the next decode.
+const AWAITING_VERDICT: u32 = u32::MAX;
 
 /// `Session::ext` bit: permessage-deflate was negotiated.
 const DEFLATE: u8 = 1;
@@ -194,8 +205,10 @@ impl Session {
     /// Decodes the next event from the front of `input`.
     ///
     /// Frames are unmasked in place. A fragmented message is collected in
-    /// `assembly`; automatic replies (the 101, pongs, close echoes, the close
-    /// frame or HTTP error of a failure) are appended to `out`. On `Err` the
+    /// `assembly`; automatic replies (pongs, close echoes, the close frame
+    /// or HTTP error of a failure) are appended to `out`; a whole upgrade
+    /// request waits for [`accept`](Self::accept) or
+    /// [`refuse`](Self::refuse). On `Err` the
     /// session is `Closed`: write out `out`, then close the connection.
     pub fn decode<'a>(
         &mut self,
@@ -220,8 +233,9 @@ impl Session {
         cfg: &Config,
         inflation: Option<Inflation<'_, 'a>>,
     ) -> Result<Decoded<'a>, WsError> {
+        debug_assert!(!self.awaits_verdict(), "an Event::Upgrade was not answered");
         let result = match self.phase {
-            Phase::Handshake => self.decode_handshake(input, out, &cfg.handshake),
+            Phase::Handshake => self.decode_handshake(input, &cfg.handshake),
             Phase::Open | Phase::CloseSent => self.decode_frames(input, assembly, out, &cfg.limits, inflation),
             Phase::Closed => Ok(Decoded { consumed: input.len(), event: None, wanted: 0 }),
         };
@@ -251,27 +265,45 @@ impl Session {
         self.utf8.debug_check_invariants();
     }
 
-    fn decode_handshake<'a>(
-        &mut self,
-        input: &'a [u8],
-        out: &mut Vec<u8>,
-        cfg: &HandshakeConfig,
-    ) -> Result<Decoded<'a>, WsError> {
+    fn decode_handshake<'a>(&mut self, input: &'a [u8], cfg: &HandshakeConfig) -> Result<Decoded<'a>, WsError> {
         let mut scanned = self.progress as usize;
         let parsed = handshake::parse_request(input, &mut scanned, cfg);
-        self.progress = scanned.min(u32::MAX as usize) as u32;
+        self.progress = scanned.min(AWAITING_VERDICT as usize - 1) as u32;
         match parsed? {
             None => Ok(Decoded { consumed: 0, event: None, wanted: input.len() + 1 }),
             Some(req) => {
-                handshake::write_accept(out, &req);
-                if let Some(terms) = &req.deflate {
-                    self.enable_deflate(terms);
-                }
-                self.phase = Phase::Open;
-                self.progress = 0;
-                Ok(Decoded { consumed: req.head_len, event: Some(Event::Open(req)), wanted: 0 })
+                self.progress = AWAITING_VERDICT;
+                Ok(Decoded { consumed: req.head_len, event: Some(Event::Upgrade(req)), wanted: 0 })
             }
         }
+    }
+
+    /// Accepts the upgrade request just decoded: appends the 101 (with the
+    /// agreed subprotocol and deflate terms) and opens the session.
+    pub fn accept(&mut self, out: &mut Vec<u8>, req: &Request<'_>) {
+        debug_assert!(self.awaits_verdict(), "accept answers an Event::Upgrade");
+        handshake::write_accept(out, req);
+        if let Some(terms) = &req.deflate {
+            self.enable_deflate(terms);
+        }
+        self.phase = Phase::Open;
+        self.progress = 0;
+    }
+
+    /// Refuses the upgrade request just decoded with `err` (a 401, 403 or
+    /// 429, say; `retry_after` seconds for a 429 or 503): appends the reply
+    /// and closes the session. Returns the error to end the connection with.
+    pub fn refuse(&mut self, out: &mut Vec<u8>, err: HandshakeError, retry_after: u32) -> WsError {
+        debug_assert!(self.awaits_verdict(), "refuse answers an Event::Upgrade");
+        handshake::write_reject_after(out, err, retry_after);
+        self.phase = Phase::Closed;
+        self.progress = 0;
+        WsError::Handshake(err)
+    }
+
+    /// True between an [`Event::Upgrade`] and its `accept` or `refuse`.
+    fn awaits_verdict(&self) -> bool {
+        self.phase == Phase::Handshake && self.progress == AWAITING_VERDICT
     }
 
     fn decode_frames<'a>(

@@ -55,7 +55,24 @@ pub type Tung = tungstenite::WebSocket<TcpStream>;
 
 /// Connects a tungstenite client to `ws://addr/ws`.
 pub fn tung_connect(addr: SocketAddr) -> Tung {
-    let stream = TcpStream::connect(addr).expect("connect");
+    tung_connect_from(addr, None)
+}
+
+/// A TCP connection to `addr` from `source` (any address of 127.0.0.0/8
+/// works on loopback), or from wherever the kernel picks.
+pub fn tcp_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> TcpStream {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).expect("connect");
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).expect("bind the source address");
+    socket.connect(&addr.into()).expect("connect");
+    socket.into()
+}
+
+/// [`tung_connect`] from `source` (see [`tcp_from`]).
+pub fn tung_connect_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> Tung {
+    let stream = tcp_from(addr, source);
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, resp) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("handshake");
     assert_eq!(resp.status(), 101);
@@ -196,7 +213,14 @@ pub struct Background {
 impl Background {
     /// Connects `n` clients to `addr` and starts echoing.
     pub fn start(addr: SocketAddr, n: usize) -> Background {
-        let mut clients: Vec<Tung> = (0..n).map(|_| tung_connect(addr)).collect();
+        Background::start_from(addr, n, &[])
+    }
+
+    /// [`start`](Self::start), the clients spread over `sources` (round
+    /// robin; none: the kernel's choice).
+    pub fn start_from(addr: SocketAddr, n: usize, sources: &[std::net::IpAddr]) -> Background {
+        let source = |i: usize| (!sources.is_empty()).then(|| sources[i % sources.len()]);
+        let mut clients: Vec<Tung> = (0..n).map(|i| tung_connect_from(addr, source(i))).collect();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {

@@ -262,7 +262,7 @@ impl<H: Handler> EventLoop<H> {
             // SAFETY: the kernel gave us this new descriptor; nothing else owns it.
             let socket = unsafe { mio::net::TcpStream::from_raw_fd(result) };
             if self.listener.is_some() {
-                self.admit(socket);
+                self.admit(socket, None);
             }
             // Else shutdown began while it was accepted: it is closed unserved.
         } else {

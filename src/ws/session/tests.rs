@@ -34,7 +34,7 @@ enum Owned {
 
 fn own(e: Event<'_>) -> Owned {
     match e {
-        Event::Open(r) => Owned::Open(r.path.to_string()),
+        Event::Upgrade(r) => Owned::Open(r.path.to_string()),
         Event::Text(t) => Owned::Text(t.to_string()),
         Event::Binary(b) => Owned::Binary(b.to_vec()),
         Event::Ping(b) => Owned::Ping(b.to_vec()),
@@ -54,6 +54,9 @@ fn run(s: &mut Session, input: &[u8], cfg: &Config) -> (Vec<Owned>, Vec<u8>, Opt
         match s.decode(&mut buf[pos..], &mut assembly, &mut out, cfg) {
             Ok(Decoded { consumed, event: Some(e), .. }) => {
                 pos += consumed;
+                if let Event::Upgrade(req) = &e {
+                    s.accept(&mut out, req);
+                }
                 events.push(own(e));
             }
             Ok(Decoded { event: None, .. }) => return (events, out, None),
@@ -85,6 +88,9 @@ fn run_pieces<'p>(
         loop {
             match s.decode(&mut pending, &mut assembly, &mut out, &cfg) {
                 Ok(Decoded { consumed, event, .. }) => {
+                    if let Some(Event::Upgrade(req)) = &event {
+                        s.accept(&mut out, req);
+                    }
                     let got = event.map(own);
                     pending.drain(..consumed);
                     match got {
@@ -151,6 +157,27 @@ fn request_and_frames_one_byte_at_a_time() {
             Owned::Binary(vec![0; 300])
         ]
     );
+}
+
+#[test]
+fn an_upgrade_waits_for_its_verdict_and_a_refusal_ends_the_session() {
+    let mut input = REQUEST.to_vec();
+    input.extend_from_slice(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    let mut s = Session::server();
+    let (mut assembly, mut out) = (Vec::new(), Vec::new());
+    let d = s.decode(&mut input, &mut assembly, &mut out, &cfg()).unwrap();
+    let Some(Event::Upgrade(req)) = d.event else { panic!("{:?}", d.event) };
+    assert_eq!((d.consumed, req.path), (REQUEST.len(), "/ws"));
+    assert!(out.is_empty(), "nothing is written before the verdict");
+    assert_eq!(s.phase(), Phase::Handshake);
+    let err = s.refuse(&mut out, HandshakeError::TooManyRequests, 9);
+    assert_eq!(err, WsError::Handshake(HandshakeError::TooManyRequests));
+    assert!(out.starts_with(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 9\r\n"), "{out:?}");
+    assert_eq!(s.phase(), Phase::Closed);
+    // The frame behind the refused request is dropped unread.
+    let rest = &mut input[REQUEST.len()..];
+    let d = s.decode(rest, &mut assembly, &mut out, &cfg()).unwrap();
+    assert_eq!((d.consumed, d.event), (11, None));
 }
 
 #[test]
@@ -541,6 +568,9 @@ fn run_inflating(s: &mut Session, input: &[u8], limits: Limits) -> (Vec<Owned>, 
         match s.decode_inflating(&mut buf[pos..], &mut assembly, &mut out, &cfg, Some(inflation)) {
             Ok(Decoded { consumed, event: Some(e), .. }) => {
                 pos += consumed;
+                if let Event::Upgrade(req) = &e {
+                    s.accept(&mut out, req);
+                }
                 events.push(own(e));
             }
             Ok(Decoded { event: None, .. }) => return (events, None),
