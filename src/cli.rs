@@ -143,6 +143,13 @@ pub struct ServeArgs {
     /// terms. About 22 KiB each at 10 bits (see BENCHMARKS.md).
     #[arg(long, env = "WSLOOP_COMPRESSION_MAX_DEDICATED", default_value_t = 0)]
     pub compression_max_dedicated: usize,
+    /// Serve wss:// with this certificate chain (PEM); needs --tls-key.
+    /// SIGHUP reloads both files (new handshakes use them; a bad file keeps the old).
+    #[arg(long, env = "WSLOOP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, env = "WSLOOP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Upgrades must present a secret from this file (one per line), as
     /// `Authorization: Bearer TOKEN` or `?token=TOKEN`; others get 401.
     #[arg(long, env = "WSLOOP_AUTH_TOKEN_FILE")]

@@ -51,17 +51,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         },
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match server::tls::TlsCerts::load(cert, key) {
+            Ok(certs) => Some(std::sync::Arc::new(certs)),
+            Err(e) => {
+                eprintln!("wsloop: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // Buffers of a megabyte and more (a large message, read, corked or
     // queued) are mapped on their own and go back to the system when freed,
     // rather than glibc's threshold drifting up and keeping them resident.
     // SAFETY: mallopt only sets an allocator parameter; called before any
     // other thread starts.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
-    // Block SIGINT/SIGTERM before any thread starts, so every thread inherits
+    // Block SIGINT/SIGTERM/SIGHUP before any thread starts, so every thread inherits
     // the mask and only the signal thread below receives them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
     if let Err(e) = signals.thread_block() {
         eprintln!("wsloop: cannot block signals: {e}");
         return ExitCode::FAILURE;
@@ -73,7 +84,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         ),
         Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
     }
-    let cfg = args.to_config();
+    let mut cfg = args.to_config();
+    cfg.tls = tls.clone();
     let workers = cfg.worker_count();
     let started = match args.app {
         BuiltinApp::Echo => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), EchoApp::new())),
@@ -92,7 +104,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     log::info!(
-        "listening on ws://{}{} with {workers} event loops, max {} connections, app {}",
+        "listening on {}://{}{} with {workers} event loops, max {} connections, app {}",
+        if tls.is_some() { "wss" } else { "ws" },
         handle.local_addr(),
         args.paths.first().map_or("/", String::as_str),
         handle.max_conns(),
@@ -129,13 +142,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
     std::thread::Builder::new()
         .name("wsloop-signals".into())
         .spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                log::info!("{sig}: shutting down (closing connections, up to {timeout:?}); again to exit now");
-                trigger.shutdown();
-            }
-            if let Ok(sig) = signals.wait() {
-                log::warn!("{sig} again: exiting now");
-                std::process::exit(130);
+            let mut asked_to_stop = false;
+            while let Ok(sig) = signals.wait() {
+                match sig {
+                    Signal::SIGHUP => match &tls {
+                        Some(certs) => match certs.reload() {
+                            Ok(()) => {
+                                log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them")
+                            }
+                            Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
+                        },
+                        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+                    },
+                    _ if !asked_to_stop => {
+                        asked_to_stop = true;
+                        log::info!("{sig}: shutting down (closing connections, up to {timeout:?}); again to exit now");
+                        trigger.shutdown();
+                    }
+                    _ => {
+                        log::warn!("{sig} again: exiting now");
+                        std::process::exit(130);
+                    }
+                }
             }
         })
         .expect("spawn the signal thread");

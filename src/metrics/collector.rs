@@ -11,7 +11,10 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use crate::server::stats::{handshake_failure_labels, CloseReason, LoopStats, ITERATION_BUCKETS};
+use crate::server::stats::{
+    handshake_failure_labels, CloseReason, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
+};
+use crate::server::tls::TlsFailure;
 
 /// What the collector reads: every loop's counters and the process limits.
 #[derive(Clone)]
@@ -167,11 +170,52 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.uring_buffers.get())),
     },
     Family {
+        name: "wsloop_tls_handshakes_total",
+        help: "TLS handshakes completed.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.tls_handshakes.get())),
+    },
+    Family {
+        name: "wsloop_tls_handshake_failures_total",
+        help: "TLS handshakes that failed, by reason.",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let by = |f: &TlsFailure| sample(kind, vec![label("reason", f.label())], src.sum(|s| s.tls_failures_by(*f)));
+            Some(TlsFailure::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_tls_handshake_seconds",
+        help: "Time from accept to TLS keys agreed.",
+        kind: MetricType::HISTOGRAM,
+        label: Some("loop"),
+        read: |src, _| {
+            let of = |i: String, s: &LoopStats| {
+                histogram(&TLS_HANDSHAKE_BUCKETS, &s.tls_handshake_buckets, s.tls_handshake_nanos.get(), &i)
+            };
+            Some(per_loop(src, of))
+        },
+    },
+    Family {
+        name: "wsloop_tls_handshakes_deferred_total",
+        help: "TLS handshake turns put off to a later loop pass by the per-pass handshake budget.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.tls_deferred.get())),
+    },
+    Family {
         name: "wsloop_loop_iteration_seconds",
         help: "Time one event loop pass spent handling events.",
         kind: MetricType::HISTOGRAM,
         label: Some("loop"),
-        read: |src, _| Some(per_loop(src, |i, s| iteration_histogram(s, &i))),
+        read: |src, _| {
+            let of = |i: String, s: &LoopStats| {
+                histogram(&ITERATION_BUCKETS, &s.iteration_buckets, s.iteration_nanos.get(), &i)
+            };
+            Some(per_loop(src, of))
+        },
     },
     Family {
         name: "wsloop_rooms",
@@ -313,21 +357,24 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     f
 }
 
-fn iteration_histogram(stats: &LoopStats, loop_label: &str) -> Metric {
+/// A histogram of one loop from its per-bucket counts (the last one past
+/// every bound) and the sum of its samples in nanoseconds.
+fn histogram(bounds: &[f64], counts: &[LoopCounter], nanos: u64, loop_label: &str) -> Metric {
+    debug_assert_eq!(counts.len(), bounds.len() + 1);
     let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(ITERATION_BUCKETS.len());
-    for (i, bound) in ITERATION_BUCKETS.iter().enumerate() {
-        cumulative += stats.iteration_buckets[i].get();
+    let mut buckets = Vec::with_capacity(bounds.len());
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += counts[i].get();
         let mut b = Bucket::default();
         b.set_upper_bound(*bound);
         b.set_cumulative_count(cumulative);
         buckets.push(b);
     }
-    cumulative += stats.iteration_buckets[ITERATION_BUCKETS.len()].get();
+    cumulative += counts[bounds.len()].get();
     let mut h = Histogram::default();
     h.set_bucket(buckets);
     h.set_sample_count(cumulative);
-    h.set_sample_sum(stats.iteration_nanos.get() as f64 / 1e9);
+    h.set_sample_sum(nanos as f64 / 1e9);
     let mut m = Metric::default();
     m.set_label(vec![label("loop", loop_label)]);
     m.set_histogram(h);

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Per-source-address limits (connections held, handshake rate); off
     /// by default.
     pub address_limits: super::address_limits::AddressLimitConfig,
+    /// TLS (`wss://`): the certificate and key to serve, reloadable; `None`
+    /// serves plain `ws://`.
+    pub tls: Option<std::sync::Arc<super::tls::TlsCerts>>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             io: super::driver::IoChoice::default(),
             uring_buffers: super::uring::FIRST_BUFFERS,
             address_limits: Default::default(),
+            tls: None,
         }
     }
 }

@@ -40,6 +40,7 @@ use super::publication::Publication;
 use super::rooms::Rooms;
 use super::socket::{io_reason, write_parts};
 use super::stats::{CloseReason, LoopStats};
+use super::tls::{TlsAcceptor, TlsConn, TlsFailure};
 use crate::runtime::BufferPool;
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
 
@@ -60,6 +61,10 @@ const DELIVERY_SLICE: usize = 2048;
 /// their sockets) until half are written: 40 bytes each, so about 40 MB
 /// when publishes come faster than the loop can write them.
 const MAX_OWED: usize = 1 << 20;
+/// TLS handshake turns one pass takes at most (each may cost a key
+/// exchange and a signature); the others wait for the next pass, so a storm
+/// of handshakes cannot starve established connections.
+const TLS_HANDSHAKES_PER_PASS: u32 = 16;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -167,6 +172,14 @@ pub struct EventLoop<H> {
     /// Each slot's peer address, kept only while `--max-conns-per-ip`
     /// counts connections (to release its count at close); else empty.
     peers: Vec<IpAddr>,
+    /// TLS: where new connections' sessions come from (`None`: plain ws).
+    tls: Option<TlsAcceptor>,
+    /// Each slot's TLS session (boxed: only TLS servers pay for it).
+    tls_conns: Vec<Option<Box<TlsConn>>>,
+    /// Records sealed for the connection being written, reused.
+    sealed: Vec<u8>,
+    /// TLS handshake turns this pass may still take.
+    tls_budget: u32,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -191,6 +204,7 @@ impl<H: Handler> EventLoop<H> {
             close: wheel.ticks(cfg.close_timeout),
             send: wheel.ticks(cfg.send_timeout),
         };
+        let tls = cfg.tls.clone().map(TlsAcceptor::new);
         EventLoop {
             id,
             io,
@@ -222,6 +236,10 @@ impl<H: Handler> EventLoop<H> {
             emfile_logged: false,
             shutdown_deadline: None,
             peers: Vec::new(),
+            tls,
+            tls_conns: Vec::new(),
+            sealed: Vec::new(),
+            tls_budget: TLS_HANDSHAKES_PER_PASS,
         }
     }
 
@@ -285,6 +303,9 @@ impl<H: Handler> EventLoop<H> {
     /// What every pass ends with, whatever the driver: turns for the ready
     /// list, room deliveries, timers, gauges. True once shutdown is done.
     fn end_pass(&mut self, handled_any: bool, handling: Instant) -> bool {
+        // The budget spans this ready list (handshakes put off earlier go
+        // first) and the next pass's events.
+        self.tls_budget = TLS_HANDSHAKES_PER_PASS;
         self.run_ready_list();
         self.write_owed();
         self.fire_timers(Instant::now());
@@ -399,10 +420,13 @@ impl<H: Handler> EventLoop<H> {
         retry_after: u32,
         reason: CloseReason,
     ) {
-        self.out.clear();
-        crate::ws::handshake::write_reject_after(&mut self.out, error, retry_after);
-        let _ = socket.write(&self.out);
-        self.out.clear();
+        if self.tls.is_none() {
+            // Over TLS nothing can be said before a handshake: just close.
+            self.out.clear();
+            crate::ws::handshake::write_reject_after(&mut self.out, error, retry_after);
+            let _ = socket.write(&self.out);
+            self.out.clear();
+        }
         self.stats.count_handshake_failure(error);
         self.stats.count_close(reason);
         log::debug!("loop {}: refused a connection at accept: {error}", self.id);
@@ -421,6 +445,13 @@ impl<H: Handler> EventLoop<H> {
             // EAGAIN, so idle connections get no spurious events.
             let interest = Interest::READABLE | Interest::WRITABLE;
             poll.registry().register(&mut socket, token(slot, generation), interest)?;
+        }
+        if let Some(acceptor) = &mut self.tls {
+            let session = acceptor.accept(Instant::now()).map_err(io::Error::other)?;
+            if self.tls_conns.len() <= slot {
+                self.tls_conns.resize_with(slot + 1, || None);
+            }
+            self.tls_conns[slot] = Some(Box::new(session));
         }
         let conn = entry.insert(Conn::new(socket, generation));
         if let Io::Uring(uring) = &mut self.io {
@@ -450,6 +481,9 @@ impl<H: Handler> EventLoop<H> {
         if let Io::Uring(_) = self.io {
             return self.resume_input(slot);
         }
+        if self.tls_handshaking(slot) && !self.take_tls_turn(slot) {
+            return;
+        }
         if self.owes_too_much() {
             // Its input waits (in the ready list) until the loop has written
             // half of what it owes.
@@ -462,6 +496,89 @@ impl<H: Handler> EventLoop<H> {
             self.signal(slot, signal);
         }
         self.debug_check(slot);
+    }
+
+    /// True while the connection's TLS handshake is under way.
+    fn tls_handshaking(&self, slot: usize) -> bool {
+        self.tls_conns.get(slot).and_then(|t| t.as_deref()).is_some_and(TlsConn::is_handshaking)
+    }
+
+    /// Takes one of this pass's TLS handshake turns for the connection, or
+    /// puts it off to the next pass (its bytes wait in the socket, or in
+    /// its pending record on io_uring) when the budget is spent.
+    fn take_tls_turn(&mut self, slot: usize) -> bool {
+        if self.tls_budget > 0 {
+            self.tls_budget -= 1;
+            return true;
+        }
+        let conn = &mut self.conns[slot];
+        if !conn.has(IN_READY_LIST) {
+            conn.flags |= IN_READY_LIST;
+            self.ready.push((slot as u32, conn.generation));
+        }
+        self.stats.tls_deferred.add(1);
+        false
+    }
+
+    /// Reads what the socket has into `buf`: as it comes, or (TLS) through
+    /// the connection's TLS session (see [`unseal_into`](Self::unseal_into)).
+    /// Returns the read's result in bytes off the wire (0: end of input) and
+    /// the room the read had.
+    fn receive(&mut self, slot: usize, buf: &mut Vec<u8>) -> (io::Result<usize>, usize) {
+        if self.tls_conns.get(slot).is_none_or(Option::is_none) {
+            let spare = buf.capacity() - buf.len();
+            return (self.conns[slot].read_into(buf), spare);
+        }
+        let mut cipher = self.pool.take();
+        let spare = cipher.capacity();
+        let result = match self.conns[slot].read_into(&mut cipher) {
+            Ok(n) if n > 0 => match self.unseal_into(slot, &mut cipher, buf) {
+                Ok(()) => Ok(n),
+                // `io_reason` maps it back to `TlsFailed`.
+                Err(CloseReason::TlsFailed) => Err(io::Error::new(io::ErrorKind::InvalidData, "TLS failed")),
+                Err(_) => Err(io::ErrorKind::BrokenPipe.into()),
+            },
+            other => other,
+        };
+        self.pool.give(cipher);
+        (result, spare)
+    }
+
+    /// TLS: feeds `cipher` (bytes off the wire) to the connection's session,
+    /// which appends the plaintext to `plain`; the handshake records and
+    /// alerts it answers with are sent at once, in the clear (they are
+    /// records already). Counts handshakes done and failed.
+    fn unseal_into(&mut self, slot: usize, cipher: &mut [u8], plain: &mut Vec<u8>) -> Result<(), CloseReason> {
+        let Some(tls) = self.tls_conns.get_mut(slot).and_then(|t| t.as_deref_mut()) else {
+            plain.extend_from_slice(cipher);
+            return Ok(());
+        };
+        self.sealed.clear();
+        let unsealed = tls.unseal(cipher, plain, &mut self.sealed);
+        let conn = &mut self.conns[slot];
+        let sent = if self.sealed.is_empty() {
+            Ok(0)
+        } else {
+            write_via(&mut self.io, conn, slot, &[&self.sealed[..]], &mut self.pool, &self.stats, None)
+        };
+        if self.sealed.capacity() > CORK_LIMIT {
+            self.sealed = Vec::new();
+        }
+        match unsealed {
+            Err(e) => {
+                if e.in_handshake {
+                    self.stats.count_tls_failure(e.failure);
+                }
+                log::debug!("loop {}: TLS failed on connection {slot}: {}", self.id, e.failure.label());
+                Err(CloseReason::TlsFailed)
+            }
+            Ok(unsealed) => {
+                if let Some(took) = unsealed.handshake_done {
+                    self.stats.observe_tls_handshake(took);
+                }
+                sent.map(|_| ())
+            }
+        }
     }
 
     /// Checks a live connection's invariants; nothing at all in release.
@@ -536,6 +653,14 @@ impl<H: Handler> EventLoop<H> {
                     None
                 }
                 Action::ShutdownWrite => {
+                    if let Some(tls) = self.tls_conns.get_mut(slot).and_then(|t| t.as_deref_mut()) {
+                        // TLS says goodbye before TCP does.
+                        self.sealed.clear();
+                        tls.close_notify(&mut self.sealed);
+                        let conn = &mut self.conns[slot];
+                        let _ =
+                            write_via(&mut self.io, conn, slot, &[&self.sealed[..]], &mut self.pool, &self.stats, None);
+                    }
                     self.conns[slot].socket.shutdown(std::net::Shutdown::Write).err().map(|e| io_reason(&e))
                 }
                 Action::Finish(reason) => return self.signal(slot, Signal::Fault(reason)),
@@ -600,10 +725,9 @@ impl<H: Handler> EventLoop<H> {
             if buf.capacity() - buf.len() == 0 || wanted > buf.capacity() {
                 buf.reserve(wanted.saturating_sub(buf.len()).max(self.pool.buf_size()));
             }
-            let spare = buf.capacity() - buf.len();
-            let conn = &self.conns[slot];
             let drained;
-            match conn.read_into(&mut buf) {
+            let (read, spare) = self.receive(slot, &mut buf);
+            match read {
                 Ok(0) => break Some(Signal::Eof),
                 Ok(n) => {
                     self.stats.bytes_received.add(n as u64);
@@ -613,7 +737,7 @@ impl<H: Handler> EventLoop<H> {
                     // that would only say EAGAIN is skipped (one syscall less
                     // per message). Not once the peer's FIN was reported:
                     // its EOF must still be read.
-                    drained = n < spare && !conn.has(PEER_CLOSED);
+                    drained = n < spare && !self.conns[slot].has(PEER_CLOSED);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -704,6 +828,8 @@ impl<H: Handler> EventLoop<H> {
             inflated,
             ws_cfg,
             io,
+            tls_conns,
+            sealed,
             ..
         } = self;
         let conn = &mut conns[slot];
@@ -771,7 +897,8 @@ impl<H: Handler> EventLoop<H> {
                 conn.assembly = Vec::new();
             }
             if out.len() > CORK_LIMIT {
-                let written = write_via(io, conn, slot, &[&out[..]], pool, stats);
+                let seal = Seal::of(tls_conns, sealed, slot);
+                let written = write_via(io, conn, slot, &[&out[..]], pool, stats, seal);
                 out.clear();
                 if let Err(reason) = written {
                     break Err(reason);
@@ -808,7 +935,8 @@ impl<H: Handler> EventLoop<H> {
     /// the earlier backlog is still unsent.
     fn flush(&mut self, slot: usize) -> Result<usize, CloseReason> {
         let conn = &mut self.conns[slot];
-        let result = write_via(&mut self.io, conn, slot, &[&self.out[..]], &mut self.pool, &self.stats);
+        let seal = Seal::of(&mut self.tls_conns, &mut self.sealed, slot);
+        let result = write_via(&mut self.io, conn, slot, &[&self.out[..]], &mut self.pool, &self.stats, seal);
         self.out.clear();
         if self.out.capacity() > CORK_LIMIT {
             // A large message passed through: keep the loop's memory flat.
@@ -921,7 +1049,8 @@ impl<H: Handler> EventLoop<H> {
         };
         let before = conn.wbuf.len();
         self.stats.room_writes.add(1);
-        match write_via(&mut self.io, conn, slot, parts, &mut self.pool, &self.stats) {
+        let seal = Seal::of(&mut self.tls_conns, &mut self.sealed, slot);
+        match write_via(&mut self.io, conn, slot, parts, &mut self.pool, &self.stats, seal) {
             Ok(earlier_unsent) => {
                 self.signal(slot, Signal::Published { earlier_unsent });
                 let still_serving = self.conns.get(slot).is_some_and(|c| !c.stage.is_ending());
@@ -943,6 +1072,13 @@ impl<H: Handler> EventLoop<H> {
         let conn = self.conns.remove(slot);
         if let Io::Uring(uring) = &mut self.io {
             uring.forget(&conn, slot);
+        }
+        if let Some(mut tls) = self.tls_conns.get_mut(slot).and_then(Option::take) {
+            let failure =
+                if reason == CloseReason::HandshakeTimeout { TlsFailure::Timeout } else { TlsFailure::Closed };
+            if let Some(failure) = tls.fail(failure) {
+                self.stats.count_tls_failure(failure);
+            }
         }
         self.stats.backlog_bytes.sub(conn.wbuf.len() as u64);
         // io_uring's `wbuf` is sized to its bytes, not pooled: it is freed.
@@ -1079,10 +1215,38 @@ fn write_via(
     parts: &[&[u8]],
     pool: &mut BufferPool,
     stats: &LoopStats,
+    seal: Option<Seal<'_>>,
 ) -> Result<usize, CloseReason> {
+    if let Some(Seal { tls, sealed }) = seal {
+        if parts.iter().any(|p| !p.is_empty()) {
+            // TLS: the parts leave as records, sealed into one buffer.
+            sealed.clear();
+            tls.seal(parts, sealed).map_err(|_| CloseReason::TlsFailed)?;
+            let written = write_via(io, conn, slot, &[&sealed[..]], pool, stats, None);
+            if sealed.capacity() > CORK_LIMIT {
+                *sealed = Vec::new();
+            }
+            return written;
+        }
+    }
     match io {
         Io::Epoll(_) => write_parts(conn, parts, pool, stats),
         Io::Uring(uring) => Ok(uring.queue(conn, slot, parts, stats)),
+    }
+}
+
+/// What turns a connection's output into TLS records: its session and the
+/// loop's sealing buffer. `None` for a plain connection.
+struct Seal<'a> {
+    tls: &'a mut TlsConn,
+    sealed: &'a mut Vec<u8>,
+}
+
+impl<'a> Seal<'a> {
+    /// The seal for `slot`, if it speaks TLS.
+    fn of(tls_conns: &'a mut [Option<Box<TlsConn>>], sealed: &'a mut Vec<u8>, slot: usize) -> Option<Self> {
+        let tls = tls_conns.get_mut(slot)?.as_deref_mut()?;
+        Some(Seal { tls, sealed })
     }
 }
 

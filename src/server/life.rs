@@ -168,7 +168,7 @@ impl Actions {
 }
 
 /// Reasons after which what is queued is still worth delivering: a close
-/// frame or an HTTP refusal that tells the peer why.
+/// frame, an HTTP refusal or a TLS alert that tells the peer why.
 fn is_graceful(reason: CloseReason) -> bool {
     matches!(
         reason,
@@ -176,6 +176,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::ProtocolError
             | CloseReason::HandshakeFailed
             | CloseReason::SlowConsumer
+            | CloseReason::TlsFailed
             | CloseReason::Shutdown
     )
 }

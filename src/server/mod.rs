@@ -21,6 +21,7 @@ pub mod publication;
 pub mod rooms;
 mod socket;
 pub mod stats;
+pub mod tls;
 pub mod uring;
 
 use std::io;

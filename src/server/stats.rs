@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::ws::HandshakeError;
 
+use super::tls::TlsFailure;
+
 /// Why a connection ended; the `reason` label of `closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -34,11 +36,13 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error other than a reset.
     IoError,
+    /// TLS failed: a bad handshake, or a record that does not decrypt.
+    TlsFailed,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -50,6 +54,7 @@ impl CloseReason {
         CloseReason::SlowConsumer,
         CloseReason::Shutdown,
         CloseReason::IoError,
+        CloseReason::TlsFailed,
     ];
 
     /// The metric label.
@@ -66,6 +71,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::TlsFailed => "tls_failed",
         }
     }
 }
@@ -82,6 +88,10 @@ const HANDSHAKE_TIMEOUT: usize = HandshakeError::ALL.len();
 /// Upper bounds (seconds) of the loop-iteration histogram buckets.
 pub const ITERATION_BUCKETS: [f64; 12] =
     [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+/// Upper bounds (seconds) of the TLS handshake duration buckets.
+pub const TLS_HANDSHAKE_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// A counter with a single writer.
 #[derive(Debug, Default)]
@@ -120,7 +130,7 @@ pub struct LoopStats {
     /// Connections accepted.
     pub accepted: Counter,
     /// Connections closed, by [`CloseReason`] (index = position in `ALL`).
-    pub closed: [Counter; 11],
+    pub closed: [Counter; CloseReason::ALL.len()],
     /// Refused handshakes by `HandshakeError` (its discriminant), then timeouts.
     pub handshake_failures: [Counter; HANDSHAKE_TIMEOUT + 1],
     /// Messages received (whole messages, not frames).
@@ -175,6 +185,18 @@ pub struct LoopStats {
     pub uring_cq_overflow: Counter,
     /// io_uring: receive buffers provided to the kernel. Gauge.
     pub uring_buffers: Counter,
+    /// TLS handshakes completed.
+    pub tls_handshakes: Counter,
+    /// TLS handshakes that failed, by `TlsFailure` (its position in `ALL`).
+    pub tls_failures: [Counter; TlsFailure::ALL.len()],
+    /// TLS handshakes (accept to keys agreed) by duration bucket (not
+    /// cumulative; the last slot counts those over the largest bound).
+    pub tls_handshake_buckets: [Counter; TLS_HANDSHAKE_BUCKETS.len() + 1],
+    /// Total duration of the completed TLS handshakes, in nanoseconds.
+    pub tls_handshake_nanos: Counter,
+    /// Connections whose TLS handshake waited for a later pass because this
+    /// pass's handshake budget was spent.
+    pub tls_deferred: Counter,
 }
 
 impl LoopStats {
@@ -186,6 +208,27 @@ impl LoopStats {
         let i = ITERATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(ITERATION_BUCKETS.len());
         self.iteration_buckets[i].add(1);
         self.iteration_nanos.add(elapsed.as_nanos() as u64);
+    }
+
+    /// Counts a completed TLS handshake and how long it took.
+    #[inline]
+    pub fn observe_tls_handshake(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = TLS_HANDSHAKE_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(TLS_HANDSHAKE_BUCKETS.len());
+        self.tls_handshake_buckets[i].add(1);
+        self.tls_handshake_nanos.add(elapsed.as_nanos() as u64);
+        self.tls_handshakes.add(1);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn count_tls_failure(&self, failure: TlsFailure) {
+        let i = TlsFailure::ALL.iter().position(|f| *f == failure).unwrap_or(TlsFailure::ALL.len() - 1);
+        self.tls_failures[i].add(1);
+    }
+
+    /// Failed TLS handshakes for `failure`.
+    pub fn tls_failures_by(&self, failure: TlsFailure) -> u64 {
+        TlsFailure::ALL.iter().position(|f| *f == failure).map_or(0, |i| self.tls_failures[i].get())
     }
 
     /// Counts a closed connection.

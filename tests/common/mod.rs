@@ -314,7 +314,8 @@ pub fn spawn_binary_with_log(
     let metrics = loop {
         let line = lines.next().expect("wsloop exited before listening").unwrap();
         log.push(line.clone());
-        if let Some(rest) = line.split("listening on ws://").nth(1) {
+        if let Some(rest) = line.split("listening on ws://").nth(1).or_else(|| line.split("listening on wss://").nth(1))
+        {
             addr = Some(rest.split('/').next().unwrap().parse().unwrap());
         }
         if let Some(rest) = line.split("metrics on http://").nth(1) {

@@ -341,11 +341,41 @@ impl<H: Handler> EventLoop<H> {
     /// and queues the replies. Holds the bytes instead while the connection
     /// may not take input.
     fn take_input(&mut self, slot: usize, bytes: &mut [u8]) -> Option<Signal> {
-        let conn = &self.conns[slot];
-        if conn.stage.is_ending() {
+        if self.conns[slot].stage.is_ending() {
             // Nothing more will be handled: the bytes are dropped.
             return None;
         }
+        if self.tls_conns.get(slot).is_some_and(Option::is_some) {
+            return self.take_sealed_input(slot, bytes);
+        }
+        self.take_plain_input(slot, bytes)
+    }
+
+    /// TLS on io_uring: the bytes are records; their plaintext is what the
+    /// connection takes. A handshake turn past this pass's budget waits in
+    /// the session's pending bytes for a later pass (the ready list).
+    fn take_sealed_input(&mut self, slot: usize, cipher: &mut [u8]) -> Option<Signal> {
+        if self.tls_handshaking(slot) && !self.take_tls_turn(slot) {
+            if let Some(tls) = self.tls_conns[slot].as_deref_mut() {
+                tls.defer(cipher);
+            }
+            return None;
+        }
+        let mut plain = self.pool.take();
+        let signal = match self.unseal_into(slot, cipher, &mut plain) {
+            Err(reason) => Some(Signal::Fault(reason)),
+            // Handshake records only: they are queued, nothing to handle.
+            Ok(()) if plain.is_empty() => None,
+            Ok(()) => self.take_plain_input(slot, &mut plain),
+        };
+        self.pool.give(plain);
+        signal
+    }
+
+    /// [`take_input`](Self::take_input) of bytes the connection reads as
+    /// they are (plain, or TLS's plaintext).
+    fn take_plain_input(&mut self, slot: usize, bytes: &mut [u8]) -> Option<Signal> {
+        let conn = &self.conns[slot];
         let (must_wait, owed) = (conn.stage == Stage::Paused || conn.has(HOLDING), conn.has(OWED));
         if must_wait || self.owes_too_much() {
             self.hold(slot, bytes);
@@ -431,6 +461,14 @@ impl<H: Handler> EventLoop<H> {
                 return self.hold(slot, &[]);
             }
             self.conns[slot].flags &= !HOLDING;
+            signal = self.take_input(slot, &mut []);
+        } else if self
+            .tls_conns
+            .get(slot)
+            .and_then(|t| t.as_deref())
+            .is_some_and(|t| t.is_handshaking() && t.pending_len() > 0)
+        {
+            // A TLS handshake turn put off by the budget.
             signal = self.take_input(slot, &mut []);
         }
         if let Some(signal) = signal {
