@@ -28,15 +28,16 @@ print(json.dumps(row))
 PY
 }
 
-# idle_bytes_per_conn PID URL CONNS: holds CONNS idle connections on the
-# server PID (wsloop load, 5,000 new per second) and prints the growth of
-# its RSS per connection, in bytes, once they are all open.
+# idle_bytes_per_conn PID URL CONNS [LOAD_ARGS...]: holds CONNS idle
+# connections on the server PID (wsloop load, RATE (5,000) new per second)
+# and prints the growth of its RSS per connection, in bytes, once they are
+# all open.
 idle_bytes_per_conn() {
-  local before after lpid
+  local before after lpid rate=${RATE:-5000}
   before=$(rss_kb "$1")
-  "${BIN:-target/release/wsloop}" load --url "$2" --scenario idle --conns "$3" --rate 5000 --duration 6s > /dev/null 2>&1 &
+  "${BIN:-target/release/wsloop}" load --url "$2" --scenario idle --conns "$3" --rate "$rate" --duration 6s "${@:4}" > /dev/null 2>&1 &
   lpid=$!
-  sleep $(($3 / 5000 + 4))
+  sleep $(($3 / rate + 4))
   after=$(rss_kb "$1")
   wait "$lpid" || true
   echo $(( (after - before) * 1024 / $3 ))

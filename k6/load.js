@@ -4,7 +4,7 @@
 //
 //   k6 run k6/load.js                                   (1m to 5000, 3m hold, 1m down)
 //   k6 run -e VUS=50 -e RAMP=5s -e HOLD=10s -e SESSION=5s -e INTERVAL=1s k6/load.js
-import { env, envInt, thresholds } from './lib/config.js';
+import { env, envInt, thresholds, TLS_INSECURE } from './lib/config.js';
 import { session } from './lib/session.js';
 import { scrapeServer } from './lib/server_metrics.js';
 
@@ -23,6 +23,7 @@ export const options = {
       gracefulRampDown: env('GRACEFUL', '30s'),
     },
   },
+  insecureSkipTLSVerify: TLS_INSECURE,
   thresholds: thresholds(),
 };
 

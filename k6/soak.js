@@ -3,7 +3,7 @@
 // METRICS_URL set, the summary shows the server's figures after the run).
 //
 //   k6 run -e VUS=1000 -e HOLD=2h -e METRICS_URL=http://127.0.0.1:2112/metrics k6/soak.js
-import { env, envInt, thresholds } from './lib/config.js';
+import { env, envInt, thresholds, TLS_INSECURE } from './lib/config.js';
 import { session } from './lib/session.js';
 import { scrapeServer } from './lib/server_metrics.js';
 
@@ -22,6 +22,7 @@ export const options = {
       gracefulRampDown: env('GRACEFUL', '30s'),
     },
   },
+  insecureSkipTLSVerify: TLS_INSECURE,
   thresholds: thresholds(
     env('METRICS_URL', '') ? { server_connections_after: ['value==0'] } : {},
   ),

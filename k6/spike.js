@@ -3,7 +3,7 @@
 // recover?
 //
 //   k6 run -e BASE_VUS=100 -e SPIKE_VUS=5000 -e SPIKE_RAMP=10s k6/spike.js
-import { env, envInt, thresholds } from './lib/config.js';
+import { env, envInt, thresholds, TLS_INSECURE } from './lib/config.js';
 import { session } from './lib/session.js';
 import { scrapeServer } from './lib/server_metrics.js';
 
@@ -28,6 +28,7 @@ export const options = {
       gracefulRampDown: env('GRACEFUL', '30s'),
     },
   },
+  insecureSkipTLSVerify: TLS_INSECURE,
   thresholds: thresholds(),
 };
 

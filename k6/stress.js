@@ -4,7 +4,7 @@
 // summary shows the breaking point.
 //
 //   k6 run -e STEP_VUS=2000 -e STEPS=6 -e STEP=1m k6/stress.js
-import { env, envInt, thresholds } from './lib/config.js';
+import { env, envInt, thresholds, TLS_INSECURE } from './lib/config.js';
 import { session } from './lib/session.js';
 import { scrapeServer } from './lib/server_metrics.js';
 
@@ -25,6 +25,7 @@ export const options = {
     stress: { executor: 'ramping-vus', startVUs: 0, stages: stages, gracefulRampDown: env('GRACEFUL', '30s') },
   },
   // Stop at the breaking point instead of hammering a server that is down.
+  insecureSkipTLSVerify: TLS_INSECURE,
   thresholds: thresholds({
     ws_handshake_success: [{ threshold: `rate>=${env('HANDSHAKE_OK', '0.99')}`, abortOnFail: true, delayAbortEval: '10s' }],
   }),

@@ -150,6 +150,11 @@ pub struct ServeArgs {
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
     #[arg(long, env = "WSLOOP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// TLS handshake turns each event loop takes per pass at most (0: no
+    /// limit); the rest wait for the next pass, so a storm of new TLS
+    /// connections cannot starve established ones.
+    #[arg(long, env = "WSLOOP_TLS_HANDSHAKES_PER_PASS", default_value_t = 4)]
+    pub tls_handshakes_per_pass: u32,
     /// Upgrades must present a secret from this file (one per line), as
     /// `Authorization: Bearer TOKEN` or `?token=TOKEN`; others get 401.
     #[arg(long, env = "WSLOOP_AUTH_TOKEN_FILE")]
@@ -204,6 +209,7 @@ impl ServeArgs {
                 max_rooms_per_conn: self.max_rooms_per_conn,
             },
             io: self.io,
+            tls_handshakes_per_pass: self.tls_handshakes_per_pass,
             address_limits: crate::server::address_limits::AddressLimitConfig {
                 max_conns: self.max_conns_per_ip,
                 handshake_rate: self.handshake_rate_per_ip,

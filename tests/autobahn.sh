@@ -9,8 +9,11 @@
 # Needs the runner in ../shared/autobahn (Python 3 port; see its README).
 # Without it this skips with one line, unless CI is set: then it fails.
 #
+# With TLS=1 the server serves wss:// (a throwaway certificate from
+# tests/make-cert.sh) and the runner connects over TLS (it does not verify).
+#
 # usage: tests/autobahn.sh [CASES...]        default: every case
-#   env: VENV=/tmp/autobahn-venv  OUTDIR=target/autobahn  COMPRESSION=shared  IO=auto
+#   env: VENV=/tmp/autobahn-venv  OUTDIR=target/autobahn  COMPRESSION=shared  IO=auto  TLS=0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNNER="$(cd .. && pwd)/shared/autobahn"
@@ -18,6 +21,7 @@ VENV="${VENV:-/tmp/autobahn-venv}"
 OUTDIR="${OUTDIR:-$PWD/target/autobahn}"
 COMPRESSION="${COMPRESSION:-shared}"
 IO="${IO:-auto}"
+TLS="${TLS:-0}"
 
 if [ ! -x "$RUNNER/run.sh" ]; then
   if [ -n "${CI:-}" ]; then
@@ -38,18 +42,26 @@ fi
 
 cargo build --release --quiet
 LOG="$(mktemp /tmp/wsloop-autobahn-server.XXXXXX)"
-target/release/wsloop serve --addr 127.0.0.1:0 --metrics-addr off --compression "$COMPRESSION" --io "$IO" >"$LOG" 2>&1 &
+SCHEME=ws
+TLS_ARGS=()
+if [ "$TLS" = 1 ]; then
+  PKI="$(mktemp -d /tmp/wsloop-autobahn-pki.XXXXXX)"
+  tests/make-cert.sh "$PKI"
+  SCHEME=wss
+  TLS_ARGS=(--tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key")
+fi
+target/release/wsloop serve --addr 127.0.0.1:0 --metrics-addr off --compression "$COMPRESSION" --io "$IO" "${TLS_ARGS[@]}" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 ADDR=""
 for _ in $(seq 100); do
-  ADDR="$(grep -o 'listening on ws://[^/]*' "$LOG" | head -1 | sed 's|.*ws://||')" && [ -n "$ADDR" ] && break
+  ADDR="$(grep -o "listening on $SCHEME://[^/]*" "$LOG" | head -1 | sed "s|.*$SCHEME://||")" && [ -n "$ADDR" ] && break
   sleep 0.1
 done
 [ -n "$ADDR" ] || { echo "autobahn: FAILED: the server did not start:" >&2; cat "$LOG" >&2; exit 1; }
 
 rc=0
-STRICT=1 OUTDIR="$OUTDIR" "$RUNNER/run.sh" "ws://$ADDR/ws" "$@" || rc=$?
+STRICT=1 OUTDIR="$OUTDIR" "$RUNNER/run.sh" "$SCHEME://$ADDR/ws" "$@" || rc=$?
 echo "autobahn: report $OUTDIR/reports/servers/index.html"
 
 # UNIMPLEMENTED is acceptable only for permessage-deflate (groups 12, 13)
@@ -75,5 +87,5 @@ if [ "$src" -ne 0 ]; then
   echo "autobahn: FAILED: the server exited $src on SIGTERM:" >&2; tail -20 "$LOG" >&2; rc=1
 fi
 grep -o 'I/O driver: .*' "$LOG" | head -1 | sed 's/^/autobahn: /'
-if [ "$rc" -eq 0 ]; then echo "autobahn: passed (strict, --compression $COMPRESSION, --io $IO)"; else echo "autobahn: FAILED (exit $rc)"; fi
+if [ "$rc" -eq 0 ]; then echo "autobahn: passed (strict, $SCHEME://, --compression $COMPRESSION, --io $IO)"; else echo "autobahn: FAILED (exit $rc)"; fi
 exit "$rc"

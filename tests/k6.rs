@@ -43,14 +43,25 @@ const SMOKE: &[(&str, &str)] = &[
 
 /// Runs `k6 run k6/<script>` against `ws`; returns (exit code, output).
 fn k6(script: &str, ws: SocketAddr, metrics: Option<SocketAddr>) -> (i32, String) {
+    k6_with(script, &format!("ws://{ws}/ws"), metrics, &[])
+}
+
+/// Runs `k6 run k6/<script>` against `url` with extra `-e` settings and
+/// environment variables (`NAME=value`, both).
+fn k6_with(script: &str, url: &str, metrics: Option<SocketAddr>, env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new("k6");
     cmd.args(["run", "--quiet", "--no-color"]);
-    cmd.args(["-e", &format!("WS_URL=ws://{ws}/ws")]);
+    cmd.args(["-e", &format!("WS_URL={url}")]);
+
     if let Some(m) = metrics {
         cmd.args(["-e", &format!("METRICS_URL=http://{m}/metrics")]);
     }
     for (k, v) in SMOKE {
         cmd.args(["-e", &format!("{k}={v}")]);
+    }
+    // After the smoke settings: the last -e of a name wins.
+    for (k, v) in env {
+        cmd.args(["-e", &format!("{k}={v}")]).env(k, v);
     }
     let out = cmd.arg(format!("k6/{script}")).output().expect("run k6");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -68,6 +79,32 @@ fn smoke(script: &str) {
     assert_eq!(code, 0, "k6 {script} failed:\n{out}");
     assert!(out.contains("ws_handshake_success"), "{out}");
     assert!(out.contains("server_connections_after"), "{out}");
+}
+
+#[test]
+fn load_js_passes_over_wss() {
+    if !k6_available() {
+        return;
+    }
+    let pki = std::env::temp_dir().join(format!("wsloop-k6-pki-{}", std::process::id()));
+    let made = Command::new("tests/make-cert.sh").arg(&pki).status().unwrap();
+    assert!(made.success());
+    let (cert, key, ca) = (pki.join("server.pem"), pki.join("server.key"), pki.join("ca.pem"));
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let (mut child, addr, metrics) = spawn_binary_with_metrics(&tls, None);
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    // The CA through Go's SSL_CERT_FILE: the certificate is checked.
+    let (code, out) = k6_with("load.js", &url, Some(metrics), &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    assert_eq!(code, 0, "k6 over wss with the CA failed:\n{out}");
+    assert!(out.contains("ws_handshake_success"), "{out}");
+    // Without it the handshakes fail (the threshold says so), unless told
+    // not to check.
+    let (code, out) = k6_with("load.js", &url, None, &[("VUS", "2"), ("HOLD", "1s")]);
+    assert_eq!(code, 99, "an unverifiable certificate must fail the run:\n{out}");
+    let (code, out) = k6_with("load.js", &url, None, &[("TLS_INSECURE", "1")]);
+    assert_eq!(code, 0, "k6 with TLS_INSECURE=1 failed:\n{out}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

@@ -338,3 +338,45 @@ fn bad_certificate_files_stop_the_start_with_one_line_naming_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("--tls-key"), "{stderr}");
 }
+
+/// `wsloop load` with `args`; its exit code, stdout and stderr.
+fn load(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop")).arg("load").args(args).output().expect("run wsloop load");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_load_generator_speaks_wss_and_checks_the_certificate() {
+    let pki = Pki::new("load");
+    let server = WssServer::start(&pki, &pki.path("one.pem"), &pki.path("one.key"), &[]);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let ca = pki.path("ca.pem");
+    // Messages over a TLS record (16 KiB) each way. Few connections: in a
+    // debug build the client's TLS is slow, and echoes on open connections
+    // would starve the handshakes of the others past --connect-timeout.
+    let base = ["--url", &url, "--scenario", "echo", "--conns", "12", "--duration", "2s", "--size", "20KiB"];
+    let (code, out, err) = load(&[&base[..], &["--tls-ca", ca.to_str().unwrap(), "--connect-timeout", "60s"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("handshakes completed         12"), "{out}");
+    assert!(out.contains("connections failed           0"), "{out}");
+    let by_ip = format!("wss://127.0.0.1:{}/ws", server.addr.port());
+    let (code, out, err) =
+        load(&["--url", &by_ip, "--scenario", "ping", "--conns", "20", "--duration", "1s", "--tls-insecure"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A CA that did not sign the server's certificate: every connection
+    // fails on it, and the run says so.
+    let other = Pki::new("load-other");
+    let (code, out, _) = load(&[&base[..], &["--tls-ca", other.path("ca.pem").to_str().unwrap()]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("tls_certificate"), "{out}");
+    assert!(server.metric(r#"wsloop_tls_handshake_failures_total{reason="alert"}"#) >= 12.0);
+
+    let (code, _, err) = load(&["--url", &url, "--conns", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--tls-ca") && err.contains("--tls-insecure"), "{err}");
+    let (code, _, err) = load(&["--url", "ws://127.0.0.1:9/ws", "--conns", "1", "--tls-insecure"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("need a wss:// --url"), "{err}");
+}

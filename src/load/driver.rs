@@ -88,6 +88,8 @@ pub struct DriverConfig {
     pub compression: bool,
     /// What an echo message carries.
     pub payload: Payload,
+    /// `wss://`: the TLS client every connection speaks through.
+    pub tls: Option<super::tls::TlsClient>,
 }
 
 /// What the echo scenario sends.
@@ -164,6 +166,9 @@ enum State {
 
 struct Client {
     socket: TcpStream,
+    /// `wss://`: the TLS session (it buffers records both ways; `wbuf` is
+    /// then unused).
+    tls: Option<Box<rustls::ClientConnection>>,
     state: State,
     session: Session,
     key: [u8; 24],
@@ -207,6 +212,65 @@ fn connect_error_reason(e: &io::Error) -> &'static str {
         Some(libc::EMFILE) | Some(libc::ENFILE) => "client_fd_limit",
         _ => "connect_error",
     }
+}
+
+/// What a non-blocking write's result means to the loop writing.
+enum Wrote {
+    /// It took this many bytes.
+    Bytes(usize),
+    /// The socket is full (or not connected yet): wait for a writable event.
+    Blocked,
+    /// Interrupted: try again.
+    Again,
+    /// The connection is broken, for this reason.
+    Failed(&'static str),
+}
+
+impl Wrote {
+    fn of(result: io::Result<usize>) -> Wrote {
+        match result {
+            Ok(n) => Wrote::Bytes(n),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected) => Wrote::Blocked,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Wrote::Again,
+            Err(e) => Wrote::Failed(connect_error_reason(&e)),
+        }
+    }
+}
+
+/// Why a TLS read gave no plaintext.
+enum TlsRead {
+    /// The socket's error (`WouldBlock` included).
+    Io(io::Error),
+    /// The server closed the connection (FIN, or close_notify).
+    Eof,
+    /// The records were bad.
+    Tls(rustls::Error),
+}
+
+/// Reads records off `socket` into `tls` and its plaintext into `rbuf`;
+/// the ciphertext bytes read.
+fn read_tls(tls: &mut rustls::ClientConnection, socket: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<usize, TlsRead> {
+    let n = match tls.read_tls(socket) {
+        Ok(0) => return Err(TlsRead::Eof),
+        Ok(n) => n,
+        Err(e) => return Err(TlsRead::Io(e)),
+    };
+    let state = tls.process_new_packets().map_err(TlsRead::Tls)?;
+    let mut plain = state.plaintext_bytes_to_read();
+    while plain > 0 {
+        let start = rbuf.len();
+        rbuf.resize(start + plain, 0);
+        let got = tls.reader().read(&mut rbuf[start..]).unwrap_or(0);
+        rbuf.truncate(start + got);
+        if got == 0 {
+            break;
+        }
+        plain -= got;
+    }
+    if state.peer_has_closed() && rbuf.is_empty() {
+        return Err(TlsRead::Eof);
+    }
+    Ok(n)
 }
 
 /// Opens a non-blocking connection to `target` from `source`.
@@ -404,8 +468,21 @@ impl Driver<'_> {
         if let Err(e) = self.poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
             return self.count_failure(connect_error_reason(&e));
         }
+        let tls = match &self.cfg.tls {
+            None => None,
+            Some(t) => match rustls::ClientConnection::new(t.config.clone(), t.server_name.clone()) {
+                Ok(mut session) => {
+                    // What is sent is bounded by the plan (depth, sizes);
+                    // rustls' default cap would refuse bytes mid-message.
+                    session.set_buffer_limit(None);
+                    Some(Box::new(session))
+                }
+                Err(e) => return self.count_failure(super::tls::failure_reason(&e)),
+            },
+        };
         entry.insert(Client {
             socket,
+            tls,
             state: State::Connecting,
             session: Session::client(),
             key: generate_key(),
@@ -506,19 +583,32 @@ impl Driver<'_> {
     /// Writes `self.out` after the client's backlog; drops the client on error.
     fn flush(&mut self, slot: usize) {
         let c = &mut self.clients[slot];
+        if let Some(tls) = &mut c.tls {
+            // Before the handshake is done rustls keeps the plaintext.
+            if !self.out.is_empty() {
+                // Without a buffer limit rustls takes every byte.
+                let taken = tls.writer().write_all(&self.out);
+                debug_assert!(taken.is_ok(), "rustls refused plaintext: {taken:?}");
+                self.out.clear();
+            }
+            while tls.wants_write() {
+                match Wrote::of(tls.write_tls(&mut c.socket)) {
+                    Wrote::Bytes(_) | Wrote::Again => {}
+                    Wrote::Blocked => break,
+                    Wrote::Failed(reason) => return self.lost(slot, reason),
+                }
+            }
+            return;
+        }
         c.wbuf.extend_from_slice(&self.out);
         self.out.clear();
         let mut written = 0;
         while written < c.wbuf.len() {
-            match c.socket.write(&c.wbuf[written..]) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                Err(e) => {
-                    let reason = connect_error_reason(&e);
-                    return self.lost(slot, reason);
-                }
+            match Wrote::of(c.socket.write(&c.wbuf[written..])) {
+                Wrote::Bytes(n) => written += n,
+                Wrote::Again => {}
+                Wrote::Blocked => break,
+                Wrote::Failed(reason) => return self.lost(slot, reason),
             }
         }
         c.wbuf.drain(..written);
@@ -547,7 +637,36 @@ impl Driver<'_> {
             if c.state == State::Connecting {
                 return;
             }
-            match c.socket.read(&mut chunk) {
+            let read = match &mut c.tls {
+                None => c.socket.read(&mut chunk),
+                Some(tls) => match read_tls(tls, &mut c.socket, &mut c.rbuf) {
+                    Ok(n) => {
+                        // The handshake's answers, a close_notify's reply.
+                        if tls.wants_write() {
+                            self.flush(slot);
+                            if !self.clients.contains(slot) {
+                                return;
+                            }
+                        }
+                        if n > 0 && !self.process_input(slot) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(TlsRead::Io(e)) => Err(e),
+                    Err(TlsRead::Eof) => Ok(0),
+                    Err(TlsRead::Tls(e)) => {
+                        // Our alert goes out first.
+                        self.flush(slot);
+                        if self.clients.contains(slot) {
+                            self.lost(slot, super::tls::failure_reason(&e));
+                        }
+                        return;
+                    }
+                },
+            };
+            let c = &mut self.clients[slot];
+            match read {
                 Ok(0) => {
                     let state = c.state;
                     return match state {

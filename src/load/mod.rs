@@ -14,6 +14,7 @@ pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod scrape;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -33,9 +34,15 @@ use scrape::{MetricsUrl, ServerView};
 /// Flags of `wsloop load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The server: ws://host:port/path.
+    /// The server: ws://host:port/path, or wss:// (with --tls-ca or --tls-insecure).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// wss: trust the CA certificates in this PEM file.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// wss: accept any server certificate (for a test server's self-signed one).
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
     /// What each connection does.
     #[arg(long, value_enum, default_value = "idle")]
     pub scenario: Scenario,
@@ -122,18 +129,44 @@ pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
     s.split(',').map(|p| p.trim().parse().map_err(|_| bad(p))).collect::<Result<_, _>>().map(SourceIps)
 }
 
-/// Splits `ws://host:port/path` into (address, host header, path).
-pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest =
-        url.strip_prefix("ws://").ok_or_else(|| format!("--url '{url}': only ws:// URLs (wss is not supported)"))?;
+/// A `--url`, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The Host header (with the port, if the URL had one).
+    pub host: String,
+    /// The name the server is asked for over TLS: the host without a port.
+    pub server_name: String,
+    /// The request path.
+    pub path: String,
+    /// `wss://`.
+    pub secure: bool,
+}
+
+/// Splits `ws://host[:port]/path` or `wss://...` (ports 80 and 443 by default).
+pub fn parse_ws_url(url: &str) -> Result<WsUrl, String> {
+    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("--url '{url}': a ws:// or wss:// URL")),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host_port = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
+    let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+    let host_port = if has_port { host.to_string() } else { format!("{host}:{}", if secure { 443 } else { 80 }) };
     let addr = host_port
         .to_socket_addrs()
         .map_err(|e| format!("--url '{url}': {e}"))?
         .next()
         .ok_or_else(|| format!("--url '{url}': no address"))?;
-    Ok((addr, host.to_string(), if path.is_empty() { "/".into() } else { path.into() }))
+    let server_name = if has_port { host.rsplit_once(':').map_or(host, |(h, _)| h) } else { host };
+    Ok(WsUrl {
+        addr,
+        host: host.to_string(),
+        server_name: server_name.to_string(),
+        path: if path.is_empty() { "/".into() } else { path.into() },
+        secure,
+    })
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -165,7 +198,15 @@ pub fn main(args: &LoadArgs) -> ExitCode {
 }
 
 fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
-    let (target, host, path) = parse_ws_url(&args.url)?;
+    let url = parse_ws_url(&args.url)?;
+    let tls = match url.secure {
+        true => Some(tls::client(&url.server_name, args.tls_ca.as_deref(), args.tls_insecure)?),
+        false if args.tls_ca.is_some() || args.tls_insecure => {
+            return Err(format!("--tls-ca and --tls-insecure need a wss:// --url, not '{}'", args.url))
+        }
+        false => None,
+    };
+    let (target, host, path) = (url.addr, url.host, url.path);
     let plan = match args.conns {
         Some(n) => Plan::fixed(n, args.rate, args.duration),
         None if !args.stage.is_empty() => Plan { stages: args.stage.clone() },
@@ -190,6 +231,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         broadcast: args.broadcast,
         compression: args.compression,
         payload: args.payload,
+        tls,
     })
 }
 
@@ -438,9 +480,14 @@ mod tests {
 
     #[test]
     fn ws_urls() {
-        let (addr, host, path) = parse_ws_url("ws://127.0.0.1:8080/ws").unwrap();
-        assert_eq!((addr.port(), host.as_str(), path.as_str()), (8080, "127.0.0.1:8080", "/ws"));
-        assert_eq!(parse_ws_url("ws://127.0.0.1:9").unwrap().2, "/");
-        assert!(parse_ws_url("wss://127.0.0.1/ws").unwrap_err().contains("wss"));
+        let url = parse_ws_url("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!((url.addr.port(), url.host.as_str(), url.path.as_str()), (8080, "127.0.0.1:8080", "/ws"));
+        assert!(!url.secure);
+        assert_eq!(parse_ws_url("ws://127.0.0.1:9").unwrap().path, "/");
+        let url = parse_ws_url("wss://localhost/ws").unwrap();
+        assert_eq!((url.addr.port(), url.server_name.as_str(), url.secure), (443, "localhost", true));
+        let url = parse_ws_url("wss://[::1]:9443/").unwrap();
+        assert_eq!((url.addr.port(), url.server_name.as_str(), url.host.as_str()), (9443, "[::1]", "[::1]:9443"));
+        assert!(parse_ws_url("http://127.0.0.1/ws").unwrap_err().contains("ws:// or wss://"));
     }
 }

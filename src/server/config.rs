@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// TLS (`wss://`): the certificate and key to serve, reloadable; `None`
     /// serves plain `ws://`.
     pub tls: Option<std::sync::Arc<super::tls::TlsCerts>>,
+    /// TLS handshake turns one loop pass takes at most (0: no limit); the
+    /// others wait for the next pass.
+    pub tls_handshakes_per_pass: u32,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             uring_buffers: super::uring::FIRST_BUFFERS,
             address_limits: Default::default(),
             tls: None,
+            tls_handshakes_per_pass: 4,
         }
     }
 }

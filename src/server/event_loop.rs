@@ -61,10 +61,6 @@ const DELIVERY_SLICE: usize = 2048;
 /// their sockets) until half are written: 40 bytes each, so about 40 MB
 /// when publishes come faster than the loop can write them.
 const MAX_OWED: usize = 1 << 20;
-/// TLS handshake turns one pass takes at most (each may cost a key
-/// exchange and a signature); the others wait for the next pass, so a storm
-/// of handshakes cannot starve established connections.
-const TLS_HANDSHAKES_PER_PASS: u32 = 16;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -178,7 +174,10 @@ pub struct EventLoop<H> {
     tls_conns: Vec<Option<Box<TlsConn>>>,
     /// Records sealed for the connection being written, reused.
     sealed: Vec<u8>,
-    /// TLS handshake turns this pass may still take.
+    /// TLS handshake turns this pass may still take (of
+    /// `--tls-handshakes-per-pass`; each may cost a key exchange and a
+    /// signature), so a storm of handshakes cannot starve established
+    /// connections.
     tls_budget: u32,
 }
 
@@ -205,6 +204,7 @@ impl<H: Handler> EventLoop<H> {
             send: wheel.ticks(cfg.send_timeout),
         };
         let tls = cfg.tls.clone().map(TlsAcceptor::new);
+        let tls_budget = handshake_budget(&cfg);
         EventLoop {
             id,
             io,
@@ -239,7 +239,7 @@ impl<H: Handler> EventLoop<H> {
             tls,
             tls_conns: Vec::new(),
             sealed: Vec::new(),
-            tls_budget: TLS_HANDSHAKES_PER_PASS,
+            tls_budget,
         }
     }
 
@@ -305,7 +305,7 @@ impl<H: Handler> EventLoop<H> {
     fn end_pass(&mut self, handled_any: bool, handling: Instant) -> bool {
         // The budget spans this ready list (handshakes put off earlier go
         // first) and the next pass's events.
-        self.tls_budget = TLS_HANDSHAKES_PER_PASS;
+        self.tls_budget = handshake_budget(&self.cfg);
         self.run_ready_list();
         self.write_owed();
         self.fire_timers(Instant::now());
@@ -1232,6 +1232,15 @@ fn write_via(
     match io {
         Io::Epoll(_) => write_parts(conn, parts, pool, stats),
         Io::Uring(uring) => Ok(uring.queue(conn, slot, parts, stats)),
+    }
+}
+
+/// TLS handshake turns a pass may take: `--tls-handshakes-per-pass`, 0
+/// meaning no limit.
+fn handshake_budget(cfg: &ServerConfig) -> u32 {
+    match cfg.tls_handshakes_per_pass {
+        0 => u32::MAX,
+        n => n,
     }
 }
 
