@@ -135,13 +135,17 @@ fn token_file(name: &str, tokens: &str) -> std::path::PathBuf {
 #[test]
 fn the_token_check_admits_only_a_known_secret() {
     let secret = "s3cret-s3cret-s3cret-0001";
-    let path = token_file("check", &format!("# current and next\n{secret}\nnext-secret-to-rotate-to\n"));
+    let path = token_file(
+        "check",
+        &format!("# current, next, and one long expired\n{secret}\nnext-secret-to-rotate-to\nexpired-secret-of-2020 expires=2020-01-01\n"),
+    );
     let (_server, addr, metrics) = spawn_binary_with_metrics(&["--auth-token-file", path.to_str().unwrap()], None);
     let cases = [
         ("/ws", String::new(), 401),
         ("/ws", "Authorization: Bearer wrong-wrong-wrong-wrong\r\n".to_string(), 401),
         ("/ws?token=s3cret-s3cret-s3cret-000", String::new(), 401),
         ("/ws", format!("Authorization: Basic {secret}\r\n"), 401),
+        ("/ws", "Authorization: Bearer expired-secret-of-2020\r\n".to_string(), 401),
         ("/ws", format!("Authorization: Bearer {secret}\r\n"), 101),
         ("/ws", "Authorization: Bearer next-secret-to-rotate-to\r\n".to_string(), 101),
         (&*format!("/ws?token={secret}"), String::new(), 101),
@@ -158,7 +162,7 @@ fn the_token_check_admits_only_a_known_secret() {
     ws.send(tungstenite::Message::text("hello")).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hello"));
     let (_, body) = http_get(metrics, "/metrics");
-    assert_eq!(sample(&body, r#"wsloop_handshake_failures_total{reason="unauthorized"}"#), Some(4.0), "{body}");
+    assert_eq!(sample(&body, r#"wsloop_handshake_failures_total{reason="unauthorized"}"#), Some(5.0), "{body}");
 }
 
 #[test]
@@ -166,6 +170,11 @@ fn a_bad_token_file_stops_the_start_with_one_line_naming_it() {
     for (name, contents, says) in [
         ("empty", "# none yet\n", "holds no token"),
         ("short", "tiny\n", "line 1: a token must be at least 16 characters"),
+        (
+            "expiry",
+            "# a typo\nlong-enough-secret-1 expires=2027-02-30\n",
+            "line 2: after the token, only expires=YYYY-MM-DD or expires=YYYY-MM-DDTHH:MM:SSZ",
+        ),
     ] {
         let path = token_file(name, contents);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))

@@ -1,7 +1,9 @@
 //! The built-in credential check (`--auth-token-file`): an upgrade must
 //! carry one of the shared secrets in the file, as `Authorization: Bearer
 //! TOKEN` or as `?token=TOKEN` (browsers cannot set headers on a
-//! WebSocket); anything else is refused 401 before the 101.
+//! WebSocket); anything else is refused 401 before the 101. A secret may
+//! carry an expiry (`SECRET expires=2026-12-31` or `...T18:00:00Z`, UTC):
+//! from then on it is refused like a wrong one.
 //!
 //! Shared secrets rather than signed tokens (JWT): nothing to parse or
 //! verify per handshake but one comparison, no key-confusion pitfalls, and
@@ -21,10 +23,11 @@ use crate::ws::Request;
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The secrets an upgrade may present; one per line of the file (blank
-/// lines and lines starting with `#` are skipped).
+/// lines and lines starting with `#` are skipped), each with its expiry if
+/// it has one (seconds since the Unix epoch).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Tokens {
-    tokens: Vec<Vec<u8>>,
+    tokens: Vec<(Vec<u8>, Option<u64>)>,
 }
 
 impl fmt::Debug for Tokens {
@@ -43,6 +46,9 @@ pub enum TokenFileError {
     Empty(PathBuf),
     /// A line (1-based) holds a token shorter than [`MIN_TOKEN_LEN`].
     TooShort(PathBuf, usize),
+    /// A line (1-based) has something after its token other than a valid
+    /// `expires=YYYY-MM-DD[THH:MM:SSZ]`.
+    BadExpiry(PathBuf, usize),
 }
 
 impl fmt::Display for TokenFileError {
@@ -55,6 +61,11 @@ impl fmt::Display for TokenFileError {
                 "--auth-token-file {}: line {line}: a token must be at least {MIN_TOKEN_LEN} characters",
                 p.display()
             ),
+            TokenFileError::BadExpiry(p, line) => write!(
+                f,
+                "--auth-token-file {}: line {line}: after the token, only expires=YYYY-MM-DD or expires=YYYY-MM-DDTHH:MM:SSZ",
+                p.display()
+            ),
         }
     }
 }
@@ -65,47 +76,105 @@ impl Tokens {
     /// Reads the secrets from `path`.
     pub fn load(path: &Path) -> Result<Self, TokenFileError> {
         let text = std::fs::read_to_string(path).map_err(|e| TokenFileError::Unreadable(path.into(), e))?;
-        Tokens::parse(&text).map_err(|line| match line {
-            0 => TokenFileError::Empty(path.into()),
-            n => TokenFileError::TooShort(path.into(), n),
+        Tokens::parse(&text).map_err(|e| match e {
+            LineError::Empty => TokenFileError::Empty(path.into()),
+            LineError::TooShort(n) => TokenFileError::TooShort(path.into(), n),
+            LineError::BadExpiry(n) => TokenFileError::BadExpiry(path.into(), n),
         })
     }
 
-    /// The secrets in `text`; `Err(0)` if there is none, `Err(line)` for a
-    /// line whose token is too short.
-    fn parse(text: &str) -> Result<Self, usize> {
+    /// The secrets in `text`, or what is wrong with it.
+    fn parse(text: &str) -> Result<Self, LineError> {
         let mut tokens = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            if line.len() < MIN_TOKEN_LEN {
-                return Err(i + 1);
+            let (secret, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            if secret.len() < MIN_TOKEN_LEN {
+                return Err(LineError::TooShort(i + 1));
             }
-            tokens.push(line.as_bytes().to_vec());
+            let expires = match rest.trim() {
+                "" => None,
+                rest => {
+                    let when = rest.strip_prefix("expires=").and_then(parse_utc);
+                    Some(when.ok_or(LineError::BadExpiry(i + 1))?)
+                }
+            };
+            tokens.push((secret.as_bytes().to_vec(), expires));
         }
         if tokens.is_empty() {
-            return Err(0);
+            return Err(LineError::Empty);
         }
         Ok(Tokens { tokens })
     }
 
-    /// True if `request` presents one of the secrets.
+    /// True if `request` presents one of the secrets, unexpired now.
     pub fn admits(&self, request: &Request<'_>) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.admits_at(request, now)
+    }
+
+    /// True if `request` presents one of the secrets, unexpired at `now`
+    /// (seconds since the Unix epoch).
+    pub fn admits_at(&self, request: &Request<'_>, now: u64) -> bool {
         let bearer = request.header("authorization").and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().as_bytes().to_vec())
         });
         let presented = bearer.or_else(|| request.query_param("token").and_then(percent_decode));
-        presented.is_some_and(|p| self.matches(&p))
+        presented.is_some_and(|p| self.matches(&p, now))
     }
 
     /// Compares `presented` with every secret, each in time independent
-    /// of where they differ.
-    fn matches(&self, presented: &[u8]) -> bool {
-        self.tokens.iter().fold(false, |found, t| found | constant_time_eq(t, presented))
+    /// of where they differ; an expired one never matches.
+    fn matches(&self, presented: &[u8], now: u64) -> bool {
+        self.tokens.iter().fold(false, |found, (secret, expires)| {
+            let current = expires.is_none_or(|at| now < at);
+            found | (constant_time_eq(secret, presented) & current)
+        })
     }
+}
+
+/// What is wrong with a token file's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineError {
+    /// No token at all.
+    Empty,
+    /// The token on this line (1-based) is too short.
+    TooShort(usize),
+    /// What follows the token on this line is not a valid expiry.
+    BadExpiry(usize),
+}
+
+/// `YYYY-MM-DD` (midnight) or `YYYY-MM-DDTHH:MM:SSZ`, UTC, as seconds since
+/// the Unix epoch; `None` if it is neither or not a real date.
+fn parse_utc(s: &str) -> Option<u64> {
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<u32>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > month_days[m as usize - 1] {
+        return None;
+    }
+    let (hh, mm, ss) = match time {
+        None => (0, 0, 0),
+        Some(t) => {
+            let mut hms = t.splitn(3, ':').map(|p| p.parse::<u32>().ok());
+            (hms.next()??, hms.next()??, hms.next()??)
+        }
+    };
+    if hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let days_before_year = (1970..y).map(|y| if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 { 366 } else { 365 });
+    let days = days_before_year.sum::<u64>() + month_days[..m as usize - 1].iter().sum::<u32>() as u64 + (d - 1) as u64;
+    Some(days * 86_400 + (hh * 3600 + mm * 60 + ss) as u64)
 }
 
 /// Equal slices, compared without an early exit on the first difference
@@ -217,9 +286,38 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_secret_is_refused_like_a_wrong_one() {
+        let tokens = Tokens::parse(&format!(
+            "{SECRET} expires=2026-12-01\nlater-secret-for-2027 expires=2027-01-01T12:00:00Z\n"
+        ))
+        .unwrap();
+        let header = |t: &str| format!("Authorization: Bearer {t}\r\n");
+        let at = |tokens: &Tokens, extra: &str, now: u64| {
+            let raw = format!(
+                "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            );
+            let req = parse_request(raw.as_bytes(), &mut 0, &HandshakeConfig::default()).unwrap().unwrap();
+            tokens.admits_at(&req, now)
+        };
+        let dec_1 = parse_utc("2026-12-01").unwrap();
+        assert_eq!(dec_1, 1_796_083_200);
+        assert!(at(&tokens, &header(SECRET), dec_1 - 1));
+        assert!(!at(&tokens, &header(SECRET), dec_1), "expired at its date");
+        let jan_1_noon = parse_utc("2027-01-01T12:00:00Z").unwrap();
+        assert_eq!(jan_1_noon, 1_798_804_800);
+        assert!(at(&tokens, &header("later-secret-for-2027"), jan_1_noon - 1));
+        assert!(!at(&tokens, &header("later-secret-for-2027"), jan_1_noon));
+        for bad in ["2026-02-29", "2026-13-01", "2026-1-1T25:00:00Z", "2026-01-01T00:00:00", "soon", "1969-12-31"] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+        assert_eq!(parse_utc("2024-02-29"), Some(1_709_164_800));
+        assert_eq!(Tokens::parse(&format!("{SECRET} until=2027-01-01")), Err(LineError::BadExpiry(1)));
+    }
+
+    #[test]
     fn bad_files_are_named_errors() {
-        assert_eq!(Tokens::parse("# nothing\n\n"), Err(0));
-        assert_eq!(Tokens::parse(&format!("{SECRET}\nshort\n")), Err(2));
+        assert_eq!(Tokens::parse("# nothing\n\n"), Err(LineError::Empty));
+        assert_eq!(Tokens::parse(&format!("{SECRET}\nshort\n")), Err(LineError::TooShort(2)));
         let missing = Tokens::load(Path::new("/nonexistent/tokens")).unwrap_err().to_string();
         assert!(missing.starts_with("--auth-token-file /nonexistent/tokens: cannot read it"), "{missing}");
         assert_eq!(format!("{:?}", Tokens::parse(SECRET).unwrap()), "Tokens(1 secrets)");
