@@ -353,7 +353,9 @@ impl TlsConn {
         let mut unsealed = Unsealed::default();
         // Each state is handled and the next asked for; rustls ends with
         // BlockedHandshake (more input needed) or WriteTraffic (all taken).
-        for _ in 0..4096 {
+        // Every record is at least 6 bytes and yields a few states at most,
+        // so the bound only guards against a state machine that spins.
+        for _ in 0..input.len() + 64 {
             let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut input[consumed..]);
             let state = match state {
                 Ok(state) => state,
@@ -531,4 +533,154 @@ fn encrypt_into(
             e => Retry::Fail(format!("cannot encrypt: {e}")),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server configuration and a client that trusts it, from a fresh
+    /// throwaway PKI (`tests/make-cert.sh`).
+    fn pair() -> (TlsAcceptor, Arc<rustls::ClientConfig>) {
+        let dir = std::env::temp_dir().join(format!(
+            "wsloop-tls-unit-{}-{}",
+            std::process::id(),
+            crate::ws::mask::random_u64()
+        ));
+        let made = std::process::Command::new("tests/make-cert.sh").arg(&dir).status().expect("openssl");
+        assert!(made.success());
+        let certs = TlsCerts::load(&dir.join("server.pem"), &dir.join("server.key")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let _ = std::fs::remove_dir_all(&dir);
+        (TlsAcceptor::new(Arc::new(certs)), Arc::new(client))
+    }
+
+    fn client(config: &Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
+        rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).unwrap()
+    }
+
+    /// What the client has to send, as bytes on the wire.
+    fn from_client(c: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        wire
+    }
+
+    /// Feeds the client what the server sealed; returns its plaintext.
+    fn to_client(c: &mut rustls::ClientConnection, sealed: &[u8]) -> Vec<u8> {
+        let (mut input, mut plain) = (sealed, Vec::new());
+        while !input.is_empty() {
+            c.read_tls(&mut input).unwrap();
+            c.process_new_packets().unwrap();
+            let _ = c.reader().read_to_end(&mut plain);
+        }
+        plain
+    }
+
+    /// Runs the handshake with the client's bytes cut into `step`-byte
+    /// reads; the server's plaintext (what the client sent early).
+    fn handshake(server: &mut TlsConn, c: &mut rustls::ClientConnection, step: usize) -> Vec<u8> {
+        let mut plain = Vec::new();
+        for _ in 0..8 {
+            let mut wire = from_client(c);
+            let mut sealed = Vec::new();
+            for piece in wire.chunks_mut(step) {
+                server.unseal(piece, &mut plain, &mut sealed).unwrap();
+            }
+            to_client(c, &sealed);
+            if !server.is_handshaking() && !c.is_handshaking() {
+                return plain;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn records_in_any_pieces_come_out_as_the_same_plaintext_both_ways() {
+        let (mut acceptor, config) = pair();
+        for step in [1, 7, 100, 1 << 20] {
+            let mut c = client(&config);
+            let mut server = acceptor.accept(Instant::now()).unwrap();
+            // Sent before the handshake finished: rustls holds it till then.
+            c.writer().write_all(b"GET /ws HTTP/1.1\r\n").unwrap();
+            let mut plain = handshake(&mut server, &mut c, step);
+            assert_eq!(server.phase(), TlsPhase::Established);
+            // Larger than a record, cut anywhere.
+            let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+            c.writer().write_all(&big).unwrap();
+            let mut wire = from_client(&mut c);
+            let mut sealed = Vec::new();
+            for piece in wire.chunks_mut(step) {
+                server.unseal(piece, &mut plain, &mut sealed).unwrap();
+                assert!(server.pending_len() < 17 * 1024, "at most a record waits");
+            }
+            assert_eq!(server.pending_len(), 0, "step {step}");
+            assert_eq!(&plain[..18], b"GET /ws HTTP/1.1\r\n");
+            assert_eq!(&plain[18..], &big[..], "step {step}");
+            // And back: several parts sealed as one run of records.
+            let mut sealed = Vec::new();
+            server.seal(&[b"HTTP/1.1 101 ", b"", &big], &mut sealed).unwrap();
+            let mut want = b"HTTP/1.1 101 ".to_vec();
+            want.extend_from_slice(&big);
+            assert_eq!(to_client(&mut c, &sealed), want);
+        }
+    }
+
+    #[test]
+    fn plain_http_gets_a_readable_400_and_garbage_an_alert() {
+        let (mut acceptor, _) = pair();
+        let mut server = acceptor.accept(Instant::now()).unwrap();
+        let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+        let err = server.unseal(&mut b"GET /ws HTTP/1.1\r\n".to_vec(), &mut plain, &mut sealed).unwrap_err();
+        assert_eq!(err, TlsError { failure: TlsFailure::PlainHttp, in_handshake: true });
+        assert!(sealed.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert_eq!(server.phase(), TlsPhase::Failed);
+        assert_eq!(server.fail(TlsFailure::Timeout), None, "a failure is counted once");
+
+        let mut server = acceptor.accept(Instant::now()).unwrap();
+        sealed.clear();
+        // A handshake record whose message has no known type.
+        let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x08, 0xfe, 0, 0, 4, 1, 2, 3, 4];
+        let err = server.unseal(&mut garbage, &mut plain, &mut sealed).unwrap_err();
+        assert!(err.in_handshake);
+        assert_eq!(sealed.first(), Some(&0x15), "an alert record: {sealed:?}");
+        assert!(plain.is_empty());
+    }
+
+    #[test]
+    fn a_deferred_turn_keeps_its_bytes_for_the_next_unseal() {
+        let (mut acceptor, config) = pair();
+        let mut c = client(&config);
+        let mut server = acceptor.accept(Instant::now()).unwrap();
+        let hello = from_client(&mut c);
+        server.defer(&hello);
+        assert_eq!(server.pending_len(), hello.len());
+        let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+        server.unseal(&mut [], &mut plain, &mut sealed).unwrap();
+        assert_eq!(server.pending_len(), 0);
+        assert_eq!(sealed.first(), Some(&0x16), "the server's first flight");
+        to_client(&mut c, &sealed);
+        let mut finished = from_client(&mut c);
+        sealed.clear();
+        let done = server.unseal(&mut finished, &mut plain, &mut sealed).unwrap();
+        assert!(done.handshake_done.is_some());
+        // The peer's close_notify ends the input.
+        c.send_close_notify();
+        let mut bye = from_client(&mut c);
+        let closed = server.unseal(&mut bye, &mut plain, &mut sealed).unwrap();
+        assert!(closed.peer_closed);
+        assert_eq!(server.phase(), TlsPhase::PeerClosed);
+    }
 }
