@@ -380,3 +380,27 @@ fn the_load_generator_speaks_wss_and_checks_the_certificate() {
     assert_eq!(code, 2);
     assert!(err.contains("need a wss:// --url"), "{err}");
 }
+
+#[test]
+fn input_held_behind_a_backlog_is_handled_once_the_peer_reads() {
+    // Echoes far over the backlog cap pause the connection's reads while
+    // more messages arrive; once the client reads, every one comes back.
+    let pki = Pki::new("held");
+    let server = WssServer::start(&pki, &pki.path("one.pem"), &pki.path("one.key"), &["--max-backlog", "64KiB"]);
+    let mut ws = server.connect(&pki.client(BOTH));
+    // The last message is small: when it arrives the connection is paused
+    // behind the first echo, and nothing else will come to wake it.
+    let mut messages: Vec<tungstenite::Message> =
+        (0..3u8).map(|i| tungstenite::Message::binary(vec![i; 512 * 1024])).collect();
+    messages.push(tungstenite::Message::text("the last word"));
+    for m in &messages {
+        ws.send(m.clone()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for m in &messages {
+        assert_eq!(&ws.read().unwrap(), m);
+    }
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    assert_eq!(server.metric(r#"wsloop_connections_closed_total{reason="tls_failed"}"#), 0.0);
+}

@@ -461,7 +461,9 @@ impl<H: Handler> EventLoop<H> {
                 return self.hold(slot, &[]);
             }
             self.conns[slot].flags &= !HOLDING;
-            signal = self.take_input(slot, &mut []);
+            // Held input is what the connection reads (TLS's plaintext, not
+            // records): it skips the TLS layer.
+            signal = self.take_plain_input(slot, &mut []);
         } else if self
             .tls_conns
             .get(slot)
