@@ -522,23 +522,18 @@ impl<H: Handler> EventLoop<H> {
 
     /// Reads what the socket has into `buf`: as it comes, or (TLS) through
     /// the connection's TLS session (see [`unseal_into`](Self::unseal_into)).
-    /// Returns the read's result in bytes off the wire (0: end of input) and
-    /// the room the read had.
-    fn receive(&mut self, slot: usize, buf: &mut Vec<u8>) -> (io::Result<usize>, usize) {
+    /// Returns the bytes taken off the wire (0: end of input), or why there
+    /// were none, and the room the read had.
+    fn receive(&mut self, slot: usize, buf: &mut Vec<u8>) -> (Result<usize, Unread>, usize) {
         if self.tls_conns.get(slot).is_none_or(Option::is_none) {
             let spare = buf.capacity() - buf.len();
-            return (self.conns[slot].read_into(buf), spare);
+            return (self.conns[slot].read_into(buf).map_err(Unread::of), spare);
         }
         let mut cipher = self.pool.take();
         let spare = cipher.capacity();
         let result = match self.conns[slot].read_into(&mut cipher) {
-            Ok(n) if n > 0 => match self.unseal_into(slot, &mut cipher, buf) {
-                Ok(()) => Ok(n),
-                // `io_reason` maps it back to `TlsFailed`.
-                Err(CloseReason::TlsFailed) => Err(io::Error::new(io::ErrorKind::InvalidData, "TLS failed")),
-                Err(_) => Err(io::ErrorKind::BrokenPipe.into()),
-            },
-            other => other,
+            Ok(n) if n > 0 => self.unseal_into(slot, &mut cipher, buf).map(|()| n).map_err(Unread::Fault),
+            other => other.map_err(Unread::of),
         };
         self.pool.give(cipher);
         (result, spare)
@@ -739,9 +734,9 @@ impl<H: Handler> EventLoop<H> {
                     // its EOF must still be read.
                     drained = n < spare && !self.conns[slot].has(PEER_CLOSED);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(Signal::Fault(io_reason(&e))),
+                Err(Unread::Empty) => break None,
+                Err(Unread::Interrupted) => continue,
+                Err(Unread::Fault(reason)) => break Some(Signal::Fault(reason)),
             }
             let (consumed, handled) = self.handle_input(slot, &mut buf);
             buf.drain(..consumed);
@@ -1232,6 +1227,27 @@ fn write_via(
     match io {
         Io::Epoll(_) => write_parts(conn, parts, pool, stats),
         Io::Uring(uring) => Ok(uring.queue(conn, slot, parts, stats)),
+    }
+}
+
+/// Why a read turn got no bytes.
+enum Unread {
+    /// The socket has nothing more now (`EAGAIN`).
+    Empty,
+    /// A signal interrupted the read: read again.
+    Interrupted,
+    /// The connection must end: a socket error, or TLS records that failed.
+    Fault(CloseReason),
+}
+
+impl Unread {
+    /// What a failed socket read means.
+    fn of(e: io::Error) -> Unread {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Unread::Empty,
+            io::ErrorKind::Interrupted => Unread::Interrupted,
+            _ => Unread::Fault(io_reason(&e)),
+        }
     }
 }
 

@@ -170,8 +170,6 @@ pub fn io_reason(e: &io::Error) -> CloseReason {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
             CloseReason::PeerGone
         }
-        // Never a socket's: the TLS layer's way of saying its input was bad.
-        io::ErrorKind::InvalidData => CloseReason::TlsFailed,
         _ => CloseReason::IoError,
     }
 }

@@ -187,7 +187,7 @@ pub struct LoopStats {
     pub uring_buffers: Counter,
     /// TLS handshakes completed.
     pub tls_handshakes: Counter,
-    /// TLS handshakes that failed, by `TlsFailure` (its position in `ALL`).
+    /// TLS handshakes that failed, by `TlsFailure` (its discriminant).
     pub tls_failures: [Counter; TlsFailure::ALL.len()],
     /// TLS handshakes (accept to keys agreed) by duration bucket (not
     /// cumulative; the last slot counts those over the largest bound).
@@ -222,13 +222,12 @@ impl LoopStats {
 
     /// Counts a failed TLS handshake.
     pub fn count_tls_failure(&self, failure: TlsFailure) {
-        let i = TlsFailure::ALL.iter().position(|f| *f == failure).unwrap_or(TlsFailure::ALL.len() - 1);
-        self.tls_failures[i].add(1);
+        self.tls_failures[failure as usize].add(1);
     }
 
     /// Failed TLS handshakes for `failure`.
     pub fn tls_failures_by(&self, failure: TlsFailure) -> u64 {
-        TlsFailure::ALL.iter().position(|f| *f == failure).map_or(0, |i| self.tls_failures[i].get())
+        self.tls_failures[failure as usize].get()
     }
 
     /// Counts a closed connection.

@@ -178,7 +178,8 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
-    /// Every failure, in counter order.
+    /// Every failure, in counter order (declaration order: counters index
+    /// by discriminant).
     pub const ALL: [TlsFailure; 8] = [
         TlsFailure::PlainHttp,
         TlsFailure::Malformed,
@@ -635,6 +636,14 @@ mod tests {
             let mut want = b"HTTP/1.1 101 ".to_vec();
             want.extend_from_slice(&big);
             assert_eq!(to_client(&mut c, &sealed), want);
+        }
+    }
+
+    #[test]
+    fn failures_are_listed_in_declaration_order() {
+        // Counters index by discriminant.
+        for (i, failure) in TlsFailure::ALL.iter().enumerate() {
+            assert_eq!(*failure as usize, i, "{failure:?}");
         }
     }
 
