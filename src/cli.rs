@@ -167,6 +167,14 @@ pub struct ServeArgs {
     /// many (0: no limit); past it, 429 with Retry-After.
     #[arg(long, env = "WSLOOP_HANDSHAKE_RATE_PER_IP", default_value_t = 0)]
     pub handshake_rate_per_ip: u32,
+    /// Share rooms with other wsloop processes and hosts through this Redis
+    /// (`redis://[user:password@]host:port[/db]`): publishes go to every
+    /// member on every host. Redis down: rooms stay local until it is back.
+    #[arg(long, env = "WSLOOP_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+    /// Redis channel of a room: this prefix, then the room's name.
+    #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::server::bridge::DEFAULT_PREFIX, requires = "redis_url")]
+    pub redis_prefix: String,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -222,8 +230,17 @@ impl ServeArgs {
             level: self.compression_level,
             max_dedicated: self.compression_max_dedicated,
         });
+        cfg.bridge = self
+            .redis_url
+            .as_ref()
+            .map(|url| crate::server::bridge::BridgeConfig { url: url.clone(), prefix: self.redis_prefix.clone() });
         cfg
     }
+}
+
+/// Checks `--redis-url` the way the bridge will use it.
+pub fn parse_redis_url(s: &str) -> Result<String, String> {
+    crate::server::bridge::BridgeConfig::new(s).map(|cfg| cfg.url).map_err(|e| e.to_string())
 }
 
 /// The metrics listener: an address, or off.

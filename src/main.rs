@@ -114,11 +114,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let _metrics = match args.metrics_addr {
         MetricsAddr::Off => None,
         MetricsAddr::On(addr) => {
-            let source = metrics::Source {
-                loops: handle.stats().to_vec(),
-                max_conns: handle.max_conns(),
-                proc_root: "/proc".into(),
-            };
+            let source = metrics::Source::of(&handle);
             let probe = handle.trigger();
             match metrics::start(addr, source, move || !probe.is_shutting_down()) {
                 Ok(m) => {

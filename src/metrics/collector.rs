@@ -6,15 +6,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use crate::server::bridge::BridgeStats;
 use crate::server::stats::{
     handshake_failure_labels, CloseReason, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
 use crate::server::tls::TlsFailure;
+use crate::server::ServerHandle;
 
 /// What the collector reads: every loop's counters and the process limits.
 #[derive(Clone)]
@@ -25,6 +28,20 @@ pub struct Source {
     pub max_conns: usize,
     /// Where /proc is (tests point it elsewhere).
     pub proc_root: PathBuf,
+    /// The Redis bridge's counters, if the server has a bridge.
+    pub bridge: Option<Arc<BridgeStats>>,
+}
+
+impl Source {
+    /// What a running server offers: its loops, its limit, its bridge.
+    pub fn of(server: &ServerHandle) -> Source {
+        Source {
+            loops: server.stats().to_vec(),
+            max_conns: server.max_conns(),
+            proc_root: "/proc".into(),
+            bridge: server.bridge_stats(),
+        }
+    }
 }
 
 /// One metric family: what it is called and means, and how its samples are
@@ -286,6 +303,53 @@ const FAMILIES: &[Family] = &[
         kind: MetricType::GAUGE,
         label: None,
         read: |src, kind| one(kind, super::sockstat::tcp_memory_bytes(&src.proc_root)? as f64),
+    },
+    Family {
+        name: "wsloop_redis_bridge_up",
+        help: "1 while both connections to Redis are up (--redis-url); 0 while rooms are local only.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.is_up() as u8 as f64),
+    },
+    Family {
+        name: "wsloop_redis_subscribed_rooms",
+        help: "Room channels subscribed in Redis: the rooms with members in this process.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.subscriptions.load(Relaxed) as f64),
+    },
+    Family {
+        name: "wsloop_redis_publishes_total",
+        help: "Room publishes sent to Redis for other processes and hosts.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.published.load(Relaxed) as f64),
+    },
+    Family {
+        name: "wsloop_redis_messages_received_total",
+        help: "Room publishes from other processes and hosts, passed to this process's loops.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.received.load(Relaxed) as f64),
+    },
+    Family {
+        name: "wsloop_redis_publishes_dropped_total",
+        help: "Room publishes other hosts did not get, by reason (local members got them).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let b = src.bridge.as_ref()?;
+            let reasons =
+                [("redis_down", &b.dropped_redis_down), ("queue_full", &b.dropped_queue_full), ("malformed", &b.dropped_malformed)];
+            Some(reasons.iter().map(|(r, n)| sample(kind, vec![label("reason", r)], n.load(Relaxed) as f64)).collect())
+        },
+    },
+    Family {
+        name: "wsloop_redis_reconnects_total",
+        help: "Connections to Redis made again after one was lost or refused.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.reconnects.load(Relaxed) as f64),
     },
 ];
 

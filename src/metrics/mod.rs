@@ -72,9 +72,15 @@ pub fn start(
     let listener = std::net::TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let bridge = source.bridge.clone();
     let registry = registry(source);
     let respond: http::Responder = Box::new(move |path: &str| match path {
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(&registry)),
+        // Still 200 without Redis: this host serves its own members, and a
+        // load balancer must not take every host out because Redis is away.
+        "/healthz" if serving() && bridge.as_ref().is_some_and(|b| !b.is_up()) => {
+            (200, "text/plain", b"ok; redis bridge down: rooms reach this host's members only\n".to_vec())
+        }
         "/healthz" if serving() => (200, "text/plain", b"ok\n".to_vec()),
         "/healthz" => (503, "text/plain", b"shutting down\n".to_vec()),
         _ => (404, "text/plain", b"not found: try /metrics or /healthz\n".to_vec()),

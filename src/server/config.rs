@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// TLS handshake turns one loop pass takes at most (0: no limit); the
     /// others wait for the next pass.
     pub tls_handshakes_per_pass: u32,
+    /// Rooms across processes and hosts over Redis pub/sub; `None` keeps
+    /// rooms inside the process.
+    pub bridge: Option<super::bridge::BridgeConfig>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             address_limits: Default::default(),
             tls: None,
             tls_handshakes_per_pass: 4,
+            bridge: None,
         }
     }
 }

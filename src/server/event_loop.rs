@@ -205,6 +205,7 @@ impl<H: Handler> EventLoop<H> {
         };
         let tls = cfg.tls.clone().map(TlsAcceptor::new);
         let tls_budget = handshake_budget(&cfg);
+        let rooms = Rooms::new(hub.bridge().map(|b| b.directory().clone()));
         EventLoop {
             id,
             io,
@@ -224,7 +225,7 @@ impl<H: Handler> EventLoop<H> {
             shared,
             inbox,
             hub,
-            rooms: Rooms::default(),
+            rooms,
             local: Vec::new(),
             owed: Deliveries::default(),
             owing_too_much: false,

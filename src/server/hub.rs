@@ -2,6 +2,11 @@
 //! process) posts to the others without a lock: a crossbeam channel and a
 //! waker per loop (mio's, or an eventfd under io_uring), with a flag so
 //! that a burst of posts costs one wake-up, not one per message.
+//!
+//! With a Redis bridge (`--redis-url`), a room publish also leaves the
+//! process: [`Hub::publish_to_others`] hands it to the bridge, whose
+//! subscriber brings other processes' publishes back in through
+//! [`Hub::publish_to_all`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use super::publication::Publication;
+use crate::server::bridge::Bridge;
 
 /// What other threads may ask of a loop, through its inbox.
 #[derive(Debug)]
@@ -75,6 +81,8 @@ pub struct Inbox {
 #[derive(Debug, Default)]
 pub struct Hub {
     inboxes: Vec<Inbox>,
+    /// Where room publishes go beyond this process, if anywhere.
+    bridge: Option<Bridge>,
 }
 
 impl Hub {
@@ -91,12 +99,33 @@ impl Hub {
         }
     }
 
-    /// Posts a publish to every loop but `from`.
+    /// Sends room publishes beyond this process through `bridge`.
+    pub fn set_bridge(&mut self, bridge: Bridge) {
+        self.bridge = Some(bridge);
+    }
+
+    /// The Redis bridge, if there is one.
+    pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()
+    }
+
+    /// Posts a publish to every loop but `from`, and to other processes
+    /// when there is a bridge.
     pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Arc<Publication>) {
         for i in 0..self.inboxes.len() {
             if i != from as usize {
                 self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
             }
+        }
+        if let Some(bridge) = &self.bridge {
+            bridge.publish(room, frame);
+        }
+    }
+
+    /// Posts a publish that came from another process to every loop.
+    pub fn publish_to_all(&self, room: &Arc<str>, frame: &Arc<Publication>) {
+        for i in 0..self.inboxes.len() {
+            self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
         }
     }
 

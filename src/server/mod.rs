@@ -8,6 +8,7 @@
 //! limit is below the target still serves 100,000 connections.
 
 pub mod address_limits;
+pub mod bridge;
 pub mod compression;
 pub mod config;
 pub mod conn;
@@ -76,6 +77,8 @@ pub struct ServerHandle {
     hub: Arc<Hub>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     shared: Arc<Shared>,
+    /// The Redis bridge's threads, stopped after the loops.
+    bridge: Option<bridge::Running>,
 }
 
 impl ServerHandle {
@@ -92,6 +95,11 @@ impl ServerHandle {
     /// Open connections across all loops.
     pub fn connections(&self) -> u64 {
         self.stats.iter().map(|s| s.connections.get()).sum()
+    }
+
+    /// The Redis bridge's counters, if there is a bridge.
+    pub fn bridge_stats(&self) -> Option<Arc<bridge::BridgeStats>> {
+        self.hub.bridge().map(|b| b.stats().clone())
     }
 
     /// The connection limit in effect.
@@ -124,6 +132,9 @@ impl ServerHandle {
             if result.is_ok() {
                 result = r;
             }
+        }
+        if let Some(bridge) = self.bridge {
+            bridge.stop();
         }
         result
     }
@@ -178,6 +189,14 @@ where
     for _ in 1..workers {
         listeners.push(bind_reuseport(addr, cfg.listen_backlog)?);
     }
+    // A bad Redis URL fails here, before any thread starts.
+    let bridge = match &cfg.bridge {
+        Some(bridge_cfg) => Some(
+            bridge::Bridge::new(bridge_cfg.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        ),
+        None => None,
+    };
     let (driver, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
     log::info!("I/O driver: {} ({why})", driver.label());
     let cfg = Arc::new(cfg);
@@ -208,9 +227,19 @@ where
         };
         parts.push((io, listener, rx));
     }
+    let pending = bridge.map(|(bridge, pending)| {
+        hub.set_bridge(bridge);
+        pending
+    });
     let hub = Arc::new(hub);
-    let mut handle =
-        ServerHandle { addr, stats: Vec::new(), hub: hub.clone(), threads: Vec::new(), shared: shared.clone() };
+    let mut handle = ServerHandle {
+        addr,
+        stats: Vec::new(),
+        hub: hub.clone(),
+        threads: Vec::new(),
+        shared: shared.clone(),
+        bridge: None,
+    };
     // Each loop says whether its driver is up before `start` returns.
     let (up_tx, up_rx) = crossbeam_channel::bounded(workers);
     for (i, (io, listener, rx)) in parts.into_iter().enumerate() {
@@ -241,6 +270,16 @@ where
             handle.shutdown();
             let _ = handle.join();
             return Err(e);
+        }
+    }
+    if let Some(pending) = pending {
+        match bridge::Bridge::spawn(pending, hub) {
+            Ok(running) => handle.bridge = Some(running),
+            Err(e) => {
+                handle.shutdown();
+                let _ = handle.join();
+                return Err(io::Error::other(e.to_string()));
+            }
         }
     }
     Ok(handle)

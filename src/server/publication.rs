@@ -47,6 +47,16 @@ impl Publication {
         &self.plain
     }
 
+    /// The message's opcode (text or binary).
+    pub fn op(&self) -> u8 {
+        self.op
+    }
+
+    /// The message itself, without the frame head.
+    pub fn payload(&self) -> &[u8] {
+        &self.plain[self.head_len as usize..]
+    }
+
     /// The frame for a receiver that compresses with `window` bits (or
     /// not at all): compressed once per window across all loops.
     pub fn frame_for(&self, window: Option<u8>, deflaters: &mut Deflaters) -> &Bytes {

@@ -5,12 +5,18 @@
 //! A connection that is in no room costs nothing here; one that is in
 //! rooms has a small list of room ids, so closing it leaves every room in
 //! O(rooms it was in).
+//!
+//! With a Redis bridge, a room's birth and death on this loop are reported
+//! to the process-wide [`Directory`], which keeps Redis subscribed to the
+//! rooms that have members somewhere in the process.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use slab::Slab;
+
+use crate::server::bridge::Directory;
 
 /// Limits on what a connection may do with rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +80,16 @@ pub struct Rooms {
     rooms: Slab<Room>,
     of_conn: HashMap<u32, Vec<usize>>,
     members: usize,
+    /// Told when a room appears on or leaves this loop.
+    directory: Option<Arc<Directory>>,
 }
 
 impl Rooms {
+    /// A loop's rooms, reporting to `directory` when there is one.
+    pub fn new(directory: Option<Arc<Directory>>) -> Rooms {
+        Rooms { directory, ..Rooms::default() }
+    }
+
     /// Puts connection `slot` in room `name`. Joining a room twice is not
     /// an error (and not counted twice).
     pub fn join(&mut self, slot: u32, name: &str, limits: &RoomLimits) -> Result<(), RoomError> {
@@ -93,6 +106,9 @@ impl Rooms {
                 }
                 let name: Arc<str> = name.into();
                 let id = self.rooms.insert(Room { name: name.clone(), members: HashSet::new() });
+                if let Some(directory) = &self.directory {
+                    directory.opened(&name);
+                }
                 self.ids.insert(name, id);
                 id
             }
@@ -139,6 +155,9 @@ impl Rooms {
         if room.members.is_empty() {
             let room = self.rooms.remove(id);
             self.ids.remove(&room.name);
+            if let Some(directory) = &self.directory {
+                directory.closed(&room.name);
+            }
         }
     }
 

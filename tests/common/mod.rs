@@ -358,7 +358,7 @@ impl RawClient {
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to metrics");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     let status = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -377,11 +377,7 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
 
 /// Starts the metrics thread for an in-process server on 127.0.0.1:0.
 pub fn start_metrics(server: &ServerHandle) -> wsloop::metrics::MetricsHandle {
-    let source = wsloop::metrics::Source {
-        loops: server.stats().to_vec(),
-        max_conns: server.max_conns(),
-        proc_root: "/proc".into(),
-    };
+    let source = wsloop::metrics::Source::of(server);
     let probe = server.trigger();
     wsloop::metrics::start("127.0.0.1:0".parse().unwrap(), source, move || !probe.is_shutting_down()).unwrap()
 }

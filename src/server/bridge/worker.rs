@@ -1,0 +1,335 @@
+//! The bridge's two threads: the publisher (queue -> pipelined `PUBLISH`)
+//! and the subscriber (`SUBSCRIBE`d channels -> the loops), each with its
+//! own connection and its own reconnect-with-backoff.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::envelope::{self, Envelope};
+use super::{BridgeStats, Directory, Outgoing};
+use crate::server::hub::Hub;
+use crate::server::publication::Publication;
+
+/// Publishes sent in one pipeline at most.
+const MAX_BATCH: usize = 1024;
+/// How long connecting, or a reply, may take before Redis counts as down.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the subscriber waits for a message before it looks for new or
+/// gone rooms: the most a join waits for its `SUBSCRIBE`.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(5);
+/// How often an idle subscriber pings Redis, to find a silent peer.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// How often the publisher looks at the stop flag while idle.
+const PUBLISHER_POLL: Duration = Duration::from_millis(100);
+
+/// A random id for this process, so it knows its own publishes.
+pub fn origin_id() -> u64 {
+    let mut id = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into a live 8-byte array.
+    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(id)
+    } else {
+        // No getrandom: the pid and the clock are unique enough per host.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (u64::from(std::process::id()) << 32) ^ nanos.as_nanos() as u64
+    }
+}
+
+/// Waits between failed connection attempts: 100 ms, doubling to 5 s.
+struct Backoff {
+    next: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST, failures: 0 }
+    }
+
+    /// How long to wait after one more failure.
+    fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        self.failures += 1;
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+        self.failures = 0;
+    }
+}
+
+/// Sleeps up to `wait`, waking early when `stop` is set. False if stopped.
+fn pause(wait: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(PUBLISHER_POLL));
+    }
+    false
+}
+
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+    con.set_write_timeout(Some(REDIS_TIMEOUT))?;
+    con.set_read_timeout(Some(REDIS_TIMEOUT))?;
+    Ok(con)
+}
+
+/// The publisher thread's state.
+pub(super) struct Publisher {
+    pub client: redis::Client,
+    /// Connections the subscriber has lost: when it moves, Redis went away
+    /// (a restart kills both connections), so the publisher's connection is
+    /// dead too, though nothing has told it yet. Reconnecting then, rather
+    /// than at the next failed publish, loses no publish to a dead socket.
+    pub losses: Arc<AtomicU64>,
+    pub inbox: Receiver<Outgoing>,
+    pub stats: Arc<BridgeStats>,
+    pub origin: u64,
+    pub prefix: Arc<str>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    pub fn run(self) {
+        let mut con: Option<redis::Connection> = None;
+        let mut backoff = Backoff::new();
+        let mut retry_at = Instant::now();
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
+        let mut pipe = redis::pipe();
+        let mut channel = String::new();
+        let mut body = Vec::new();
+        let mut used = Instant::now();
+        let mut losses_seen = self.losses.load(Ordering::Acquire);
+        while !self.stop.load(Ordering::Relaxed) {
+            let losses = self.losses.load(Ordering::Acquire);
+            if losses != losses_seen {
+                losses_seen = losses;
+                if con.take().is_some() {
+                    self.stats.publisher_up.store(false, Ordering::Relaxed);
+                    backoff.failed();
+                }
+            }
+            if con.is_none() && Instant::now() >= retry_at {
+                match connect(&self.client) {
+                    Ok(c) => {
+                        if backoff.failures > 0 {
+                            log::info!("redis bridge: publisher connected again");
+                            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        backoff.reset();
+                        self.stats.publisher_up.store(true, Ordering::Relaxed);
+                        con = Some(c);
+                    }
+                    Err(e) => {
+                        let wait = backoff.failed();
+                        if backoff.failures == 1 {
+                            log::warn!("redis bridge: publisher cannot reach Redis ({e}); retrying");
+                        }
+                        retry_at = Instant::now() + wait;
+                    }
+                }
+            }
+            let wait = if con.is_some() {
+                PUBLISHER_POLL
+            } else {
+                retry_at.saturating_duration_since(Instant::now()).min(PUBLISHER_POLL)
+            };
+            match self.inbox.recv_timeout(wait) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {
+                    // An idle publisher pings, so that metrics and /healthz
+                    // show Redis gone before the next publish is lost to it.
+                    if let Some(c) = con.as_mut().filter(|_| used.elapsed() >= KEEPALIVE) {
+                        used = Instant::now();
+                        if let Err(e) = redis::cmd("PING").exec(c) {
+                            log::warn!("redis bridge: publisher lost Redis ({e})");
+                            self.stats.publisher_up.store(false, Ordering::Relaxed);
+                            con = None;
+                            retry_at = Instant::now() + backoff.failed();
+                        }
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match self.inbox.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let Some(c) = con.as_mut() else {
+                // Redis is away: other hosts miss these; local members had them.
+                self.stats.dropped_redis_down.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                continue;
+            };
+            pipe.clear();
+            for out in batch.drain(..) {
+                channel.clear();
+                channel.push_str(&self.prefix);
+                channel.push_str(&out.room);
+                body.clear();
+                envelope::encode(&mut body, self.origin, out.frame.op(), out.frame.payload());
+                pipe.cmd("PUBLISH").arg(channel.as_str()).arg(body.as_slice()).ignore();
+            }
+            let sent = pipe.cmd_iter().count() as u64;
+            used = Instant::now();
+            match pipe.exec(c) {
+                Ok(()) => {
+                    self.stats.published.fetch_add(sent, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    log::warn!("redis bridge: publishing failed ({e}); {sent} publishes did not reach other hosts");
+                    self.stats.dropped_redis_down.fetch_add(sent, Ordering::Relaxed);
+                    self.stats.publisher_up.store(false, Ordering::Relaxed);
+                    con = None;
+                    retry_at = Instant::now() + backoff.failed();
+                }
+            }
+        }
+    }
+}
+
+/// The subscriber thread's state.
+pub(super) struct Subscriber {
+    pub client: redis::Client,
+    /// Counts the connections this thread lost (see [`Publisher::losses`]).
+    pub losses: Arc<AtomicU64>,
+    pub hub: Arc<Hub>,
+    pub directory: Arc<Directory>,
+    pub stats: Arc<BridgeStats>,
+    pub origin: u64,
+    pub prefix: Arc<str>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    pub fn run(self) {
+        let mut backoff = Backoff::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let result = connect(&self.client).and_then(|mut con| {
+                if backoff.failures > 0 {
+                    log::info!("redis bridge: subscriber connected again; subscribing to every room with members");
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                backoff.reset();
+                self.session(&mut con)
+            });
+            self.stats.subscriber_up.store(false, Ordering::Relaxed);
+            self.stats.subscriptions.store(0, Ordering::Relaxed);
+            match result {
+                Ok(()) => return, // stopped
+                Err(e) => {
+                    self.losses.fetch_add(1, Ordering::Release);
+                    let wait = backoff.failed();
+                    if backoff.failures == 1 {
+                        log::warn!("redis bridge: subscriber lost Redis ({e}); rooms are local until it is back");
+                    }
+                    if !pause(wait, &self.stop) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: keep the subscriptions equal to the
+    /// directory's rooms and pass every message on. Returns `Ok` when
+    /// stopped, the error when the connection fails.
+    fn session(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let mut pubsub = con.as_pubsub();
+        let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+        let mut seen = None;
+        let mut pinged = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let generation = self.directory.generation();
+            if seen != Some(generation) {
+                let (generation, rooms) = self.directory.snapshot();
+                // Replies may take longer than a poll; a cut-off reply would
+                // leave the client out of step with Redis.
+                pubsub.set_read_timeout(Some(REDIS_TIMEOUT))?;
+                let join: Vec<String> = rooms.difference(&subscribed).map(|r| self.channel(r)).collect();
+                let leave: Vec<String> = subscribed.difference(&rooms).map(|r| self.channel(r)).collect();
+                if !join.is_empty() {
+                    pubsub.subscribe(join)?;
+                }
+                if !leave.is_empty() {
+                    pubsub.unsubscribe(leave)?;
+                }
+                subscribed = rooms;
+                seen = Some(generation);
+                self.stats.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
+                self.stats.subscriber_up.store(true, Ordering::Relaxed);
+                pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+            }
+            if pinged.elapsed() >= KEEPALIVE {
+                pubsub.set_read_timeout(Some(REDIS_TIMEOUT))?;
+                pubsub.ping::<redis::Value>()?;
+                pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+                pinged = Instant::now();
+            }
+            match pubsub.get_message() {
+                Ok(msg) => self.deliver(msg.get_channel_name(), msg.get_payload_bytes()),
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn channel(&self, room: &str) -> String {
+        format!("{}{room}", self.prefix)
+    }
+
+    /// A channel message: to every loop, unless it is our own.
+    fn deliver(&self, channel: &str, bytes: &[u8]) {
+        let Some(room) = channel.strip_prefix(&*self.prefix) else { return };
+        let frame = match envelope::decode(bytes) {
+            Ok(Envelope::Wsloop { origin, .. }) if origin == self.origin => return,
+            Ok(Envelope::Wsloop { op, payload, .. } | Envelope::Foreign { op, payload }) => {
+                Publication::new(op, payload)
+            }
+            Err(e) => {
+                log::debug!("redis bridge: dropped a message on {channel}: {e}");
+                self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.hub.publish_to_all(&Arc::from(room), &frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_and_resets() {
+        let mut b = Backoff::new();
+        let waits: Vec<u128> = (0..8).map(|_| b.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.failed(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn origin_ids_differ() {
+        assert_ne!(origin_id(), origin_id());
+    }
+}

@@ -1,0 +1,603 @@
+//! Rooms across hosts: three `wsloop serve --redis-url` hosts, each in a
+//! network namespace of its own with its own address, one real Redis, and
+//! HAProxy in front running deploy/haproxy.cfg (its bind and server lines
+//! swapped for the test's addresses). Clients join one room through
+//! HAProxy; Redis is killed and restarted mid-run; a host is killed.
+//!
+//! Needs `redis-server`, `haproxy` and `ip` (.ci/run installs the first
+//! two); without them this skips, unless CI is set. Without network
+//! namespaces (not root) the hosts are three processes on 127.0.0.1, and
+//! the test says so. Every wait is bounded; processes and namespaces are
+//! removed on the way out, also when an assertion fails.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{eventually, http_get, sample, tung_connect, Tung};
+use tungstenite::Message;
+
+const WS_PORT: u16 = 8080;
+const METRICS_PORT: u16 = 2112;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True if the tools are here; skips (or, under CI, fails) if not.
+fn tools_present() -> bool {
+    let missing: Vec<&str> = ["redis-server", "haproxy", "ip"].into_iter().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "cluster tests need {missing:?} (.ci/run installs them)");
+    eprintln!("cluster test skipped: {missing:?} not installed (.ci/run installs them)");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run(cmd: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One wsloop host.
+struct Host {
+    /// Where clients reach it (HAProxy's server line).
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    process: Option<Child>,
+}
+
+impl Host {
+    fn scrape(&self, series: &str) -> Option<f64> {
+        let (status, body) = http_get_within(self.metrics, "/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        sample(&body, series)
+    }
+
+    fn connections(&self) -> f64 {
+        let (_, body) = http_get_within(self.metrics, "/metrics").expect("metrics answer");
+        body.lines()
+            .filter(|l| l.starts_with("wsloop_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// `http_get`, or `None` if nothing listens there (a host that is down).
+fn http_get_within(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    Some(http_get(addr, path))
+}
+
+/// HAProxy's stats page as text: the body of a GET, de-chunked (HAProxy
+/// answers chunked whatever the request's version).
+fn haproxy_stats(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    let reply = String::from_utf8(reply).ok()?;
+    let (head, mut rest) = reply.split_once("\r\n\r\n")?;
+    if head.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Some(rest.to_string());
+    }
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
+}
+
+/// Three hosts, Redis, HAProxy; torn down on drop.
+struct Cluster {
+    hosts: Vec<Host>,
+    redis: Option<Child>,
+    redis_port: u16,
+    haproxy: Option<Child>,
+    front: SocketAddr,
+    stats: SocketAddr,
+    namespaces: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            if let Some(mut p) = host.process.take() {
+                kill(&mut p);
+            }
+        }
+        for p in [self.haproxy.take(), self.redis.take()].iter_mut().flatten() {
+            kill(p);
+        }
+        for ns in &self.namespaces {
+            // Deleting the namespace deletes its end of the veth, and so both.
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Numbers each cluster of this test process: namespaces, links and
+/// subnets are named from the pid and this number, so nothing collides.
+static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Three hosts with Redis behind them and HAProxy in front.
+    fn start() -> Cluster {
+        let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("wsloop-cluster-{pid}-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Cluster {
+            hosts: Vec::new(),
+            redis: None,
+            redis_port: free_port(),
+            haproxy: None,
+            front: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            stats: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            namespaces: Vec::new(),
+            dir,
+        };
+        cluster.start_redis();
+        // Redis as each host reaches it, and how each host is started.
+        let mut places: Vec<(Option<String>, SocketAddr, SocketAddr, SocketAddr)> = Vec::new();
+        for i in 0..3u32 {
+            match cluster.add_namespace(pid, n, i) {
+                Ok((ns, host_side, ns_side)) => places.push((
+                    Some(ns),
+                    SocketAddr::new(ns_side, WS_PORT),
+                    SocketAddr::new(ns_side, METRICS_PORT),
+                    SocketAddr::new(host_side, cluster.redis_port),
+                )),
+                Err(why) => {
+                    assert!(i == 0, "namespace {i} failed after others worked: {why}");
+                    eprintln!("network namespaces unavailable ({why}): three processes on 127.0.0.1 instead");
+                    for _ in 0..3 {
+                        places.push((
+                            None,
+                            SocketAddr::from(([127, 0, 0, 1], free_port())),
+                            SocketAddr::from(([127, 0, 0, 1], free_port())),
+                            SocketAddr::from(([127, 0, 0, 1], cluster.redis_port)),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        for (ns, addr, metrics, redis) in places {
+            let mut cmd = match &ns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_wsloop")]);
+                    c
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_wsloop")),
+            };
+            cmd.args(["serve", "--workers", "2", "--log-level", "warn"])
+                .args(["--addr", &addr.to_string(), "--metrics-addr", &metrics.to_string()])
+                .args(["--redis-url", &format!("redis://{redis}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let process = cmd.spawn().expect("start wsloop");
+            cluster.hosts.push(Host { addr, metrics, process: Some(process) });
+        }
+        for host in &cluster.hosts {
+            assert!(
+                eventually(Duration::from_secs(10), || host.scrape("wsloop_redis_bridge_up") == Some(1.0)),
+                "host {} did not come up with its bridge",
+                host.addr
+            );
+        }
+        cluster.start_haproxy();
+        cluster
+    }
+
+    /// A namespace with a veth pair: (name, host-side address, its address).
+    fn add_namespace(
+        &mut self,
+        pid: u32,
+        n: u32,
+        i: u32,
+    ) -> Result<(String, std::net::IpAddr, std::net::IpAddr), String> {
+        let ns = format!("wslt{pid}c{n}h{i}");
+        let (outer, inner) = (format!("wo{}{n}{i}", pid % 100_000), format!("wi{}{n}{i}", pid % 100_000));
+        let subnet = format!("10.{}.{}", 100 + pid % 100, (n % 60) * 4 + i);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+        run(&["ip", "link", "set", &inner, "netns", &ns])?;
+        run(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &outer])?;
+        run(&["ip", "link", "set", &outer, "up"])?;
+        run(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{subnet}.2/24"), "dev", &inner])?;
+        run(&["ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up"])?;
+        run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        Ok((ns, format!("{subnet}.1").parse().unwrap(), format!("{subnet}.2").parse().unwrap()))
+    }
+
+    fn start_redis(&mut self) {
+        let port = self.redis_port.to_string();
+        let redis = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.redis = Some(redis);
+        let at = SocketAddr::from(([127, 0, 0, 1], self.redis_port));
+        assert!(eventually(Duration::from_secs(10), || TcpStream::connect(at).is_ok()), "redis-server did not listen");
+    }
+
+    fn kill_redis(&mut self) {
+        if let Some(mut r) = self.redis.take() {
+            kill(&mut r);
+        }
+    }
+
+    /// HAProxy with deploy/haproxy.cfg, pointed at this cluster.
+    fn start_haproxy(&mut self) {
+        let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
+        let text = std::fs::read_to_string(&deploy).expect("deploy/haproxy.cfg");
+        let mut out = String::new();
+        let mut swapped = HashMap::new();
+        for line in text.lines() {
+            let trimmed = line.trim_start();
+            let new = if trimmed == "bind :80" {
+                format!("    bind {}", self.front)
+            } else if trimmed == "bind 127.0.0.1:8404" {
+                format!("    bind {}", self.stats)
+            } else if trimmed.starts_with("server ws") {
+                if swapped.contains_key("server") {
+                    continue;
+                }
+                self.hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| format!("    server ws{} {} port {}\n", i + 1, h.addr, h.metrics.port()))
+                    .collect()
+            } else if trimmed.starts_with("default-server") {
+                // Quicker checks than production's, so the test is short.
+                line.replace("inter 2s fall 3 rise 2", "inter 100ms fall 2 rise 1")
+            } else if trimmed.starts_with("log stdout") {
+                continue;
+            } else if trimmed == "maxconn 200000" {
+                // The production ceiling needs 400k descriptors; this host has 20k.
+                out.push_str("    maxconn 4000\n");
+                continue;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            let key = trimmed.split_whitespace().next().unwrap().to_string();
+            *swapped.entry(if trimmed.starts_with("bind") { trimmed.to_string() } else { key }).or_insert(0) += 1;
+            out.push_str(new.trim_end_matches('\n'));
+            out.push('\n');
+        }
+        assert_eq!(swapped.len(), 4, "deploy/haproxy.cfg changed shape: {swapped:?}");
+        assert!(out.contains("inter 100ms"), "deploy/haproxy.cfg's default-server line changed");
+        let cfg = self.dir.join("haproxy.cfg");
+        std::fs::write(&cfg, &out).unwrap();
+        let haproxy = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        self.haproxy = Some(haproxy);
+        assert!(
+            eventually(Duration::from_secs(10), || self.server_states().iter().filter(|s| *s == "UP").count() == 3),
+            "HAProxy did not see three hosts up: {:?}",
+            self.server_states()
+        );
+    }
+
+    /// HAProxy's view of each host (ws1, ws2, ws3): UP, DOWN, ...
+    fn server_states(&self) -> Vec<String> {
+        let Some(csv) = haproxy_stats(self.stats, "/stats;csv") else { return Vec::new() };
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").trim_start_matches("# ").split(',').collect();
+        let Some(status) = header.iter().position(|h| *h == "status") else { return Vec::new() };
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.first() == Some(&"wsloop") && f.get(1).is_some_and(|s| s.starts_with("ws")))
+            .map(|f| f[status].split(' ').next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Waits until every host that is up subscribes to `rooms` rooms.
+    fn wait_subscribed(&self, rooms: f64) {
+        for host in self.hosts.iter().filter(|h| h.process.is_some()) {
+            assert!(
+                eventually(Duration::from_secs(15), || host.scrape("wsloop_redis_subscribed_rooms") == Some(rooms)
+                    && host.scrape("wsloop_redis_bridge_up") == Some(1.0)),
+                "host {} not subscribed to {rooms} rooms: {:?}",
+                host.addr,
+                host.scrape("wsloop_redis_subscribed_rooms")
+            );
+        }
+    }
+}
+
+/// A client in a room.
+struct Member {
+    ws: Tung,
+    name: String,
+}
+
+impl Member {
+    fn connect(addr: SocketAddr, name: &str) -> Member {
+        let ws = tung_connect(addr);
+        ws.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Member { ws, name: name.to_string() }
+    }
+
+    fn join(&mut self, room: &str) {
+        self.send(serde_json::json!({"type": "join", "room": room}));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(v)) = self.next() {
+                if v["type"] == "joined" {
+                    return;
+                }
+            }
+        }
+        panic!("{} not joined", self.name);
+    }
+
+    fn publish(&mut self, room: &str, data: &str) {
+        self.send(serde_json::json!({"type": "publish", "room": room, "data": data}));
+    }
+
+    fn send(&mut self, v: serde_json::Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    /// The next JSON message, `Ok(None)` if none came within the read
+    /// timeout, `Err` if the connection is gone.
+    fn next(&mut self) -> Result<Option<serde_json::Value>, String> {
+        match self.ws.read() {
+            Ok(Message::Text(t)) => Ok(Some(serde_json::from_str(&t).map_err(|e| e.to_string())?)),
+            Ok(_) => Ok(None),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The `data` of room messages arriving within `window`.
+    fn messages_for(&mut self, window: Duration) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            match self.next() {
+                Ok(Some(v)) if v["type"] == "message" => got.push(v["data"].as_str().unwrap_or("").to_string()),
+                Ok(_) => {}
+                Err(e) => panic!("{}: connection lost: {e}", self.name),
+            }
+        }
+        got
+    }
+
+    /// Room messages until `count` arrived (or 20 s passed).
+    fn messages(&mut self, count: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < count && Instant::now() < deadline {
+            match self.next() {
+                Ok(Some(v)) if v["type"] == "message" => got.push(v["data"].as_str().unwrap_or("").to_string()),
+                Ok(_) => {}
+                Err(e) => panic!("{}: connection lost: {e}", self.name),
+            }
+        }
+        got
+    }
+}
+
+/// Asserts `got` holds every message of `publishers` (`{name}:{k}`, k in
+/// 0..per) exactly once, each publisher's in the order it sent them.
+fn assert_once_in_order(member: &str, got: &[String], publishers: &[String], per: usize) {
+    let mut next: HashMap<&str, usize> = publishers.iter().map(|p| (p.as_str(), 0)).collect();
+    for m in got {
+        let (who, k) = m.rsplit_once(':').unwrap_or_else(|| panic!("{member}: odd message {m}"));
+        let expected = next.get_mut(who).unwrap_or_else(|| panic!("{member}: from unknown publisher {m}"));
+        assert_eq!(k.parse::<usize>().unwrap(), *expected, "{member}: {who}'s messages out of order or twice");
+        *expected += 1;
+    }
+    for (who, n) in next {
+        assert_eq!(n, per, "{member}: got {n} of {per} messages from {who}");
+    }
+}
+
+#[test]
+fn a_publish_on_any_host_reaches_every_member_on_every_host_once_in_order() {
+    if !tools_present() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let mut members: Vec<Member> = (0..9).map(|i| Member::connect(cluster.front, &format!("c{i}"))).collect();
+    for host in &cluster.hosts {
+        assert!(
+            eventually(Duration::from_secs(5), || host.connections() >= 1.0),
+            "HAProxy sent no client to {}",
+            host.addr
+        );
+    }
+    for m in &mut members {
+        m.join("lobby");
+    }
+    cluster.wait_subscribed(1.0);
+    const PER: usize = 20;
+    for k in 0..PER {
+        for m in &mut members {
+            let data = format!("{}:{k}", m.name);
+            m.publish("lobby", &data);
+        }
+    }
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    for m in &mut members {
+        let got = m.messages(names.len() * PER);
+        assert_once_in_order(&m.name, &got, &names, PER);
+        assert!(m.messages_for(Duration::from_millis(300)).is_empty(), "{}: more than once", m.name);
+    }
+}
+
+#[test]
+fn redis_killed_local_delivery_goes_on_and_cross_host_delivery_heals() {
+    if !tools_present() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    // Two members on each host, straight to the host: this is about Redis.
+    let mut members: Vec<Vec<Member>> = cluster
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(h, host)| (0..2).map(|i| Member::connect(host.addr, &format!("h{h}m{i}"))).collect())
+        .collect();
+    for m in members.iter_mut().flatten() {
+        m.join("lobby");
+    }
+    cluster.wait_subscribed(1.0);
+
+    cluster.kill_redis();
+    for host in &cluster.hosts {
+        assert!(
+            eventually(Duration::from_secs(10), || host.scrape("wsloop_redis_bridge_up") == Some(0.0)),
+            "host {} still says its bridge is up",
+            host.addr
+        );
+    }
+    let (status, body) = http_get(cluster.hosts[0].metrics, "/healthz");
+    assert_eq!(status, 200, "a host without Redis still serves its own members");
+    assert!(body.contains("redis bridge down"), "{body}");
+    members[0][0].publish("lobby", "h0m0:0");
+    assert_eq!(members[0][0].messages(1), ["h0m0:0"]);
+    assert_eq!(members[0][1].messages(1), ["h0m0:0"], "local delivery stopped with Redis");
+    for m in members[1..].iter_mut().flatten() {
+        assert!(m.messages_for(Duration::from_millis(200)).is_empty(), "{} got a publish Redis never carried", m.name);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || cluster.hosts[0]
+            .scrape("wsloop_redis_publishes_dropped_total{reason=\"redis_down\"}")
+            .is_some_and(|n| n >= 1.0)),
+        "the lost cross-host publish was not counted"
+    );
+
+    cluster.start_redis();
+    cluster.wait_subscribed(1.0);
+    for (h, host) in members.iter_mut().enumerate() {
+        let data = format!("h{h}m0:1");
+        host[0].publish("lobby", &data);
+    }
+    // Every host's publish, once each; the one made while Redis was away
+    // reached host 0's members only, and is never replayed.
+    for m in members.iter_mut().flatten() {
+        let mut got = m.messages(3);
+        got.extend(m.messages_for(Duration::from_millis(300)));
+        got.sort();
+        assert_eq!(got, ["h0m0:1", "h1m0:1", "h2m0:1"], "{}", m.name);
+    }
+    for host in &cluster.hosts {
+        assert!(host.scrape("wsloop_redis_reconnects_total").unwrap() >= 1.0, "{}: no reconnect counted", host.addr);
+    }
+}
+
+#[test]
+fn a_host_killed_its_clients_move_and_the_others_never_notice() {
+    if !tools_present() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let mut members: Vec<Member> = (0..9).map(|i| Member::connect(cluster.front, &format!("c{i}"))).collect();
+    for m in &mut members {
+        m.join("lobby");
+    }
+    cluster.wait_subscribed(1.0);
+    let on_victim = cluster.hosts[1].connections() as usize;
+    assert!(on_victim >= 1, "HAProxy sent no client to host 2");
+
+    kill(cluster.hosts[1].process.as_mut().unwrap());
+    cluster.hosts[1].process = None;
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.server_states().get(1).is_some_and(|s| s == "DOWN")),
+        "HAProxy did not mark the killed host down: {:?}",
+        cluster.server_states()
+    );
+    // Clients of the killed host find their connection gone; the others
+    // hear nothing at all.
+    let mut moved = Vec::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match m.next() {
+                Ok(None) => {}
+                Ok(Some(v)) => panic!("{} got {v} when a host died", m.name),
+                Err(_) => {
+                    moved.push(i);
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(moved.len(), on_victim, "exactly the killed host's clients lost their connection");
+    for &i in &moved {
+        let name = format!("{}r", members[i].name);
+        members[i] = Member::connect(cluster.front, &name);
+        members[i].join("lobby");
+    }
+    cluster.wait_subscribed(1.0);
+    let total: f64 = [0, 2].iter().map(|&h| cluster.hosts[h].connections()).sum();
+    assert_eq!(total, 9.0, "every client is on a live host");
+
+    let publishers =
+        [members[moved[0]].name.clone(), members[(0..9).find(|i| !moved.contains(i)).unwrap()].name.clone()];
+    for m in members.iter_mut().filter(|m| publishers.contains(&m.name)) {
+        let data = format!("{}:0", m.name);
+        m.publish("lobby", &data);
+    }
+    for m in &mut members {
+        let mut got = m.messages(2);
+        got.extend(m.messages_for(Duration::from_millis(300)));
+        assert_once_in_order(&m.name, &got, &publishers, 1);
+    }
+}
