@@ -49,6 +49,13 @@ fn k6(script: &str, ws: SocketAddr, metrics: Option<SocketAddr>) -> (i32, String
 /// Runs `k6 run k6/<script>` against `url` with extra `-e` settings and
 /// environment variables (`NAME=value`, both).
 fn k6_with(script: &str, url: &str, metrics: Option<SocketAddr>, env: &[(&str, &str)]) -> (i32, String) {
+    let out = k6_command(script, url, metrics, env).output().expect("run k6");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The `k6 run` command line of [`k6_with`], not started.
+fn k6_command(script: &str, url: &str, metrics: Option<SocketAddr>, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new("k6");
     cmd.args(["run", "--quiet", "--no-color"]);
     cmd.args(["-e", &format!("WS_URL={url}")]);
@@ -63,9 +70,8 @@ fn k6_with(script: &str, url: &str, metrics: Option<SocketAddr>, env: &[(&str, &
     for (k, v) in env {
         cmd.args(["-e", &format!("{k}={v}")]).env(k, v);
     }
-    let out = cmd.arg(format!("k6/{script}")).output().expect("run k6");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    cmd.arg(format!("k6/{script}"));
+    cmd
 }
 
 fn smoke(script: &str) {
@@ -103,6 +109,46 @@ fn load_js_passes_over_wss() {
     assert_eq!(code, 99, "an unverifiable certificate must fail the run:\n{out}");
     let (code, out) = k6_with("load.js", &url, None, &[("TLS_INSECURE", "1")]);
     assert_eq!(code, 0, "k6 with TLS_INSECURE=1 failed:\n{out}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn two_k6_instances_split_one_test_with_execution_segments() {
+    if !k6_available() {
+        return;
+    }
+    let (mut child, addr, metrics) = spawn_binary_with_metrics(&[], None);
+    let url = format!("ws://{addr}/ws");
+    // One plan of 20 VUs, cut in two halves as k6-operator would cut it.
+    let mut halves = ["0:1/2", "1/2:1"].map(|segment| {
+        let mut cmd = k6_command("load.js", &url, None, &[]);
+        cmd.args(["--execution-segment", segment, "--execution-segment-sequence", "0,1/2,1"]);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("start k6")
+    });
+    let mut peak = 0.0f64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && halves.iter_mut().any(|h| h.try_wait().unwrap().is_none()) {
+        let (_, m) = http_get(metrics, "/metrics");
+        let open: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("wsloop_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        peak = peak.max(open);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for half in halves {
+        let out = half.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        // Each instance ran its half of the VUs.
+        let vus_max = text.lines().find(|l| l.contains("vus_max")).unwrap_or_else(|| panic!("{text}"));
+        assert!(vus_max.contains("max=10"), "{vus_max}");
+    }
+    // Together the plan's 20, not twice it.
+    assert!(peak > 10.0 && peak <= 20.0, "peak {peak} connections");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -231,6 +231,45 @@ fn bad_flags_name_the_flag() {
 }
 
 #[test]
+fn two_segments_drive_one_plan_without_overlap() {
+    let (child, addr, metrics) = server();
+    let url = format!("ws://{addr}/ws");
+    // Two load "hosts", one plan of 31 connections held 3 s: 16 + 15.
+    let runs: Vec<std::thread::JoinHandle<Run>> = ["1/2", "2/2"]
+        .into_iter()
+        .map(|segment| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                load(&["--url", &url, "--conns", "31", "--duration", "3s", "--segment", segment])
+            })
+        })
+        .collect();
+    let open = || {
+        let (_, m) = http_get(metrics, "/metrics");
+        m.lines()
+            .filter(|l| l.starts_with("wsloop_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(eventually(std::time::Duration::from_secs(10), || open() == 31.0), "the server never held 31: {}", open());
+    let established: Vec<u64> = runs
+        .into_iter()
+        .map(|r| {
+            let run = r.join().unwrap();
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            assert!(run.stderr.contains("segment"), "{}", run.stderr);
+            run.report["established"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(established, [16, 15]);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["load", "--conns", "1", "--segment", "3/2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--segment"), "{}", String::from_utf8_lossy(&out.stderr));
+    stop(child);
+}
+
+#[test]
 fn splits_over_processes_when_the_file_limit_is_low() {
     let (child, addr, metrics) = server();
     let url = format!("ws://{addr}/ws");

@@ -86,6 +86,10 @@ pub struct LoadArgs {
     /// Time allowed from connect to the 101.
     #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub connect_timeout: Duration,
+    /// Run part K of N of the plan (connections, --rate, --publish-rate), so
+    /// that N load hosts drive one plan without overlap: `--segment 2/3`.
+    #[arg(long, value_parser = plan::parse_segment)]
+    pub segment: Option<plan::Segment>,
     /// Processes to split the work over (0: as many as the file limit needs).
     #[arg(long, default_value_t = 0)]
     pub processes: usize,
@@ -215,19 +219,27 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
     if args.depth == 0 {
         return Err("--depth must be at least 1".into());
     }
+    let (plan, rate, publish_rate) = match args.segment {
+        Some(plan::Segment { k, n }) => (
+            plan.share(k - 1, n),
+            plan::part_of(u64::from(args.rate), k - 1, n) as u32,
+            plan::part_of(u64::from(args.publish_rate), k - 1, n) as u32,
+        ),
+        None => (plan, args.rate, args.publish_rate),
+    };
     Ok(DriverConfig {
         target,
         host,
         path,
         scenario: args.scenario,
         plan,
-        rate: args.rate.max(1),
+        rate: rate.max(1),
         interval: args.interval,
         size: args.size,
         depth: args.depth,
         source_ips: args.source_ips.clone().map_or_else(Vec::new, |s| s.0),
         connect_timeout: args.connect_timeout,
-        publish_rate: args.publish_rate,
+        publish_rate,
         broadcast: args.broadcast,
         compression: args.compression,
         payload: args.payload,
@@ -278,6 +290,9 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
         eprintln!("{}", progress_line(p, view.as_ref()));
         timeline.push(sample);
     };
+    if let Some(plan::Segment { k, n }) = args.segment {
+        eprintln!("wsloop load: segment {k}/{n} of the plan: {} connections at its peak", cfg.plan.peak());
+    }
     let mut report = if processes == 1 {
         driver::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
     } else {

@@ -1,6 +1,7 @@
 //! What the load generator aims for over time: k6-style stages (ramp
 //! linearly to a target over a duration), the connection rate cap, and
-//! how a plan is shared among child processes.
+//! how a plan is shared among load hosts (`--segment`) and among one host's
+//! child processes.
 
 use std::time::Duration;
 
@@ -67,9 +68,38 @@ impl Plan {
     /// This child's share when the plan is split `count` ways: targets
     /// divided as evenly as whole connections allow.
     pub fn share(&self, index: usize, count: usize) -> Plan {
-        let part = |n: usize| n / count + usize::from(index < n % count);
+        let part = |n: usize| part_of(n as u64, index, count) as usize;
         Plan { stages: self.stages.iter().map(|s| Stage { duration: s.duration, target: part(s.target) }).collect() }
     }
+}
+
+/// The part `index` of `count` of a whole `n`: parts as even as whole
+/// units allow, the first ones one larger; all of them add up to `n`.
+pub fn part_of(n: u64, index: usize, count: usize) -> u64 {
+    let count = count.max(1) as u64;
+    n / count + u64::from((index as u64) < n % count)
+}
+
+/// `--segment K/N`: this load host runs part K of a plan split N ways, so
+/// N hosts drive one plan without overlap (what k6's execution segments
+/// do for k6 instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// 1-based: which part.
+    pub k: usize,
+    /// How many parts.
+    pub n: usize,
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_segment(s: &str) -> Result<Segment, String> {
+    let bad = || format!("'{s}' is not K/N with 1 <= K <= N (e.g. 2/3: the second of three load hosts)");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok(Segment { k, n })
 }
 
 #[cfg(test)]
@@ -102,6 +132,17 @@ mod tests {
         let plan = Plan { stages: vec![Stage { duration: secs(1), target: 100_001 }] };
         let total: usize = (0..6).map(|i| plan.share(i, 6).stages[0].target).sum();
         assert_eq!(total, 100_001);
+    }
+
+    #[test]
+    fn segments_cover_the_plan_without_overlap() {
+        assert_eq!(parse_segment("2/3"), Ok(Segment { k: 2, n: 3 }));
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert!(parse_segment(bad).unwrap_err().contains("K/N"), "{bad}");
+        }
+        let parts: Vec<u64> = (0..3).map(|i| part_of(10_000, i, 3)).collect();
+        assert_eq!(parts, [3334, 3333, 3333]);
+        assert_eq!((0..3).map(|i| part_of(2, i, 3)).collect::<Vec<_>>(), [1, 1, 0]);
     }
 
     #[test]
