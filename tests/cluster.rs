@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{eventually, http_get, sample, tung_connect, Tung};
+use common::{eventually, http_get, open_connections, sample, tung_connect, Tung};
 use tungstenite::Message;
 
 const WS_PORT: u16 = 8080;
@@ -81,10 +81,7 @@ impl Host {
 
     fn connections(&self) -> f64 {
         let (_, body) = http_get_within(self.metrics, "/metrics").expect("metrics answer");
-        body.lines()
-            .filter(|l| l.starts_with("wsloop_connections{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        open_connections(&body)
     }
 }
 
@@ -599,5 +596,16 @@ fn a_host_killed_its_clients_move_and_the_others_never_notice() {
         let mut got = m.messages(2);
         got.extend(m.messages_for(Duration::from_millis(300)));
         assert_once_in_order(&m.name, &got, &publishers, 1);
+    }
+}
+
+#[test]
+fn bad_redis_flags_name_the_flag() {
+    for args in [&["--redis-url", "http://127.0.0.1:6379"][..], &["--redis-url", "redis://"], &["--redis-prefix", "x:"]]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsloop")).arg("serve").args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--redis-url"), "{args:?}: {stderr}");
     }
 }

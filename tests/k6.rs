@@ -130,13 +130,7 @@ fn two_k6_instances_split_one_test_with_execution_segments() {
     let mut peak = 0.0f64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::time::Instant::now() < deadline && halves.iter_mut().any(|h| h.try_wait().unwrap().is_none()) {
-        let (_, m) = http_get(metrics, "/metrics");
-        let open: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("wsloop_connections{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        peak = peak.max(open);
+        peak = peak.max(open_connections(&http_get(metrics, "/metrics").1));
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     for half in halves {

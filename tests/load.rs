@@ -244,13 +244,7 @@ fn two_segments_drive_one_plan_without_overlap() {
             })
         })
         .collect();
-    let open = || {
-        let (_, m) = http_get(metrics, "/metrics");
-        m.lines()
-            .filter(|l| l.starts_with("wsloop_connections{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let open = || open_connections(&http_get(metrics, "/metrics").1);
     assert!(eventually(std::time::Duration::from_secs(10), || open() == 31.0), "the server never held 31: {}", open());
     let established: Vec<u64> = runs
         .into_iter()

@@ -375,6 +375,15 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Open connections in an exposition: `wsloop_connections` summed over loops.
+pub fn open_connections(exposition: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("wsloop_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Starts the metrics thread for an in-process server on 127.0.0.1:0.
 pub fn start_metrics(server: &ServerHandle) -> wsloop::metrics::MetricsHandle {
     let source = wsloop::metrics::Source::of(server);

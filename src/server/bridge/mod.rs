@@ -197,7 +197,9 @@ impl Bridge {
         let losses = Arc::new(AtomicU64::new(0));
         let origin = worker::origin_id();
         let prefix: Arc<str> = pending.cfg.prefix.as_str().into();
-        log::info!("redis bridge: {} (channels {prefix}<room>, origin {origin:016x})", pending.cfg.url);
+        // The address only: the URL may carry a password.
+        let at = pending.client.get_connection_info().addr().to_string();
+        log::info!("redis bridge: {at} (channels {prefix}<room>, origin {origin:016x})");
         let publisher = worker::Publisher {
             client: pending.client.clone(),
             losses: losses.clone(),
