@@ -207,6 +207,30 @@ mod tests {
     }
 
     #[test]
+    fn a_room_is_reported_when_it_appears_and_when_it_empties() {
+        let limits = RoomLimits::default();
+        let directory = Arc::new(Directory::default());
+        let mut r = Rooms::new(Some(directory.clone()));
+        let rooms = || {
+            let mut names: Vec<String> = directory.snapshot().1.iter().map(|n| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        r.join(1, "a", &limits).unwrap();
+        r.join(2, "a", &limits).unwrap();
+        r.join(2, "b", &limits).unwrap();
+        assert_eq!(rooms(), ["a", "b"]);
+        let g = directory.generation();
+        r.leave(1, "a").unwrap(); // a still has member 2: no change
+        assert_eq!(directory.generation(), g);
+        r.remove_conn(2);
+        assert!(rooms().is_empty());
+        // A refused join reports nothing.
+        assert_eq!(r.join(3, "", &limits), Err(RoomError::BadName));
+        assert!(rooms().is_empty());
+    }
+
+    #[test]
     fn limits() {
         let limits = RoomLimits { max_name_len: 4, max_rooms_per_conn: 2 };
         let mut r = Rooms::default();

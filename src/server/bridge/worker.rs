@@ -16,6 +16,9 @@ use crate::server::publication::Publication;
 
 /// Publishes sent in one pipeline at most.
 const MAX_BATCH: usize = 1024;
+/// Payload bytes one pipeline takes at most (past the first publish): the
+/// pipeline is a copy, so large messages must not pile up in it.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 /// How long connecting, or a reply, may take before Redis counts as down.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber waits for a message before it looks for new or
@@ -148,8 +151,12 @@ impl Publisher {
             } else {
                 retry_at.saturating_duration_since(Instant::now()).min(PUBLISHER_POLL)
             };
+            let mut bytes = 0;
             match self.inbox.recv_timeout(wait) {
-                Ok(first) => batch.push(first),
+                Ok(first) => {
+                    bytes += first.frame.payload().len();
+                    batch.push(first);
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     // An idle publisher pings, so that metrics and /healthz
                     // show Redis gone before the next publish is lost to it.
@@ -166,9 +173,12 @@ impl Publisher {
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match self.inbox.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok(next) => {
+                        bytes += next.frame.payload().len();
+                        batch.push(next);
+                    }
                     Err(_) => break,
                 }
             }
