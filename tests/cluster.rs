@@ -44,8 +44,34 @@ fn tools_present() -> bool {
     false
 }
 
+/// A port free now on every address, below the ephemeral range where
+/// there is room: a port picked by `bind(0)` comes from the range outgoing
+/// connections use too, and one of the many this test makes could take it
+/// before Redis or HAProxy binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(1024);
+    if low > 12_000 {
+        for _ in 0..100 {
+            let port = 10_000 + (wsloop::ws::mask::random_u64() % u64::from(low - 10_000)) as u16;
+            if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+/// True once something answers a Redis PING on `port`.
+fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 fn run(cmd: &[&str]) -> Result<(), String> {
@@ -247,17 +273,40 @@ impl Cluster {
         Ok((ns, format!("{subnet}.1").parse().unwrap(), format!("{subnet}.2").parse().unwrap()))
     }
 
+    /// Starts Redis on its port (a restart: the same one, which the hosts
+    /// know), trying again while the port is briefly taken.
     fn start_redis(&mut self) {
-        let port = self.redis_port.to_string();
-        let redis = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.redis = Some(redis);
-        let at = SocketAddr::from(([127, 0, 0, 1], self.redis_port));
-        assert!(eventually(Duration::from_secs(10), || TcpStream::connect(at).is_ok()), "redis-server did not listen");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let port = self.redis_port.to_string();
+            let mut redis = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "0.0.0.0",
+                    "--protected-mode",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let up = eventually(Duration::from_secs(5), || {
+                redis_answers(self.redis_port) || redis.try_wait().is_ok_and(|s| s.is_some())
+            });
+            if up && redis.try_wait().is_ok_and(|s| s.is_none()) {
+                self.redis = Some(redis);
+                return;
+            }
+            kill(&mut redis);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("redis-server did not start on port {}", self.redis_port);
     }
 
     fn kill_redis(&mut self) {
@@ -266,8 +315,8 @@ impl Cluster {
         }
     }
 
-    /// HAProxy with deploy/haproxy.cfg, pointed at this cluster.
-    fn start_haproxy(&mut self) {
+    /// deploy/haproxy.cfg, pointed at this cluster.
+    fn haproxy_config(&self) -> String {
         let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
         let text = std::fs::read_to_string(&deploy).expect("deploy/haproxy.cfg");
         let mut out = String::new();
@@ -308,21 +357,35 @@ impl Cluster {
         }
         assert_eq!(swapped.len(), 4, "deploy/haproxy.cfg changed shape: {swapped:?}");
         assert!(out.contains("inter 100ms"), "deploy/haproxy.cfg's default-server line changed");
-        let cfg = self.dir.join("haproxy.cfg");
-        std::fs::write(&cfg, &out).unwrap();
-        let haproxy = Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        self.haproxy = Some(haproxy);
-        assert!(
-            eventually(Duration::from_secs(10), || self.server_states().iter().filter(|s| *s == "UP").count() == 3),
-            "HAProxy did not see three hosts up: {:?}",
-            self.server_states()
-        );
+        out
+    }
+
+    /// HAProxy with [`haproxy_config`](Self::haproxy_config); new ports and
+    /// another try if it cannot bind its own.
+    fn start_haproxy(&mut self) {
+        for _ in 0..5 {
+            let cfg = self.dir.join("haproxy.cfg");
+            std::fs::write(&cfg, self.haproxy_config()).unwrap();
+            let mut haproxy = Command::new("haproxy")
+                .args(["-db", "-f"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start haproxy");
+            let up = eventually(Duration::from_secs(10), || {
+                self.server_states().iter().filter(|s| *s == "UP").count() == 3
+                    || haproxy.try_wait().is_ok_and(|s| s.is_some())
+            });
+            if up && haproxy.try_wait().is_ok_and(|s| s.is_none()) {
+                self.haproxy = Some(haproxy);
+                return;
+            }
+            kill(&mut haproxy);
+            self.front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            self.stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        }
+        panic!("HAProxy did not see three hosts up: {:?}", self.server_states());
     }
 
     /// HAProxy's view of each host (ws1, ws2, ws3): UP, DOWN, ...
