@@ -175,6 +175,11 @@ pub struct ServeArgs {
     /// Redis channel of a room: this prefix, then the room's name.
     #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::server::bridge::DEFAULT_PREFIX, requires = "redis_url")]
     pub redis_prefix: String,
+    /// A loop that stays mostly empty (at most 1/8 of its peak) this long
+    /// gives its peak's memory back (tables, spare buffers, the heap's free
+    /// memory); 0s: never.
+    #[arg(long, env = "WSLOOP_RELEASE_MEMORY_AFTER", default_value = "10s", value_parser = parse_duration)]
+    pub release_memory_after: Duration,
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
@@ -218,6 +223,7 @@ impl ServeArgs {
             },
             io: self.io,
             tls_handshakes_per_pass: self.tls_handshakes_per_pass,
+            release_memory_after: self.release_memory_after,
             address_limits: crate::server::address_limits::AddressLimitConfig {
                 max_conns: self.max_conns_per_ip,
                 handshake_rate: self.handshake_rate_per_ip,

@@ -153,6 +153,13 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.accept_pauses.get())),
     },
     Family {
+        name: "wsloop_memory_releases_total",
+        help: "Times a loop gave its peak's memory back after its connections left (--release-memory-after).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.memory_releases.get())),
+    },
+    Family {
         name: "wsloop_io_driver",
         help: "Event loops running each I/O driver (epoll or uring).",
         kind: MetricType::GAUGE,

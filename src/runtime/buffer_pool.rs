@@ -45,6 +45,12 @@ impl BufferPool {
         }
     }
 
+    /// Frees spare buffers past `keep` (a loop whose crowd has gone).
+    pub fn trim(&mut self, keep: usize) {
+        self.idle.truncate(keep);
+        self.idle.shrink_to_fit();
+    }
+
     /// Buffers held by connections now.
     pub fn in_use(&self) -> usize {
         self.in_use

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// Rooms across processes and hosts over Redis pub/sub; `None` keeps
     /// rooms inside the process.
     pub bridge: Option<super::bridge::BridgeConfig>,
+    /// How long a loop must stay mostly empty (its slab at most 1/8 full)
+    /// before it gives its peak's memory back; zero: never.
+    pub release_memory_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             tls: None,
             tls_handshakes_per_pass: 4,
             bridge: None,
+            release_memory_after: Duration::from_secs(10),
         }
     }
 }

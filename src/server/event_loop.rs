@@ -38,6 +38,7 @@ use super::hub::{Hub, LoopMsg};
 use super::life::{Action, Actions, Facts, Signal, Stage, Timeout};
 use super::publication::Publication;
 use super::rooms::Rooms;
+use super::shrink::{trim_heap, Shrink};
 use super::socket::{io_reason, write_parts};
 use super::stats::{CloseReason, LoopStats};
 use super::tls::{TlsAcceptor, TlsConn, TlsFailure};
@@ -63,6 +64,8 @@ const DELIVERY_SLICE: usize = 2048;
 const MAX_OWED: usize = 1 << 20;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
+/// Spare pooled buffers a loop keeps when it gives memory back.
+const SPARE_BUFFERS_KEPT: usize = 16;
 
 /// State shared by all loops of one server process.
 #[derive(Debug)]
@@ -179,6 +182,8 @@ pub struct EventLoop<H> {
     /// signature), so a storm of handshakes cannot starve established
     /// connections.
     tls_budget: u32,
+    /// When to give the peak's memory back after a ramp-down.
+    shrink: Shrink,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -206,6 +211,7 @@ impl<H: Handler> EventLoop<H> {
         let tls = cfg.tls.clone().map(TlsAcceptor::new);
         let tls_budget = handshake_budget(&cfg);
         let rooms = Rooms::new(hub.bridge().map(|b| b.directory().clone()));
+        let shrink = Shrink::new(cfg.release_memory_after);
         EventLoop {
             id,
             io,
@@ -241,6 +247,7 @@ impl<H: Handler> EventLoop<H> {
             tls_conns: Vec::new(),
             sealed: Vec::new(),
             tls_budget,
+            shrink,
         }
     }
 
@@ -1128,6 +1135,46 @@ impl<H: Handler> EventLoop<H> {
             self.on_timeout(slot as usize);
         }
         self.expired = expired;
+        if self.shrink.due(now, self.conns.len(), self.conns.capacity()) {
+            self.release_memory();
+        }
+    }
+
+    /// Gives back what the peak left: slab and side-table capacity past the
+    /// highest occupied slot, spare pooled buffers, fan-out scratch, room
+    /// tables, and the heap's free memory. Only when mostly empty
+    /// ([`Shrink`]), so the copies are of the few connections left.
+    fn release_memory(&mut self) {
+        let before = self.conns.capacity();
+        self.conns.shrink_to_fit();
+        let end = self.conns.iter().map(|(slot, _)| slot + 1).max().unwrap_or(0);
+        self.peers.truncate(end);
+        self.peers.shrink_to_fit();
+        self.tls_conns.truncate(end);
+        self.tls_conns.shrink_to_fit();
+        self.pool.trim(SPARE_BUFFERS_KEPT);
+        self.owed.shrink_to_fit();
+        self.rooms.shrink_to_fit();
+        for scratch in [&mut self.out, &mut self.inflated, &mut self.sealed] {
+            if scratch.is_empty() {
+                scratch.shrink_to(self.cfg.buffer_size);
+            }
+        }
+        self.ready.shrink_to_fit();
+        self.expired.shrink_to_fit();
+        self.local.shrink_to_fit();
+        if let Io::Uring(uring) = &mut self.io {
+            uring.shrink_to_fit();
+        }
+        trim_heap();
+        self.shrink.released(self.conns.capacity());
+        self.stats.memory_releases.add(1);
+        log::debug!(
+            "loop {}: released memory: slab {before} -> {} slots for {} connections",
+            self.id,
+            self.conns.capacity(),
+            self.conns.len()
+        );
     }
 
     fn on_timeout(&mut self, slot: usize) {

@@ -98,6 +98,17 @@ impl Deliveries {
         self.start == self.owed.len()
     }
 
+    /// Frees the scratch a burst of fan-out left, if nothing is owed now.
+    pub fn shrink_to_fit(&mut self) {
+        if self.is_empty() {
+            self.owed = Vec::new();
+            self.spare = Vec::new();
+            self.counts = Vec::new();
+            self.start = 0;
+            self.sorted = 0;
+        }
+    }
+
     /// Takes what at most `members` members are owed, grouped by member
     /// (each member's frames in the order owed). A round serves every member
     /// that was owed something when it began, starting after the last member

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod life;
 pub mod publication;
 pub mod rooms;
+pub mod shrink;
 mod socket;
 pub mod stats;
 pub mod tls;

@@ -171,6 +171,13 @@ impl Rooms {
         self.ids.get(name).is_some_and(|&id| self.rooms[id].members.contains(&slot))
     }
 
+    /// Frees the table space a crowd of members left behind.
+    pub fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.of_conn.shrink_to_fit();
+        self.rooms.shrink_to_fit();
+    }
+
     /// Rooms with at least one member on this loop.
     pub fn room_count(&self) -> usize {
         self.rooms.len()

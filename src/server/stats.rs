@@ -149,6 +149,8 @@ pub struct LoopStats {
     pub backlog_bytes: Counter,
     /// Times accepting paused because the process ran out of descriptors.
     pub accept_pauses: Counter,
+    /// Times the loop gave its peak's memory back after a ramp-down.
+    pub memory_releases: Counter,
     /// Loop passes whose handling time fell in each bucket (not cumulative;
     /// the last slot counts passes over the largest bound).
     pub iteration_buckets: [Counter; ITERATION_BUCKETS.len() + 1],

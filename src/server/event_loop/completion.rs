@@ -51,6 +51,15 @@ pub struct UringIo {
 }
 
 impl UringIo {
+    /// Frees the bookkeeping a crowd left: the in-flight sends table and
+    /// the per-pass lists. (The receive buffers it grew stay: see
+    /// BENCHMARKS.md, memory after a ramp-down.)
+    pub fn shrink_to_fit(&mut self) {
+        self.ring.sending.shrink_to_fit();
+        self.to_send.shrink_to_fit();
+        self.done.shrink_to_fit();
+    }
+
     /// A ring for one loop; see [`Io::uring`].
     pub fn new(buf_size: usize, first_buffers: usize, eventfd: OwnedFd) -> io::Result<Self> {
         Ok(UringIo {
