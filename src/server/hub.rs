@@ -112,11 +112,7 @@ impl Hub {
     /// Posts a publish to every loop but `from`, and to other processes
     /// when there is a bridge.
     pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Arc<Publication>) {
-        for i in 0..self.inboxes.len() {
-            if i != from as usize {
-                self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
-            }
-        }
+        self.post_publish(Some(from as usize), room, frame);
         if let Some(bridge) = &self.bridge {
             bridge.publish(room, frame);
         }
@@ -124,7 +120,11 @@ impl Hub {
 
     /// Posts a publish that came from another process to every loop.
     pub fn publish_to_all(&self, room: &Arc<str>, frame: &Arc<Publication>) {
-        for i in 0..self.inboxes.len() {
+        self.post_publish(None, room, frame);
+    }
+
+    fn post_publish(&self, skip: Option<usize>, room: &Arc<str>, frame: &Arc<Publication>) {
+        for i in (0..self.inboxes.len()).filter(|&i| Some(i) != skip) {
             self.post(i, LoopMsg::Publish { room: room.clone(), frame: frame.clone() });
         }
     }

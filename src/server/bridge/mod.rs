@@ -194,31 +194,21 @@ impl Bridge {
     /// Starts the publisher and subscriber threads.
     pub fn spawn(pending: Pending, hub: Arc<Hub>) -> Result<Running, BridgeError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let losses = Arc::new(AtomicU64::new(0));
         let origin = worker::origin_id();
         let prefix: Arc<str> = pending.cfg.prefix.as_str().into();
         // The address only: the URL may carry a password.
         let at = pending.client.get_connection_info().addr().to_string();
         log::info!("redis bridge: {at} (channels {prefix}<room>, origin {origin:016x})");
-        let publisher = worker::Publisher {
-            client: pending.client.clone(),
-            losses: losses.clone(),
-            inbox: pending.inbox,
-            stats: pending.stats.clone(),
-            origin,
-            prefix: prefix.clone(),
-            stop: stop.clone(),
-        };
-        let subscriber = worker::Subscriber {
+        let link = worker::Link {
             client: pending.client,
-            losses,
-            hub,
-            directory: pending.directory,
+            losses: Arc::new(AtomicU64::new(0)),
             stats: pending.stats,
             origin,
             prefix,
             stop: stop.clone(),
         };
+        let publisher = worker::Publisher { link: link.clone(), inbox: pending.inbox };
+        let subscriber = worker::Subscriber { link, hub, directory: pending.directory };
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());
         let threads = vec![
             spawn("wsloop-redis-pub").spawn(move || publisher.run()).map_err(BridgeError::Spawn)?,

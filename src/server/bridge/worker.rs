@@ -91,19 +91,39 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     Ok(con)
 }
 
-/// The publisher thread's state.
-pub(super) struct Publisher {
+/// What both threads share: how to reach Redis, how to name channels and
+/// tag publishes, the counters, and the stop flag.
+#[derive(Clone)]
+pub(super) struct Link {
     pub client: redis::Client,
     /// Connections the subscriber has lost: when it moves, Redis went away
     /// (a restart kills both connections), so the publisher's connection is
     /// dead too, though nothing has told it yet. Reconnecting then, rather
     /// than at the next failed publish, loses no publish to a dead socket.
     pub losses: Arc<AtomicU64>,
-    pub inbox: Receiver<Outgoing>,
     pub stats: Arc<BridgeStats>,
     pub origin: u64,
     pub prefix: Arc<str>,
     pub stop: Arc<AtomicBool>,
+}
+
+impl Link {
+    /// Writes `room`'s channel name into `out` (cleared first).
+    fn channel_into(&self, out: &mut String, room: &str) {
+        out.clear();
+        out.push_str(&self.prefix);
+        out.push_str(room);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// The publisher thread's state.
+pub(super) struct Publisher {
+    pub link: Link,
+    pub inbox: Receiver<Outgoing>,
 }
 
 impl Publisher {
@@ -116,25 +136,25 @@ impl Publisher {
         let mut channel = String::new();
         let mut body = Vec::new();
         let mut used = Instant::now();
-        let mut losses_seen = self.losses.load(Ordering::Acquire);
-        while !self.stop.load(Ordering::Relaxed) {
-            let losses = self.losses.load(Ordering::Acquire);
+        let mut losses_seen = self.link.losses.load(Ordering::Acquire);
+        while !self.link.stopped() {
+            let losses = self.link.losses.load(Ordering::Acquire);
             if losses != losses_seen {
                 losses_seen = losses;
                 if con.take().is_some() {
-                    self.stats.publisher_up.store(false, Ordering::Relaxed);
+                    self.link.stats.publisher_up.store(false, Ordering::Relaxed);
                     backoff.failed();
                 }
             }
             if con.is_none() && Instant::now() >= retry_at {
-                match connect(&self.client) {
+                match connect(&self.link.client) {
                     Ok(c) => {
                         if backoff.failures > 0 {
                             log::info!("redis bridge: publisher connected again");
-                            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                            self.link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         backoff.reset();
-                        self.stats.publisher_up.store(true, Ordering::Relaxed);
+                        self.link.stats.publisher_up.store(true, Ordering::Relaxed);
                         con = Some(c);
                     }
                     Err(e) => {
@@ -164,7 +184,7 @@ impl Publisher {
                         used = Instant::now();
                         if let Err(e) = redis::cmd("PING").exec(c) {
                             log::warn!("redis bridge: publisher lost Redis ({e})");
-                            self.stats.publisher_up.store(false, Ordering::Relaxed);
+                            self.link.stats.publisher_up.store(false, Ordering::Relaxed);
                             con = None;
                             retry_at = Instant::now() + backoff.failed();
                         }
@@ -184,29 +204,27 @@ impl Publisher {
             }
             let Some(c) = con.as_mut() else {
                 // Redis is away: other hosts miss these; local members had them.
-                self.stats.dropped_redis_down.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.link.stats.dropped_redis_down.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 continue;
             };
             pipe.clear();
             for out in batch.drain(..) {
-                channel.clear();
-                channel.push_str(&self.prefix);
-                channel.push_str(&out.room);
+                self.link.channel_into(&mut channel, &out.room);
                 body.clear();
-                envelope::encode(&mut body, self.origin, out.frame.op(), out.frame.payload());
+                envelope::encode(&mut body, self.link.origin, out.frame.op(), out.frame.payload());
                 pipe.cmd("PUBLISH").arg(channel.as_str()).arg(body.as_slice()).ignore();
             }
             let sent = pipe.cmd_iter().count() as u64;
             used = Instant::now();
             match pipe.exec(c) {
                 Ok(()) => {
-                    self.stats.published.fetch_add(sent, Ordering::Relaxed);
+                    self.link.stats.published.fetch_add(sent, Ordering::Relaxed);
                 }
                 Err(e) => {
                     log::warn!("redis bridge: publishing failed ({e}); {sent} publishes did not reach other hosts");
-                    self.stats.dropped_redis_down.fetch_add(sent, Ordering::Relaxed);
-                    self.stats.publisher_up.store(false, Ordering::Relaxed);
+                    self.link.stats.dropped_redis_down.fetch_add(sent, Ordering::Relaxed);
+                    self.link.stats.publisher_up.store(false, Ordering::Relaxed);
                     con = None;
                     retry_at = Instant::now() + backoff.failed();
                 }
@@ -217,40 +235,34 @@ impl Publisher {
 
 /// The subscriber thread's state.
 pub(super) struct Subscriber {
-    pub client: redis::Client,
-    /// Counts the connections this thread lost (see [`Publisher::losses`]).
-    pub losses: Arc<AtomicU64>,
+    pub link: Link,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
-    pub stats: Arc<BridgeStats>,
-    pub origin: u64,
-    pub prefix: Arc<str>,
-    pub stop: Arc<AtomicBool>,
 }
 
 impl Subscriber {
     pub fn run(self) {
         let mut backoff = Backoff::new();
-        while !self.stop.load(Ordering::Relaxed) {
-            let result = connect(&self.client).and_then(|mut con| {
+        while !self.link.stopped() {
+            let result = connect(&self.link.client).and_then(|mut con| {
                 if backoff.failures > 0 {
                     log::info!("redis bridge: subscriber connected again; subscribing to every room with members");
-                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 backoff.reset();
                 self.session(&mut con)
             });
-            self.stats.subscriber_up.store(false, Ordering::Relaxed);
-            self.stats.subscriptions.store(0, Ordering::Relaxed);
+            self.link.stats.subscriber_up.store(false, Ordering::Relaxed);
+            self.link.stats.subscriptions.store(0, Ordering::Relaxed);
             match result {
                 Ok(()) => return, // stopped
                 Err(e) => {
-                    self.losses.fetch_add(1, Ordering::Release);
+                    self.link.losses.fetch_add(1, Ordering::Release);
                     let wait = backoff.failed();
                     if backoff.failures == 1 {
                         log::warn!("redis bridge: subscriber lost Redis ({e}); rooms are local until it is back");
                     }
-                    if !pause(wait, &self.stop) {
+                    if !pause(wait, &self.link.stop) {
                         return;
                     }
                 }
@@ -266,7 +278,7 @@ impl Subscriber {
         let mut subscribed: HashSet<Arc<str>> = HashSet::new();
         let mut seen = None;
         let mut pinged = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.link.stopped() {
             let generation = self.directory.generation();
             if seen != Some(generation) {
                 let (generation, rooms) = self.directory.snapshot();
@@ -283,8 +295,8 @@ impl Subscriber {
                 }
                 subscribed = rooms;
                 seen = Some(generation);
-                self.stats.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
-                self.stats.subscriber_up.store(true, Ordering::Relaxed);
+                self.link.stats.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
+                self.link.stats.subscriber_up.store(true, Ordering::Relaxed);
                 pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
             }
             if pinged.elapsed() >= KEEPALIVE {
@@ -303,24 +315,26 @@ impl Subscriber {
     }
 
     fn channel(&self, room: &str) -> String {
-        format!("{}{room}", self.prefix)
+        let mut name = String::new();
+        self.link.channel_into(&mut name, room);
+        name
     }
 
     /// A channel message: to every loop, unless it is our own.
     fn deliver(&self, channel: &str, bytes: &[u8]) {
-        let Some(room) = channel.strip_prefix(&*self.prefix) else { return };
+        let Some(room) = channel.strip_prefix(&*self.link.prefix) else { return };
         let frame = match envelope::decode(bytes) {
-            Ok(Envelope::Wsloop { origin, .. }) if origin == self.origin => return,
+            Ok(Envelope::Wsloop { origin, .. }) if origin == self.link.origin => return,
             Ok(Envelope::Wsloop { op, payload, .. } | Envelope::Foreign { op, payload }) => {
                 Publication::new(op, payload)
             }
             Err(e) => {
                 log::debug!("redis bridge: dropped a message on {channel}: {e}");
-                self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.link.stats.received.fetch_add(1, Ordering::Relaxed);
         self.hub.publish_to_all(&Arc::from(room), &frame);
     }
 }
