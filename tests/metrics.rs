@@ -46,6 +46,9 @@ fn figures_move_by_the_right_amounts() {
     assert!(sample(&m, "process_resident_memory_bytes").unwrap() > 0.0);
     assert!(sample(&m, "process_open_fds").unwrap() > 0.0);
     assert!(sample(&m, "wsloop_kernel_tcp_memory_bytes").is_some());
+    // Anonymous memory is part of RSS, never more.
+    let anon = sample(&m, "wsloop_resident_anon_bytes").unwrap();
+    assert!(anon > 0.0 && anon < sample(&m, "process_resident_memory_bytes").unwrap());
     // A refused handshake shows by reason.
     let mut c = RawClient::connect_tcp(server.local_addr());
     c.send_raw(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -305,6 +305,13 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.dedicated_codecs.get())),
     },
     Family {
+        name: "wsloop_resident_anon_bytes",
+        help: "This process's anonymous resident memory (heap, stacks, buffers): RSS less the binary's shared file pages.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, super::procfs::resident_anon_bytes(&src.proc_root.join("self/status"))? as f64),
+    },
+    Family {
         name: "wsloop_kernel_tcp_memory_bytes",
         help: "Memory the kernel's TCP stack holds (all sockets on the host), from /proc/net/sockstat.",
         kind: MetricType::GAUGE,

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod http;
+pub mod procfs;
 pub mod sockstat;
 
 use std::io;

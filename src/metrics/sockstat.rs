@@ -16,10 +16,16 @@ pub fn tcp_memory_bytes(proc_root: &Path) -> Option<u64> {
 
 /// The `mem` value of the `TCP:` line.
 pub fn parse_tcp_mem_pages(sockstat: &str) -> Option<u64> {
+    tcp_field(sockstat, "mem")
+}
+
+/// A value of the `TCP:` line by name: `inuse` (sockets in any state but
+/// TIME_WAIT), `orphan`, `tw`, `alloc`, `mem` (pages).
+pub fn tcp_field(sockstat: &str, name: &str) -> Option<u64> {
     let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
     let mut fields = line.split_whitespace().skip(1);
     while let (Some(key), Some(value)) = (fields.next(), fields.next()) {
-        if key == "mem" {
+        if key == name {
             return value.parse().ok();
         }
     }
@@ -36,6 +42,8 @@ mod tests {
         assert_eq!(parse_tcp_mem_pages(text), Some(37));
         assert_eq!(parse_tcp_mem_pages("UDP: inuse 1 mem 2\n"), None);
         assert_eq!(parse_tcp_mem_pages("TCP: inuse 5 mem x\n"), None);
+        assert_eq!(tcp_field(text, "inuse"), Some(5));
+        assert_eq!(tcp_field(text, "tw"), Some(2));
     }
 
     #[test]
