@@ -1,5 +1,7 @@
-//! Reads the server's view from its `/metrics`: connections, RSS and open
-//! descriptors, summed over every URL given (one per server process).
+//! Reads the server's view from its `/metrics`: connections, memory and
+//! open descriptors, summed over every URL given (one per server process).
+//! Fifty processes are scraped at once, each on a thread of its own, so one
+//! slow process delays a round by at most its timeout, never by the sum.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -10,8 +12,12 @@ use std::time::Duration;
 pub struct ServerView {
     /// Sum of `wsloop_connections`.
     pub connections: f64,
-    /// Sum of `process_resident_memory_bytes`.
+    /// Sum of `process_resident_memory_bytes` (counts the binary's shared
+    /// pages once per process).
     pub rss: f64,
+    /// Sum of `wsloop_resident_anon_bytes`: what the processes hold of their
+    /// own (0 from a server too old to export it).
+    pub anon: f64,
     /// Sum of `process_open_fds`.
     pub fds: f64,
 }
@@ -63,6 +69,7 @@ pub fn parse_exposition(text: &str) -> ServerView {
         match name {
             "wsloop_connections" => view.connections += value,
             "process_resident_memory_bytes" => view.rss += value,
+            "wsloop_resident_anon_bytes" => view.anon += value,
             "process_open_fds" => view.fds += value,
             _ => {}
         }
@@ -70,16 +77,57 @@ pub fn parse_exposition(text: &str) -> ServerView {
     view
 }
 
+impl ServerView {
+    fn add(self, o: ServerView) -> ServerView {
+        ServerView {
+            connections: self.connections + o.connections,
+            rss: self.rss + o.rss,
+            anon: self.anon + o.anon,
+            fds: self.fds + o.fds,
+        }
+    }
+}
+
+/// Fetches every URL at once, one thread each; each answer or failure in
+/// the order of `urls`.
+fn fetch_each(urls: &[MetricsUrl]) -> Vec<Option<ServerView>> {
+    std::thread::scope(|scope| {
+        let fetches: Vec<_> = urls.iter().map(|u| scope.spawn(move || u.fetch().ok())).collect();
+        fetches.into_iter().map(|f| f.join().ok().flatten()).collect()
+    })
+}
+
 /// Fetches every URL and sums them; `None` if any fails.
 pub fn fetch_all(urls: &[MetricsUrl]) -> Option<ServerView> {
-    let mut total = ServerView::default();
-    for u in urls {
-        let v = u.fetch().ok()?;
-        total.connections += v.connections;
-        total.rss += v.rss;
-        total.fds += v.fds;
+    fetch_each(urls).into_iter().try_fold(ServerView::default(), |sum, v| Some(sum.add(v?)))
+}
+
+/// Scrapes a set of URLs round after round, remembering each one's last
+/// answer: a process that misses one round (busy, a full accept queue)
+/// keeps its last figures in the sum instead of voiding the whole sample.
+#[derive(Debug)]
+pub struct Scraper {
+    urls: Vec<MetricsUrl>,
+    last: Vec<Option<ServerView>>,
+}
+
+impl Scraper {
+    /// A scraper that has heard from none of `urls` yet.
+    pub fn new(urls: Vec<MetricsUrl>) -> Scraper {
+        let last = vec![None; urls.len()];
+        Scraper { urls, last }
     }
-    Some(total)
+
+    /// One round; the sum of every URL's latest answer, `None` until each
+    /// has answered at least once.
+    pub fn round(&mut self) -> Option<ServerView> {
+        for (last, now) in self.last.iter_mut().zip(fetch_each(&self.urls)) {
+            if now.is_some() {
+                *last = now;
+            }
+        }
+        self.last.iter().try_fold(ServerView::default(), |sum, v| Some(sum.add((*v)?)))
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +137,31 @@ mod tests {
     #[test]
     fn sums_per_loop_series() {
         let text = "# HELP x\nwsloop_connections{loop=\"0\"} 3\nwsloop_connections{loop=\"1\"} 4\nprocess_resident_memory_bytes 1.5e6\nprocess_open_fds 12\nwsloop_connections_accepted_total 99\n";
-        assert_eq!(parse_exposition(text), ServerView { connections: 7.0, rss: 1.5e6, fds: 12.0 });
+        assert_eq!(parse_exposition(text), ServerView { connections: 7.0, rss: 1.5e6, anon: 0.0, fds: 12.0 });
+        let text = "wsloop_resident_anon_bytes 4096\n";
+        assert_eq!(parse_exposition(text).anon, 4096.0);
+    }
+
+    #[test]
+    fn a_missed_round_keeps_the_last_answer() {
+        let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = MetricsUrl::parse(&format!("http://{}/metrics", up.local_addr().unwrap())).unwrap();
+        let body = "wsloop_connections 3\nprocess_open_fds 9\n";
+        let answer = std::thread::spawn(move || {
+            let (mut s, _) = up.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = s.read(&mut request).unwrap();
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+            // Dropped: nobody listens there any more.
+        });
+        let mut scraper = Scraper::new(vec![url.clone()]);
+        let first = scraper.round();
+        answer.join().unwrap();
+        assert_eq!(first.map(|v| (v.connections, v.fds)), Some((3.0, 9.0)));
+        assert_eq!(fetch_all(std::slice::from_ref(&url)), None, "the endpoint is gone");
+        assert_eq!(scraper.round().map(|v| v.connections), Some(3.0), "the last answer stands in");
+        let never = MetricsUrl::parse("http://127.0.0.1:1/metrics").unwrap();
+        assert_eq!(Scraper::new(vec![url, never]).round(), None, "a URL never heard from voids the sum");
     }
 
     #[test]
