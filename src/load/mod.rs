@@ -18,7 +18,7 @@ pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use clap::Args;
 
 pub use driver::{DriverConfig, Payload, Progress, Scenario};
 pub use plan::{Plan, Stage};
-pub use report::{LeakCheck, Report, Sample};
+pub use report::{HostView, LeakCheck, Percentiles, Report, Sample};
 use scrape::{MetricsUrl, ServerView};
 
 /// Flags of `wsloop load`.
@@ -263,16 +263,18 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     } else {
         Some(scrape::fetch_all(&urls).ok_or("cannot scrape --metrics-url before the run")?)
     };
+    let host_baseline = HostView::read(Path::new("/proc"));
     let latest: Arc<Mutex<Option<ServerView>>> = Arc::new(Mutex::new(baseline));
     let scraping = Arc::new(AtomicBool::new(true));
     let scraper = (!urls.is_empty()).then(|| {
-        let (latest, scraping, urls) = (latest.clone(), scraping.clone(), urls.clone());
+        let (latest, scraping, mut scraper) = (latest.clone(), scraping.clone(), scrape::Scraper::new(urls.clone()));
         std::thread::spawn(move || {
             while scraping.load(Ordering::Relaxed) {
-                if let Some(v) = scrape::fetch_all(&urls) {
+                let round = Instant::now();
+                if let Some(v) = scraper.round() {
                     *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
             }
         })
     });
@@ -285,7 +287,11 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
             open: p.open,
             server_connections: view.map(|v| v.connections),
             server_rss: view.map(|v| v.rss),
+            server_anon: view.map(|v| v.anon).filter(|a| *a > 0.0),
             server_fds: view.map(|v| v.fds),
+            rtt_p99_ms: p.rtt_window.as_ref().map(|w| Percentiles::of(&w.to_hist()).p99_ms),
+            load_anon: (p.rss_anon > 0).then_some(p.rss_anon as f64),
+            host: HostView::read(Path::new("/proc")),
         };
         eprintln!("{}", progress_line(p, view.as_ref()));
         timeline.push(sample);
@@ -300,13 +306,8 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
         run_children(processes, &mut record)?
     };
     report.processes = processes;
-    report.server_baseline = baseline.map(|v| Sample {
-        t: 0.0,
-        open: 0,
-        server_connections: Some(v.connections),
-        server_rss: Some(v.rss),
-        server_fds: Some(v.fds),
-    });
+    report.server_baseline = baseline.map(|v| server_sample(0.0, v));
+    report.host_baseline = host_baseline;
     report.peak_open = report.peak_open.max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
     if args.expect_clean {
         let base = baseline.unwrap_or_default();
@@ -345,6 +346,18 @@ fn progress_line(p: &Progress, server: Option<&ServerView>) -> String {
     line
 }
 
+/// A sample of the server's view alone (no client connections).
+fn server_sample(t: f64, v: ServerView) -> Sample {
+    Sample {
+        t,
+        server_connections: Some(v.connections),
+        server_rss: Some(v.rss),
+        server_anon: (v.anon > 0.0).then_some(v.anon),
+        server_fds: Some(v.fds),
+        ..Sample::default()
+    }
+}
+
 /// Waits up to 30 s for the server to return to its baseline.
 fn leak_check(urls: &[MetricsUrl], base: ServerView, start: Instant, timeline: &mut Vec<Sample>) -> LeakCheck {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -354,11 +367,8 @@ fn leak_check(urls: &[MetricsUrl], base: ServerView, start: Instant, timeline: &
     while Instant::now() < deadline {
         if let Some(v) = scrape::fetch_all(urls) {
             timeline.push(Sample {
-                t: start.elapsed().as_secs_f64(),
-                open: 0,
-                server_connections: Some(v.connections),
-                server_rss: Some(v.rss),
-                server_fds: Some(v.fds),
+                host: HostView::read(Path::new("/proc")),
+                ..server_sample(start.elapsed().as_secs_f64(), v)
             });
             if v.connections == 0.0 && v.fds <= fds_allowed && v.rss <= rss_allowed {
                 return LeakCheck {
@@ -433,13 +443,17 @@ fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, 
     }
     drop(tx);
     let mut latest = vec![Progress::default(); n];
+    let mut window = report::new_histogram();
     let mut reports: Vec<Option<Report>> = vec![None; n];
     let mut last_print = Instant::now();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok((i, v)) => {
                 if let Some(p) = v.get("progress") {
-                    if let Ok(p) = serde_json::from_value(p.clone()) {
+                    if let Ok(p) = serde_json::from_value::<Progress>(p.clone()) {
+                        if let Some(w) = &p.rtt_window {
+                            let _ = window.add(w.to_hist());
+                        }
                         latest[i] = p;
                     }
                 } else if let Some(r) = v.get("report") {
@@ -451,14 +465,19 @@ fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, 
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let sum = latest.iter().fold(Progress::default(), |a, p| Progress {
+            let mut sum = latest.iter().fold(Progress::default(), |a, p| Progress {
                 t: a.t.max(p.t),
                 open: a.open + p.open,
                 target: a.target + p.target,
                 established: a.established + p.established,
                 failed: a.failed + p.failed,
                 received: a.received + p.received,
+                rss_anon: a.rss_anon + p.rss_anon,
+                rtt_window: None,
             });
+            sum.rss_anon += driver::own_anon_bytes();
+            sum.rtt_window = (!window.is_empty()).then(|| report::Latency::from_hist(&window));
+            window.reset();
             record(&sum);
         }
     }

@@ -80,8 +80,49 @@ pub struct Sample {
     pub server_connections: Option<f64>,
     /// The server's resident memory in bytes (sum), if scraped.
     pub server_rss: Option<f64>,
+    /// The server's anonymous resident memory in bytes (sum), if scraped.
+    #[serde(default)]
+    pub server_anon: Option<f64>,
     /// The server's open descriptors (sum), if scraped.
     pub server_fds: Option<f64>,
+    /// p99 of the round trips completed in this second, in ms.
+    #[serde(default)]
+    pub rtt_p99_ms: Option<f64>,
+    /// The load generator's anonymous resident memory, all its processes.
+    #[serde(default)]
+    pub load_anon: Option<f64>,
+    /// This host's kernel: slab, TCP sockets and buffers (see [`HostView`]).
+    #[serde(default)]
+    pub host: Option<HostView>,
+}
+
+/// What this host's kernel holds: where most of a connection's memory is
+/// on Linux (a socket, its file and epoll entry live in the slab; buffered
+/// bytes in TCP memory). Host-wide: on a shared host it counts both ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    /// Slab, all caches, bytes.
+    pub slab: f64,
+    /// The slab the kernel cannot reclaim, bytes.
+    pub slab_unreclaimable: f64,
+    /// TCP sockets in use (not counting TIME_WAIT).
+    pub tcp_sockets: f64,
+    /// Bytes in TCP send and receive queues.
+    pub tcp_buffers: f64,
+}
+
+impl HostView {
+    /// Reads the live figures from `proc_root` (`/proc`).
+    pub fn read(proc_root: &std::path::Path) -> Option<HostView> {
+        let slab = crate::metrics::procfs::slab(proc_root)?;
+        let sockstat = std::fs::read_to_string(proc_root.join("net/sockstat")).ok()?;
+        Some(HostView {
+            slab: slab.total as f64,
+            slab_unreclaimable: slab.unreclaimable as f64,
+            tcp_sockets: crate::metrics::sockstat::tcp_field(&sockstat, "inuse")? as f64,
+            tcp_buffers: crate::metrics::sockstat::tcp_memory_bytes(proc_root)? as f64,
+        })
+    }
 }
 
 /// The outcome of the leak check (`--expect-clean`).
@@ -124,10 +165,16 @@ pub struct Report {
     pub handshake: Option<Latency>,
     /// Message round trip (ping -> pong, echo).
     pub rtt: Option<Latency>,
+    /// Round trips while the plan held its peak (the hold stages, not the ramps).
+    #[serde(default)]
+    pub rtt_at_peak: Option<Latency>,
     /// Per-second samples.
     pub timeline: Vec<Sample>,
     /// The server's figures before the run, if scraped.
     pub server_baseline: Option<Sample>,
+    /// This host's kernel before the run.
+    #[serde(default)]
+    pub host_baseline: Option<HostView>,
     /// The leak check, if asked for.
     pub leak_check: Option<LeakCheck>,
     /// True if Ctrl-C cut the run short.
@@ -168,12 +215,64 @@ impl Report {
         self.bytes_received += other.bytes_received;
         self.interrupted |= other.interrupted;
         self.duration_secs = self.duration_secs.max(other.duration_secs);
-        for (mine, theirs) in [(&mut self.handshake, &other.handshake), (&mut self.rtt, &other.rtt)] {
+        for (mine, theirs) in [
+            (&mut self.handshake, &other.handshake),
+            (&mut self.rtt, &other.rtt),
+            (&mut self.rtt_at_peak, &other.rtt_at_peak),
+        ] {
             if let Some(theirs) = theirs {
                 let mut h = mine.as_ref().map_or_else(new_histogram, Latency::to_hist);
                 let _ = h.add(theirs.to_hist());
                 *mine = Some(Latency::from_hist(&h));
             }
+        }
+    }
+
+    /// The sample where the client held the most connections.
+    fn client_peak(&self) -> Option<&Sample> {
+        self.timeline.iter().filter(|x| x.open > 0).max_by_key(|x| x.open)
+    }
+
+    /// Kernel and load-generator memory: before, at the client's peak and
+    /// at the end, per connection and per socket.
+    fn kernel_lines(&self, s: &mut String) {
+        let Some(peak) = self.client_peak() else { return };
+        let conns = peak.open as f64;
+        if let (Some(base), Some(at), Some(end)) =
+            (self.host_baseline, peak.host, self.timeline.iter().rev().find_map(|x| x.host))
+        {
+            let sockets = (at.tcp_sockets - base.tcp_sockets).max(1.0);
+            let per = |b: f64, a: f64| (a - b) / conns;
+            let _ = writeln!(
+                s,
+                "  {:<28} {:.2} / {:.2} / {:.2} GB before / at peak / after: {:.0} bytes per connection, {:.0} per TCP socket ({:.0} sockets)",
+                "kernel slab (this host)",
+                base.slab / 1e9,
+                at.slab / 1e9,
+                end.slab / 1e9,
+                per(base.slab, at.slab),
+                (at.slab - base.slab) / sockets,
+                sockets
+            );
+            let _ = writeln!(
+                s,
+                "  {:<28} {:.2} / {:.2} / {:.2} GB: {:.0} bytes per connection; TCP buffers {:.1} MB at peak",
+                "  of which unreclaimable",
+                base.slab_unreclaimable / 1e9,
+                at.slab_unreclaimable / 1e9,
+                end.slab_unreclaimable / 1e9,
+                per(base.slab_unreclaimable, at.slab_unreclaimable),
+                at.tcp_buffers / 1e6
+            );
+        }
+        if let Some(load) = peak.load_anon.filter(|_| conns > 0.0) {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:.1} MB at peak: {:.0} bytes per connection",
+                "load generator memory",
+                load / 1e6,
+                load / conns
+            );
         }
     }
 
@@ -224,7 +323,9 @@ impl Report {
         }
         let _ =
             writeln!(s, "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "p50", "p90", "p99", "p99.9", "max");
-        for (name, h) in [("handshake", &self.handshake), ("round trip", &self.rtt)] {
+        for (name, h) in
+            [("handshake", &self.handshake), ("round trip", &self.rtt), ("  holding the peak", &self.rtt_at_peak)]
+        {
             if let Some(h) = h.as_ref().filter(|h| !h.counts.is_empty()) {
                 let p = Percentiles::of(&h.to_hist());
                 let _ = writeln!(
@@ -265,7 +366,21 @@ impl Report {
                     );
                 }
             }
+            let anon_base = self.server_baseline.as_ref().and_then(|b| b.server_anon).filter(|a| *a > 0.0);
+            if let (Some(base), Some(anon)) = (anon_base, peak.server_anon) {
+                if conns > 0.0 {
+                    let _ = writeln!(
+                        s,
+                        "  {:<28} {:.1} MB at peak: {:.0} bytes per connection ({:.1} MB before the run)",
+                        "server anonymous memory",
+                        anon / 1e6,
+                        (anon - base) / conns,
+                        base / 1e6
+                    );
+                }
+            }
         }
+        self.kernel_lines(&mut s);
         if let Some(l) = &self.leak_check {
             let _ = writeln!(s, "  {:<28} {} ({})", "leak check", if l.clean { "clean" } else { "LEAK" }, l.detail);
         }

@@ -6,7 +6,9 @@
 //! path activity (a message arrived) only stores a later deadline; the
 //! connection is moved to the right bucket when its old bucket comes round.
 //! A tick therefore scans one bucket, and an idle connection is visited
-//! about once per timeout, never once per tick.
+//! about once per timeout or once per turn of the wheel (256 ticks),
+//! whichever comes first, never once per tick: pick the tick so that a
+//! turn is not much shorter than the common timeout.
 
 use std::time::{Duration, Instant};
 
