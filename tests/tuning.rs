@@ -58,21 +58,30 @@ fn stock_host(name: &str) -> PathBuf {
     )
 }
 
-/// The same host after sysctl/99-wsloop.conf and LimitNOFILE=1048576.
+/// The settings of sysctl/99-wsloop.conf, as `sysctl --system` reads them.
+fn conf_settings() -> Vec<(String, String)> {
+    let conf = std::fs::read_to_string("sysctl/99-wsloop.conf").unwrap();
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap())
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect()
+}
+
+/// The same host after sysctl/99-wsloop.conf and LimitNOFILE=1048576, with
+/// 23 GB of memory available.
 fn tuned_host(name: &str) -> PathBuf {
-    host(
-        name,
-        ("1048576", "1048576"),
-        &[
-            ("fs.nr_open", "1048576"),
-            ("fs.file-max", "2097152"),
-            ("net.core.somaxconn", "65535"),
-            ("net.ipv4.tcp_max_syn_backlog", "65535"),
-            ("net.ipv4.tcp_mem", "262144 524288 1048576"),
-            ("net.ipv4.ip_local_port_range", "1024 65535"),
-            ("net.netfilter.nf_conntrack_max", "1048576"),
-        ],
-    )
+    let root = scratch(name);
+    limits(&root, "1048576", "1048576");
+    for (key, value) in conf_settings() {
+        sysctl(&root, &key, &value);
+    }
+    meminfo(&root, 23_000_000);
+    root
+}
+
+fn meminfo(root: &Path, available_kib: u64) {
+    put(root, "proc/meminfo", &format!("MemTotal:       24684160 kB\nMemAvailable:   {available_kib} kB\n"));
 }
 
 fn doctor(root: &Path, extra: &[&str]) -> (i32, String) {
@@ -137,6 +146,47 @@ fn many_processes_fit_a_low_file_limit() {
     std::fs::remove_dir_all(root).unwrap();
 }
 
+#[test]
+fn a_million_on_one_host_like_this_one() {
+    // benches/c1m.sh's host: 20,000 files per process, both ends on it.
+    let root = tuned_host("million");
+    limits(&root, "20000", "20000");
+    let (code, table) = doctor(&root, &["--target-conns", "1000000", "--role", "both"]);
+    assert_eq!(code, 1, "{table}");
+    let files = row(&table, "open files per process");
+    assert!(files.contains("LOW") && files.contains("run >= 51 processes on one port"), "{table}");
+    let ports = row(&table, "ephemeral ports per source address");
+    assert!(ports.contains("LOW") && ports.contains(">= 16 addresses"), "{table}");
+    assert!(row(&table, "memory available").contains("OK"), "{table}");
+    for setting in ["fs.nr_open", "fs.file-max", "net.ipv4.tcp_mem", "net.netfilter.nf_conntrack_max"] {
+        assert!(row(&table, setting).contains("OK"), "99-wsloop.conf is sized for 1M: {table}");
+    }
+
+    let split = ["--target-conns", "1000000", "--role", "both", "--processes", "56", "--sources", "32"];
+    let (code, table) = doctor(&root, &split);
+    assert_eq!(code, 0, "{table}");
+    // The host's boot-sized connection hash (shared: negative) slows a
+    // million down but does not block it.
+    sysctl(&root, "net.ipv4.tcp_ehash_entries", "-262144");
+    let (code, table) = doctor(&root, &split);
+    assert_eq!(code, 0, "{table}");
+    let ehash = row(&table, "net.ipv4.tcp_ehash_entries");
+    assert!(ehash.contains("WARN") && ehash.contains("tcp_child_ehash_entries=2097152"), "{table}");
+    sysctl(&root, "net.ipv4.tcp_ehash_entries", "2097152");
+    assert!(row(&doctor(&root, &split).1, "net.ipv4.tcp_ehash_entries").contains("OK"));
+
+    // 2M sockets need ~9 GB of kernel memory: 8 GB available is not enough.
+    meminfo(&root, 8_000_000);
+    let (code, table) = doctor(&root, &split);
+    assert_eq!(code, 1, "{table}");
+    let memory = row(&table, "memory available");
+    assert!(memory.contains("LOW") && memory.contains("2000000 sockets"), "{table}");
+    // A server alone needs half the sockets and no load generator.
+    let (code, table) = doctor(&root, &["--target-conns", "1000000", "--processes", "56"]);
+    assert_eq!(code, 0, "{table}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
 fn apply_sh(root: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new("bash")
         .arg("sysctl/apply.sh")
@@ -191,7 +241,7 @@ fn apply_sh_dry_run_apply_and_revert() {
     assert_eq!(code, 0, "{out}");
     let read = |k: &str| std::fs::read_to_string(sys.join(k.replace('.', "/"))).unwrap().trim().to_string();
     assert_eq!(read("net.core.somaxconn"), "65535");
-    assert_eq!(read("net.ipv4.tcp_mem"), "262144 524288 1048576");
+    assert_eq!(read("net.ipv4.tcp_mem"), "524288 1048576 2097152");
     assert_eq!(read("net.ipv4.ip_local_port_range"), "1024 65535");
     assert_eq!(read("fs.file-max"), "9223372036854775807", "not lowered");
     let saved = std::fs::read_to_string(&backup).unwrap();

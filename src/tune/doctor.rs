@@ -11,10 +11,28 @@
 //! - net.core.somaxconn, net.ipv4.tcp_max_syn_backlog: 4,096 (wsloop's listen
 //!   backlog); below it handshake storms queue (WARN), nothing is capped.
 //! - net.ipv4.tcp_mem (max, pages): one page per connection.
-//! - net.netfilter.nf_conntrack_max (if loaded): N + 10 %.
+//! - net.ipv4.tcp_ehash_entries: a bucket per socket (WARN only: with long
+//!   chains every packet and connect slows, nothing is refused).
+//! - net.netfilter.nf_conntrack_max (if loaded): N + 10 % (one entry per
+//!   connection, shared by both directions and both ends on one host).
 //! - load generator: ephemeral ports per source address: ceil(N / sources).
+//! - memory (MemAvailable): every socket's kernel memory ([`KERNEL_PER_SOCKET`],
+//!   x2 when both ends share the host) plus user space per connection
+//!   ([`SERVER_PER_CONN`], [`LOADGEN_PER_CONN`]): the kernel's part is ~20x the
+//!   server's, and it is the one that runs a host out of memory at 1M.
 
 use std::fmt::Write;
+
+/// Kernel memory one idle TCP socket costs (socket, file, dentry/inode,
+/// epoll entry: slab), measured at 1M connections on Linux 6.18 (BENCHMARKS.md,
+/// "One million connections"), rounded up.
+pub const KERNEL_PER_SOCKET: u64 = 4_608;
+/// User-space memory a server holds per idle connection, with margin
+/// (measured 125-160 bytes).
+pub const SERVER_PER_CONN: u64 = 256;
+/// User-space memory `wsloop load` holds per connection, with margin
+/// (measured 710 bytes at 1M).
+pub const LOADGEN_PER_CONN: u64 = 1024;
 use std::path::{Path, PathBuf};
 
 /// Which side of the traffic this host is.
@@ -86,11 +104,15 @@ impl Host {
         Host { root: root.into() }
     }
 
+    /// A file's words on one line (sysctl values).
     fn read(&self, rel: &str) -> Result<String, String> {
+        self.read_lines(rel).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// A file as it is (/proc/meminfo).
+    fn read_lines(&self, rel: &str) -> Result<String, String> {
         let path = self.root.join(rel);
-        std::fs::read_to_string(&path)
-            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-            .map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn sysctl(&self, key: &str) -> Result<String, String> {
@@ -148,10 +170,18 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
     let nofile = host.nofile();
     let shown = nofile.as_ref().ok().map(|(s, h)| format!("soft {s}, hard {h}"));
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    // Where the hard limit cannot be raised (a container), how many
+    // processes on one SO_REUSEPORT port fit under it.
+    let spread = match nofile.as_ref().map(|(_, hard)| hard.saturating_sub(super::rlimit::FD_RESERVE as u64)) {
+        Ok(room) if room > 0 => {
+            format!("run >= {} processes on one port (--processes {})", n.div_ceil(room), n.div_ceil(room))
+        }
+        _ => "run more processes on one port".into(),
+    };
     let fix = if under_systemd {
-        format!("LimitNOFILE={per_process} in the unit (sysctl/wsloop.service)")
+        format!("LimitNOFILE={per_process} in the unit (sysctl/wsloop.service), or {spread}")
     } else {
-        format!("ulimit -n {per_process}, sysctl/limits.d/99-wsloop.conf, or LimitNOFILE= under systemd; or run more processes on one port")
+        format!("ulimit -n {per_process}, sysctl/limits.d/99-wsloop.conf, or LimitNOFILE= under systemd; or {spread}")
     };
     at_least("open files per process (RLIMIT_NOFILE hard)", nofile.map(|(_, h)| h), shown, per_process, fix);
     at_least(
@@ -218,8 +248,28 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
         );
         ports_impossible = ports > 64_512;
     }
+    let user = match target.role {
+        Role::Server => SERVER_PER_CONN,
+        Role::Loadgen => LOADGEN_PER_CONN,
+        Role::Both => SERVER_PER_CONN + LOADGEN_PER_CONN,
+    };
+    let memory_mb = (n * sides * KERNEL_PER_SOCKET + n * user).div_ceil(1_000_000);
+    let available_mb = host.read_lines("proc/meminfo").and_then(|m| {
+        let bytes = crate::metrics::procfs::kib_field(&m, "MemAvailable").ok_or("no MemAvailable line")?;
+        Ok(bytes / 1_000_000)
+    });
+    at_least(
+        "memory available, MB (kernel + user space)",
+        available_mb,
+        None,
+        memory_mb,
+        format!(
+            "{} sockets x {KERNEL_PER_SOCKET} B in the kernel + {user} B per connection in user space; add memory or spread the connections over hosts",
+            n * sides
+        ),
+    );
     if host.exists("proc/sys/net/netfilter/nf_conntrack_max") {
-        let need = n * sides + n * sides / 10;
+        let need = n + n / 10;
         at_least(
             "net.netfilter.nf_conntrack_max",
             host.sysctl("net.netfilter.nf_conntrack_max").and_then(|s| first_u64(&s)),
@@ -228,11 +278,26 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
             sysctl_fix("net.netfilter.nf_conntrack_max", need.max(1_048_576)),
         );
     }
-    // A short accept queue slows handshakes in a storm; it does not cap
-    // how many connections are held.
-    for r in
-        rows.iter_mut().filter(|r| r.setting == "net.core.somaxconn" || r.setting == "net.ipv4.tcp_max_syn_backlog")
-    {
+    // Negative: this namespace shares the host's table (of that size).
+    let ehash = host.sysctl("net.ipv4.tcp_ehash_entries");
+    if ehash.is_ok() {
+        let sockets = n * sides;
+        at_least(
+            "net.ipv4.tcp_ehash_entries",
+            ehash.and_then(|s| s.trim().parse::<i64>().map(i64::unsigned_abs).map_err(|_| format!("'{s}'"))),
+            None,
+            sockets.next_power_of_two(),
+            format!(
+                "boot with thash_entries={}, or run in a network namespace created after sysctl -w net.ipv4.tcp_child_ehash_entries={}",
+                sockets.next_power_of_two(),
+                sockets.next_power_of_two()
+            ),
+        );
+    }
+    // A short accept queue or a small connection hash slows handshakes and
+    // packets; neither caps how many connections are held.
+    let slows = ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_ehash_entries"];
+    for r in rows.iter_mut().filter(|r| slows.contains(&r.setting)) {
         if r.status == Status::Low {
             r.status = Status::Warn;
         }
