@@ -256,6 +256,32 @@ impl BufRing {
         true
     }
 
+    /// Gives the pages of every buffer back to the system (their contents
+    /// are meaningless until the kernel fills one again, which maps fresh
+    /// zeroed pages). A buffer costs RSS once the kernel has written into
+    /// it, and after a storm most never are again: this is what returns
+    /// them after a ramp-down.
+    ///
+    /// Only between passes, with every buffer back in the ring (each is
+    /// handed back in the pass that received it). The kernel writes into a
+    /// provided buffer only while this thread is inside `io_uring_enter`
+    /// (the ring is single-issuer with deferred task work), so none is
+    /// being written while the pages go.
+    pub fn release_pages(&mut self) {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        for chunk in &mut self.chunks {
+            let start = chunk.as_mut_ptr() as usize;
+            let first = start.next_multiple_of(page);
+            let end = (start + chunk.len()) / page * page;
+            if end > first {
+                // SAFETY: [first, end) lies inside the chunk, which we own
+                // and nothing reads until the kernel refills a buffer.
+                unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+            }
+        }
+    }
+
     /// Hands buffer `bid` (back) to the kernel.
     pub fn provide(&mut self, bid: u16) {
         let index = (self.tail & (self.ring_entries - 1)) as usize;

@@ -52,9 +52,10 @@ pub struct UringIo {
 
 impl UringIo {
     /// Frees the bookkeeping a crowd left: the in-flight sends table and
-    /// the per-pass lists. (The receive buffers it grew stay: see
-    /// BENCHMARKS.md, memory after a ramp-down.)
+    /// the per-pass lists, and the pages of the receive buffers (the
+    /// buffers themselves stay provided: the ring does not shrink).
     pub fn shrink_to_fit(&mut self) {
+        self.ring.bufs.release_pages();
         self.ring.sending.shrink_to_fit();
         self.to_send.shrink_to_fit();
         self.done.shrink_to_fit();
