@@ -1167,7 +1167,7 @@ impl<H: Handler> EventLoop<H> {
             uring.shrink_to_fit();
         }
         trim_heap();
-        self.shrink.released(self.conns.capacity());
+        self.shrink.released(self.conns.len(), self.conns.capacity());
         self.stats.memory_releases.add(1);
         log::debug!(
             "loop {}: released memory: slab {before} -> {} slots for {} connections",
