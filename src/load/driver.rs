@@ -319,7 +319,7 @@ fn open_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStre
 
 /// This process's anonymous resident memory, 0 where /proc cannot say.
 pub fn own_anon_bytes() -> u64 {
-    crate::metrics::procfs::resident_anon_bytes(std::path::Path::new("/proc/self/status")).unwrap_or(0)
+    crate::tune::procfs::resident_anon_bytes(std::path::Path::new("/proc/self/status")).unwrap_or(0)
 }
 
 /// The driver's state. See the module docs.

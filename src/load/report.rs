@@ -114,7 +114,7 @@ pub struct HostView {
 impl HostView {
     /// Reads the live figures from `proc_root` (`/proc`).
     pub fn read(proc_root: &std::path::Path) -> Option<HostView> {
-        let slab = crate::metrics::procfs::slab(proc_root)?;
+        let slab = crate::tune::procfs::slab(proc_root)?;
         let sockstat = std::fs::read_to_string(proc_root.join("net/sockstat")).ok()?;
         Some(HostView {
             slab: slab.total as f64,

@@ -309,7 +309,7 @@ const FAMILIES: &[Family] = &[
         help: "This process's anonymous resident memory (heap, stacks, buffers): RSS less the binary's shared file pages.",
         kind: MetricType::GAUGE,
         label: None,
-        read: |src, kind| one(kind, super::procfs::resident_anon_bytes(&src.proc_root.join("self/status"))? as f64),
+        read: |src, kind| one(kind, crate::tune::procfs::resident_anon_bytes(&src.proc_root.join("self/status"))? as f64),
     },
     Family {
         name: "wsloop_kernel_tcp_memory_bytes",

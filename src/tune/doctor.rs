@@ -255,7 +255,7 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
     };
     let memory_mb = (n * sides * KERNEL_PER_SOCKET + n * user).div_ceil(1_000_000);
     let available_mb = host.read_lines("proc/meminfo").and_then(|m| {
-        let bytes = crate::metrics::procfs::kib_field(&m, "MemAvailable").ok_or("no MemAvailable line")?;
+        let bytes = super::procfs::kib_field(&m, "MemAvailable").ok_or("no MemAvailable line")?;
         Ok(bytes / 1_000_000)
     });
     at_least(
