@@ -14,6 +14,7 @@ use serde_json::Value;
 struct Run {
     code: i32,
     report: Value,
+    stdout: String,
     stderr: String,
 }
 
@@ -35,7 +36,12 @@ fn load_with_nofile(args: &[&str], nofile: Option<u64>) -> Run {
     let out = cmd.output().expect("run wsloop load");
     let report = std::fs::read_to_string(&json).map(|s| serde_json::from_str(&s).unwrap()).unwrap_or(Value::Null);
     let _ = std::fs::remove_dir_all(&dir);
-    Run { code: out.status.code().unwrap_or(-1), report, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 fn rand_suffix() -> u64 {
@@ -63,8 +69,9 @@ fn idle_holds_and_the_leak_check_passes() {
         "idle",
         "--conns",
         "300",
+        // The server is scraped once a second: a hold of 3 s holds a round.
         "--duration",
-        "1s",
+        "3s",
         "--metrics-url",
         &metrics_url,
         "--expect-clean",
@@ -292,7 +299,20 @@ fn splits_over_processes_when_the_file_limit_is_low() {
     assert_eq!(run.report["processes"], 3);
     assert_eq!(run.report["established"], 400);
     assert_eq!(run.report["mismatches"], 0);
-    assert!(run.report["timeline"].as_array().unwrap().iter().any(|s| s["open"] == 400));
+    let timeline = run.report["timeline"].as_array().unwrap();
+    assert!(timeline.iter().any(|s| s["open"] == 400));
+    // The children's per-second round trips are merged into one p99 line,
+    // their memory summed; the host's kernel and the server's own memory
+    // are sampled beside them.
+    assert!(timeline.iter().any(|s| s["rtt_p99_ms"].as_f64().is_some_and(|p| p > 0.0)), "per-second p99");
+    assert!(timeline.iter().any(|s| s["load_anon"].as_f64().is_some_and(|b| b > 0.0)), "load memory");
+    assert!(timeline.iter().any(|s| s["server_anon"].as_f64().is_some_and(|b| b > 0.0)), "server memory");
+    assert!(timeline.iter().all(|s| s["host"]["slab"].as_f64().is_some_and(|b| b > 0.0)), "kernel slab");
+    assert!(run.report["host_baseline"]["tcp_sockets"].as_f64().is_some());
+    assert!(!run.report["rtt_at_peak"]["counts"].as_array().unwrap().is_empty(), "pings while holding");
+    for line in ["holding the peak", "server anonymous memory", "kernel slab (this host)", "load generator memory"] {
+        assert!(run.stdout.contains(line), "summary has {line}: {}", run.stdout);
+    }
     stop(child);
 }
 

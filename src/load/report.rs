@@ -396,6 +396,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_and_own_memory_are_divided_by_the_peak() {
+        let host = |slab, slab_unreclaimable, tcp_sockets| {
+            Some(HostView { slab, slab_unreclaimable, tcp_sockets, tcp_buffers: 4096.0 })
+        };
+        let report = Report {
+            host_baseline: host(1e9, 1e8, 10.0),
+            timeline: vec![
+                Sample {
+                    t: 1.0,
+                    open: 1000,
+                    load_anon: Some(2e6),
+                    host: host(1.009e9, 1.07e8, 2010.0),
+                    ..Default::default()
+                },
+                Sample { t: 2.0, open: 0, host: host(1.1e9, 1.2e8, 10.0), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let s = report.summary();
+        assert!(s.contains("1.00 / 1.01 / 1.10 GB before / at peak / after"), "{s}");
+        assert!(s.contains("9000 bytes per connection, 4500 per TCP socket (2000 sockets)"), "{s}");
+        assert!(s.contains("7000 bytes per connection"), "{s}");
+        assert!(s.contains("2.0 MB at peak: 2000 bytes per connection"), "{s}");
+    }
+
+    #[test]
     fn merge_adds_counts_and_histograms() {
         let mut h = new_histogram();
         h.record(1000).unwrap();

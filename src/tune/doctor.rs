@@ -18,10 +18,11 @@
 //! - load generator: ephemeral ports per source address: ceil(N / sources).
 //! - memory (MemAvailable): every socket's kernel memory ([`KERNEL_PER_SOCKET`],
 //!   x2 when both ends share the host) plus user space per connection
-//!   ([`SERVER_PER_CONN`], [`LOADGEN_PER_CONN`]): the kernel's part is ~20x the
-//!   server's, and it is the one that runs a host out of memory at 1M.
+//!   ([`SERVER_PER_CONN`], [`LOADGEN_PER_CONN`]): each end's kernel part is
+//!   ~30x the server's, and it is what runs a host out of memory at 1M.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 /// Kernel memory one idle TCP socket costs (socket, file, dentry/inode,
 /// epoll entry: slab), measured at 1M connections on Linux 6.18 (BENCHMARKS.md,
@@ -33,7 +34,6 @@ pub const SERVER_PER_CONN: u64 = 256;
 /// User-space memory `wsloop load` holds per connection, with margin
 /// (measured 710 bytes at 1M).
 pub const LOADGEN_PER_CONN: u64 = 1024;
-use std::path::{Path, PathBuf};
 
 /// Which side of the traffic this host is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
