@@ -4,9 +4,9 @@
 //!
 //! A run follows k6-style stages at a bounded connect rate, runs one
 //! scenario on every connection, and measures: connections by outcome,
-//! handshake and round-trip histograms, throughput, and (scraping the
-//! server's `/metrics`) the server's connections, RSS and descriptors over
-//! time. When the per-process file limit is below the target it splits the
+//! handshake and round-trip histograms, throughput, the host's kernel
+//! memory, its own memory, and (scraping the server's `/metrics`) the
+//! server's connections, memory and descriptors over time. When the per-process file limit is below the target it splits the
 //! work over child processes and merges their results.
 
 pub mod driver;
@@ -99,7 +99,7 @@ pub struct LoadArgs {
     /// Write everything measured as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Draw connections, server RSS and FDs over time into this SVG.
+    /// Draw connections, round-trip p99, user-space and kernel memory and server FDs over time into this SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// After the run, fail unless the server's connections return to 0 and
