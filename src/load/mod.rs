@@ -9,6 +9,7 @@
 //! server's connections, memory and descriptors over time. When the per-process file limit is below the target it splits the
 //! work over child processes and merges their results.
 
+pub mod delivery;
 pub mod driver;
 pub mod plan;
 pub mod plot;
