@@ -59,8 +59,9 @@ const CORK_LIMIT: usize = 256 * 1024;
 /// loop's other connections.
 const DELIVERY_SLICE: usize = 2048;
 /// Deliveries a loop may owe before it stops reading (publishers wait in
-/// their sockets) until half are written: 40 bytes each, so about 40 MB
-/// when publishes come faster than the loop can write them.
+/// their sockets) until half are written: 12 bytes each (the frames live
+/// once, in `Deliveries`' arena), so about 12 MB (24 MB while a round is
+/// sorted) when publishes come faster than the loop can write them.
 const MAX_OWED: usize = 1 << 20;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
@@ -159,6 +160,8 @@ pub struct EventLoop<H> {
     local: Vec<LocalPublish>,
     /// Room deliveries owed, written at the end of the pass.
     owed: Deliveries,
+    /// The slice of `owed` one pass writes, reused.
+    owed_slice: Vec<Owed>,
     /// Set past `MAX_OWED` owed deliveries, cleared at half: reads wait.
     owing_too_much: bool,
     wheel: TimerWheel,
@@ -234,6 +237,7 @@ impl<H: Handler> EventLoop<H> {
             rooms,
             local: Vec::new(),
             owed: Deliveries::default(),
+            owed_slice: Vec::new(),
             owing_too_much: false,
             wheel,
             ticks,
@@ -711,10 +715,7 @@ impl<H: Handler> EventLoop<H> {
         if conn.has(OWED) {
             // What it was owed before this input comes first: its replies (a
             // close echo, say) must not overtake earlier deliveries.
-            let owed = self.owed.take_for(slot as u32);
-            if !owed.is_empty() {
-                self.write_owed_to(&owed);
-            }
+            self.write_owed_ahead(slot);
             if !self.conns.contains(slot) {
                 return None;
             }
@@ -968,7 +969,8 @@ impl<H: Handler> EventLoop<H> {
             let conn = &mut self.conns[slot as usize];
             if conn.session.can_send() && !conn.stage.is_ending() {
                 let window = self.deflaters.shared_window(slot, &conn.session);
-                self.owed.push(slot, conn.generation, frame.frame_for(window, &mut self.deflaters));
+                let id = self.owed.intern(frame.frame_for(window, &mut self.deflaters));
+                self.owed.push(slot, conn.generation, id);
                 conn.flags |= OWED;
                 delivered += 1;
             }
@@ -984,7 +986,8 @@ impl<H: Handler> EventLoop<H> {
             let slot = slot as u32;
             if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
                 let window = self.deflaters.shared_window(slot, &conn.session);
-                self.owed.push(slot, conn.generation, frame.frame_for(window, &mut self.deflaters));
+                let id = self.owed.intern(frame.frame_for(window, &mut self.deflaters));
+                self.owed.push(slot, conn.generation, id);
                 conn.flags |= OWED;
                 delivered += 1;
             }
@@ -993,16 +996,30 @@ impl<H: Handler> EventLoop<H> {
         self.stats.room_delivered.add(delivered);
     }
 
+    /// Writes what the connection in `slot` is owed, ahead of its turn in
+    /// the round: its replies to new input must not overtake them.
+    fn write_owed_ahead(&mut self, slot: usize) {
+        let mut owed = Vec::new();
+        self.owed.take_for(slot as u32, &mut owed);
+        if !owed.is_empty() {
+            self.write_owed_to(&owed);
+        }
+    }
+
     /// Writes a slice of what members are owed: one `writev` per member of
     /// every frame it is owed, shared, behind its backlog.
     fn write_owed(&mut self) {
         if self.owed.is_empty() {
             return;
         }
-        let slice = self.owed.take_slice(DELIVERY_SLICE);
+        let mut slice = std::mem::take(&mut self.owed_slice);
+        self.owed.take_slice(DELIVERY_SLICE, &mut slice);
         for owed in slice.chunk_by(|a, b| a.slot == b.slot) {
             self.write_owed_to(owed);
         }
+        slice.clear();
+        self.owed_slice = slice;
+        self.owed.release_frames();
     }
 
     /// A member whose earlier backlog is still over the cap once the kernel
@@ -1017,18 +1034,20 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         let generation = conn.generation;
+        let arena = &self.owed;
         let mut frames: Vec<&[u8]> = Vec::new();
         let one;
         let parts: &[&[u8]] = if let [single] = owed {
             // The common case, one frame: no list to allocate.
-            if single.generation != generation || single.frame.is_empty() {
+            let frame = arena.frame(single.frame);
+            if single.generation != generation || frame.is_empty() {
                 return;
             }
-            one = [&single.frame[..]];
+            one = [frame];
             &one
         } else {
-            let live = owed.iter().filter(|o| o.generation == generation && !o.frame.is_empty());
-            frames.extend(live.map(|o| &o.frame[..]));
+            let live = owed.iter().filter(|o| o.generation == generation).map(|o| arena.frame(o.frame));
+            frames.extend(live.filter(|f| !f.is_empty()));
             if frames.is_empty() {
                 return;
             }
@@ -1154,6 +1173,7 @@ impl<H: Handler> EventLoop<H> {
         self.tls_conns.shrink_to_fit();
         self.pool.trim(SPARE_BUFFERS_KEPT);
         self.owed.shrink_to_fit();
+        self.owed_slice = Vec::new();
         self.rooms.shrink_to_fit();
         for scratch in [&mut self.out, &mut self.inflated, &mut self.sealed] {
             if scratch.is_empty() {

@@ -393,10 +393,7 @@ impl<H: Handler> EventLoop<H> {
         }
         if owed {
             // What it was owed before this input comes first.
-            let owed = self.owed.take_for(slot as u32);
-            if !owed.is_empty() {
-                self.write_owed_to(&owed);
-            }
+            self.write_owed_ahead(slot);
             if !self.conns.contains(slot) || self.conns[slot].stage.is_ending() {
                 return None;
             }
