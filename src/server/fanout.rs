@@ -46,13 +46,15 @@ pub struct Owed {
     pub frame: FrameId,
 }
 
-/// Entries owed since the round began that `take_for` scans at most.
+/// Unsorted entries that `take_for` scans; past this many, it sorts them.
 const TAIL_SCAN: usize = 4096;
 
 /// The deliveries a loop owes. `owed[start..sorted]` is the current round,
 /// sorted by member starting at the cursor; `owed[sorted..]` arrived since
-/// and waits for the next round. Every entry is sorted once, whatever the
-/// backlog, so a pass costs what it writes, not what is waiting.
+/// and waits for the next round, of which `owed[sorted..tail_sorted]` is
+/// sorted by slot (for `take_for`) and the rest not yet. Every entry is
+/// sorted into a round once, whatever the backlog, so a pass costs what it
+/// writes, not what is waiting.
 #[derive(Debug, Default)]
 pub struct Deliveries {
     owed: Vec<Owed>,
@@ -60,6 +62,8 @@ pub struct Deliveries {
     start: usize,
     /// The end of the current round's sorted entries.
     sorted: usize,
+    /// The end of the entries since the round began that are sorted by slot.
+    tail_sorted: usize,
     /// Where the next round starts: the slot after the last member served.
     cursor: u32,
     /// Where the current round started (its sort key's origin).
@@ -118,21 +122,23 @@ impl Deliveries {
         self.owed.push(Owed { slot, generation, frame });
     }
 
-    /// Takes what the connection in `slot` is owed, in order, into `into`:
-    /// its group in the current round (a binary search: the round is
-    /// sorted) and, if the entries owed since the round began are few, its
-    /// share of those. Under a large backlog, its newest entries stay and
-    /// are written later (or dropped, if it is closing by then). Taken
-    /// entries stay in place, naming no frame, so nothing moves. Their
-    /// frames stay in the arena until the next round begins.
+    /// Takes everything the connection in `slot` is owed, in the order
+    /// owed, into `into` (so that its replies to new input overtake none of
+    /// it): its group in the current round and in the sorted part of the
+    /// entries since (binary searches), then its share of the few unsorted
+    /// ones; past [`TAIL_SCAN`] of those they are sorted first, so a storm
+    /// of members closing under a large backlog costs a sort per
+    /// `TAIL_SCAN` new entries, not a scan each. Taken entries stay in
+    /// place, naming no frame, so nothing moves. Their frames stay in the
+    /// arena until the next round begins.
     pub fn take_for(&mut self, slot: u32, into: &mut Vec<Owed>) {
-        let key = |o: &Owed| o.slot.wrapping_sub(self.round_cursor);
-        let round = &self.owed[self.start..self.sorted];
-        let first = round.partition_point(|o| key(o) < slot.wrapping_sub(self.round_cursor));
-        let last = first + round[first..].iter().take_while(|o| o.slot == slot).count();
-        let (first, last) = (self.start + first, self.start + last);
-        let tail_end = if self.owed.len() - self.sorted <= TAIL_SCAN { self.owed.len() } else { self.sorted };
-        for i in (first..last).chain(self.sorted..tail_end) {
+        if self.owed.len() - self.tail_sorted > TAIL_SCAN {
+            self.sort_from(self.sorted, 0);
+            self.tail_sorted = self.owed.len();
+        }
+        let round = group(&self.owed, self.start, self.sorted, slot, self.round_cursor);
+        let sorted_tail = group(&self.owed, self.sorted, self.tail_sorted, slot, 0);
+        for i in round.chain(sorted_tail).chain(self.tail_sorted..self.owed.len()) {
             let o = &mut self.owed[i];
             if o.slot == slot && o.frame != FrameId::TAKEN {
                 into.push(*o);
@@ -200,14 +206,12 @@ impl Deliveries {
         self.start = end;
         if self.is_empty() {
             self.owed.clear();
-            (self.start, self.sorted) = (0, 0);
+            (self.start, self.sorted, self.tail_sorted) = (0, 0, 0);
         }
     }
 
-    /// Sorts everything owed so far into a round that starts at the cursor:
-    /// a counting sort over slots (dense small integers), linear and stable
-    /// (a member's frames keep their order), into a reused buffer. The
-    /// frames only the finished round named are freed.
+    /// Sorts everything owed so far into a round that starts at the
+    /// cursor. The frames only the finished round named are freed.
     fn begin_round(&mut self) {
         self.owed.drain(..self.start);
         self.start = 0;
@@ -216,36 +220,53 @@ impl Deliveries {
         self.first_frame = self.round_frames;
         self.round_frames = self.next_frame();
         self.last = None;
-        let Some(max) = self.owed.iter().map(|o| o.slot as usize).max() else {
-            self.sorted = 0;
-            return;
+        self.round_cursor = self.sort_from(0, self.cursor);
+        (self.sorted, self.tail_sorted) = (self.owed.len(), self.owed.len());
+    }
+
+    /// Sorts `owed[from..]` by slot, starting at slot `origin` and wrapping
+    /// around: a counting sort over slots (dense small integers), linear
+    /// and stable (a member's frames keep their order), through reused
+    /// buffers. Returns the origin used (clamped past the largest slot).
+    fn sort_from(&mut self, from: usize, origin: u32) -> u32 {
+        let entries = &self.owed[from..];
+        let Some(max) = entries.iter().map(|o| o.slot as usize).max() else {
+            return origin;
         };
         self.counts.clear();
         self.counts.resize(max + 1, 0);
-        for o in &self.owed {
+        for o in entries {
             self.counts[o.slot as usize] += 1;
         }
-        // Each slot's first position, in round order: the cursor up, then
-        // from 0 up to the cursor.
-        let cursor = (self.cursor as usize).min(max + 1);
-        self.round_cursor = cursor as u32;
+        // Each slot's first position: from the origin up, then from 0 up
+        // to the origin.
+        let origin = (origin as usize).min(max + 1);
         let mut at = 0u32;
-        for slot in (cursor..=max).chain(0..cursor) {
+        for slot in (origin..=max).chain(0..origin) {
             let n = self.counts[slot];
             self.counts[slot] = at;
             at += n;
         }
         self.spare.clear();
-        self.spare.resize(self.owed.len(), Owed { slot: 0, generation: 0, frame: FrameId::TAKEN });
-        for o in &self.owed {
+        self.spare.resize(entries.len(), Owed { slot: 0, generation: 0, frame: FrameId::TAKEN });
+        for o in entries {
             let at = &mut self.counts[o.slot as usize];
             self.spare[*at as usize] = *o;
             *at += 1;
         }
-        self.owed.clear();
-        std::mem::swap(&mut self.owed, &mut self.spare);
-        self.sorted = self.owed.len();
+        self.owed[from..].copy_from_slice(&self.spare);
+        origin as u32
     }
+}
+
+/// The positions of `slot`'s entries in `owed[from..to]`, which is sorted
+/// by slot starting at `origin`.
+fn group(owed: &[Owed], from: usize, to: usize, slot: u32, origin: u32) -> std::ops::Range<usize> {
+    let sorted = &owed[from..to];
+    let key = |o: &Owed| o.slot.wrapping_sub(origin);
+    let first = sorted.partition_point(|o| key(o) < slot.wrapping_sub(origin));
+    let last = first + sorted[first..].iter().take_while(|o| o.slot == slot).count();
+    from + first..from + last
 }
 
 #[cfg(test)]
@@ -263,6 +284,10 @@ mod tests {
     /// The deliveries in `taken`, without entries taken out of order.
     fn frames(d: &Deliveries, taken: &[Owed]) -> Vec<(u32, Vec<u8>)> {
         taken.iter().filter(|o| o.frame != FrameId::TAKEN).map(|o| (o.slot, d.frame(o.frame).to_vec())).collect()
+    }
+
+    fn frames_of(d: &Deliveries, taken: &[Owed]) -> Vec<(u32, Vec<u8>)> {
+        frames(d, taken)
     }
 
     fn slice(d: &mut Deliveries, members: usize) -> Vec<(u32, Vec<u8>)> {
@@ -325,6 +350,49 @@ mod tests {
         d.take_for(1, &mut one);
         assert!(one.is_empty());
         assert_eq!(slice(&mut d, 10), [at(2, b"a"), at(3, b"b")]);
+    }
+
+    #[test]
+    fn a_member_gets_all_it_is_owed_ahead_even_past_a_large_backlog() {
+        // A round under way, then more than TAIL_SCAN entries owed since:
+        // a member closing now must still get every one, in order.
+        let mut d = Deliveries::default();
+        let members: Vec<u32> = (0..100).collect();
+        owe(&mut d, &members, &Bytes::from_static(b"r"));
+        assert_eq!(slots(&slice(&mut d, 10)), (0..10).collect::<Vec<_>>());
+        let publishes = TAIL_SCAN / members.len() + 2;
+        let frames: Vec<Bytes> = (0..publishes).map(|i| Bytes::from(format!("p{i}"))).collect();
+        for frame in &frames {
+            owe(&mut d, &members, frame);
+        }
+        let expected = |slot: u32| {
+            let mut e = vec![at(slot, b"r")];
+            e.extend(frames.iter().map(|f| (slot, f.to_vec())));
+            e
+        };
+        for slot in [57, 3, 99] {
+            let mut taken = Vec::new();
+            d.take_for(slot, &mut taken);
+            // 3 was served this round: it is owed only what came since.
+            let want = if slot == 3 { expected(slot)[1..].to_vec() } else { expected(slot) };
+            assert_eq!(frames_of(&d, &taken), want, "member {slot}");
+        }
+        // Newer entries after the sort are found too, after the sorted ones.
+        owe(&mut d, &[57], &Bytes::from_static(b"late"));
+        let mut taken = Vec::new();
+        d.take_for(57, &mut taken);
+        assert_eq!(frames_of(&d, &taken), [at(57, b"late")]);
+        // The rest of the round and the next are untouched by all this.
+        let mut rest = Vec::new();
+        while !d.is_empty() {
+            rest.extend(slice(&mut d, 1000));
+        }
+        let per_member = |slot: u32| rest.iter().filter(|(s, _)| *s == slot).count();
+        assert_eq!((per_member(57), per_member(3), per_member(99)), (0, 0, 0));
+        assert_eq!(per_member(10), 1 + publishes);
+        // Members 10..100 but 57 and 99 had the round's frame left; all but
+        // the three taken had every publish left.
+        assert_eq!(rest.len(), 88 + 97 * publishes);
     }
 
     #[test]
