@@ -167,6 +167,34 @@ fn timer_tick(interval: Duration) -> Duration {
 }
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const WIND_DOWN: Duration = Duration::from_secs(10);
+/// Fan-out: how long deliveries must have stopped before members hang up.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+/// Fan-out: the longest members wait for deliveries after the plan ends.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// Fan-out, after the plan ends: publishing has stopped, and the members
+/// stay until deliveries have stopped arriving (quiet for
+/// [`SETTLE_QUIET`], at most [`SETTLE_MAX`]), so that "delivered" counts
+/// what the server delivers, not what was in flight when the client hung up.
+struct Settling {
+    since: Instant,
+    received: u64,
+    changed: Instant,
+}
+
+impl Settling {
+    fn new(now: Instant, received: u64) -> Settling {
+        Settling { since: now, received, changed: now }
+    }
+
+    /// True once the members may hang up, given the messages received now.
+    fn done(&mut self, now: Instant, received: u64) -> bool {
+        if received != self.received {
+            (self.received, self.changed) = (received, now);
+        }
+        now - self.changed >= SETTLE_QUIET || now - self.since >= SETTLE_MAX
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -402,6 +430,7 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
     let mut last_tick = start;
     let mut next_second = start + Duration::from_secs(1);
     let mut wind_down: Option<Instant> = None;
+    let mut settling: Option<Settling> = None;
     loop {
         if let Err(e) = d.poll.poll(&mut events, Some(TICK)) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -424,10 +453,18 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
         let elapsed = now - start;
         d.at_peak = wind_down.is_none() && cfg.plan.target_at(elapsed) == peak && peak > 0;
         d.fire_timers(now);
-        if wind_down.is_none() && (elapsed >= plan_end || stop.load(Ordering::Relaxed)) {
-            d.report.interrupted = stop.load(Ordering::Relaxed) && elapsed < plan_end;
-            wind_down = Some(now + WIND_DOWN);
-            d.close_clients(usize::MAX);
+        let stopped = stop.load(Ordering::Relaxed);
+        let ended = elapsed >= plan_end || stopped;
+        if wind_down.is_none() && ended {
+            let received = d.report.messages_received;
+            let settled = cfg.scenario != Scenario::Fanout
+                || stopped
+                || settling.get_or_insert_with(|| Settling::new(now, received)).done(now, received);
+            if settled {
+                d.report.interrupted = stopped && elapsed < plan_end;
+                wind_down = Some(now + WIND_DOWN);
+                d.close_clients(usize::MAX);
+            }
         }
         match wind_down {
             Some(deadline) => {
@@ -435,6 +472,8 @@ pub fn run(cfg: &DriverConfig, stop: &AtomicBool, mut on_second: impl FnMut(&Pro
                     break;
                 }
             }
+            // Fan-out settling: nothing opens, closes or publishes.
+            None if ended => {}
             None => {
                 let dt = (now - last_tick).as_secs_f64();
                 tokens = (tokens + dt * f64::from(cfg.rate)).min(f64::from(cfg.rate) / 10.0 + 1.0);
@@ -1049,6 +1088,21 @@ impl Driver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fanout_members_hang_up_once_deliveries_stop_or_at_the_bound() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = Settling::new(t0, 100);
+        assert!(!s.done(t0 + ms(200), 150), "deliveries still arriving");
+        assert!(!s.done(t0 + ms(400), 150), "quiet for 200 ms only");
+        assert!(s.done(t0 + ms(500), 150), "quiet for 300 ms");
+        let mut busy = Settling::new(t0, 0);
+        for i in 1..50 {
+            assert!(!busy.done(t0 + ms(100 * i), i), "deliveries at {} ms", 100 * i);
+        }
+        assert!(busy.done(t0 + SETTLE_MAX, 50), "the bound");
+    }
 
     #[test]
     fn chat_payloads_are_json_of_the_asked_size() {
