@@ -9,6 +9,8 @@
 #          third of the members and a publisher publishing a third of the rate
 #          on each, so every publish reaches two thirds of its members
 #          through Redis.
+#   six:   the same with six processes: room for 100,000 members (each
+#          process holds a sixth, under this machine's 20,000-descriptor cap).
 #
 # All on this machine's cores and loopback: "three hosts" are three
 # processes sharing the same CPUs, so this measures what the Redis path costs
@@ -20,6 +22,7 @@
 #
 #   benches/cluster.sh
 #   RATES="10 50" REPEAT=1 SUBSCRIBERS=3000 benches/cluster.sh
+#   SETUPS=six SUBSCRIBERS=100000 RATES=5 TAG=100k benches/cluster.sh
 #   TAG=name: results in benches/results/cluster-TAG.{jsonl,md}
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +49,14 @@ command -v redis-server > /dev/null || { echo "needs redis-server (apt install r
 
 run_one() { # setup rate run
   local setup=$1 rate=$2 n pids=() lpids=() redis_pid="" cpu0 cpu1 rcpu0=0 rcpu1=0 k
-  n=$([ "$setup" = three ] && echo 3 || echo 1)
+  case "$setup" in
+    one) n=1 ;;
+    three) n=3 ;;
+    six) n=6 ;;
+    *) echo "unknown setup $setup (one, three, six)" >&2; exit 2 ;;
+  esac
   for k in $(seq 0 $((n - 1))); do require_free_port $((PORT + k)); done
-  if [ "$setup" = three ]; then
+  if [ "$n" -gt 1 ]; then
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no > /dev/null &
     redis_pid=$!
     sleep 0.3
