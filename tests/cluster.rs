@@ -613,7 +613,9 @@ fn a_host_killed_its_clients_move_and_the_others_never_notice() {
         m.join("lobby");
     }
     cluster.wait_subscribed(1.0);
-    let on_victim = cluster.hosts[1].connections() as usize;
+    let before: Vec<f64> = cluster.hosts.iter().map(|h| h.connections()).collect();
+    assert_eq!(before.iter().sum::<f64>(), 9.0, "every client on some host, once: {before:?}");
+    let on_victim = before[1] as usize;
     assert!(on_victim >= 1, "HAProxy sent no client to host 2");
 
     kill(cluster.hosts[1].process.as_mut().unwrap());
@@ -632,15 +634,20 @@ fn a_host_killed_its_clients_move_and_the_others_never_notice() {
             match m.next() {
                 Ok(None) => {}
                 Ok(Some(v)) => panic!("{} got {v} when a host died", m.name),
-                Err(_) => {
-                    moved.push(i);
+                Err(e) => {
+                    moved.push((i, e));
                     break;
                 }
             }
         }
     }
-    assert_eq!(moved.len(), on_victim, "exactly the killed host's clients lost their connection");
-    for &i in &moved {
+    assert_eq!(
+        moved.len(),
+        on_victim,
+        "exactly the killed host's clients lost their connection: connections per host before {before:?}, \
+         lost (member, error): {moved:?}"
+    );
+    for &(i, _) in &moved {
         let name = format!("{}r", members[i].name);
         members[i] = Member::connect(cluster.front, &name);
         members[i].join("lobby");
@@ -649,6 +656,7 @@ fn a_host_killed_its_clients_move_and_the_others_never_notice() {
     let total: f64 = [0, 2].iter().map(|&h| cluster.hosts[h].connections()).sum();
     assert_eq!(total, 9.0, "every client is on a live host");
 
+    let moved: Vec<usize> = moved.iter().map(|(i, _)| *i).collect();
     let publishers =
         [members[moved[0]].name.clone(), members[(0..9).find(|i| !moved.contains(i)).unwrap()].name.clone()];
     for m in members.iter_mut().filter(|m| publishers.contains(&m.name)) {
