@@ -286,10 +286,6 @@ mod tests {
         taken.iter().filter(|o| o.frame != FrameId::TAKEN).map(|o| (o.slot, d.frame(o.frame).to_vec())).collect()
     }
 
-    fn frames_of(d: &Deliveries, taken: &[Owed]) -> Vec<(u32, Vec<u8>)> {
-        frames(d, taken)
-    }
-
     fn slice(d: &mut Deliveries, members: usize) -> Vec<(u32, Vec<u8>)> {
         let mut taken = Vec::new();
         d.take_slice(members, &mut taken);
@@ -375,13 +371,13 @@ mod tests {
             d.take_for(slot, &mut taken);
             // 3 was served this round: it is owed only what came since.
             let want = if slot == 3 { expected(slot)[1..].to_vec() } else { expected(slot) };
-            assert_eq!(frames_of(&d, &taken), want, "member {slot}");
+            assert_eq!(frames(&d, &taken), want, "member {slot}");
         }
         // Newer entries after the sort are found too, after the sorted ones.
         owe(&mut d, &[57], &Bytes::from_static(b"late"));
         let mut taken = Vec::new();
         d.take_for(57, &mut taken);
-        assert_eq!(frames_of(&d, &taken), [at(57, b"late")]);
+        assert_eq!(frames(&d, &taken), [at(57, b"late")]);
         // The rest of the round and the next are untouched by all this.
         let mut rest = Vec::new();
         while !d.is_empty() {
