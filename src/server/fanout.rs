@@ -357,13 +357,13 @@ mod tests {
         owe(&mut d, &members, &Bytes::from_static(b"r"));
         assert_eq!(slots(&slice(&mut d, 10)), (0..10).collect::<Vec<_>>());
         let publishes = TAIL_SCAN / members.len() + 2;
-        let frames: Vec<Bytes> = (0..publishes).map(|i| Bytes::from(format!("p{i}"))).collect();
-        for frame in &frames {
+        let published: Vec<Bytes> = (0..publishes).map(|i| Bytes::from(format!("p{i}"))).collect();
+        for frame in &published {
             owe(&mut d, &members, frame);
         }
         let expected = |slot: u32| {
             let mut e = vec![at(slot, b"r")];
-            e.extend(frames.iter().map(|f| (slot, f.to_vec())));
+            e.extend(published.iter().map(|f| (slot, f.to_vec())));
             e
         };
         for slot in [57, 3, 99] {
