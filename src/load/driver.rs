@@ -714,8 +714,8 @@ impl Driver<'_> {
     /// event said the peer's FIN is in (`peer_closed`): its EOF must be read.
     fn on_readable(&mut self, slot: usize, peer_closed: bool) {
         let mut chunk = [0u8; 16 * 1024];
-        self.read_at_us = None;
         loop {
+            self.read_at_us = None;
             let c = &mut self.clients[slot];
             if c.state == State::Connecting {
                 return;

@@ -999,11 +999,15 @@ impl<H: Handler> EventLoop<H> {
     /// Writes what the connection in `slot` is owed, ahead of its turn in
     /// the round: its replies to new input must not overtake them.
     fn write_owed_ahead(&mut self, slot: usize) {
-        let mut owed = Vec::new();
+        // `owed_slice` is free here: only `write_owed` holds it, and no
+        // input is read while it runs.
+        let mut owed = std::mem::take(&mut self.owed_slice);
         self.owed.take_for(slot as u32, &mut owed);
         if !owed.is_empty() {
             self.write_owed_to(&owed);
         }
+        owed.clear();
+        self.owed_slice = owed;
     }
 
     /// Writes a slice of what members are owed: one `writev` per member of
