@@ -9,11 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
 use crate::app::BuiltinApp;
-use crate::server::compression::{CompressionConfig, CompressionMode};
 use crate::server::driver::IoChoice;
 use crate::server::ServerConfig;
 use crate::units::{parse_duration, parse_size};
 use crate::ws;
+use crate::ws::compression::{CompressionConfig, CompressionMode};
 
 /// wsloop: a WebSocket server for very many concurrent connections.
 #[derive(Debug, Parser)]

@@ -34,7 +34,7 @@ fn each_driver_serves_and_the_metrics_say_which() {
     assert_eq!(sample(&body, "wsloop_io_driver{driver=\"epoll\"}"), Some(2.0));
     assert_eq!(sample(&body, "wsloop_io_driver{driver=\"uring\"}"), Some(0.0));
     assert_eq!(sample(&body, "wsloop_uring_buffers"), Some(0.0));
-    if wsloop::server::uring::probe().is_err() {
+    if wsloop::server::driver::probe().is_err() {
         eprintln!("io_uring is unavailable here: only epoll checked");
         return;
     }
@@ -42,7 +42,7 @@ fn each_driver_serves_and_the_metrics_say_which() {
     assert_eq!(sample(&body, "wsloop_io_driver{driver=\"uring\"}"), Some(2.0));
     assert_eq!(sample(&body, "wsloop_io_driver{driver=\"epoll\"}"), Some(0.0));
     // Each loop's buffer ring starts with its first buffers.
-    assert!(sample(&body, "wsloop_uring_buffers").unwrap() >= 2.0 * wsloop::server::uring::FIRST_BUFFERS as f64);
+    assert!(sample(&body, "wsloop_uring_buffers").unwrap() >= 2.0 * wsloop::server::driver::FIRST_BUFFERS as f64);
 }
 
 /// Sets `kernel.io_uring_disabled` and puts the old value back when dropped.
@@ -113,7 +113,7 @@ fn doctor_names_the_driver_auto_takes() {
     let out = Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["doctor", "--target-conns", "10"]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     let line = report.lines().find(|l| l.starts_with("I/O driver (--io auto): ")).expect(&report);
-    match wsloop::server::uring::probe() {
+    match wsloop::server::driver::probe() {
         Ok(()) => assert!(line.contains(": uring ("), "{line}"),
         Err(e) => assert!(line.contains(&e.0), "{line}"),
     }
@@ -122,7 +122,7 @@ fn doctor_names_the_driver_auto_takes() {
 #[test]
 fn a_burst_on_a_thousand_connections_loses_nothing_on_io_uring() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if wsloop::server::uring::probe().is_err() {
+    if wsloop::server::driver::probe().is_err() {
         eprintln!("skipped: io_uring is unavailable here");
         return;
     }

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use slab::Slab;
 
 use crate::runtime::{token, untoken, Links, TimerLink, TimerWheel};
-use crate::server::compression::{CompressionConfig, CompressionMode, Deflaters, Inflaters};
 use crate::ws::client::{generate_key, parse_response_terms, write_request_offering, ClientHandshakeError};
+use crate::ws::compression::{CompressionConfig, CompressionMode, Deflaters, Inflaters};
 use crate::ws::extension::CLIENT_OFFER;
 use crate::ws::frame::opcode;
 use crate::ws::{Config, Event, Inflation, Session};

@@ -119,8 +119,8 @@ impl HostView {
         Some(HostView {
             slab: slab.total as f64,
             slab_unreclaimable: slab.unreclaimable as f64,
-            tcp_sockets: crate::metrics::sockstat::tcp_field(&sockstat, "inuse")? as f64,
-            tcp_buffers: crate::metrics::sockstat::tcp_memory_bytes(proc_root)? as f64,
+            tcp_sockets: crate::tune::sockstat::tcp_field(&sockstat, "inuse")? as f64,
+            tcp_buffers: crate::tune::sockstat::tcp_memory_bytes(proc_root)? as f64,
         })
     }
 }

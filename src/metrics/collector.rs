@@ -14,10 +14,10 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 
 use crate::server::bridge::BridgeStats;
 use crate::server::stats::{
-    handshake_failure_labels, CloseReason, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
+    handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
 use crate::server::tls::TlsFailure;
-use crate::server::ServerHandle;
+use crate::server::{CloseReason, ServerHandle};
 
 /// What the collector reads: every loop's counters and the process limits.
 #[derive(Clone)]
@@ -316,7 +316,7 @@ const FAMILIES: &[Family] = &[
         help: "Memory the kernel's TCP stack holds (all sockets on the host), from /proc/net/sockstat.",
         kind: MetricType::GAUGE,
         label: None,
-        read: |src, kind| one(kind, super::sockstat::tcp_memory_bytes(&src.proc_root)? as f64),
+        read: |src, kind| one(kind, crate::tune::sockstat::tcp_memory_bytes(&src.proc_root)? as f64),
     },
     Family {
         name: "wsloop_redis_bridge_up",

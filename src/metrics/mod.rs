@@ -7,7 +7,6 @@
 
 pub mod collector;
 pub mod http;
-pub mod sockstat;
 
 use std::io;
 use std::net::SocketAddr;

@@ -37,7 +37,7 @@ pub struct AddressLimitConfig {
 
 /// Why an address was turned away, and when it may try again (seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
+pub(crate) struct Limited {
     /// `TooManyConnections` or `HandshakeRate` (both 429).
     pub error: HandshakeError,
     /// For the reply's `Retry-After`.
@@ -60,32 +60,32 @@ struct Shard {
 
 /// The process-wide table. See the module docs.
 #[derive(Debug)]
-pub struct AddressLimits {
+pub(crate) struct AddressLimits {
     cfg: AddressLimitConfig,
     shards: Vec<Mutex<Shard>>,
 }
 
 impl AddressLimits {
     /// A table enforcing `cfg` (empty until the first accept).
-    pub fn new(cfg: AddressLimitConfig) -> Self {
+    pub(crate) fn new(cfg: AddressLimitConfig) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard { sweep_at: FIRST_SWEEP, ..Shard::default() })).collect();
         AddressLimits { cfg, shards }
     }
 
     /// True if any limit is on (otherwise no call needs to be made).
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.cfg.max_conns > 0 || self.cfg.handshake_rate > 0
     }
 
     /// True if connections are counted, so each must be [`release`](Self::release)d.
-    pub fn counts_conns(&self) -> bool {
+    pub(crate) fn counts_conns(&self) -> bool {
         self.cfg.max_conns > 0
     }
 
     /// Takes a connection from `ip` in at `now`, or says why not. On `Ok`,
     /// and if [`counts_conns`](Self::counts_conns), the caller owes one
     /// `release(ip)` when it closes.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Limited> {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Limited> {
         let key = key_of(ip);
         let mut shard = self.shard(&key);
         let rate = f64::from(self.cfg.handshake_rate);
@@ -113,7 +113,7 @@ impl AddressLimits {
     }
 
     /// A connection from `ip` that [`admit`](Self::admit) counted has closed.
-    pub fn release(&self, ip: IpAddr) {
+    pub(crate) fn release(&self, ip: IpAddr) {
         if !self.counts_conns() {
             return;
         }
@@ -128,8 +128,9 @@ impl AddressLimits {
         }
     }
 
-    /// Addresses the table holds now (for tests and the gauge).
-    pub fn tracked(&self) -> usize {
+    /// Addresses the table holds now (for tests).
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.entries.len())).sum()
     }
 

@@ -45,10 +45,10 @@ pub struct ServerConfig {
     /// The listen(2) backlog.
     pub listen_backlog: u32,
     /// Room name length and rooms-per-connection limits.
-    pub rooms: super::rooms::RoomLimits,
+    pub rooms: super::pubsub::RoomLimits,
     /// permessage-deflate: off, shared or dedicated, and when to compress.
     /// `ws.handshake.deflate` must agree (see [`ServerConfig::set_compression`]).
-    pub compression: super::compression::CompressionConfig,
+    pub compression: crate::ws::compression::CompressionConfig,
     /// The I/O driver: io_uring where the kernel runs it, or epoll.
     pub io: super::driver::IoChoice,
     /// io_uring: receive buffers (of `buffer_size`) each loop's ring starts
@@ -88,10 +88,10 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
-            rooms: super::rooms::RoomLimits::default(),
-            compression: super::compression::CompressionConfig::default(),
+            rooms: super::pubsub::RoomLimits::default(),
+            compression: crate::ws::compression::CompressionConfig::default(),
             io: super::driver::IoChoice::default(),
-            uring_buffers: super::uring::FIRST_BUFFERS,
+            uring_buffers: super::driver::FIRST_BUFFERS,
             address_limits: Default::default(),
             tls: None,
             tls_handshakes_per_pass: 4,
@@ -103,7 +103,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Sets the compression settings and the terms the handshake offers.
-    pub fn set_compression(&mut self, compression: super::compression::CompressionConfig) {
+    pub fn set_compression(&mut self, compression: crate::ws::compression::CompressionConfig) {
         self.compression = compression;
         self.ws.handshake.deflate = compression.policy();
     }
@@ -119,7 +119,7 @@ impl ServerConfig {
 
     /// The timer tick: a quarter of the shortest timeout, between 10 ms and
     /// 1 s, so a timeout fires within 25 % of its value.
-    pub fn timer_tick(&self) -> Duration {
+    pub(crate) fn timer_tick(&self) -> Duration {
         let shortest =
             [self.handshake_timeout, self.idle_timeout, self.pong_timeout, self.close_timeout, self.send_timeout]
                 .into_iter()

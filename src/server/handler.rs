@@ -14,11 +14,11 @@ use std::sync::Arc;
 use crate::ws::frame::opcode;
 use crate::ws::{HandshakeError, Request, Session};
 
-use super::compression::Deflaters;
-use super::hub::Hub;
-use super::publication::Publication;
-use super::rooms::{RoomError, RoomLimits, Rooms};
-use super::stats::CloseReason;
+use super::life::CloseReason;
+use super::pubsub::hub::Hub;
+use super::pubsub::publication::Publication;
+use super::pubsub::rooms::{RoomError, RoomLimits, Rooms};
+use crate::ws::compression::Deflaters;
 
 /// A connection's identity across the whole server: the loop that owns it,
 /// its slot in that loop, and a generation that makes a reused slot a

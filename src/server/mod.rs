@@ -9,22 +9,15 @@
 
 pub mod address_limits;
 pub mod bridge;
-pub mod compression;
 pub mod config;
-pub mod conn;
 pub mod driver;
-pub mod event_loop;
-mod fanout;
+mod engine;
 pub mod handler;
-pub mod hub;
-pub mod life;
-pub mod publication;
-pub mod rooms;
-pub mod shrink;
-mod socket;
+mod life;
+mod pubsub;
+mod shrink;
 pub mod stats;
 pub mod tls;
-pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,17 +27,20 @@ use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
-
-use driver::Driver;
-use hub::{Hub, LoopWaker};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use bridge::{Bridge, BridgeStats};
+use driver::epoll::{EpollDriver, EpollIo, LISTENER, WAKER};
+use driver::uring::{UringDriver, UringIo};
+use driver::IoModel;
+use engine::{Engine, LoopParts, Shared};
+use pubsub::hub::{Hub, LoopMsg, LoopWaker};
 
 pub use config::ServerConfig;
 pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, Refusal, Upgrade};
-pub use rooms::{RoomError, RoomLimits};
-pub use stats::{CloseReason, LoopStats};
-
-use event_loop::{EventLoop, Io, Shared, LISTENER, WAKER};
+pub use life::CloseReason;
+pub use pubsub::{RoomError, RoomLimits};
+pub use stats::LoopStats;
 
 pub use crate::tune::rlimit::FD_RESERVE;
 
@@ -80,6 +76,8 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     /// The Redis bridge's threads, stopped after the loops.
     bridge: Option<bridge::Running>,
+    /// The Redis bridge's counters, if there is a bridge.
+    bridge_stats: Option<Arc<BridgeStats>>,
 }
 
 impl ServerHandle {
@@ -99,8 +97,8 @@ impl ServerHandle {
     }
 
     /// The Redis bridge's counters, if there is a bridge.
-    pub fn bridge_stats(&self) -> Option<Arc<bridge::BridgeStats>> {
-        self.hub.bridge().map(|b| b.stats().clone())
+    pub fn bridge_stats(&self) -> Option<Arc<BridgeStats>> {
+        self.bridge_stats.clone()
     }
 
     /// The connection limit in effect.
@@ -171,65 +169,34 @@ where
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
     let workers = cfg.worker_count();
-    let max_conns = if cfg.max_conns > 0 {
-        cfg.max_conns
-    } else {
-        let (soft, _) = crate::tune::rlimit::nofile()?;
-        (soft as usize).saturating_sub(FD_RESERVE).max(1)
-    };
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
-        max_conns,
+        max_conns: max_conns(&cfg)?,
         shutting_down: AtomicBool::new(false),
         address_limits: address_limits::AddressLimits::new(cfg.address_limits),
     });
-    // The first listener resolves port 0; the others join the same port.
-    let first = bind_reuseport(cfg.addr, cfg.listen_backlog)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind_reuseport(addr, cfg.listen_backlog)?);
-    }
+    let (addr, listeners) = bind_all(&cfg, workers)?;
     // A bad Redis URL fails here, before any thread starts.
     let bridge = match &cfg.bridge {
         Some(bridge_cfg) => Some(
-            bridge::Bridge::new(bridge_cfg.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            Bridge::new(bridge_cfg.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         ),
         None => None,
     };
-    let (driver, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
-    log::info!("I/O driver: {} ({why})", driver.label());
-    let cfg = Arc::new(cfg);
-    let factory = Arc::new(factory);
+    let (model, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
+    log::info!("I/O driver: {} ({why})", model.label());
     // Every driver and waker exists before any loop runs, so each loop can
     // post to every other from its first event.
     let mut hub = Hub::default();
-    let mut parts = Vec::with_capacity(workers);
-    for std_listener in listeners {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut listener = TcpListener::from_std(std_listener);
-        let io = match driver {
-            Driver::Epoll => {
-                let poll = Poll::new()?;
-                poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-                hub.add(tx, LoopWaker::Poll(Waker::new(poll.registry(), WAKER)?));
-                LoopIo::Ready(Io::Epoll(poll))
-            }
-            Driver::Uring => {
-                // io_uring waits on the blocking descriptor itself.
-                socket2::SockRef::from(&listener).set_nonblocking(false)?;
-                let eventfd = new_eventfd()?;
-                hub.add(tx, LoopWaker::EventFd(eventfd.try_clone()?));
-                // The ring is made on the loop's thread, its only user: io_uring
-                // ties a ring's work to the threads that set it up and submit.
-                LoopIo::Uring(eventfd)
-            }
-        };
-        parts.push((io, listener, rx));
+    let mut loops = Vec::with_capacity(workers);
+    for listener in listeners {
+        loops.push(prepare_loop(model, listener, &mut hub)?);
     }
+    let mut bridge_stats = None;
     let pending = bridge.map(|(bridge, pending)| {
-        hub.set_bridge(bridge);
+        bridge_stats = Some(bridge.stats().clone());
+        let directory = bridge.directory().clone();
+        hub.set_outbox(Box::new(bridge), directory);
         pending
     });
     let hub = Arc::new(hub);
@@ -240,55 +207,154 @@ where
         threads: Vec::new(),
         shared: shared.clone(),
         bridge: None,
+        bridge_stats,
     };
-    // Each loop says whether its driver is up before `start` returns.
-    let (up_tx, up_rx) = crossbeam_channel::bounded(workers);
-    for (i, (io, listener, rx)) in parts.into_iter().enumerate() {
-        let stats = Arc::new(LoopStats::default());
-        handle.stats.push(stats.clone());
-        let (cfg, shared, factory, hub, up) =
-            (cfg.clone(), shared.clone(), factory.clone(), hub.clone(), up_tx.clone());
-        let thread = std::thread::Builder::new().name(format!("wsloop-loop-{i}")).spawn(move || {
-            let io = match io {
-                LoopIo::Ready(io) => io,
-                LoopIo::Uring(eventfd) => match Io::uring(cfg.buffer_size, cfg.uring_buffers, eventfd) {
-                    Ok(io) => io,
-                    Err(e) => {
-                        let e = io::Error::new(e.kind(), format!("loop {i}: cannot set up io_uring: {e}"));
-                        let _ = up.send(Err(io::Error::new(e.kind(), e.to_string())));
-                        return Err(e);
-                    }
-                },
-            };
-            let _ = up.send(Ok(()));
-            let handler = factory(i);
-            EventLoop::new(i as u32, io, listener, handler, cfg, stats, shared, rx, hub).run()
-        })?;
-        handle.threads.push(thread);
-    }
-    for _ in 0..workers {
-        if let Ok(Err(e)) = up_rx.recv() {
-            handle.shutdown();
-            let _ = handle.join();
-            return Err(e);
-        }
+    if let Err(e) = spawn_loops(&mut handle, loops, Arc::new(cfg), Arc::new(factory)) {
+        return Err(handle.abort(e));
     }
     if let Some(pending) = pending {
-        match bridge::Bridge::spawn(pending, hub) {
+        match Bridge::spawn(pending, hub) {
             Ok(running) => handle.bridge = Some(running),
-            Err(e) => {
-                handle.shutdown();
-                let _ = handle.join();
-                return Err(io::Error::other(e.to_string()));
-            }
+            Err(e) => return Err(handle.abort(io::Error::other(e.to_string()))),
         }
     }
     Ok(handle)
 }
 
-/// A loop's driver as `start` hands it over: ready, or (io_uring) made on
-/// the loop's own thread from its inbox's eventfd.
-enum LoopIo {
-    Ready(Io),
+impl ServerHandle {
+    /// Stops what has started and returns `e`: `start` failed part way.
+    fn abort(self, e: io::Error) -> io::Error {
+        self.shutdown();
+        let _ = self.join();
+        e
+    }
+}
+
+/// `--max-conns`, or (0) what the descriptor limit allows.
+fn max_conns(cfg: &ServerConfig) -> io::Result<usize> {
+    if cfg.max_conns > 0 {
+        return Ok(cfg.max_conns);
+    }
+    let (soft, _) = crate::tune::rlimit::nofile()?;
+    Ok((soft as usize).saturating_sub(FD_RESERVE).max(1))
+}
+
+/// One listener per loop on the same port; the first resolves port 0.
+fn bind_all(cfg: &ServerConfig, workers: usize) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind_reuseport(cfg.addr, cfg.listen_backlog)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_reuseport(addr, cfg.listen_backlog)?);
+    }
+    Ok((addr, listeners))
+}
+
+/// A loop as `start` hands it to its thread: its listener, its inbox, and
+/// its driver's I/O, ready (epoll) or to be made on the loop's own thread
+/// (io_uring, from its inbox's eventfd).
+struct PreparedLoop {
+    io: PreparedIo,
+    listener: TcpListener,
+    inbox: crossbeam_channel::Receiver<LoopMsg>,
+}
+
+/// See [`PreparedLoop`].
+enum PreparedIo {
+    Epoll(Poll),
     Uring(std::os::fd::OwnedFd),
+}
+
+/// Registers a loop's inbox with the hub and readies its driver's I/O.
+fn prepare_loop(model: IoModel, std_listener: std::net::TcpListener, hub: &mut Hub) -> io::Result<PreparedLoop> {
+    let (tx, inbox) = crossbeam_channel::unbounded();
+    let mut listener = TcpListener::from_std(std_listener);
+    let io = match model {
+        IoModel::Epoll => {
+            let poll = Poll::new()?;
+            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+            hub.add(tx, LoopWaker::Poll(Waker::new(poll.registry(), WAKER)?));
+            PreparedIo::Epoll(poll)
+        }
+        IoModel::Uring => {
+            // io_uring waits on the blocking descriptor itself.
+            socket2::SockRef::from(&listener).set_nonblocking(false)?;
+            let eventfd = new_eventfd()?;
+            hub.add(tx, LoopWaker::EventFd(eventfd.try_clone()?));
+            // The ring is made on the loop's thread, its only user: io_uring
+            // ties a ring's work to the threads that set it up and submit.
+            PreparedIo::Uring(eventfd)
+        }
+    };
+    Ok(PreparedLoop { io, listener, inbox })
+}
+
+/// Starts one thread per loop; returns once every loop says its driver is
+/// up, or the first error (the caller stops the others).
+fn spawn_loops<H, F>(
+    handle: &mut ServerHandle,
+    loops: Vec<PreparedLoop>,
+    cfg: Arc<ServerConfig>,
+    factory: Arc<F>,
+) -> io::Result<()>
+where
+    H: Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let workers = loops.len();
+    let (up_tx, up_rx) = crossbeam_channel::bounded(workers);
+    for (i, prepared) in loops.into_iter().enumerate() {
+        let stats = Arc::new(LoopStats::default());
+        handle.stats.push(stats.clone());
+        let parts = LoopParts {
+            id: i as u32,
+            cfg: cfg.clone(),
+            stats,
+            shared: handle.shared.clone(),
+            inbox: prepared.inbox,
+            hub: handle.hub.clone(),
+        };
+        let (factory, up) = (factory.clone(), up_tx.clone());
+        let (io, listener) = (prepared.io, prepared.listener);
+        let thread = std::thread::Builder::new()
+            .name(format!("wsloop-loop-{i}"))
+            .spawn(move || run_loop(io, listener, move || factory(i), parts, up))?;
+        handle.threads.push(thread);
+    }
+    for _ in 0..workers {
+        if let Ok(Err(e)) = up_rx.recv() {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// One loop's thread: makes its driver (io_uring's ring is made here, on
+/// the thread that will submit to it), says whether it is up, and runs.
+fn run_loop<H: Handler>(
+    io: PreparedIo,
+    listener: TcpListener,
+    handler: impl FnOnce() -> H,
+    parts: LoopParts,
+    up: crossbeam_channel::Sender<io::Result<()>>,
+) -> io::Result<()> {
+    match io {
+        PreparedIo::Epoll(poll) => {
+            let _ = up.send(Ok(()));
+            EpollDriver::new(Engine::new(EpollIo::new(poll), listener, handler(), parts)).run()
+        }
+        PreparedIo::Uring(eventfd) => {
+            let cfg = &parts.cfg;
+            let ring = match UringIo::new(cfg.buffer_size, cfg.uring_buffers, eventfd) {
+                Ok(ring) => ring,
+                Err(e) => {
+                    let e = io::Error::new(e.kind(), format!("loop {}: cannot set up io_uring: {e}", parts.id));
+                    let _ = up.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            };
+            let _ = up.send(Ok(()));
+            UringDriver::new(Engine::new(ring, listener, handler(), parts)).run()
+        }
+    }
 }

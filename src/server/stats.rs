@@ -9,76 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::ws::HandshakeError;
 
+use super::life::CloseReason;
 use super::tls::TlsFailure;
-
-/// Why a connection ended; the `reason` label of `closed_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The close handshake completed (either side began it).
-    Normal,
-    /// The peer closed TCP (or reset it) without a close handshake.
-    PeerGone,
-    /// The peer broke RFC 6455; closed with the error's close code.
-    ProtocolError,
-    /// The upgrade request was refused (4xx).
-    HandshakeFailed,
-    /// The connection limit was reached (503).
-    Overloaded,
-    /// The upgrade did not complete within the handshake timeout.
-    HandshakeTimeout,
-    /// No pong came back within the pong deadline after an idle ping.
-    IdleTimeout,
-    /// The peer did not answer our close frame within the close timeout.
-    CloseTimeout,
-    /// The peer did not read fast enough: its backlog passed the cap (1008).
-    SlowConsumer,
-    /// The server shut down (1001).
-    Shutdown,
-    /// A socket error other than a reset.
-    IoError,
-    /// TLS failed: a bad handshake, or a record that does not decrypt.
-    TlsFailed,
-}
-
-impl CloseReason {
-    /// Every reason, in label order.
-    pub const ALL: [CloseReason; 12] = [
-        CloseReason::Normal,
-        CloseReason::PeerGone,
-        CloseReason::ProtocolError,
-        CloseReason::HandshakeFailed,
-        CloseReason::Overloaded,
-        CloseReason::HandshakeTimeout,
-        CloseReason::IdleTimeout,
-        CloseReason::CloseTimeout,
-        CloseReason::SlowConsumer,
-        CloseReason::Shutdown,
-        CloseReason::IoError,
-        CloseReason::TlsFailed,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::Normal => "normal",
-            CloseReason::PeerGone => "peer_gone",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::HandshakeFailed => "handshake_failed",
-            CloseReason::Overloaded => "overloaded",
-            CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::CloseTimeout => "close_timeout",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::IoError => "io_error",
-            CloseReason::TlsFailed => "tls_failed",
-        }
-    }
-}
 
 /// The `reason` labels of `handshake_failures_total`, in counter order:
 /// every `HandshakeError`, then a handshake that timed out.
-pub fn handshake_failure_labels() -> impl Iterator<Item = &'static str> {
+pub(crate) fn handshake_failure_labels() -> impl Iterator<Item = &'static str> {
     HandshakeError::ALL.iter().map(|e| e.label()).chain(["timeout"])
 }
 
@@ -86,11 +22,11 @@ pub fn handshake_failure_labels() -> impl Iterator<Item = &'static str> {
 const HANDSHAKE_TIMEOUT: usize = HandshakeError::ALL.len();
 
 /// Upper bounds (seconds) of the loop-iteration histogram buckets.
-pub const ITERATION_BUCKETS: [f64; 12] =
+pub(crate) const ITERATION_BUCKETS: [f64; 12] =
     [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
 /// Upper bounds (seconds) of the TLS handshake duration buckets.
-pub const TLS_HANDSHAKE_BUCKETS: [f64; 12] =
+pub(crate) const TLS_HANDSHAKE_BUCKETS: [f64; 12] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// A counter with a single writer.
@@ -100,19 +36,19 @@ pub struct Counter(AtomicU64);
 impl Counter {
     /// Adds `n`. Only the owning loop may call this.
     #[inline]
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
     /// Subtracts `n` (gauges). Only the owning loop may call this.
     #[inline]
-    pub fn sub(&self, n: u64) {
+    pub(crate) fn sub(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
     /// Sets the value (gauges). Only the owning loop may call this.
     #[inline]
-    pub fn set(&self, n: u64) {
+    pub(crate) fn set(&self, n: u64) {
         self.0.store(n, Relaxed);
     }
 
@@ -205,7 +141,7 @@ impl LoopStats {
     /// Records how long one poll-and-handle pass took (time spent waiting in
     /// poll is not counted).
     #[inline]
-    pub fn observe_iteration(&self, elapsed: std::time::Duration) {
+    pub(crate) fn observe_iteration(&self, elapsed: std::time::Duration) {
         let secs = elapsed.as_secs_f64();
         let i = ITERATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(ITERATION_BUCKETS.len());
         self.iteration_buckets[i].add(1);
@@ -214,7 +150,7 @@ impl LoopStats {
 
     /// Counts a completed TLS handshake and how long it took.
     #[inline]
-    pub fn observe_tls_handshake(&self, elapsed: std::time::Duration) {
+    pub(crate) fn observe_tls_handshake(&self, elapsed: std::time::Duration) {
         let secs = elapsed.as_secs_f64();
         let i = TLS_HANDSHAKE_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(TLS_HANDSHAKE_BUCKETS.len());
         self.tls_handshake_buckets[i].add(1);
@@ -223,7 +159,7 @@ impl LoopStats {
     }
 
     /// Counts a failed TLS handshake.
-    pub fn count_tls_failure(&self, failure: TlsFailure) {
+    pub(crate) fn count_tls_failure(&self, failure: TlsFailure) {
         self.tls_failures[failure as usize].add(1);
     }
 
@@ -234,7 +170,7 @@ impl LoopStats {
 
     /// Counts a closed connection.
     #[inline]
-    pub fn count_close(&self, reason: CloseReason) {
+    pub(crate) fn count_close(&self, reason: CloseReason) {
         self.closed[reason as usize].add(1);
     }
 
@@ -245,12 +181,12 @@ impl LoopStats {
 
     /// Counts a refused handshake.
     #[inline]
-    pub fn count_handshake_failure(&self, e: HandshakeError) {
+    pub(crate) fn count_handshake_failure(&self, e: HandshakeError) {
         self.handshake_failures[e as usize].add(1);
     }
 
     /// Counts a handshake that did not complete in time.
-    pub fn count_handshake_timeout(&self) {
+    pub(crate) fn count_handshake_timeout(&self) {
         self.handshake_failures[HANDSHAKE_TIMEOUT].add(1);
     }
 

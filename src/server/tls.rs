@@ -114,7 +114,7 @@ impl TlsCerts {
 /// A loop's view of [`TlsCerts`]: the configuration it last took, renewed
 /// when a reload has happened since.
 #[derive(Debug)]
-pub struct TlsAcceptor {
+pub(crate) struct TlsAcceptor {
     certs: Arc<TlsCerts>,
     seen: u64,
     config: Arc<rustls::ServerConfig>,
@@ -122,13 +122,13 @@ pub struct TlsAcceptor {
 
 impl TlsAcceptor {
     /// A loop's acceptor over the shared certificates.
-    pub fn new(certs: Arc<TlsCerts>) -> Self {
+    pub(crate) fn new(certs: Arc<TlsCerts>) -> Self {
         let (seen, config) = (certs.generation(), certs.current());
         TlsAcceptor { certs, seen, config }
     }
 
     /// A TLS session for a connection just accepted.
-    pub fn accept(&mut self, now: Instant) -> Result<TlsConn, rustls::Error> {
+    pub(crate) fn accept(&mut self, now: Instant) -> Result<TlsConn, rustls::Error> {
         let generation = self.certs.generation();
         if generation != self.seen {
             (self.seen, self.config) = (generation, self.certs.current());
@@ -140,7 +140,7 @@ impl TlsAcceptor {
 
 /// Where a connection's TLS is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsPhase {
+pub(crate) enum TlsPhase {
     /// Keys not yet agreed, since `since`.
     Handshaking {
         /// When the connection was accepted.
@@ -221,7 +221,7 @@ impl TlsFailure {
 
 /// What one [`TlsConn::unseal`] call amounted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Unsealed {
+pub(crate) struct Unsealed {
     /// The handshake finished in this call: how long it took.
     pub handshake_done: Option<Duration>,
     /// The peer's close_notify arrived: treat as end of input.
@@ -231,7 +231,7 @@ pub struct Unsealed {
 /// A failure and whether it happened during the handshake (it counts as a
 /// failed handshake) or after it (the connection just ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsError {
+pub(crate) struct TlsError {
     /// What went wrong.
     pub failure: TlsFailure,
     /// True if the keys were not agreed yet.
@@ -248,7 +248,7 @@ const RECORD_OVERHEAD: usize = 5 + 16 + 1 + 256;
 
 /// One connection's TLS: the rustls session (keys and state) and a partial
 /// record, if the last read ended inside one.
-pub struct TlsConn {
+pub(crate) struct TlsConn {
     session: UnbufferedServerConnection,
     /// Ciphertext of a record not yet whole; zero capacity when none.
     pending: Vec<u8>,
@@ -263,29 +263,30 @@ impl fmt::Debug for TlsConn {
 
 impl TlsConn {
     /// Where it is.
-    pub fn phase(&self) -> TlsPhase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> TlsPhase {
         self.phase
     }
 
     /// True until the keys are agreed (and it has not failed).
-    pub fn is_handshaking(&self) -> bool {
+    pub(crate) fn is_handshaking(&self) -> bool {
         matches!(self.phase, TlsPhase::Handshaking { .. })
     }
 
     /// Bytes of a partial record held (for the pool gauge and tests).
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
     /// Keeps ciphertext unprocessed for the next [`unseal`](Self::unseal)
     /// (a handshake turn put off to a later pass).
-    pub fn defer(&mut self, cipher: &[u8]) {
+    pub(crate) fn defer(&mut self, cipher: &[u8]) {
         self.pending.extend_from_slice(cipher);
     }
 
     /// Marks a failure that the loop saw rather than rustls (a timeout, a
     /// peer gone mid-handshake); returns it if it is the first.
-    pub fn fail(&mut self, failure: TlsFailure) -> Option<TlsFailure> {
+    pub(crate) fn fail(&mut self, failure: TlsFailure) -> Option<TlsFailure> {
         let first = self.is_handshaking();
         self.phase = TlsPhase::Failed;
         first.then_some(failure)
@@ -294,7 +295,7 @@ impl TlsConn {
     /// Feeds ciphertext the loop read: application data is appended to
     /// `plain`, handshake records and alerts to `sealed` (the caller writes
     /// them). A partial record is kept for the next call.
-    pub fn unseal(
+    pub(crate) fn unseal(
         &mut self,
         cipher: &mut [u8],
         plain: &mut Vec<u8>,
@@ -399,7 +400,7 @@ impl TlsConn {
     }
 
     /// Encrypts `parts`, in order, as application data appended to `sealed`.
-    pub fn seal(&mut self, parts: &[&[u8]], sealed: &mut Vec<u8>) -> Result<(), TlsError> {
+    pub(crate) fn seal(&mut self, parts: &[&[u8]], sealed: &mut Vec<u8>) -> Result<(), TlsError> {
         for _ in 0..64 {
             let UnbufferedStatus { state, .. } = self.session.process_tls_records(&mut []);
             // Ok(true): sealed; Ok(false): ask again.
@@ -430,7 +431,7 @@ impl TlsConn {
     }
 
     /// Appends a close_notify alert to `sealed` (best effort).
-    pub fn close_notify(&mut self, sealed: &mut Vec<u8>) {
+    pub(crate) fn close_notify(&mut self, sealed: &mut Vec<u8>) {
         if let UnbufferedStatus { state: Ok(ConnectionState::WriteTraffic(mut traffic)), .. } =
             self.session.process_tls_records(&mut [])
         {

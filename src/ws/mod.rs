@@ -4,13 +4,15 @@
 //!
 //! - [`handshake`]: the server side of the HTTP upgrade; [`client`]: the client side.
 //! - [`frame`]: frame headers, per-frame rules, encoding.
-//! - [`extension`], [`deflate`]: permessage-deflate (RFC 7692): negotiation, codec.
+//! - [`extension`], [`deflate`]: permessage-deflate (RFC 7692): negotiation, codec;
+//!   [`compression`]: which codec a connection's message goes through (per loop).
 //! - [`mask`]: (un)masking, a word at a time.
 //! - [`utf8`]: incremental UTF-8 validation across fragments.
 //! - [`session`]: one connection's state machine over all of the above.
 //! - [`error`]: every failure, with its close code or HTTP status.
 
 pub mod client;
+pub mod compression;
 pub mod deflate;
 pub mod error;
 pub mod extension;

@@ -27,8 +27,7 @@
 //! the bridge has threads of its own, so an async runtime would add a
 //! scheduler for two sockets.
 
-pub mod directory;
-pub mod envelope;
+pub(crate) mod envelope;
 mod worker;
 
 use std::fmt;
@@ -38,10 +37,10 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-pub use directory::Directory;
-
-use crate::server::hub::Hub;
-use crate::server::publication::Publication;
+use crate::server::pubsub::directory::Directory;
+use crate::server::pubsub::hub::Hub;
+use crate::server::pubsub::outbox::Outbox;
+use crate::server::pubsub::publication::Publication;
 
 /// The channel prefix unless configured: channels are `wsloop:room:<room>`.
 pub const DEFAULT_PREFIX: &str = "wsloop:room:";
@@ -133,7 +132,7 @@ struct Outgoing {
 
 /// The loops' side of the bridge: hand a publish over, report rooms.
 #[derive(Debug)]
-pub struct Bridge {
+pub(crate) struct Bridge {
     outbox: Sender<Outgoing>,
     directory: Arc<Directory>,
     stats: Arc<BridgeStats>,
@@ -145,9 +144,9 @@ impl fmt::Debug for Outgoing {
     }
 }
 
-impl Bridge {
+impl Outbox for Bridge {
     /// Hands a local publish to the publisher thread; never blocks.
-    pub fn publish(&self, room: &Arc<str>, frame: &Arc<Publication>) {
+    fn publish(&self, room: &Arc<str>, frame: &Arc<Publication>) {
         match self.outbox.try_send(Outgoing { room: room.clone(), frame: frame.clone() }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -158,20 +157,22 @@ impl Bridge {
             }
         }
     }
+}
 
+impl Bridge {
     /// The rooms with members in this process.
-    pub fn directory(&self) -> &Arc<Directory> {
+    pub(crate) fn directory(&self) -> &Arc<Directory> {
         &self.directory
     }
 
     /// The bridge's counters.
-    pub fn stats(&self) -> &Arc<BridgeStats> {
+    pub(crate) fn stats(&self) -> &Arc<BridgeStats> {
         &self.stats
     }
 }
 
 /// What [`Bridge::new`] leaves for [`Bridge::spawn`]: the threads' ends.
-pub struct Pending {
+pub(crate) struct Pending {
     cfg: BridgeConfig,
     client: redis::Client,
     inbox: Receiver<Outgoing>,
@@ -182,7 +183,7 @@ pub struct Pending {
 impl Bridge {
     /// The loops' handle and what the threads will need, before the hub
     /// exists (the hub carries the handle; the threads carry the hub).
-    pub fn new(cfg: BridgeConfig) -> Result<(Bridge, Pending), BridgeError> {
+    pub(crate) fn new(cfg: BridgeConfig) -> Result<(Bridge, Pending), BridgeError> {
         let client = cfg.client()?;
         let (outbox, inbox) = crossbeam_channel::bounded(QUEUE_LEN);
         let directory = Arc::new(Directory::default());
@@ -192,7 +193,7 @@ impl Bridge {
     }
 
     /// Starts the publisher and subscriber threads.
-    pub fn spawn(pending: Pending, hub: Arc<Hub>) -> Result<Running, BridgeError> {
+    pub(crate) fn spawn(pending: Pending, hub: Arc<Hub>) -> Result<Running, BridgeError> {
         let stop = Arc::new(AtomicBool::new(false));
         let origin = worker::origin_id();
         let prefix: Arc<str> = pending.cfg.prefix.as_str().into();
@@ -219,14 +220,14 @@ impl Bridge {
 }
 
 /// The bridge's running threads.
-pub struct Running {
+pub(crate) struct Running {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops both threads and waits for them (within their poll interval).
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();

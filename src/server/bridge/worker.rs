@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::envelope::{self, Envelope};
-use super::{BridgeStats, Directory, Outgoing};
-use crate::server::hub::Hub;
-use crate::server::publication::Publication;
+use super::{BridgeStats, Outgoing};
+use crate::server::pubsub::directory::Directory;
+use crate::server::pubsub::hub::Hub;
+use crate::server::pubsub::publication::Publication;
 
 /// Publishes sent in one pipeline at most.
 const MAX_BATCH: usize = 1024;

@@ -1,34 +1,31 @@
 //! The epoll driver's socket calls: reads into a buffer's spare capacity
-//! (`Conn::read_into`), corked writes behind a backlog, and what a socket
-//! error means for the connection. A completion driver (io_uring) replaces
-//! this file, not the rules in `life.rs`.
+//! ([`recv_into`]) and corked writes behind a backlog ([`write_parts`]).
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 
 use crate::runtime::BufferPool;
 
-use super::conn::Conn;
-use super::stats::{CloseReason, LoopStats};
+use crate::server::engine::conn::Conn;
+use crate::server::life::{io_reason, CloseReason};
+use crate::server::stats::LoopStats;
 
-impl Conn {
-    /// Reads into the spare capacity of `buf` (which must have some),
-    /// without zeroing it first.
-    pub fn read_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let spare = buf.spare_capacity_mut();
-        debug_assert!(!spare.is_empty());
-        // SAFETY: recv writes at most `spare.len()` bytes at the pointer, all
-        // inside `buf`'s allocation, and we extend `len` by exactly the count
-        // it reports written, so no uninitialised byte becomes visible.
-        let n = unsafe { libc::recv(self.socket.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: see above; n <= spare.len().
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
+/// Reads from `socket` into the spare capacity of `buf` (which must have
+/// some), without zeroing it first.
+pub(super) fn recv_into(socket: &mio::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    debug_assert!(!spare.is_empty());
+    // SAFETY: recv writes at most `spare.len()` bytes at the pointer, all
+    // inside `buf`'s allocation, and we extend `len` by exactly the count
+    // it reports written, so no uninitialised byte becomes visible.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
     }
+    let n = n as usize;
+    // SAFETY: see above; n <= spare.len().
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Slices one `writev` takes at most (plus the backlog): 64 frames owed
@@ -41,7 +38,7 @@ const MAX_IOV: usize = 64;
 /// queued in a pooled buffer, which goes back to the pool once drained.
 /// Returns how many bytes of the backlog that was there before are still
 /// unsent: the measure of a slow consumer, judged before `parts` count.
-pub fn write_parts(
+pub(super) fn write_parts(
     conn: &mut Conn,
     parts: &[&[u8]],
     pool: &mut BufferPool,
@@ -160,17 +157,6 @@ fn queue_unsent(conn: &mut Conn, first: &[u8], rest: &[&[u8]], pool: &mut Buffer
     conn.wbuf.extend_from_slice(first);
     for p in rest {
         conn.wbuf.extend_from_slice(p);
-    }
-}
-
-/// The close reason a socket error stands for: the peer went away, or an
-/// error of our own.
-pub fn io_reason(e: &io::Error) -> CloseReason {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
-            CloseReason::PeerGone
-        }
-        _ => CloseReason::IoError,
     }
 }
 

@@ -1,4 +1,5 @@
-//! permessage-deflate in the engine: which codec compresses or inflates a
+//! permessage-deflate for many connections (the server's loops, the load
+//! client): which codec compresses or inflates a
 //! connection's message, and when a message goes out compressed at all.
 //!
 //! - **shared** (no context takeover either way): one deflater per window

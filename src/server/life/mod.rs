@@ -6,8 +6,8 @@
 //! ping, read again, shut down the write side, close for this reason).
 //!
 //! It owns no socket and reads no clock, so every ending is a unit test
-//! below, and each I/O driver (epoll, io_uring; a TLS layer under them later)
-//! applies the same rules. The protocol's own state (handshake, open,
+//! below, and each I/O driver (epoll, io_uring, with TLS between either and the
+//! protocol) applies the same rules. The protocol's own state (handshake, open,
 //! close sent, closed) is the [`Session`](crate::ws::Session)'s; a
 //! connection's [`Stage`] is what the engine adds on top.
 //!
@@ -23,7 +23,10 @@
 
 use crate::ws::Phase;
 
-use super::stats::CloseReason;
+mod reason;
+
+pub(crate) use reason::io_reason;
+pub use reason::CloseReason;
 
 /// Where a connection is in its life, beside its protocol phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

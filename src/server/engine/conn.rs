@@ -6,59 +6,54 @@
 //! headers of 24: 112 bytes (a slab entry adds 8 for its tag: 120). An idle
 //! open connection owns no heap memory at all: every `Vec` is empty with
 //! zero capacity.
+//!
+//! Its flags are the engine's alone: a driver keeps its own per-slot state
+//! (io_uring's armed receive and send in flight) in a table of its own.
 
 use mio::net::TcpStream;
 
 use crate::ws::Session;
 
-use super::life::Stage;
 use crate::runtime::TimerLink;
+use crate::server::life::Stage;
 
 /// Conn flag: the handshake completed and the handler saw `on_open`.
-pub const OPENED: u8 = 1;
+pub(crate) const OPENED: u8 = 1;
 /// Conn flag: waiting in the loop's ready list for another read turn.
-pub const IN_READY_LIST: u8 = 2;
-/// Conn flag: room deliveries are owed to it, not yet written (see fanout.rs).
-pub const OWED: u8 = 4;
-/// Conn flag: io_uring: a multishot receive is armed (until its last completion).
-pub const RECV_ARMED: u8 = 8;
-/// Conn flag: io_uring: a send is in flight (its bytes are in the ring's table).
-pub const SENDING: u8 = 16;
-/// Conn flag: an event reported the peer's FIN or an error: read to EOF
+pub(crate) const IN_READY_LIST: u8 = 2;
+/// Conn flag: room deliveries are owed to it, not yet written (see
+/// `pubsub/fanout.rs`).
+pub(crate) const OWED: u8 = 4;
+/// Conn flag: the peer's FIN (or an error) was reported: read to EOF
 /// (io_uring: the receive ended with EOF, so it is not armed again).
-pub const PEER_CLOSED: u8 = 32;
-/// Conn flag: io_uring: output is queued in `wbuf` and listed for this pass's sends.
-pub const SEND_DUE: u8 = 64;
-/// Conn flag: io_uring: input is held in `rbuf` (paused, or the loop owes
-/// too much) and the receive was cancelled past the read budget.
-pub const HOLDING: u8 = 128;
+pub(crate) const PEER_CLOSED: u8 = 8;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The non-blocking socket, registered edge-triggered for read and write.
-    pub socket: TcpStream,
+    pub(crate) socket: TcpStream,
     /// RFC 6455 state.
-    pub session: Session,
+    pub(crate) session: Session,
     /// Distinguishes this connection from earlier ones in the same slot.
-    pub generation: u32,
-    /// Bit set of the flags above: what the driver and the handler know.
-    pub flags: u8,
+    pub(crate) generation: u32,
+    /// Bit set of the flags above: what the engine knows of it.
+    pub(crate) flags: u8,
     /// Where it is in its life: serving, pinged, paused, draining, lingering.
-    pub stage: Stage,
+    pub(crate) stage: Stage,
     /// Position in the loop's timer wheel.
-    pub timer: TimerLink,
+    pub(crate) timer: TimerLink,
     /// Unconsumed input (partial frame or request); zero capacity when none.
-    pub rbuf: Vec<u8>,
+    pub(crate) rbuf: Vec<u8>,
     /// Bytes the kernel did not take yet; zero capacity when none.
-    pub wbuf: Vec<u8>,
+    pub(crate) wbuf: Vec<u8>,
     /// The fragmented message being assembled; zero capacity when none.
-    pub assembly: Vec<u8>,
+    pub(crate) assembly: Vec<u8>,
 }
 
 impl Conn {
     /// A freshly accepted connection, waiting for its upgrade request.
-    pub fn new(socket: TcpStream, generation: u32) -> Self {
+    pub(crate) fn new(socket: TcpStream, generation: u32) -> Self {
         Conn {
             socket,
             session: Session::server(),
@@ -74,17 +69,15 @@ impl Conn {
 
     /// True if `flag` is set.
     #[inline]
-    pub fn has(&self, flag: u8) -> bool {
+    pub(crate) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 
-    /// What holds between two events, checked in debug builds.
+    /// What holds between two events, checked in debug builds; `queued`
+    /// is what the driver says the kernel has not taken yet.
     #[inline]
-    pub fn debug_check_invariants(&self) {
-        debug_assert!(
-            self.stage != Stage::Paused || !self.wbuf.is_empty() || self.has(SENDING),
-            "paused only behind a backlog"
-        );
+    pub(crate) fn debug_check_invariants(&self, queued: usize) {
+        debug_assert!(self.stage != Stage::Paused || queued > 0, "paused only behind a backlog");
         debug_assert!(self.wbuf.capacity() > 0 || self.wbuf.is_empty());
         debug_assert!(
             !self.stage.is_ending() || self.session.phase() != crate::ws::Phase::Open,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::ws::deflate::{MAX_WINDOW, MIN_DEFLATE_WINDOW};
 use crate::ws::frame::{write_compressed_frame, EncodedHead};
 
-use super::compression::Deflaters;
+use crate::ws::compression::Deflaters;
 
 /// See the module docs. Shared between loops behind an `Arc`.
 #[derive(Debug)]
@@ -43,6 +43,7 @@ impl Publication {
     }
 
     /// The uncompressed frame.
+    #[cfg(test)]
     pub fn plain(&self) -> &Bytes {
         &self.plain
     }
@@ -85,7 +86,7 @@ impl Publication {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::compression::{CompressionConfig, CompressionMode};
+    use crate::ws::compression::{CompressionConfig, CompressionMode};
     use crate::ws::frame::opcode;
 
     #[test]

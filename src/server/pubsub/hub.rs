@@ -4,9 +4,9 @@
 //! that a burst of posts costs one wake-up, not one per message.
 //!
 //! With a Redis bridge (`--redis-url`), a room publish also leaves the
-//! process: [`Hub::publish_to_others`] hands it to the bridge, whose
-//! subscriber brings other processes' publishes back in through
-//! [`Hub::publish_to_all`].
+//! process: [`Hub::publish_to_others`] hands it to the [`Outbox`] (the
+//! bridge), whose subscriber brings other processes' publishes back in
+//! through [`Hub::publish_to_all`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use crossbeam_channel::Sender;
 use mio::Waker;
 
+use super::directory::Directory;
+use super::outbox::Outbox;
 use super::publication::Publication;
-use crate::server::bridge::Bridge;
 
 /// What other threads may ask of a loop, through its inbox.
 #[derive(Debug)]
@@ -82,7 +83,10 @@ pub struct Inbox {
 pub struct Hub {
     inboxes: Vec<Inbox>,
     /// Where room publishes go beyond this process, if anywhere.
-    bridge: Option<Bridge>,
+    outbox: Option<Box<dyn Outbox>>,
+    /// The rooms with members in this process, kept while an outbox
+    /// needs to know which to ask other processes for.
+    directory: Option<Arc<Directory>>,
 }
 
 impl Hub {
@@ -99,22 +103,25 @@ impl Hub {
         }
     }
 
-    /// Sends room publishes beyond this process through `bridge`.
-    pub fn set_bridge(&mut self, bridge: Bridge) {
-        self.bridge = Some(bridge);
+    /// Sends room publishes beyond this process through `outbox`, which
+    /// reads `directory` (the rooms with members here) to know what to
+    /// receive in turn.
+    pub(crate) fn set_outbox(&mut self, outbox: Box<dyn Outbox>, directory: Arc<Directory>) {
+        self.outbox = Some(outbox);
+        self.directory = Some(directory);
     }
 
-    /// The Redis bridge, if there is one.
-    pub fn bridge(&self) -> Option<&Bridge> {
-        self.bridge.as_ref()
+    /// The process-wide room directory, when an outbox reads it.
+    pub(crate) fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
     }
 
     /// Posts a publish to every loop but `from`, and to other processes
     /// when there is a bridge.
     pub fn publish_to_others(&self, from: u32, room: &Arc<str>, frame: &Arc<Publication>) {
         self.post_publish(Some(from as usize), room, frame);
-        if let Some(bridge) = &self.bridge {
-            bridge.publish(room, frame);
+        if let Some(outbox) = &self.outbox {
+            outbox.publish(room, frame);
         }
     }
 

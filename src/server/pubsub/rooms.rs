@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use crate::server::bridge::Directory;
+use super::directory::Directory;
 
 /// Limits on what a connection may do with rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! out whether this kernel can run it at all ([`probe`]), what a completion
 //! is about (`user_data`: operation, slot, generation), the provided-buffer
 //! ring receives land in, and the sends in flight whose bytes the kernel
-//! may still read. `event_loop/completion.rs` maps its completions onto the
-//! engine's signals.
+//! may still read. `driver/uring/mod.rs` maps its completions onto the
+//! engine.
 //!
 //! Memory: an idle connection holds nothing here. A receive buffer is
 //! taken by the kernel only when bytes arrive and is handed back as soon as
@@ -25,6 +25,10 @@ use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+
+// The generation bits `user_data` keeps: 28, so that the operation fits
+// (the engine's generations are 28 bits for this reason).
+use crate::server::engine::table::GENERATION_MASK;
 
 /// Submission queue entries; a pass that queues more submits early.
 /// (64 bytes each, and every one is written in turn: they count in RSS.)
@@ -59,9 +63,6 @@ pub enum Op {
     Cancel = 5,
 }
 
-/// The generation bits `user_data` keeps: 28, so that the operation fits.
-const GENERATION_MASK: u32 = (1 << 28) - 1;
-
 /// Packs an operation with the connection (slot and generation) it is for.
 /// A completion for an earlier occupant of a reused slot is recognised by
 /// its generation, as epoll's stale events are by their token.
@@ -82,12 +83,6 @@ pub fn parse_user_data(data: u64) -> (Option<Op>, u32, u32) {
         _ => None,
     };
     (op, data as u32, (data >> 32) as u32 & GENERATION_MASK)
-}
-
-/// True if a completion's 28-bit `generation` is that of `full`.
-#[inline]
-pub fn same_generation(full: u32, generation: u32) -> bool {
-    full & GENERATION_MASK == generation
 }
 
 /// Why io_uring cannot be used here, in one line.
@@ -486,11 +481,11 @@ mod tests {
     fn user_data_round_trips_and_masks_the_generation() {
         for (op, slot, generation) in [(Op::Recv, 0, 0), (Op::Send, 123_456, 7), (Op::Accept, u32::MAX, u32::MAX)] {
             let (o, s, g) = parse_user_data(user_data(op, slot, generation));
-            assert_eq!((o, s), (Some(op), slot));
-            assert!(same_generation(generation, g));
+            assert_eq!((o, s, g), (Some(op), slot, generation & GENERATION_MASK));
         }
-        // A generation 2^28 later is (deliberately) the same one.
-        assert!(same_generation(5 + (1 << 28), parse_user_data(user_data(Op::Recv, 1, 5)).2));
+        // A generation 2^28 later is (deliberately) the same one: the
+        // engine's generations wrap at 2^28.
+        assert_eq!(parse_user_data(user_data(Op::Recv, 1, 5 + (1 << 28))).2, 5);
         assert_eq!(parse_user_data(0).0, None);
     }
 

@@ -1,0 +1,301 @@
+//! The epoll driver: readiness, edge-triggered, through mio. READABLE |
+//! WRITABLE are registered once per connection; a read turn `recv`s into
+//! pooled buffers up to the read budget (then the ready list gives others
+//! a turn), a short read skips the read that would only say EAGAIN, and
+//! writes go straight to the socket (`socket.rs`), only what the kernel
+//! leaves being queued.
+//!
+//! One pass: poll -> accept / read / write for each event -> the engine's
+//! end of pass (ready list, deliveries, timers).
+
+mod socket;
+
+use std::io;
+use std::time::Instant;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::runtime::{token, untoken, BufferPool};
+use crate::server::engine::conn::{Conn, IN_READY_LIST, PEER_CLOSED};
+use crate::server::engine::transport::Transport;
+use crate::server::engine::{AcceptFailure, DriverTurns, Engine, Turn, READ_BUDGET};
+use crate::server::handler::Handler;
+use crate::server::life::{io_reason, CloseReason, Signal};
+use crate::server::stats::LoopStats;
+
+/// The listener's token.
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// The inbox waker's token.
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// The epoll driver's I/O state: the `Poll` the listener, the waker and
+/// every connection are registered with.
+pub(crate) struct EpollIo {
+    poll: Poll,
+}
+
+impl EpollIo {
+    /// Over `poll`, with the listener and waker already registered.
+    pub(crate) fn new(poll: Poll) -> Self {
+        EpollIo { poll }
+    }
+}
+
+impl Transport for EpollIo {
+    const POOLED_BACKLOG: bool = true;
+
+    fn attach(&mut self, conn: &mut Conn, slot: usize) -> io::Result<()> {
+        // Readable and writable once, edge-triggered: no epoll_ctl per
+        // backlog episode. A writable edge only comes after a write hit
+        // EAGAIN, so idle connections get no spurious events.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll.registry().register(&mut conn.socket, token(slot, conn.generation), interest)
+    }
+
+    #[inline]
+    fn write(
+        &mut self,
+        conn: &mut Conn,
+        _slot: usize,
+        parts: &[&[u8]],
+        pool: &mut BufferPool,
+        stats: &LoopStats,
+    ) -> Result<usize, CloseReason> {
+        socket::write_parts(conn, parts, pool, stats)
+    }
+
+    #[inline]
+    fn queued(&self, conn: &Conn, _slot: usize) -> usize {
+        conn.wbuf.len()
+    }
+
+    fn detach(&mut self, _conn: &Conn, _slot: usize) {
+        // Closing the socket takes it out of epoll.
+    }
+
+    fn stop_accepting(&mut self, listener: &mut TcpListener) {
+        let _ = self.poll.registry().deregister(listener);
+    }
+
+    fn release_memory(&mut self, _end: usize) {}
+}
+
+/// One loop on epoll: its engine and the events of one poll.
+pub(crate) struct EpollDriver<H> {
+    engine: Engine<H, EpollIo>,
+    events: Events,
+}
+
+impl<H: Handler> EpollDriver<H> {
+    /// A driver running `engine`.
+    pub(crate) fn new(engine: Engine<H, EpollIo>) -> Self {
+        EpollDriver { engine, events: Events::with_capacity(1024) }
+    }
+
+    /// Runs until shutdown has closed every connection (or timed out).
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let engine = &mut self.engine;
+        engine.env.stats.uring.set(0);
+        loop {
+            let timeout = engine.wait_timeout();
+            if let Err(e) = engine.io.poll.poll(&mut self.events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let handling = Instant::now();
+            for event in self.events.iter() {
+                match event.token() {
+                    LISTENER => engine.accept_all(),
+                    WAKER => engine.drain_inbox(),
+                    t => {
+                        let (slot, generation) = untoken(t);
+                        if !engine.is_live(slot, generation) {
+                            continue;
+                        }
+                        if event.is_writable() {
+                            engine.on_writable(slot, generation);
+                        }
+                        let closed = event.is_read_closed() || event.is_error();
+                        if closed && engine.is_live(slot, generation) {
+                            // Reads go on to EOF rather than stopping at a short read.
+                            engine.table.conns[slot].flags |= PEER_CLOSED;
+                        }
+                        if event.is_readable() || closed {
+                            engine.read_again(slot, generation);
+                        }
+                    }
+                }
+            }
+            if engine.end_pass(!self.events.is_empty(), handling) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl<H: Handler> DriverTurns for Engine<H, EpollIo> {
+    /// A read turn: unless it already waits in the ready list, or its TLS
+    /// handshake waits for this pass's budget, or the loop owes too much.
+    fn read_again(&mut self, slot: usize, generation: u32) {
+        if !self.is_live(slot, generation) || self.table.conns[slot].has(IN_READY_LIST) {
+            return;
+        }
+        if self.tls_turn_denied(slot) {
+            // Its bytes wait in the socket.
+            return;
+        }
+        if self.owes_too_much() {
+            // Its input waits (in the ready list) until the loop has written
+            // half of what it owes.
+            return self.push_ready(slot);
+        }
+        if let Some(signal) = self.read_turn(slot) {
+            self.signal(slot, signal);
+        }
+        self.debug_check(slot);
+    }
+
+    fn accept_all(&mut self) {
+        if self.accept_paused() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.accepting.listener else { return };
+            match listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, Some(peer)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    if self.accept_failed(&e) != AcceptFailure::Transient {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a read got no bytes.
+enum Unread {
+    /// The socket has nothing more now (`EAGAIN`).
+    Empty,
+    /// A signal interrupted the read: read again.
+    Interrupted,
+    /// The connection must end: a socket error, or TLS records that failed.
+    Fault(CloseReason),
+}
+
+impl Unread {
+    /// What a failed socket read means.
+    fn of(e: io::Error) -> Unread {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Unread::Empty,
+            io::ErrorKind::Interrupted => Unread::Interrupted,
+            _ => Unread::Fault(io_reason(&e)),
+        }
+    }
+}
+
+impl<H: Handler> Engine<H, EpollIo> {
+    /// The backlog may go on: the peer took bytes.
+    fn on_writable(&mut self, slot: usize, _generation: u32) {
+        if self.table.conns[slot].wbuf.is_empty() {
+            return;
+        }
+        let before = self.table.conns[slot].wbuf.len();
+        match self.flush(slot) {
+            Err(reason) => self.signal(slot, Signal::Fault(reason)),
+            Ok(earlier_unsent) if earlier_unsent < before => self.signal(slot, Signal::Progress),
+            Ok(_) => {}
+        }
+        self.debug_check(slot);
+    }
+
+    /// Reads up to the budget, handling every whole frame as it arrives;
+    /// returns what the turn amounts to for the connection's life.
+    fn read_turn(&mut self, slot: usize) -> Option<Signal> {
+        let before = match self.begin_turn(slot) {
+            Turn::Handle(phase) => phase,
+            Turn::Discard => return self.discard_input(slot),
+            Turn::Wait | Turn::Gone => return None,
+        };
+        let conn = &mut self.table.conns[slot];
+        let mut buf = if conn.rbuf.capacity() > 0 { std::mem::take(&mut conn.rbuf) } else { self.pool.take() };
+        let mut wanted = 0;
+        let mut budget = READ_BUDGET;
+        let end = loop {
+            if buf.capacity() - buf.len() == 0 || wanted > buf.capacity() {
+                buf.reserve(wanted.saturating_sub(buf.len()).max(self.pool.buf_size()));
+            }
+            let drained;
+            let (read, spare) = self.receive(slot, &mut buf);
+            match read {
+                Ok(0) => break Some(Signal::Eof),
+                Ok(n) => {
+                    self.env.stats.bytes_received.add(n as u64);
+                    budget = budget.saturating_sub(n);
+                    // A short read emptied the receive queue: with edge
+                    // triggering, more data brings a new event, so the read
+                    // that would only say EAGAIN is skipped (one syscall less
+                    // per message). Not once the peer's FIN was reported:
+                    // its EOF must still be read.
+                    drained = n < spare && !self.table.conns[slot].has(PEER_CLOSED);
+                }
+                Err(Unread::Empty) => break None,
+                Err(Unread::Interrupted) => continue,
+                Err(Unread::Fault(reason)) => break Some(Signal::Fault(reason)),
+            }
+            let (consumed, handled) = self.handle_input(slot, &mut buf);
+            buf.drain(..consumed);
+            match handled {
+                Ok(w) => wanted = w,
+                Err(reason) => break Some(Signal::Fault(reason)),
+            }
+            if drained || self.table.conns[slot].wbuf.len() > self.env.cfg.max_backlog {
+                break None;
+            }
+            if budget == 0 {
+                self.push_ready(slot);
+                break None;
+            }
+        };
+        self.keep_or_return(slot, buf);
+        Some(self.finish_turn(slot, before, end))
+    }
+
+    /// Reads what the socket has into `buf`: as it comes, or (TLS) through
+    /// the connection's TLS session. Returns the bytes taken off the wire
+    /// (0: end of input), or why there were none, and the room the read had.
+    fn receive(&mut self, slot: usize, buf: &mut Vec<u8>) -> (Result<usize, Unread>, usize) {
+        if !self.table.is_tls(slot) {
+            let spare = buf.capacity() - buf.len();
+            return (socket::recv_into(&self.table.conns[slot].socket, buf).map_err(Unread::of), spare);
+        }
+        let mut cipher = self.pool.take();
+        let spare = cipher.capacity();
+        let result = match socket::recv_into(&self.table.conns[slot].socket, &mut cipher) {
+            Ok(n) if n > 0 => self.unseal_into(slot, &mut cipher, buf).map(|()| n).map_err(Unread::Fault),
+            other => other.map_err(Unread::of),
+        };
+        self.pool.give(cipher);
+        (result, spare)
+    }
+
+    /// Drains what an ending connection sends, to its EOF.
+    fn discard_input(&mut self, slot: usize) -> Option<Signal> {
+        let mut scratch = self.pool.take();
+        let end = loop {
+            scratch.clear();
+            match socket::recv_into(&self.table.conns[slot].socket, &mut scratch) {
+                Ok(0) => break Some(Signal::Eof),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(Signal::Fault(io_reason(&e))),
+            }
+        };
+        self.pool.give(scratch);
+        end
+    }
+}

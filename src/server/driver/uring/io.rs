@@ -1,0 +1,197 @@
+//! The io_uring driver's I/O state as the engine sees it ([`Transport`]):
+//! the ring, and a flag byte per slot of its own (a receive armed, a send
+//! in flight, a send due this pass, input held), so `Conn` carries no
+//! driver's flags.
+//!
+//! Output is queued in the connection's `wbuf` during the pass and leaves
+//! in one send per connection per pass; while a send is in flight its
+//! bytes belong to the kernel (`ring::Sending`) and new output queues
+//! behind it.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::net::TcpListener;
+
+use crate::runtime::BufferPool;
+use crate::server::engine::conn::Conn;
+use crate::server::engine::transport::Transport;
+use crate::server::life::CloseReason;
+use crate::server::stats::LoopStats;
+
+use super::ring::{user_data, Op, Ring};
+
+/// Slot flag: a multishot receive is armed (until its last completion).
+pub(super) const RECV_ARMED: u8 = 1;
+/// Slot flag: a send is in flight (its bytes are in the ring's table).
+pub(super) const SENDING: u8 = 2;
+/// Slot flag: output is queued in `wbuf` and listed for this pass's sends.
+pub(super) const SEND_DUE: u8 = 4;
+/// Slot flag: input is held in `rbuf` (paused, or the loop owes too much)
+/// and the receive was cancelled past the read budget.
+pub(super) const HOLDING: u8 = 8;
+
+/// What the io_uring driver keeps per loop besides the engine's state.
+pub(crate) struct UringIo {
+    pub(super) ring: Ring,
+    /// The inbox's eventfd (the hub holds a duplicate to write to).
+    pub(super) eventfd: OwnedFd,
+    /// A multishot accept is armed on the listener.
+    pub(super) accept_armed: bool,
+    /// Connections with output queued this pass: (slot, generation).
+    pub(super) to_send: Vec<(u32, u32)>,
+    /// The completions of one pass, reused.
+    pub(super) done: Vec<(u64, i32, u32)>,
+    /// A receive found the buffer ring empty this pass: it grows one step.
+    pub(super) ran_dry: bool,
+    /// Buffers the ring started with, and grows by.
+    pub(super) step: usize,
+    /// Each slot's flags (above); zero for an empty slot.
+    flags: Vec<u8>,
+}
+
+impl UringIo {
+    /// A ring for one loop, made on the loop's own thread (which becomes
+    /// its only submitter), and the eventfd its inbox wakes it by.
+    pub(crate) fn new(buf_size: usize, first_buffers: usize, eventfd: OwnedFd) -> io::Result<Self> {
+        Ok(UringIo {
+            ring: Ring::new(buf_size, first_buffers)?,
+            step: first_buffers.max(1),
+            eventfd,
+            accept_armed: false,
+            to_send: Vec::new(),
+            done: Vec::new(),
+            ran_dry: false,
+            flags: Vec::new(),
+        })
+    }
+
+    /// True if `flag` is set for `slot`.
+    #[inline]
+    pub(super) fn has(&self, slot: usize, flag: u8) -> bool {
+        self.flags.get(slot).is_some_and(|f| f & flag != 0)
+    }
+
+    /// Sets `flag` for `slot`.
+    #[inline]
+    pub(super) fn set(&mut self, slot: usize, flag: u8) {
+        if self.flags.len() <= slot {
+            self.flags.resize(slot + 1, 0);
+        }
+        self.flags[slot] |= flag;
+    }
+
+    /// Clears `flag` for `slot`.
+    #[inline]
+    pub(super) fn clear(&mut self, slot: usize, flag: u8) {
+        if let Some(f) = self.flags.get_mut(slot) {
+            *f &= !flag;
+        }
+    }
+
+    /// Arms a connection's multishot receive.
+    pub(super) fn arm_recv(&mut self, conn: &Conn, slot: usize) {
+        self.ring.recv(conn.socket.as_raw_fd(), slot as u32, conn.generation);
+        self.set(slot, RECV_ARMED);
+    }
+
+    /// Bytes of the connection's send in flight the kernel has not taken.
+    fn in_flight(&self, slot: usize, generation: u32) -> usize {
+        self.ring.unsent(user_data(Op::Send, slot as u32, generation))
+    }
+
+    /// Starts the send of everything queued for a connection, unless one
+    /// is in flight (its completion starts the next).
+    pub(super) fn start_send(&mut self, conn: &mut Conn, slot: usize) {
+        if self.has(slot, SENDING) || conn.wbuf.is_empty() {
+            return;
+        }
+        self.set(slot, SENDING);
+        let buf = std::mem::take(&mut conn.wbuf);
+        self.ring.send(conn.socket.as_raw_fd(), slot as u32, conn.generation, buf);
+    }
+}
+
+impl Transport for UringIo {
+    /// `wbuf` here is not a pooled buffer: every reply passes through it
+    /// and on to the kernel, so it is sized to what it carries (a 101 is
+    /// ~130 bytes, not a 16 KiB buffer) and freed at its send's completion.
+    const POOLED_BACKLOG: bool = false;
+
+    fn attach(&mut self, conn: &mut Conn, slot: usize) -> io::Result<()> {
+        if self.flags.len() <= slot {
+            self.flags.resize(slot + 1, 0);
+        }
+        self.flags[slot] = 0;
+        self.arm_recv(conn, slot);
+        Ok(())
+    }
+
+    /// Queues `parts` behind the connection's backlog, to leave in this
+    /// pass's send; returns the bytes queued before them (none of which
+    /// the kernel has confirmed taking).
+    fn write(
+        &mut self,
+        conn: &mut Conn,
+        slot: usize,
+        parts: &[&[u8]],
+        _pool: &mut BufferPool,
+        stats: &LoopStats,
+    ) -> Result<usize, CloseReason> {
+        let earlier = self.queued(conn, slot);
+        let added: usize = parts.iter().map(|p| p.len()).sum();
+        if added == 0 {
+            return Ok(earlier);
+        }
+        conn.wbuf.reserve(added);
+        for p in parts {
+            conn.wbuf.extend_from_slice(p);
+        }
+        stats.backlog_bytes.add(added as u64);
+        if !self.has(slot, SEND_DUE) {
+            self.set(slot, SEND_DUE);
+            self.to_send.push((slot as u32, conn.generation));
+        }
+        Ok(earlier)
+    }
+
+    #[inline]
+    fn queued(&self, conn: &Conn, slot: usize) -> usize {
+        let in_flight = if self.has(slot, SENDING) { self.in_flight(slot, conn.generation) } else { 0 };
+        conn.wbuf.len() + in_flight
+    }
+
+    /// Cancels what a closing connection has in flight; a send's bytes
+    /// stay with the ring until its completion.
+    fn detach(&mut self, conn: &Conn, slot: usize) {
+        if self.has(slot, RECV_ARMED) {
+            self.ring.cancel(user_data(Op::Recv, slot as u32, conn.generation));
+        }
+        if self.has(slot, SENDING) {
+            self.ring.cancel(user_data(Op::Send, slot as u32, conn.generation));
+        }
+        if let Some(f) = self.flags.get_mut(slot) {
+            *f = 0;
+        }
+    }
+
+    /// Cancels the listener's accept; the caller closes the listener.
+    fn stop_accepting(&mut self, _listener: &mut TcpListener) {
+        if self.accept_armed {
+            self.ring.cancel(user_data(Op::Accept, 0, 0));
+        }
+    }
+
+    /// Frees the bookkeeping a crowd left: the slot flags past `end`, the
+    /// in-flight sends table and the per-pass lists, and the pages of the
+    /// receive buffers (the buffers themselves stay provided: the ring does
+    /// not shrink).
+    fn release_memory(&mut self, end: usize) {
+        self.flags.truncate(end);
+        self.flags.shrink_to_fit();
+        self.ring.bufs.release_pages();
+        self.ring.sending.shrink_to_fit();
+        self.to_send.shrink_to_fit();
+        self.done.shrink_to_fit();
+    }
+}

@@ -1,0 +1,159 @@
+//! Room deliveries: a publication is owed to each member on this loop (12
+//! bytes each; the frame lives once, in `Deliveries`' arena) and written at
+//! the end of the pass, a slice of members at a time, one write per member
+//! of every frame it is owed.
+
+use crate::server::handler::Handler;
+use crate::server::life::Signal;
+use crate::server::pubsub::fanout::Owed;
+use crate::server::pubsub::publication::Publication;
+use crate::ws::frame::FrameHead;
+
+use super::conn::OWED;
+use super::output::{write_via, Seal};
+use super::transport::Transport;
+use super::{Engine, DELIVERY_SLICE};
+
+impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Owes the publishes made while handling a connection to this loop's
+    /// other members of each room.
+    pub(crate) fn deliver_local(&mut self) {
+        for p in std::mem::take(&mut self.fanout.local) {
+            match &p.room {
+                Some(room) => self.deliver(room, &p.frame, Some(p.skip)),
+                None => self.deliver_to_all(&p.frame, Some(p.skip)),
+            }
+        }
+    }
+
+    /// Owes a publication to every member of `room` on this loop (but
+    /// `skip`), each the frame its terms call for (encoded once, shared);
+    /// `write_owed` writes it at the end of the pass.
+    pub(crate) fn deliver(&mut self, room: &str, frame: &Publication, skip: Option<u32>) {
+        let table = &mut self.table;
+        let mut delivered = 0u64;
+        for slot in table.rooms.members(room).filter(|m| Some(*m) != skip) {
+            let conn = &mut table.conns[slot as usize];
+            if conn.session.can_send() && !conn.stage.is_ending() {
+                let window = table.deflaters.shared_window(slot, &conn.session);
+                let id = self.fanout.owed.intern(frame.frame_for(window, &mut table.deflaters));
+                self.fanout.owed.push(slot, conn.generation, id);
+                conn.flags |= OWED;
+                delivered += 1;
+            }
+        }
+        self.env.stats.messages_sent.add(delivered);
+        self.env.stats.room_delivered.add(delivered);
+    }
+
+    /// Owes a publication to every open connection of this loop (but `skip`).
+    pub(crate) fn deliver_to_all(&mut self, frame: &Publication, skip: Option<u32>) {
+        let table = &mut self.table;
+        let mut delivered = 0u64;
+        for (slot, conn) in table.conns.iter_mut() {
+            let slot = slot as u32;
+            if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
+                let window = table.deflaters.shared_window(slot, &conn.session);
+                let id = self.fanout.owed.intern(frame.frame_for(window, &mut table.deflaters));
+                self.fanout.owed.push(slot, conn.generation, id);
+                conn.flags |= OWED;
+                delivered += 1;
+            }
+        }
+        self.env.stats.messages_sent.add(delivered);
+        self.env.stats.room_delivered.add(delivered);
+    }
+
+    /// Writes what the connection in `slot` is owed, ahead of its turn in
+    /// the round: its replies to new input must not overtake them.
+    pub(crate) fn write_owed_ahead(&mut self, slot: usize) {
+        // `owed_slice` is free here: only `write_owed` holds it, and no
+        // input is read while it runs.
+        let mut owed = std::mem::take(&mut self.scratch.owed_slice);
+        self.fanout.owed.take_for(slot as u32, &mut owed);
+        if !owed.is_empty() {
+            self.write_owed_to(&owed);
+        }
+        owed.clear();
+        self.scratch.owed_slice = owed;
+    }
+
+    /// Writes a slice of what members are owed: one write per member of
+    /// every frame it is owed, shared, behind its backlog.
+    pub(crate) fn write_owed(&mut self) {
+        if self.fanout.owed.is_empty() {
+            return;
+        }
+        let mut slice = std::mem::take(&mut self.scratch.owed_slice);
+        self.fanout.owed.take_slice(DELIVERY_SLICE, &mut slice);
+        for owed in slice.chunk_by(|a, b| a.slot == b.slot) {
+            self.write_owed_to(owed);
+        }
+        slice.clear();
+        self.scratch.owed_slice = slice;
+        self.fanout.owed.release_frames();
+    }
+
+    /// A member whose earlier backlog is still over the cap once the kernel
+    /// has taken what it can is cut off as a slow consumer; the others are
+    /// not held back. A member that keeps reading takes any one publish,
+    /// whatever its size.
+    fn write_owed_to(&mut self, owed: &[Owed]) {
+        let slot = owed[0].slot as usize;
+        let Some(conn) = self.table.conns.get_mut(slot) else { return };
+        conn.flags &= !OWED;
+        if !conn.session.can_send() || conn.stage.is_ending() {
+            return;
+        }
+        let generation = conn.generation;
+        let arena = &self.fanout.owed;
+        let mut frames: Vec<&[u8]> = Vec::new();
+        let one;
+        let parts: &[&[u8]] = if let [single] = owed {
+            // The common case, one frame: no list to allocate.
+            let frame = arena.frame(single.frame);
+            if single.generation != generation || frame.is_empty() {
+                return;
+            }
+            one = [frame];
+            &one
+        } else {
+            let live = owed.iter().filter(|o| o.generation == generation).map(|o| arena.frame(o.frame));
+            frames.extend(live.filter(|f| !f.is_empty()));
+            if frames.is_empty() {
+                return;
+            }
+            &frames
+        };
+        // A connection with its own deflate context gets each frame
+        // compressed for it, now: in the order it goes on the wire.
+        let own;
+        let deflaters = &mut self.table.deflaters;
+        let parts: &[&[u8]] = if deflaters.has_own(slot as u32) {
+            let mut recompressed = Vec::new();
+            for frame in parts {
+                if let Ok(Some(head)) = FrameHead::decode(frame) {
+                    let payload = &frame[head.header_len as usize..];
+                    deflaters.write(slot as u32, &conn.session, &mut recompressed, head.opcode, payload);
+                }
+            }
+            own = [recompressed];
+            &[&own[0][..]]
+        } else {
+            parts
+        };
+        let before = conn.wbuf.len();
+        self.env.stats.room_writes.add(1);
+        let seal = Seal::of(&mut self.table.tls, &mut self.scratch.sealed, slot);
+        match write_via(&mut self.io, conn, slot, parts, &mut self.pool, &self.env.stats, seal) {
+            Ok(earlier_unsent) => {
+                self.signal(slot, Signal::Published { earlier_unsent });
+                let still_serving = self.table.conns.get(slot).is_some_and(|c| !c.stage.is_ending());
+                if still_serving && earlier_unsent < before {
+                    self.signal(slot, Signal::Progress);
+                }
+            }
+            Err(reason) => self.signal(slot, Signal::Fault(reason)),
+        }
+    }
+}

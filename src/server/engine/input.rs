@@ -1,0 +1,297 @@
+//! Bytes in: the read turn, the same on every driver. A driver gets bytes
+//! its own way (a `recv` loop under epoll, a ring buffer under io_uring)
+//! and runs them through the same steps:
+//!
+//! 1. [`Engine::begin_turn`]: may the connection take input now, and what
+//!    it was owed before it goes out first;
+//! 2. [`Engine::unseal_into`] (TLS only): records in, plaintext out;
+//! 3. [`Engine::handle_input`] for each batch of bytes: `Session::decode`
+//!    and the handler, the publishes it made owed to the members;
+//!    [`Engine::keep_or_return`] keeps a partial frame;
+//! 4. [`Engine::finish_turn`]: the replies leave in one write, and the
+//!    turn becomes a `Signal`.
+
+use crate::server::handler::{ConnId, Ctx, Handler, Message, Upgrade};
+use crate::server::life::{CloseReason, Signal, Stage};
+use crate::server::stats::LoopStats;
+use crate::ws::{Event, Inflation, Phase, WsError};
+
+use super::conn::{OPENED, OWED};
+use super::output::Seal;
+use super::transport::Transport;
+use super::{Engine, CORK_LIMIT, MAX_OWED};
+
+/// What a connection's stage allows a read turn to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Handle input; the protocol phase it starts from.
+    Handle(Phase),
+    /// Nothing more will be handled: input is read and dropped.
+    Discard,
+    /// Paused behind its backlog: its input waits.
+    Wait,
+    /// Writing what it was owed ended it: nothing to do.
+    Gone,
+}
+
+impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Starts a read turn: what the connection may do with input now.
+    /// What it was owed before this input is written first: its replies (a
+    /// close echo, say) must not overtake earlier deliveries.
+    pub(crate) fn begin_turn(&mut self, slot: usize) -> Turn {
+        let conn = &self.table.conns[slot];
+        match conn.stage {
+            stage if stage.is_ending() => return Turn::Discard,
+            Stage::Paused => return Turn::Wait,
+            _ => {}
+        }
+        if conn.has(OWED) {
+            self.write_owed_ahead(slot);
+            match self.table.conns.get(slot) {
+                None => return Turn::Gone,
+                Some(conn) if conn.stage.is_ending() => return Turn::Discard,
+                Some(_) => {}
+            }
+        }
+        Turn::Handle(self.table.conns[slot].session.phase())
+    }
+
+    /// Ends a read turn that began in phase `before`: the replies leave
+    /// (even when the input ended the connection: a refusal or a close
+    /// frame is among them), and the turn becomes a signal: `end` if the
+    /// input ended it (EOF, a fault), else `Handled`.
+    pub(crate) fn finish_turn(&mut self, slot: usize, before: Phase, end: Option<Signal>) -> Signal {
+        let flushed = self.flush(slot);
+        match (end, flushed) {
+            (Some(fault @ Signal::Fault(_)), _) => fault,
+            (_, Err(reason)) => Signal::Fault(reason),
+            (Some(end), Ok(_)) => end,
+            (None, Ok(_)) => Signal::Handled { before, after: self.table.conns[slot].session.phase() },
+        }
+    }
+
+    /// True while the loop owes more deliveries than it should take on more
+    /// input for (with hysteresis: from `MAX_OWED` down to half).
+    pub(crate) fn owes_too_much(&mut self) -> bool {
+        let owed = self.fanout.owed.len();
+        if owed > MAX_OWED {
+            self.fanout.owing_too_much = true;
+        } else if owed <= MAX_OWED / 2 {
+            self.fanout.owing_too_much = false;
+        }
+        self.fanout.owing_too_much
+    }
+
+    /// Takes one of this pass's TLS handshake turns for the connection, or
+    /// puts it off to the ready list when the budget is spent.
+    pub(crate) fn take_tls_turn(&mut self, slot: usize) -> bool {
+        if self.tls.budget > 0 {
+            self.tls.budget -= 1;
+            return true;
+        }
+        self.push_ready(slot);
+        self.env.stats.tls_deferred.add(1);
+        false
+    }
+
+    /// True if the connection's TLS handshake waits for a turn of this
+    /// pass's budget (and takes one if there is).
+    pub(crate) fn tls_turn_denied(&mut self, slot: usize) -> bool {
+        self.table.is_tls_handshaking(slot) && !self.take_tls_turn(slot)
+    }
+
+    /// TLS: feeds `cipher` (bytes off the wire) to the connection's session,
+    /// which appends the plaintext to `plain`; the handshake records and
+    /// alerts it answers with are sent at once, in the clear (they are
+    /// records already). Counts handshakes done and failed. A plain
+    /// connection's bytes are appended as they are.
+    pub(crate) fn unseal_into(
+        &mut self,
+        slot: usize,
+        cipher: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<(), CloseReason> {
+        let Some(tls) = self.table.tls.get_mut(slot).and_then(|t| t.as_deref_mut()) else {
+            plain.extend_from_slice(cipher);
+            return Ok(());
+        };
+        let sealed = &mut self.scratch.sealed;
+        sealed.clear();
+        let unsealed = tls.unseal(cipher, plain, sealed);
+        let conn = &mut self.table.conns[slot];
+        let stats = &self.env.stats;
+        let sent =
+            if sealed.is_empty() { Ok(0) } else { self.io.write(conn, slot, &[&sealed[..]], &mut self.pool, stats) };
+        if sealed.capacity() > CORK_LIMIT {
+            *sealed = Vec::new();
+        }
+        match unsealed {
+            Err(e) => {
+                if e.in_handshake {
+                    stats.count_tls_failure(e.failure);
+                }
+                log::debug!("loop {}: TLS failed on connection {slot}: {}", self.env.id, e.failure.label());
+                Err(CloseReason::TlsFailed)
+            }
+            Ok(unsealed) => {
+                if let Some(took) = unsealed.handshake_done {
+                    stats.observe_tls_handshake(took);
+                }
+                sent.map(|_| ())
+            }
+        }
+    }
+
+    /// Keeps unconsumed input in the connection, or gives the buffer back.
+    pub(crate) fn keep_or_return(&mut self, slot: usize, buf: Vec<u8>) {
+        let pool = &mut self.pool;
+        let conn = &mut self.table.conns[slot];
+        if buf.is_empty() {
+            pool.give(buf);
+        } else if buf.capacity() > pool.buf_size() && buf.len() <= pool.buf_size() {
+            // A large frame completed: keep the few leftover bytes in a
+            // pool-sized buffer and free the big one.
+            let mut small = pool.take();
+            small.extend_from_slice(&buf);
+            pool.give(buf);
+            conn.rbuf = small;
+        } else if buf.capacity() > pool.buf_size() && buf.len() <= buf.capacity() / 4 {
+            // A large frame completed and the start of the next one is
+            // kept: keep it in a buffer of its size, not the big one's.
+            let mut kept = buf;
+            kept.shrink_to(kept.len().max(pool.buf_size()));
+            conn.rbuf = kept;
+        } else {
+            conn.rbuf = buf;
+        }
+    }
+
+    /// Decodes and handles every whole frame in `buf` (unmasking in place),
+    /// then owes what the handler published to this loop's members.
+    /// Returns how many bytes it consumed, and the buffer length the next
+    /// frame needs or why the connection must end.
+    pub(crate) fn handle_input(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
+        let handled = self.decode_and_handle(slot, buf);
+        if !self.fanout.local.is_empty() {
+            self.deliver_local();
+        }
+        handled
+    }
+
+    fn decode_and_handle(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
+        let Engine { table, handler, scratch, env, pool, fanout, offers, io, .. } = self;
+        let conn = &mut table.conns[slot];
+        let conn_id = ConnId { loop_id: env.id, slot: slot as u32, generation: conn.generation };
+        let (mut pos, mut counts, mut agreed_own) = (0, Counts::default(), false);
+        let result = loop {
+            let mut inflater = table.inflaters.for_conn(conn_id.slot);
+            let inflated = &mut scratch.inflated;
+            let inflation =
+                conn.session.deflate_window().map(|_| Inflation { inflater: &mut inflater, output: inflated });
+            let out = &mut scratch.out;
+            let decoded =
+                conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, &offers.ws_cfg, inflation);
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(e) => break Err(decode_failure(e, &env.stats, env.id)),
+            };
+            pos += decoded.consumed;
+            let Some(event) = decoded.event else {
+                break Ok(decoded.wanted);
+            };
+            if let Event::Upgrade(request) = &event {
+                // Who may connect: the application's verdict, before the 101.
+                let upgrade = Upgrade { request, socket: &conn.socket };
+                if let Err(refusal) = handler.on_upgrade(&upgrade) {
+                    let refused = conn.session.refuse(out, refusal.error(), refusal.retry_after());
+                    break Err(decode_failure(refused, &env.stats, env.id));
+                }
+                conn.session.accept(out, request);
+            }
+            let mut ctx = Ctx {
+                id: conn_id,
+                session: &mut conn.session,
+                out,
+                deflaters: &mut table.deflaters,
+                sent: &mut counts.sent,
+                rooms: &mut table.rooms,
+                room_limits: &env.cfg.rooms,
+                hub: &env.hub,
+                local: &mut fanout.local,
+                published: &mut counts.published,
+            };
+            match event {
+                Event::Upgrade(request) => {
+                    conn.flags |= OPENED;
+                    if let Some(terms) = &request.deflate {
+                        ctx.deflaters.agreed(conn_id.slot, terms);
+                        table.inflaters.agreed(conn_id.slot, terms);
+                        agreed_own |= terms.server_takeover || terms.client_takeover;
+                    }
+                    handler.on_open(&mut ctx, &request);
+                }
+                Event::Text(text) => {
+                    counts.received += 1;
+                    handler.on_message(&mut ctx, Message::Text(text));
+                }
+                Event::Binary(data) => {
+                    counts.received += 1;
+                    handler.on_message(&mut ctx, Message::Binary(data));
+                }
+                Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
+            }
+            if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
+                conn.assembly = Vec::new();
+            }
+            if scratch.out.len() > CORK_LIMIT {
+                let seal = Seal::of(&mut table.tls, &mut scratch.sealed, slot);
+                let written = super::output::write_via(io, conn, slot, &[&scratch.out[..]], pool, &env.stats, seal);
+                scratch.out.clear();
+                if let Err(reason) = written {
+                    break Err(reason);
+                }
+            }
+        };
+        if scratch.inflated.capacity() > CORK_LIMIT {
+            // A large message was inflated: keep the loop's memory flat.
+            scratch.inflated = Vec::new();
+        }
+        counts.add_to(&env.stats);
+        if agreed_own {
+            self.limit_dedicated();
+        }
+        (pos, result)
+    }
+}
+
+/// What one batch of input amounted to, counted once at its end.
+#[derive(Default)]
+struct Counts {
+    received: u64,
+    sent: u64,
+    published: u64,
+}
+
+impl Counts {
+    fn add_to(&self, stats: &LoopStats) {
+        stats.messages_received.add(self.received);
+        stats.messages_sent.add(self.sent);
+        stats.room_published.add(self.published);
+    }
+}
+
+/// Counts and logs a decode failure; the reason it ends the connection for
+/// (its reply, a 4xx or a close frame, is already in the output).
+fn decode_failure(e: WsError, stats: &LoopStats, loop_id: u32) -> CloseReason {
+    match e {
+        WsError::Handshake(e) => {
+            stats.count_handshake_failure(e);
+            log::debug!("loop {loop_id}: handshake refused: {e}");
+            CloseReason::HandshakeFailed
+        }
+        WsError::Protocol(e) => {
+            log::debug!("loop {loop_id}: protocol error, closing {}: {e}", e.close_code());
+            CloseReason::ProtocolError
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What the engine asks of an I/O model: the few socket-facing calls the
+//! shared code makes on a connection's behalf (take it in, write to it,
+//! how much it still owes the kernel, let it go). Each driver implements
+//! it once (`driver/epoll`, `driver/uring`), and the engine is generic over
+//! it: static dispatch, so the hot path pays no virtual call, and the
+//! engine never asks which driver runs it.
+//!
+//! The other direction (bytes arrived, the kernel took bytes, a tick) is
+//! the driver calling the engine's methods: a driver owns its engine.
+
+use std::io;
+
+use mio::net::TcpListener;
+
+use crate::runtime::BufferPool;
+use crate::server::life::CloseReason;
+use crate::server::stats::LoopStats;
+
+use super::conn::Conn;
+
+/// See the module docs.
+pub(crate) trait Transport {
+    /// True if a connection's backlog (`Conn::wbuf`) is a pooled buffer,
+    /// given back to the pool at close; false if it is sized to its bytes.
+    const POOLED_BACKLOG: bool;
+
+    /// A connection was taken in at `slot`: register it or arm its receive.
+    /// An error leaves nothing registered.
+    fn attach(&mut self, conn: &mut Conn, slot: usize) -> io::Result<()>;
+
+    /// Writes (or queues for this pass's send) `parts`, in order, behind the
+    /// connection's backlog. Returns how many bytes of the backlog that was
+    /// there before the kernel has not taken: the measure of a slow
+    /// consumer.
+    fn write(
+        &mut self,
+        conn: &mut Conn,
+        slot: usize,
+        parts: &[&[u8]],
+        pool: &mut BufferPool,
+        stats: &LoopStats,
+    ) -> Result<usize, CloseReason>;
+
+    /// Bytes given to the connection that the kernel has not taken yet.
+    fn queued(&self, conn: &Conn, slot: usize) -> usize;
+
+    /// The connection is leaving its slot: cancel what it has in flight and
+    /// forget its per-slot state. Its socket is closed by the caller.
+    fn detach(&mut self, conn: &Conn, slot: usize);
+
+    /// Stops accepting on `listener` (shutdown); the caller closes it.
+    fn stop_accepting(&mut self, listener: &mut TcpListener);
+
+    /// Gives back what a crowd left; the slots in use now lie below `end`.
+    fn release_memory(&mut self, end: usize);
+}

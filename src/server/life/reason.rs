@@ -1,0 +1,78 @@
+//! Why a connection ended: the vocabulary of the life machine
+//! ([`Stage`](super::Stage)), counted as the `reason` label of
+//! `wsloop_closed_total` and handed to [`Handler::on_close`](crate::server::Handler::on_close).
+
+/// Why a connection ended; the `reason` label of `closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The close handshake completed (either side began it).
+    Normal,
+    /// The peer closed TCP (or reset it) without a close handshake.
+    PeerGone,
+    /// The peer broke RFC 6455; closed with the error's close code.
+    ProtocolError,
+    /// The upgrade request was refused (4xx).
+    HandshakeFailed,
+    /// The connection limit was reached (503).
+    Overloaded,
+    /// The upgrade did not complete within the handshake timeout.
+    HandshakeTimeout,
+    /// No pong came back within the pong deadline after an idle ping.
+    IdleTimeout,
+    /// The peer did not answer our close frame within the close timeout.
+    CloseTimeout,
+    /// The peer did not read fast enough: its backlog passed the cap (1008).
+    SlowConsumer,
+    /// The server shut down (1001).
+    Shutdown,
+    /// A socket error other than a reset.
+    IoError,
+    /// TLS failed: a bad handshake, or a record that does not decrypt.
+    TlsFailed,
+}
+
+impl CloseReason {
+    /// Every reason, in label order.
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::Normal,
+        CloseReason::PeerGone,
+        CloseReason::ProtocolError,
+        CloseReason::HandshakeFailed,
+        CloseReason::Overloaded,
+        CloseReason::HandshakeTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::CloseTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Shutdown,
+        CloseReason::IoError,
+        CloseReason::TlsFailed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::PeerGone => "peer_gone",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::Overloaded => "overloaded",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::CloseTimeout => "close_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+            CloseReason::TlsFailed => "tls_failed",
+        }
+    }
+}
+
+/// The close reason a socket error stands for: the peer went away, or an
+/// error of our own.
+pub(crate) fn io_reason(e: &std::io::Error) -> CloseReason {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => CloseReason::PeerGone,
+        _ => CloseReason::IoError,
+    }
+}
