@@ -340,8 +340,7 @@ impl Session {
             if let Some(mask) = head.mask {
                 apply_mask_at(&mut input[start + done..end], mask, done);
             }
-            // Each arm slices the payload itself: one slice taken before the
-            // match and returned by an arm would stay borrowed into the loop.
+            // Each arm slices the payload anew: a slice shared by the arms would stay borrowed.
             let event = match head.opcode {
                 opcode::TEXT | opcode::BINARY if head.rsv != 0 && head.fin => {
                     inflated_event(head.opcode, &input[start..end], inflation.take(), limits)?
@@ -353,7 +352,10 @@ impl Session {
                 opcode::TEXT => text_event(&input[start..end])?,
                 opcode::BINARY => Event::Binary(&input[start..end]),
                 opcode::CONTINUATION => {
-                    self.append_fragment(&head, &input[start..end], done, assembly)?;
+                    if self.carries_text(&head) {
+                        self.feed_text(&head, &input[start..end], done, head.fin)?;
+                    }
+                    assembly.extend_from_slice(&input[start..end]);
                     if !head.fin {
                         continue;
                     }
@@ -376,24 +378,6 @@ impl Session {
         if !head.is_control() {
             self.check_message(head, assembled, limits)?;
         }
-        Ok(())
-    }
-
-    /// Adds a whole continuation frame's payload to the message being
-    /// assembled, validating it first if the message is uncompressed text
-    /// (`done` bytes of it already were).
-    #[inline]
-    fn append_fragment(
-        &mut self,
-        head: &FrameHead,
-        payload: &[u8],
-        done: usize,
-        assembly: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
-        if self.carries_text(head) {
-            self.feed_text(head, payload, done, head.fin)?;
-        }
-        assembly.extend_from_slice(payload);
         Ok(())
     }
 
