@@ -38,29 +38,79 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 fn serve(args: &ServeArgs) -> ExitCode {
     logging::init(args.log_level);
     // Flags that name files are checked before anything starts.
-    let tokens = match &args.auth_token_file {
-        None => None,
-        Some(path) => match Tokens::load(path) {
-            Ok(tokens) => {
-                log::info!("upgrades must present a token from {}", path.display());
-                Some(std::sync::Arc::new(tokens))
-            }
-            Err(e) => {
-                eprintln!("wsloop: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let tokens = match auth_tokens(args) {
+        Ok(tokens) => tokens,
+        Err(code) => return code,
     };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match server::tls::TlsCerts::load(cert, key) {
-            Ok(certs) => Some(std::sync::Arc::new(certs)),
-            Err(e) => {
-                eprintln!("wsloop: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        _ => None,
+    let tls = match tls_certs(args) {
+        Ok(tls) => tls,
+        Err(code) => return code,
     };
+    let signals = match prepare_process() {
+        Ok(signals) => signals,
+        Err(code) => return code,
+    };
+    let handle = match start_server(args, tokens, &tls) {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    let _metrics = match serve_metrics(args.metrics_addr, &handle) {
+        Ok(metrics) => metrics,
+        Err(code) => {
+            handle.shutdown();
+            let _ = handle.join();
+            return code;
+        }
+    };
+    if let Some(line) = tune::doctor::one_line(&tune::doctor::Host::live(), handle.max_conns() as u64) {
+        log::warn!("{line}");
+    }
+    spawn_signal_thread(signals, handle.trigger(), tls, args.shutdown_timeout);
+    match handle.join() {
+        Ok(()) => {
+            log::info!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says why `wsloop serve` cannot go on; the exit code to end with.
+fn fail(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("wsloop: {why}");
+    ExitCode::FAILURE
+}
+
+/// The tokens upgrades must present, when `--auth-token-file` is given;
+/// a file that will not load ends the process (the exit code).
+fn auth_tokens(args: &ServeArgs) -> Result<Option<std::sync::Arc<Tokens>>, ExitCode> {
+    let Some(path) = &args.auth_token_file else { return Ok(None) };
+    match Tokens::load(path) {
+        Ok(tokens) => {
+            log::info!("upgrades must present a token from {}", path.display());
+            Ok(Some(std::sync::Arc::new(tokens)))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// The certificate and key of `--tls-cert` and `--tls-key`, when both are
+/// given; files that will not load end the process (the exit code).
+fn tls_certs(args: &ServeArgs) -> Result<Option<std::sync::Arc<server::tls::TlsCerts>>, ExitCode> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    match server::tls::TlsCerts::load(cert, key) {
+        Ok(certs) => Ok(Some(std::sync::Arc::new(certs))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Sets the process up while it has one thread: large buffers mapped on
+/// their own, the stop and reload signals blocked (returned, for the
+/// signal thread to wait on), the open-file limit raised.
+fn prepare_process() -> Result<SigSet, ExitCode> {
     // Buffers of a megabyte and more (a large message, read, corked or
     // queued) are mapped on their own and go back to the system when freed,
     // rather than glibc's threshold drifting up and keeping them resident.
@@ -68,14 +118,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
     // other thread starts.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     // Block SIGINT/SIGTERM/SIGHUP before any thread starts, so every thread inherits
-    // the mask and only the signal thread below receives them.
+    // the mask and only the signal thread (`spawn_signal_thread`) receives them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
     if let Err(e) = signals.thread_block() {
-        eprintln!("wsloop: cannot block signals: {e}");
-        return ExitCode::FAILURE;
+        return Err(fail(format_args!("cannot block signals: {e}")));
     }
     match tune::rlimit::raise_nofile() {
         Ok((soft, hard)) => log::info!(
@@ -84,6 +133,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
         ),
         Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
     }
+    Ok(signals)
+}
+
+/// Starts the event loops serving `--app` behind the token check, and
+/// logs where they listen; a server that cannot start ends the process
+/// (the exit code).
+fn start_server(
+    args: &ServeArgs,
+    tokens: Option<std::sync::Arc<Tokens>>,
+    tls: &Option<std::sync::Arc<server::tls::TlsCerts>>,
+) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
     let workers = cfg.worker_count();
@@ -94,14 +154,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let handle = match started {
         Ok(h) => h,
         // The I/O driver asked for cannot run here (`--io uring`).
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-            eprintln!("wsloop: {e}");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("wsloop: cannot listen on {}: {e}", args.addr);
-            return ExitCode::FAILURE;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Err(fail(e)),
+        Err(e) => return Err(fail(format_args!("cannot listen on {}: {e}", args.addr))),
     };
     log::info!(
         "listening on {}://{}{} with {workers} event loops, max {} connections, app {}",
@@ -111,45 +165,40 @@ fn serve(args: &ServeArgs) -> ExitCode {
         handle.max_conns(),
         args.app.name()
     );
-    let _metrics = match args.metrics_addr {
-        MetricsAddr::Off => None,
-        MetricsAddr::On(addr) => {
-            let source = metrics::Source::of(&handle);
-            let probe = handle.trigger();
-            match metrics::start(addr, source, move || !probe.is_shutting_down()) {
-                Ok(m) => {
-                    log::info!("metrics on http://{}/metrics", m.local_addr());
-                    Some(m)
-                }
-                Err(e) => {
-                    eprintln!("wsloop: cannot serve metrics on {addr}: {e}");
-                    handle.shutdown();
-                    let _ = handle.join();
-                    return ExitCode::FAILURE;
-                }
-            }
+    Ok(handle)
+}
+
+/// Serves `/metrics` when `--metrics-addr` asks for it. If it cannot, says
+/// why and gives the exit code; the caller stops the server.
+fn serve_metrics(addr: MetricsAddr, handle: &server::ServerHandle) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
+    let MetricsAddr::On(addr) = addr else { return Ok(None) };
+    let source = metrics::Source::of(handle);
+    let probe = handle.trigger();
+    match metrics::start(addr, source, move || !probe.is_shutting_down()) {
+        Ok(m) => {
+            log::info!("metrics on http://{}/metrics", m.local_addr());
+            Ok(Some(m))
         }
-    };
-    if let Some(line) = tune::doctor::one_line(&tune::doctor::Host::live(), handle.max_conns() as u64) {
-        log::warn!("{line}");
+        Err(e) => Err(fail(format_args!("cannot serve metrics on {addr}: {e}"))),
     }
-    let trigger = handle.trigger();
-    let timeout = args.shutdown_timeout;
+}
+
+/// Starts the thread that takes the blocked `signals`: SIGHUP reloads the
+/// TLS certificate, the first SIGINT or SIGTERM begins a graceful shutdown
+/// (up to `timeout`), a second one exits at once.
+fn spawn_signal_thread(
+    signals: SigSet,
+    trigger: server::ShutdownTrigger,
+    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
+    timeout: std::time::Duration,
+) {
     std::thread::Builder::new()
         .name("wsloop-signals".into())
         .spawn(move || {
             let mut asked_to_stop = false;
             while let Ok(sig) = signals.wait() {
                 match sig {
-                    Signal::SIGHUP => match &tls {
-                        Some(certs) => match certs.reload() {
-                            Ok(()) => {
-                                log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them")
-                            }
-                            Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
-                        },
-                        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
-                    },
+                    Signal::SIGHUP => reload_tls(tls.as_deref()),
                     _ if !asked_to_stop => {
                         asked_to_stop = true;
                         log::info!("{sig}: shutting down (closing connections, up to {timeout:?}); again to exit now");
@@ -163,14 +212,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         })
         .expect("spawn the signal thread");
-    match handle.join() {
-        Ok(()) => {
-            log::info!("shut down cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!("event loop failed: {e}");
-            ExitCode::FAILURE
-        }
+}
+
+/// SIGHUP: reloads the TLS certificate and key for new handshakes; the
+/// ones in use stay when the new files will not load.
+fn reload_tls(tls: Option<&server::tls::TlsCerts>) {
+    match tls {
+        Some(certs) => match certs.reload() {
+            Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them"),
+            Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
+        },
+        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
     }
 }

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Sample;
@@ -51,7 +52,22 @@ struct Panel<'a> {
 /// (no `--metrics-url`, no round trips) are drawn empty, not left out, so
 /// every plot has the same layout.
 pub fn write_svg(path: &Path, title: &str, timeline: &[Sample]) -> Result<(), String> {
-    let panels = [
+    let panels = panels();
+    let root = SVGBackend::new(path, (1000, 1500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((panels.len(), 1));
+    let t_max = timeline.last().map_or(1.0, |s| s.t).max(1.0);
+    for (area, panel) in areas.iter().zip(panels.iter()) {
+        draw_panel(area, panel, timeline, t_max)?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// The charts, top to bottom: connections, the round trip's p99,
+/// user-space memory, the kernel's memory, server descriptors.
+fn panels() -> [Panel<'static>; 5] {
+    [
         Panel {
             caption: "connections",
             label: si,
@@ -88,44 +104,45 @@ pub fn write_svg(path: &Path, title: &str, timeline: &[Sample]) -> Result<(), St
             label: si,
             series: vec![("FDs", MAGENTA, Box::new(|s: &Sample| s.server_fds))],
         },
-    ];
-    let root = SVGBackend::new(path, (1000, 1500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
-    let areas = root.split_evenly((panels.len(), 1));
-    let t_max = timeline.last().map_or(1.0, |s| s.t).max(1.0);
-    for (area, panel) in areas.iter().zip(panels.iter()) {
-        let y_max =
-            panel.series.iter().flat_map(|(_, _, f)| timeline.iter().filter_map(f)).fold(1.0f64, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .margin(10)
-            .caption(panel.caption, ("sans-serif", 16))
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .x_label_formatter(&|v| si(*v))
-            .y_label_formatter(&|v| (panel.label)(*v))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (label, color, f) in &panel.series {
-            let points: Vec<(f64, f64)> = timeline.iter().filter_map(|s| f(s).map(|v| (s.t, v))).collect();
-            if points.is_empty() {
-                continue;
-            }
-            let color = *color;
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(*label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    ]
+}
+
+/// Draws one panel into `area`: seconds from 0 to `t_max` across, its
+/// largest value and a tenth up, each line that has points, the legend.
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    panel: &Panel<'_>,
+    timeline: &[Sample],
+    t_max: f64,
+) -> Result<(), String> {
+    let y_max = panel.series.iter().flat_map(|(_, _, f)| timeline.iter().filter_map(f)).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .caption(panel.caption, ("sans-serif", 16))
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .x_label_formatter(&|v| si(*v))
+        .y_label_formatter(&|v| (panel.label)(*v))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (label, color, f) in &panel.series {
+        let points: Vec<(f64, f64)> = timeline.iter().filter_map(|s| f(s).map(|v| (s.t, v))).collect();
+        if points.is_empty() {
+            continue;
         }
-        chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
-    root.present().map_err(|e| e.to_string())
+    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -281,6 +281,23 @@ impl Report {
         let mut s = String::new();
         let secs = self.duration_secs.max(1e-9);
         let _ = writeln!(s, "\nwsloop load: {} scenario, {:.1} s, {} process(es)", self.scenario, secs, self.processes);
+        self.connection_lines(&mut s, secs);
+        self.traffic_lines(&mut s, secs);
+        self.latency_lines(&mut s);
+        self.server_lines(&mut s);
+        self.kernel_lines(&mut s);
+        if let Some(l) = &self.leak_check {
+            let _ = writeln!(s, "  {:<28} {} ({})", "leak check", if l.clean { "clean" } else { "LEAK" }, l.detail);
+        }
+        if self.interrupted {
+            let _ = writeln!(s, "  (interrupted: partial results)");
+        }
+        s
+    }
+
+    /// Connections: the peak, handshakes and their rate over `secs`, and
+    /// those that failed or that the server closed, by reason.
+    fn connection_lines(&self, s: &mut String, secs: f64) {
         let _ = writeln!(s, "  {:<28} {}", "peak open connections", self.peak_open);
         let _ = writeln!(
             s,
@@ -299,6 +316,11 @@ impl Report {
                 let _ = writeln!(s, "    {reason:<26} {n}");
             }
         }
+    }
+
+    /// Messages and payload bytes, with their rates over `secs`, and the
+    /// replies that went wrong.
+    fn traffic_lines(&self, s: &mut String, secs: f64) {
         let _ = writeln!(
             s,
             "  {:<28} {} sent, {} received ({:.0}/s received)",
@@ -321,6 +343,11 @@ impl Report {
                 "reply errors", self.mismatches, self.pong_timeouts
             );
         }
+    }
+
+    /// The latency table: a row of percentiles for each histogram that
+    /// recorded anything.
+    fn latency_lines(&self, s: &mut String) {
         let _ =
             writeln!(s, "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "p50", "p90", "p99", "p99.9", "max");
         for (name, h) in
@@ -340,54 +367,52 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// The server at its most connections, if it was scraped: descriptors
+    /// and memory, per connection against the baseline where there is one.
+    fn server_lines(&self, s: &mut String) {
         let server: Vec<&Sample> = self.timeline.iter().filter(|x| x.server_connections.is_some()).collect();
-        if let Some(peak) = server
+        let Some(peak) = server
             .iter()
             .max_by(|a, b| a.server_connections.unwrap_or(0.0).total_cmp(&b.server_connections.unwrap_or(0.0)))
-        {
-            let conns = peak.server_connections.unwrap_or(0.0);
-            let rss = peak.server_rss.unwrap_or(0.0);
-            let _ = writeln!(
-                s,
-                "  {:<28} {:.0} connections, RSS {:.1} MB, {:.0} FDs",
-                "server at peak",
-                conns,
-                rss / 1e6,
-                peak.server_fds.unwrap_or(0.0)
-            );
-            if let Some(base) = self.server_baseline.as_ref().and_then(|b| b.server_rss) {
-                if conns > 0.0 {
-                    let _ = writeln!(
-                        s,
-                        "  {:<28} {:.0} bytes (RSS {:.1} MB before the run)",
-                        "server RSS per connection",
-                        (rss - base) / conns,
-                        base / 1e6
-                    );
-                }
-            }
-            let anon_base = self.server_baseline.as_ref().and_then(|b| b.server_anon).filter(|a| *a > 0.0);
-            if let (Some(base), Some(anon)) = (anon_base, peak.server_anon) {
-                if conns > 0.0 {
-                    let _ = writeln!(
-                        s,
-                        "  {:<28} {:.1} MB at peak: {:.0} bytes per connection ({:.1} MB before the run)",
-                        "server anonymous memory",
-                        anon / 1e6,
-                        (anon - base) / conns,
-                        base / 1e6
-                    );
-                }
+        else {
+            return;
+        };
+        let conns = peak.server_connections.unwrap_or(0.0);
+        let rss = peak.server_rss.unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "  {:<28} {:.0} connections, RSS {:.1} MB, {:.0} FDs",
+            "server at peak",
+            conns,
+            rss / 1e6,
+            peak.server_fds.unwrap_or(0.0)
+        );
+        if let Some(base) = self.server_baseline.as_ref().and_then(|b| b.server_rss) {
+            if conns > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:.0} bytes (RSS {:.1} MB before the run)",
+                    "server RSS per connection",
+                    (rss - base) / conns,
+                    base / 1e6
+                );
             }
         }
-        self.kernel_lines(&mut s);
-        if let Some(l) = &self.leak_check {
-            let _ = writeln!(s, "  {:<28} {} ({})", "leak check", if l.clean { "clean" } else { "LEAK" }, l.detail);
+        let anon_base = self.server_baseline.as_ref().and_then(|b| b.server_anon).filter(|a| *a > 0.0);
+        if let (Some(base), Some(anon)) = (anon_base, peak.server_anon) {
+            if conns > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:.1} MB at peak: {:.0} bytes per connection ({:.1} MB before the run)",
+                    "server anonymous memory",
+                    anon / 1e6,
+                    (anon - base) / conns,
+                    base / 1e6
+                );
+            }
         }
-        if self.interrupted {
-            let _ = writeln!(s, "  (interrupted: partial results)");
-        }
-        s
     }
 }
 

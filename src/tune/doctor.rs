@@ -150,105 +150,161 @@ fn field_u64(s: &str, i: usize) -> Result<u64, String> {
     s.split_whitespace().nth(i).ok_or_else(|| format!("'{s}' has no field {i}"))?.parse().map_err(|_| format!("'{s}'"))
 }
 
+/// The figures every row's need is worked out from.
+#[derive(Debug, Clone, Copy)]
+struct Sizing {
+    /// Connections wanted.
+    conns: u64,
+    /// Descriptors one process needs: its share of the connections plus
+    /// the reserve.
+    per_process: u64,
+    /// Sockets per connection on this host: 2 when both ends share it.
+    sides: u64,
+}
+
+impl Sizing {
+    /// The figures for `target`.
+    fn of(target: Target) -> Sizing {
+        let conns = target.conns;
+        Sizing {
+            conns,
+            per_process: conns.div_ceil(target.processes.max(1)) + super::rlimit::FD_RESERVE as u64,
+            sides: if target.role == Role::Both { 2 } else { 1 },
+        }
+    }
+}
+
 /// Checks `host` against `target`.
 pub fn check(host: &Host, target: Target) -> Vec<Check> {
-    let n = target.conns;
-    let per_process = n.div_ceil(target.processes.max(1)) + super::rlimit::FD_RESERVE as u64;
-    let sides = if target.role == Role::Both { 2 } else { 1 };
-    let sysctl_fix = |key: &str, value: u64| format!("sysctl -w {key}={value} (or sysctl/apply.sh --apply)");
+    let sizing = Sizing::of(target);
     let mut rows = Vec::new();
-    let mut ports_impossible = false;
-    let mut at_least =
-        |setting: &'static str, read: Result<u64, String>, shown: Option<String>, need: u64, fix: String| {
-            let (current, status) = match read {
-                Ok(v) => (shown.unwrap_or_else(|| v.to_string()), if v >= need { Status::Ok } else { Status::Low }),
-                Err(e) => (format!("unreadable ({e})"), Status::Missing),
-            };
-            rows.push(Check { setting, current, needed: format!(">= {need}"), status, fix });
-        };
+    check_open_files(&mut rows, host, sizing);
+    let files = sizing.conns * sizing.sides + 1024;
+    at_least_sysctl(&mut rows, host, "fs.file-max", files, files.max(2_097_152));
+    if target.role != Role::Loadgen {
+        at_least_sysctl(&mut rows, host, "net.core.somaxconn", 4096, 65535);
+        at_least_sysctl(&mut rows, host, "net.ipv4.tcp_max_syn_backlog", 4096, 65535);
+    }
+    check_tcp_mem(&mut rows, host, sizing);
+    let ports_impossible =
+        target.role != Role::Server && check_ephemeral_ports(&mut rows, host, sizing, target.sources);
+    check_memory(&mut rows, host, sizing, target.role);
+    if host.exists("proc/sys/net/netfilter/nf_conntrack_max") {
+        let need = sizing.conns + sizing.conns / 10;
+        at_least_sysctl(&mut rows, host, "net.netfilter.nf_conntrack_max", need, need.max(1_048_576));
+    }
+    check_ehash(&mut rows, host, sizing);
+    grade(&mut rows, ports_impossible);
+    rows
+}
 
+/// How to set the sysctl `key` to `value`.
+fn sysctl_fix(key: &str, value: u64) -> String {
+    format!("sysctl -w {key}={value} (or sysctl/apply.sh --apply)")
+}
+
+/// Adds the row of a setting that must be at least `need`: OK or LOW by
+/// the value `read`, UNKNOWN when it could not be read. `shown` is what
+/// the current column says instead of the bare value.
+fn at_least(
+    rows: &mut Vec<Check>,
+    setting: &'static str,
+    read: Result<u64, String>,
+    shown: Option<String>,
+    need: u64,
+    fix: String,
+) {
+    let (current, status) = match read {
+        Ok(v) => (shown.unwrap_or_else(|| v.to_string()), if v >= need { Status::Ok } else { Status::Low }),
+        Err(e) => (format!("unreadable ({e})"), Status::Missing),
+    };
+    rows.push(Check { setting, current, needed: format!(">= {need}"), status, fix });
+}
+
+/// [`at_least`] for a one-number sysctl, named by its key; the fix sets it
+/// to `fix_to`.
+fn at_least_sysctl(rows: &mut Vec<Check>, host: &Host, key: &'static str, need: u64, fix_to: u64) {
+    at_least(rows, key, host.sysctl(key).and_then(|s| first_u64(&s)), None, need, sysctl_fix(key, fix_to));
+}
+
+/// The per-process open-file rows: this process's hard limit, and
+/// `fs.nr_open`, which no process limit may exceed.
+fn check_open_files(rows: &mut Vec<Check>, host: &Host, sizing: Sizing) {
     let nofile = host.nofile();
     let shown = nofile.as_ref().ok().map(|(s, h)| format!("soft {s}, hard {h}"));
+    let fix = nofile_fix(&nofile, sizing);
+    let per_process = sizing.per_process;
+    at_least(rows, "open files per process (RLIMIT_NOFILE hard)", nofile.map(|(_, h)| h), shown, per_process, fix);
+    at_least_sysctl(rows, host, "fs.nr_open", per_process, per_process.max(1_048_576));
+}
+
+/// How to raise the open-file limit: in the unit under systemd, with
+/// ulimit or limits.d elsewhere; or, where the hard limit cannot be raised
+/// (a container), how many processes on one SO_REUSEPORT port fit under it.
+fn nofile_fix(nofile: &Result<(u64, u64), String>, sizing: Sizing) -> String {
+    let (n, per_process) = (sizing.conns, sizing.per_process);
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
-    // Where the hard limit cannot be raised (a container), how many
-    // processes on one SO_REUSEPORT port fit under it.
     let spread = match nofile.as_ref().map(|(_, hard)| hard.saturating_sub(super::rlimit::FD_RESERVE as u64)) {
         Ok(room) if room > 0 => {
             format!("run >= {} processes on one port (--processes {})", n.div_ceil(room), n.div_ceil(room))
         }
         _ => "run more processes on one port".into(),
     };
-    let fix = if under_systemd {
+    if under_systemd {
         format!("LimitNOFILE={per_process} in the unit (sysctl/wsloop.service), or {spread}")
     } else {
         format!("ulimit -n {per_process}, sysctl/limits.d/99-wsloop.conf, or LimitNOFILE= under systemd; or {spread}")
-    };
-    at_least("open files per process (RLIMIT_NOFILE hard)", nofile.map(|(_, h)| h), shown, per_process, fix);
-    at_least(
-        "fs.nr_open",
-        host.sysctl("fs.nr_open").and_then(|s| first_u64(&s)),
-        None,
-        per_process,
-        sysctl_fix("fs.nr_open", per_process.max(1_048_576)),
-    );
-    let files = n * sides + 1024;
-    at_least(
-        "fs.file-max",
-        host.sysctl("fs.file-max").and_then(|s| first_u64(&s)),
-        None,
-        files,
-        sysctl_fix("fs.file-max", files.max(2_097_152)),
-    );
-    if target.role != Role::Loadgen {
-        at_least(
-            "net.core.somaxconn",
-            host.sysctl("net.core.somaxconn").and_then(|s| first_u64(&s)),
-            None,
-            4096,
-            sysctl_fix("net.core.somaxconn", 65535),
-        );
-        at_least(
-            "net.ipv4.tcp_max_syn_backlog",
-            host.sysctl("net.ipv4.tcp_max_syn_backlog").and_then(|s| first_u64(&s)),
-            None,
-            4096,
-            sysctl_fix("net.ipv4.tcp_max_syn_backlog", 65535),
-        );
     }
+}
+
+/// TCP memory's ceiling, in pages: a page per socket.
+fn check_tcp_mem(rows: &mut Vec<Check>, host: &Host, sizing: Sizing) {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    let pages = (n * sides * 4096).div_ceil(page);
+    let pages = (sizing.conns * sizing.sides * 4096).div_ceil(page);
     let tcp_mem = host.sysctl("net.ipv4.tcp_mem");
     let shown = tcp_mem.as_ref().ok().cloned();
     at_least(
+        rows,
         "net.ipv4.tcp_mem (max, pages)",
         tcp_mem.and_then(|s| field_u64(&s, 2)),
         shown,
         pages,
         format!("sysctl -w net.ipv4.tcp_mem='{} {} {}'", pages / 4, pages / 2, pages.max(1_048_576)),
     );
-    if target.role != Role::Server {
-        let ports = n.div_ceil(target.sources.max(1));
-        let range = host.sysctl("net.ipv4.ip_local_port_range");
-        let shown = range.as_ref().ok().cloned();
-        let size = range.and_then(|s| Ok(field_u64(&s, 1)?.saturating_sub(field_u64(&s, 0)?) + 1));
-        at_least(
-            "ephemeral ports per source address",
-            size,
-            shown,
-            ports.min(64_512),
-            if ports > 64_512 {
-                format!(
-                    "{ports} ports per address is more than one range holds: use --source-ips with >= {} addresses",
-                    n.div_ceil(64_512)
-                )
-            } else {
-                "sysctl -w net.ipv4.ip_local_port_range='1024 65535', or more --source-ips".into()
-            },
-        );
-        ports_impossible = ports > 64_512;
-    }
-    let user = match target.role {
+}
+
+/// The load generator's ephemeral ports per source address. True when
+/// more are needed than any port range holds: only more addresses help.
+fn check_ephemeral_ports(rows: &mut Vec<Check>, host: &Host, sizing: Sizing, sources: u64) -> bool {
+    let n = sizing.conns;
+    let ports = n.div_ceil(sources.max(1));
+    let range = host.sysctl("net.ipv4.ip_local_port_range");
+    let shown = range.as_ref().ok().cloned();
+    let size = range.and_then(|s| Ok(field_u64(&s, 1)?.saturating_sub(field_u64(&s, 0)?) + 1));
+    at_least(
+        rows,
+        "ephemeral ports per source address",
+        size,
+        shown,
+        ports.min(64_512),
+        if ports > 64_512 {
+            format!(
+                "{ports} ports per address is more than one range holds: use --source-ips with >= {} addresses",
+                n.div_ceil(64_512)
+            )
+        } else {
+            "sysctl -w net.ipv4.ip_local_port_range='1024 65535', or more --source-ips".into()
+        },
+    );
+    ports > 64_512
+}
+
+/// Memory available against what the target takes: every socket's kernel
+/// memory plus `role`'s user space per connection.
+fn check_memory(rows: &mut Vec<Check>, host: &Host, sizing: Sizing, role: Role) {
+    let (n, sides) = (sizing.conns, sizing.sides);
+    let user = match role {
         Role::Server => SERVER_PER_CONN,
         Role::Loadgen => LOADGEN_PER_CONN,
         Role::Both => SERVER_PER_CONN + LOADGEN_PER_CONN,
@@ -259,6 +315,7 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
         Ok(bytes / 1_000_000)
     });
     at_least(
+        rows,
         "memory available, MB (kernel + user space)",
         available_mb,
         None,
@@ -268,21 +325,16 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
             n * sides
         ),
     );
-    if host.exists("proc/sys/net/netfilter/nf_conntrack_max") {
-        let need = n + n / 10;
-        at_least(
-            "net.netfilter.nf_conntrack_max",
-            host.sysctl("net.netfilter.nf_conntrack_max").and_then(|s| first_u64(&s)),
-            None,
-            need,
-            sysctl_fix("net.netfilter.nf_conntrack_max", need.max(1_048_576)),
-        );
-    }
-    // Negative: this namespace shares the host's table (of that size).
+}
+
+/// The TCP connection hash, where the kernel shows it: a bucket per
+/// socket. Negative: this namespace shares the host's table (of that size).
+fn check_ehash(rows: &mut Vec<Check>, host: &Host, sizing: Sizing) {
     let ehash = host.sysctl("net.ipv4.tcp_ehash_entries");
     if ehash.is_ok() {
-        let sockets = n * sides;
+        let sockets = sizing.conns * sizing.sides;
         at_least(
+            rows,
             "net.ipv4.tcp_ehash_entries",
             ehash.and_then(|s| s.trim().parse::<i64>().map(i64::unsigned_abs).map_err(|_| format!("'{s}'"))),
             None,
@@ -294,8 +346,12 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
             ),
         );
     }
-    // A short accept queue or a small connection hash slows handshakes and
-    // packets; neither caps how many connections are held.
+}
+
+/// The verdicts a value alone cannot give: a short accept queue or a small
+/// connection hash slows handshakes and packets but caps nothing (WARN,
+/// not LOW); ports no range can hold block whatever the range.
+fn grade(rows: &mut [Check], ports_impossible: bool) {
     let slows = ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_ehash_entries"];
     for r in rows.iter_mut().filter(|r| slows.contains(&r.setting)) {
         if r.status == Status::Low {
@@ -307,7 +363,6 @@ pub fn check(host: &Host, target: Target) -> Vec<Check> {
             r.status = Status::Low;
         }
     }
-    rows
 }
 
 /// The rows that block the target.

@@ -123,6 +123,8 @@ pub fn parse_request<'a>(
     validate(&req, cfg, &buf[..head_len]).map(Some)
 }
 
+/// Checks a whole request head, parsed, against `cfg`: the request to
+/// accept, or why it is refused.
 fn validate<'a>(
     req: &httparse::Request<'_, 'a>,
     cfg: &HandshakeConfig,
@@ -140,67 +142,102 @@ fn validate<'a>(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
+    let upgrade = UpgradeHeaders::scan(req, cfg)?;
+    let key = upgrade.check(path, cfg)?;
+    let deflate = cfg.deflate.and_then(|policy| {
+        let offers = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
+        // Every value is UTF-8: checked by `UpgradeHeaders::scan`.
+        extension::negotiate(offers.filter_map(|h| std::str::from_utf8(h.value).ok()), &policy)
+    });
+    let UpgradeHeaders { origin, protocol, .. } = upgrade;
+    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, deflate, head_len, head })
+}
 
-    let mut host = false;
-    let mut upgrade = false;
-    let mut connection = false;
-    let mut version = None;
-    let mut key = None;
-    let mut origin = None;
-    let mut protocol: Option<(usize, &'a str)> = None;
-    for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?.trim();
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            host = true;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade |= has_token(value, "websocket");
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection |= has_token(value, "upgrade");
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            version = Some(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            if key.replace(value).is_some() {
-                return Err(HandshakeError::BadKey);
+/// What the headers of an upgrade request said, as far as accepting it
+/// goes; collected in one pass, judged by [`check`](Self::check).
+#[derive(Default)]
+struct UpgradeHeaders<'a> {
+    /// A `Host` header was sent.
+    host: bool,
+    /// `Upgrade` named `websocket`.
+    upgrade: bool,
+    /// `Connection` named `upgrade`.
+    connection: bool,
+    /// The `Sec-WebSocket-Version` header.
+    version: Option<&'a str>,
+    /// The `Sec-WebSocket-Key` header.
+    key: Option<&'a str>,
+    /// The `Origin` header.
+    origin: Option<&'a str>,
+    /// The offered subprotocol the server prefers, with its rank there.
+    protocol: Option<(usize, &'a str)>,
+}
+
+impl<'a> UpgradeHeaders<'a> {
+    /// Reads every header of `req` once. Fails on a value that is not
+    /// UTF-8 and on a second `Sec-WebSocket-Key`.
+    fn scan(req: &httparse::Request<'_, 'a>, cfg: &HandshakeConfig) -> Result<Self, HandshakeError> {
+        let mut seen = UpgradeHeaders::default();
+        for h in req.headers.iter() {
+            let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?.trim();
+            let name = h.name;
+            if name.eq_ignore_ascii_case("host") {
+                seen.host = true;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                seen.upgrade |= has_token(value, "websocket");
+            } else if name.eq_ignore_ascii_case("connection") {
+                seen.connection |= has_token(value, "upgrade");
+            } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+                seen.version = Some(value);
+            } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+                if seen.key.replace(value).is_some() {
+                    return Err(HandshakeError::BadKey);
+                }
+            } else if name.eq_ignore_ascii_case("origin") {
+                seen.origin = Some(value);
+            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                seen.prefer_protocol(value, &cfg.protocols);
             }
-        } else if name.eq_ignore_ascii_case("origin") {
-            origin = Some(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            for offered in value.split(',').map(str::trim) {
-                let rank = cfg.protocols.iter().position(|p| p == offered);
-                if let Some(rank) = rank {
-                    if protocol.is_none_or(|(best, _)| rank < best) {
-                        protocol = Some((rank, offered));
-                    }
+        }
+        Ok(seen)
+    }
+
+    /// Keeps, of the subprotocols in the comma-separated `offered`, the one
+    /// earliest in the server's `protocols` (if better than the one kept).
+    fn prefer_protocol(&mut self, offered: &'a str, protocols: &[String]) {
+        for offered in offered.split(',').map(str::trim) {
+            let rank = protocols.iter().position(|p| p == offered);
+            if let Some(rank) = rank {
+                if self.protocol.is_none_or(|(best, _)| rank < best) {
+                    self.protocol = Some((rank, offered));
                 }
             }
         }
     }
 
-    if !host {
-        return Err(HandshakeError::MissingHost);
-    }
-    if !cfg.paths.iter().any(|p| p == path) {
-        return Err(HandshakeError::UnknownPath);
-    }
-    if !upgrade || !connection {
-        return Err(HandshakeError::NotUpgrade);
-    }
-    if version != Some("13") {
-        return Err(HandshakeError::UnsupportedVersion);
-    }
-    let key = key.filter(|k| is_valid_key(k)).ok_or(HandshakeError::BadKey)?;
-    if let Some(o) = origin {
-        if !cfg.allowed_origins.is_empty() && !cfg.allowed_origins.iter().any(|a| a == o) {
-            return Err(HandshakeError::ForbiddenOrigin);
+    /// Judges the request for `path` by what its headers said, in the order
+    /// the refusals are tested for; the key to answer with.
+    fn check(&self, path: &str, cfg: &HandshakeConfig) -> Result<&'a str, HandshakeError> {
+        if !self.host {
+            return Err(HandshakeError::MissingHost);
         }
+        if !cfg.paths.iter().any(|p| p == path) {
+            return Err(HandshakeError::UnknownPath);
+        }
+        if !self.upgrade || !self.connection {
+            return Err(HandshakeError::NotUpgrade);
+        }
+        if self.version != Some("13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let key = self.key.filter(|k| is_valid_key(k)).ok_or(HandshakeError::BadKey)?;
+        if let Some(o) = self.origin {
+            if !cfg.allowed_origins.is_empty() && !cfg.allowed_origins.iter().any(|a| a == o) {
+                return Err(HandshakeError::ForbiddenOrigin);
+            }
+        }
+        Ok(key)
     }
-    let deflate = cfg.deflate.and_then(|policy| {
-        let offers = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
-        // Every value is UTF-8: checked above.
-        extension::negotiate(offers.filter_map(|h| std::str::from_utf8(h.value).ok()), &policy)
-    });
-    Ok(Request { path, query, origin, protocol: protocol.map(|(_, p)| p), key, deflate, head_len, head })
 }
 
 /// True if the comma-separated `list` holds `token`, ignoring ASCII case.

@@ -325,18 +325,13 @@ impl Session {
                 debug_assert_eq!(self.progress, 0);
                 return need_more(MAX_HEADER_LEN.min(available + 1));
             };
-            head.check_with(self.role, limits.max_frame.min(MAX_FRAME), self.allowed_rsv(&head))?;
-            if !head.is_control() {
-                self.check_message(&head, assembly.len(), limits)?;
-            }
+            self.check_head(&head, assembly.len(), limits)?;
             let frame_len = head.frame_len();
             let start = pos + head.header_len as usize;
             let end = pos + frame_len.min(available);
             debug_assert!(self.progress as usize <= end - start);
             if available < frame_len {
-                if self.carries_text(&head) {
-                    self.check_text_prefix(&head, &mut input[start..end])?;
-                }
+                self.check_text_prefix(&head, &mut input[start..end])?;
                 return need_more(frame_len);
             }
             pos = end;
@@ -345,19 +340,16 @@ impl Session {
             if let Some(mask) = head.mask {
                 apply_mask_at(&mut input[start + done..end], mask, done);
             }
+            // Each arm slices the payload anew: a slice shared by the arms would stay borrowed.
             let event = match head.opcode {
                 opcode::TEXT | opcode::BINARY if head.rsv != 0 && head.fin => {
-                    let inflated = inflate(&input[start..end], inflation.take(), limits)?;
-                    message_event(head.opcode, inflated)?
+                    inflated_event(head.opcode, &input[start..end], inflation.take(), limits)?
                 }
                 opcode::TEXT | opcode::BINARY if !head.fin => {
                     self.begin_fragmented(&head, &input[start..end], done, assembly)?;
                     continue;
                 }
-                opcode::TEXT => {
-                    let text = std::str::from_utf8(&input[start..end]).map_err(|_| ProtocolError::InvalidUtf8)?;
-                    Event::Text(text)
-                }
+                opcode::TEXT => text_event(&input[start..end])?,
                 opcode::BINARY => Event::Binary(&input[start..end]),
                 opcode::CONTINUATION => {
                     if self.carries_text(&head) {
@@ -367,43 +359,78 @@ impl Session {
                     if !head.fin {
                         continue;
                     }
-                    let compressed = self.ext & COMPRESSED != 0;
-                    self.ext &= !COMPRESSED;
-                    let op = self.take_fragmented();
-                    if compressed {
-                        let inflated = inflate(assembly, inflation.take(), limits)?;
-                        message_event(op, inflated)?
-                    } else if op == opcode::TEXT {
-                        // Checked piece by piece by `utf8`, which ended complete.
-                        let text = std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
-                        debug_assert!(text.is_ok());
-                        Event::Text(text?)
-                    } else {
-                        Event::Binary(assembly)
-                    }
+                    self.finish_fragmented(assembly, inflation.take(), limits)?
                 }
-                opcode::PING => {
-                    let payload = &input[start..end];
-                    if self.phase == Phase::Open {
-                        write_frame(out, true, opcode::PONG, payload, self.mask());
-                    }
-                    Event::Ping(payload)
-                }
+                opcode::PING => self.ping_event(&input[start..end], out),
                 opcode::PONG => Event::Pong(&input[start..end]),
-                _ => {
-                    debug_assert_eq!(head.opcode, opcode::CLOSE);
-                    let (code, reason) = parse_close(&input[start..end])?;
-                    if self.phase == Phase::Open {
-                        write_close(out, code, "", self.mask());
-                    }
-                    // A message still in fragments is abandoned with the connection.
-                    self.phase = Phase::Closed;
-                    self.abandon_message();
-                    Event::Close { code, reason }
-                }
+                _ => self.close_event(&head, &input[start..end], out)?,
             };
             return Ok(Decoded { consumed: pos, event: Some(event), wanted: 0 });
         }
+    }
+
+    /// Checks a frame's header before its payload is looked at: masking,
+    /// reserved bits, size and control-frame rules, then a data frame's
+    /// place in its message.
+    #[inline]
+    fn check_head(&self, head: &FrameHead, assembled: usize, limits: &Limits) -> Result<(), ProtocolError> {
+        head.check_with(self.role, limits.max_frame.min(MAX_FRAME), self.allowed_rsv(head))?;
+        if !head.is_control() {
+            self.check_message(head, assembled, limits)?;
+        }
+        Ok(())
+    }
+
+    /// The event for a fragmented message whose final frame has just been
+    /// appended to `assembly`: inflated first if it was compressed.
+    #[inline]
+    fn finish_fragmented<'a>(
+        &mut self,
+        assembly: &'a [u8],
+        inflation: Option<Inflation<'_, 'a>>,
+        limits: &Limits,
+    ) -> Result<Event<'a>, ProtocolError> {
+        let compressed = self.ext & COMPRESSED != 0;
+        self.ext &= !COMPRESSED;
+        let op = self.take_fragmented();
+        if compressed {
+            inflated_event(op, assembly, inflation, limits)
+        } else if op == opcode::TEXT {
+            // Checked piece by piece by `utf8`, which ended complete.
+            let text = std::str::from_utf8(assembly).map_err(|_| ProtocolError::InvalidUtf8);
+            debug_assert!(text.is_ok());
+            text.map(Event::Text)
+        } else {
+            Ok(Event::Binary(assembly))
+        }
+    }
+
+    /// The event for a ping; while open, the pong is written first.
+    #[inline]
+    fn ping_event<'a>(&self, payload: &'a [u8], out: &mut Vec<u8>) -> Event<'a> {
+        if self.phase == Phase::Open {
+            write_frame(out, true, opcode::PONG, payload, self.mask());
+        }
+        Event::Ping(payload)
+    }
+
+    /// The event for the peer's close frame, once checked; while open, the
+    /// echo is written first. The session is `Closed` after it.
+    fn close_event<'a>(
+        &mut self,
+        head: &FrameHead,
+        payload: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Event<'a>, ProtocolError> {
+        debug_assert_eq!(head.opcode, opcode::CLOSE);
+        let (code, reason) = parse_close(payload)?;
+        if self.phase == Phase::Open {
+            write_close(out, code, "", self.mask());
+        }
+        // A message still in fragments is abandoned with the connection.
+        self.phase = Phase::Closed;
+        self.abandon_message();
+        Ok(Event::Close { code, reason })
     }
 
     /// The rules a data frame must follow within its message, checked from
@@ -445,10 +472,15 @@ impl Session {
         }
     }
 
-    /// Unmasks and validates the part of an unfinished text frame's payload
-    /// that arrived since the last call, so that bytes which can never
-    /// become valid UTF-8 fail now, not when the frame is whole.
+    /// Unmasks and validates the part of an unfinished text-carrying
+    /// frame's payload that arrived since the last call, so that bytes which
+    /// can never become valid UTF-8 fail now, not when the frame is whole.
+    /// Any other unfinished frame waits, untouched.
+    #[inline]
     fn check_text_prefix(&mut self, head: &FrameHead, payload: &mut [u8]) -> Result<(), ProtocolError> {
+        if !self.carries_text(head) {
+            return Ok(());
+        }
         let done = self.progress as usize;
         if payload.len() == done {
             return Ok(());
@@ -583,13 +615,31 @@ fn inflate<'a>(
     }
 }
 
+/// The event for a whole compressed data message, once inflated.
+#[inline]
+fn inflated_event<'a>(
+    op: u8,
+    compressed: &[u8],
+    inflation: Option<Inflation<'_, 'a>>,
+    limits: &Limits,
+) -> Result<Event<'a>, ProtocolError> {
+    let inflated = inflate(compressed, inflation, limits)?;
+    message_event(op, inflated)
+}
+
 /// The event for a whole (inflated) data message; text must be UTF-8.
 fn message_event(op: u8, payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
     if op == opcode::TEXT {
-        std::str::from_utf8(payload).map(Event::Text).map_err(|_| ProtocolError::InvalidUtf8)
+        text_event(payload)
     } else {
         Ok(Event::Binary(payload))
     }
+}
+
+/// The event for a whole text message; it must be UTF-8.
+#[inline]
+fn text_event(payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
+    std::str::from_utf8(payload).map(Event::Text).map_err(|_| ProtocolError::InvalidUtf8)
 }
 
 /// Splits and checks a close payload: empty, or a valid code and a UTF-8

@@ -129,108 +129,188 @@ pub(super) struct Publisher {
 
 impl Publisher {
     pub fn run(self) {
-        let mut con: Option<redis::Connection> = None;
-        let mut backoff = Backoff::new();
-        let mut retry_at = Instant::now();
-        let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
-        let mut pipe = redis::pipe();
-        let mut channel = String::new();
-        let mut body = Vec::new();
-        let mut used = Instant::now();
-        let mut losses_seen = self.link.losses.load(Ordering::Acquire);
+        let mut upstream = Upstream::new(&self.link);
+        let mut batch = Batch::new();
         while !self.link.stopped() {
-            let losses = self.link.losses.load(Ordering::Acquire);
-            if losses != losses_seen {
-                losses_seen = losses;
-                if con.take().is_some() {
-                    self.link.stats.publisher_up.store(false, Ordering::Relaxed);
-                    backoff.failed();
-                }
-            }
-            if con.is_none() && Instant::now() >= retry_at {
-                match connect(&self.link.client) {
-                    Ok(c) => {
-                        if backoff.failures > 0 {
-                            log::info!("redis bridge: publisher connected again");
-                            self.link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                        backoff.reset();
-                        self.link.stats.publisher_up.store(true, Ordering::Relaxed);
-                        con = Some(c);
-                    }
-                    Err(e) => {
-                        let wait = backoff.failed();
-                        if backoff.failures == 1 {
-                            log::warn!("redis bridge: publisher cannot reach Redis ({e}); retrying");
-                        }
-                        retry_at = Instant::now() + wait;
-                    }
-                }
-            }
-            let wait = if con.is_some() {
-                PUBLISHER_POLL
-            } else {
-                retry_at.saturating_duration_since(Instant::now()).min(PUBLISHER_POLL)
-            };
-            let mut bytes = 0;
-            match self.inbox.recv_timeout(wait) {
-                Ok(first) => {
-                    bytes += first.frame.payload().len();
-                    batch.push(first);
-                }
+            upstream.drop_if_lost();
+            upstream.connect_when_due();
+            let first = match self.inbox.recv_timeout(upstream.wait()) {
+                Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
-                    // An idle publisher pings, so that metrics and /healthz
-                    // show Redis gone before the next publish is lost to it.
-                    if let Some(c) = con.as_mut().filter(|_| used.elapsed() >= KEEPALIVE) {
-                        used = Instant::now();
-                        if let Err(e) = redis::cmd("PING").exec(c) {
-                            log::warn!("redis bridge: publisher lost Redis ({e})");
-                            self.link.stats.publisher_up.store(false, Ordering::Relaxed);
-                            con = None;
-                            retry_at = Instant::now() + backoff.failed();
-                        }
-                    }
+                    upstream.keep_alive();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
-            }
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match self.inbox.try_recv() {
-                    Ok(next) => {
-                        bytes += next.frame.payload().len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let Some(c) = con.as_mut() else {
-                // Redis is away: other hosts miss these; local members had them.
-                self.link.stats.dropped_redis_down.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                continue;
             };
-            pipe.clear();
-            for out in batch.drain(..) {
-                self.link.channel_into(&mut channel, &out.room);
-                body.clear();
-                envelope::encode(&mut body, self.link.origin, out.frame.op(), out.frame.payload());
-                pipe.cmd("PUBLISH").arg(channel.as_str()).arg(body.as_slice()).ignore();
-            }
-            let sent = pipe.cmd_iter().count() as u64;
-            used = Instant::now();
-            match pipe.exec(c) {
-                Ok(()) => {
-                    self.link.stats.published.fetch_add(sent, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    log::warn!("redis bridge: publishing failed ({e}); {sent} publishes did not reach other hosts");
-                    self.link.stats.dropped_redis_down.fetch_add(sent, Ordering::Relaxed);
-                    self.link.stats.publisher_up.store(false, Ordering::Relaxed);
-                    con = None;
-                    retry_at = Instant::now() + backoff.failed();
-                }
+            batch.fill(first, &self.inbox);
+            upstream.publish(&mut batch);
+        }
+    }
+}
+
+/// The publisher's connection to Redis and its upkeep: reconnecting with
+/// backoff, pinging while idle, dropping it when the subscriber saw Redis go.
+struct Upstream<'l> {
+    /// Where Redis is, the counters, the subscriber's losses.
+    link: &'l Link,
+    /// The connection, while there is one.
+    con: Option<redis::Connection>,
+    /// The wait between failed attempts.
+    backoff: Backoff,
+    /// When the next connection attempt is due.
+    retry_at: Instant,
+    /// When the connection last carried a command.
+    used: Instant,
+    /// The subscriber's losses this publisher has acted on.
+    losses_seen: u64,
+}
+
+impl<'l> Upstream<'l> {
+    /// No connection yet, the first attempt due now.
+    fn new(link: &'l Link) -> Self {
+        let retry_at = Instant::now();
+        let used = Instant::now();
+        let losses_seen = link.losses.load(Ordering::Acquire);
+        Upstream { link, con: None, backoff: Backoff::new(), retry_at, used, losses_seen }
+    }
+
+    /// Drops the connection when the subscriber has lost Redis since the
+    /// last look (see [`Link::losses`]): it is dead too.
+    fn drop_if_lost(&mut self) {
+        let losses = self.link.losses.load(Ordering::Acquire);
+        if losses != self.losses_seen {
+            self.losses_seen = losses;
+            if self.con.take().is_some() {
+                self.link.stats.publisher_up.store(false, Ordering::Relaxed);
+                self.backoff.failed();
             }
         }
+    }
+
+    /// Connects when there is no connection and the backoff allows.
+    fn connect_when_due(&mut self) {
+        if self.con.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        match connect(&self.link.client) {
+            Ok(c) => {
+                if self.backoff.failures > 0 {
+                    log::info!("redis bridge: publisher connected again");
+                    self.link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                self.backoff.reset();
+                self.link.stats.publisher_up.store(true, Ordering::Relaxed);
+                self.con = Some(c);
+            }
+            Err(e) => {
+                let wait = self.backoff.failed();
+                if self.backoff.failures == 1 {
+                    log::warn!("redis bridge: publisher cannot reach Redis ({e}); retrying");
+                }
+                self.retry_at = Instant::now() + wait;
+            }
+        }
+    }
+
+    /// How long to wait for a publish: a poll, or less when the next
+    /// connection attempt is due sooner.
+    fn wait(&self) -> Duration {
+        if self.con.is_some() {
+            PUBLISHER_POLL
+        } else {
+            self.retry_at.saturating_duration_since(Instant::now()).min(PUBLISHER_POLL)
+        }
+    }
+
+    /// Pings a connection idle for [`KEEPALIVE`], so that metrics and
+    /// /healthz show Redis gone before the next publish is lost to it.
+    fn keep_alive(&mut self) {
+        if let Some(c) = self.con.as_mut().filter(|_| self.used.elapsed() >= KEEPALIVE) {
+            self.used = Instant::now();
+            if let Err(e) = redis::cmd("PING").exec(c) {
+                log::warn!("redis bridge: publisher lost Redis ({e})");
+                self.lost();
+            }
+        }
+    }
+
+    /// Sends `batch` as one pipeline, emptying it; counts it published,
+    /// or dropped when Redis is away or the pipeline fails.
+    fn publish(&mut self, batch: &mut Batch) {
+        let Some(c) = self.con.as_mut() else {
+            // Redis is away: other hosts miss these; local members had them.
+            self.link.stats.dropped_redis_down.fetch_add(batch.outgoing.len() as u64, Ordering::Relaxed);
+            batch.outgoing.clear();
+            return;
+        };
+        let sent = batch.pipeline(self.link);
+        self.used = Instant::now();
+        match batch.pipe.exec(c) {
+            Ok(()) => {
+                self.link.stats.published.fetch_add(sent, Ordering::Relaxed);
+            }
+            Err(e) => {
+                log::warn!("redis bridge: publishing failed ({e}); {sent} publishes did not reach other hosts");
+                self.link.stats.dropped_redis_down.fetch_add(sent, Ordering::Relaxed);
+                self.lost();
+            }
+        }
+    }
+
+    /// The connection failed: drop it and wait the backoff before the next.
+    fn lost(&mut self) {
+        self.link.stats.publisher_up.store(false, Ordering::Relaxed);
+        self.con = None;
+        self.retry_at = Instant::now() + self.backoff.failed();
+    }
+}
+
+/// Publishes taken off the queue to send together, and the buffers that
+/// turn them into one pipeline, kept from batch to batch.
+struct Batch {
+    /// The publishes, in queue order.
+    outgoing: Vec<Outgoing>,
+    /// The pipeline they are sent in.
+    pipe: redis::Pipeline,
+    /// The channel name being written.
+    channel: String,
+    /// The envelope being written.
+    body: Vec<u8>,
+}
+
+impl Batch {
+    /// Empty, with room for [`MAX_BATCH`] publishes.
+    fn new() -> Self {
+        Batch { outgoing: Vec::with_capacity(MAX_BATCH), pipe: redis::pipe(), channel: String::new(), body: Vec::new() }
+    }
+
+    /// Starts the batch with `first` and adds what the queue holds now, up
+    /// to [`MAX_BATCH`] publishes or [`MAX_BATCH_BYTES`] of payload.
+    fn fill(&mut self, first: Outgoing, inbox: &Receiver<Outgoing>) {
+        let mut bytes = first.frame.payload().len();
+        self.outgoing.push(first);
+        while self.outgoing.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match inbox.try_recv() {
+                Ok(next) => {
+                    bytes += next.frame.payload().len();
+                    self.outgoing.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Moves the batch into the pipeline as `PUBLISH` commands, each in
+    /// `link`'s envelope on its room's channel; how many.
+    fn pipeline(&mut self, link: &Link) -> u64 {
+        self.pipe.clear();
+        for out in self.outgoing.drain(..) {
+            link.channel_into(&mut self.channel, &out.room);
+            self.body.clear();
+            envelope::encode(&mut self.body, link.origin, out.frame.op(), out.frame.payload());
+            self.pipe.cmd("PUBLISH").arg(self.channel.as_str()).arg(self.body.as_slice()).ignore();
+        }
+        self.pipe.cmd_iter().count() as u64
     }
 }
 
