@@ -9,11 +9,15 @@
 //! server's connections, memory and descriptors over time. When the per-process file limit is below the target it splits the
 //! work over child processes and merges their results.
 
+mod config;
 pub mod delivery;
-pub mod driver;
+mod fleet;
 pub mod plan;
 pub mod plot;
+mod process;
+mod progress;
 pub mod report;
+mod scenario;
 pub mod scrape;
 pub mod tls;
 
@@ -27,9 +31,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-pub use driver::{DriverConfig, Payload, Progress, Scenario};
+pub use config::FleetConfig;
 pub use plan::{Plan, Stage};
+pub use progress::{own_anon_bytes, Progress};
 pub use report::{HostView, LeakCheck, Percentiles, Report, Sample};
+pub use scenario::{Payload, Scenario};
 use scrape::{MetricsUrl, ServerView};
 
 /// Flags of `wsloop load`.
@@ -202,7 +208,8 @@ pub fn main(args: &LoadArgs) -> ExitCode {
     }
 }
 
-fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
+/// What one load process is told, from the flags (its segment's share).
+fn fleet_config(args: &LoadArgs) -> Result<FleetConfig, String> {
     let url = parse_ws_url(&args.url)?;
     let tls = match url.secure {
         true => Some(tls::client(&url.server_name, args.tls_ca.as_deref(), args.tls_insecure)?),
@@ -228,7 +235,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         ),
         None => (plan, args.rate, args.publish_rate),
     };
-    Ok(DriverConfig {
+    Ok(FleetConfig {
         target,
         host,
         path,
@@ -251,7 +258,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
 /// Runs the load as parent, single process or child, per the flags.
 pub fn run(args: &LoadArgs) -> Result<Report, String> {
     install_sigint();
-    let mut cfg = driver_config(args)?;
+    let mut cfg = fleet_config(args)?;
     if let (Some(i), Some(n)) = (args.child_index, args.child_count) {
         return run_child(&mut cfg, i, n.max(1));
     }
@@ -294,14 +301,14 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
             load_anon: (p.rss_anon > 0).then_some(p.rss_anon as f64),
             host: HostView::read(Path::new("/proc")),
         };
-        eprintln!("{}", progress_line(p, view.as_ref()));
+        eprintln!("{}", p.line(view.as_ref()));
         timeline.push(sample);
     };
     if let Some(plan::Segment { k, n }) = args.segment {
         eprintln!("wsloop load: segment {k}/{n} of the plan: {} connections at its peak", cfg.plan.peak());
     }
     let mut report = if processes == 1 {
-        driver::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
+        scenario::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
     } else {
         eprintln!("wsloop load: {} connections over {processes} processes (file limit {soft})", cfg.plan.peak());
         run_children(processes, &mut record)?
@@ -329,22 +336,6 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
         plot::write_svg(path, &title, &report.timeline).map_err(|e| format!("--plot {}: {e}", path.display()))?;
     }
     Ok(report)
-}
-
-fn progress_line(p: &Progress, server: Option<&ServerView>) -> String {
-    let mut line = format!(
-        "[{:>6.1}s] open {:>7}/{:<7} established {:>8} failed {:>6} received {:>10}",
-        p.t, p.open, p.target, p.established, p.failed, p.received
-    );
-    if let Some(v) = server {
-        line.push_str(&format!(
-            " | server conns {:>7.0} rss {:>7.1} MB fds {:>7.0}",
-            v.connections,
-            v.rss / 1e6,
-            v.fds
-        ));
-    }
-    line
 }
 
 /// A sample of the server's view alone (no client connections).
@@ -402,13 +393,13 @@ fn leak_check(urls: &[MetricsUrl], base: ServerView, start: Instant, timeline: &
 }
 
 /// A child: run its share, report progress and the result as JSON lines.
-fn run_child(cfg: &mut DriverConfig, index: usize, count: usize) -> Result<Report, String> {
+fn run_child(cfg: &mut FleetConfig, index: usize, count: usize) -> Result<Report, String> {
     cfg.plan = cfg.plan.share(index, count);
     cfg.rate = (cfg.rate / count as u32).max(1);
     if !cfg.source_ips.is_empty() && cfg.source_ips.len() >= count {
         cfg.source_ips = cfg.source_ips.iter().skip(index).step_by(count).copied().collect();
     }
-    let report = driver::run(cfg, &INTERRUPTED, |p| {
+    let report = scenario::run(cfg, &INTERRUPTED, |p| {
         println!("{}", serde_json::json!({ "progress": p }));
     })
     .map_err(|e| e.to_string())?;
@@ -476,7 +467,7 @@ fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, 
                 rss_anon: a.rss_anon + p.rss_anon,
                 rtt_window: None,
             });
-            sum.rss_anon += driver::own_anon_bytes();
+            sum.rss_anon += own_anon_bytes();
             sum.rtt_window = (!window.is_empty()).then(|| report::Latency::from_hist(&window));
             window.reset();
             record(&sum);
