@@ -28,6 +28,21 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The children's snapshots added up (the latest time; no round trips:
+    /// the caller merges their histograms).
+    pub(crate) fn sum(all: &[Progress]) -> Progress {
+        all.iter().fold(Progress::default(), |a, p| Progress {
+            t: a.t.max(p.t),
+            open: a.open + p.open,
+            target: a.target + p.target,
+            established: a.established + p.established,
+            failed: a.failed + p.failed,
+            received: a.received + p.received,
+            rss_anon: a.rss_anon + p.rss_anon,
+            rtt_window: None,
+        })
+    }
+
     /// The progress line, with the server's view when scraped.
     pub(crate) fn line(&self, server: Option<&ServerView>) -> String {
         let p = self;
