@@ -102,6 +102,7 @@ struct Merge {
 }
 
 impl Merge {
+    /// Nothing heard yet from `n` children.
     fn new(n: usize) -> Merge {
         Merge { latest: vec![Progress::default(); n], window: report::new_histogram(), reports: vec![None; n] }
     }

@@ -66,6 +66,7 @@ struct Pace {
 }
 
 impl Pace {
+    /// The plan's clock, started at `start`, with no connects allowed yet.
     fn new(cfg: &FleetConfig, start: Instant) -> Pace {
         Pace {
             start,

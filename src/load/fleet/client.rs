@@ -15,8 +15,11 @@ use crate::ws::Session;
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
+    /// The TCP connect is under way.
     Connecting,
+    /// The upgrade request is sent; waiting for the 101.
     Handshaking,
+    /// Upgraded: the scenario runs on it.
     Open,
     /// We sent a close frame.
     Closing,
@@ -26,22 +29,29 @@ pub(crate) enum State {
 
 /// One client connection.
 pub(crate) struct Client {
+    /// Registered with the fleet's poll under the slot and `generation`.
     pub(super) socket: TcpStream,
     /// `wss://`: the TLS session (it buffers records both ways; `wbuf` is
     /// then unused).
     pub(super) tls: Option<Box<rustls::ClientConnection>>,
     pub(super) state: State,
+    /// The WebSocket protocol's state (client role).
     pub(super) session: Session,
     /// The handshake's Sec-WebSocket-Key.
     pub(super) key: [u8; 24],
     /// When the connect began (the handshake's latency starts here).
     pub(super) started: Instant,
+    /// Bytes read and not yet decoded.
     pub(super) rbuf: Vec<u8>,
+    /// Bytes the socket would not take yet (plain connections).
     pub(super) wbuf: Vec<u8>,
     /// A fragmented message being put together.
     pub(super) assembly: Vec<u8>,
+    /// The messages it awaits answers to (its scenario's).
     pub(crate) in_flight: InFlight,
+    /// Tells this connection's events from those of the slot's earlier ones.
     pub(crate) generation: u32,
+    /// Its place in the fleet's timer wheel.
     pub(super) timer: TimerLink,
 }
 

@@ -128,6 +128,7 @@ struct Settling {
 }
 
 impl Settling {
+    /// The plan ended `now`, with `received` messages in so far.
     fn new(now: Instant, received: u64) -> Settling {
         Settling { since: now, received, changed: now }
     }
