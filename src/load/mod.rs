@@ -9,28 +9,35 @@
 //! server's connections, memory and descriptors over time. When the per-process file limit is below the target it splits the
 //! work over child processes and merges their results.
 
+mod children;
+mod config;
 pub mod delivery;
-pub mod driver;
+mod fleet;
 pub mod plan;
 pub mod plot;
+mod process;
+mod progress;
 pub mod report;
+mod scenario;
 pub mod scrape;
 pub mod tls;
+mod watch;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
-pub use driver::{DriverConfig, Payload, Progress, Scenario};
+pub use config::FleetConfig;
 pub use plan::{Plan, Stage};
+pub use progress::{own_anon_bytes, Progress};
 pub use report::{HostView, LeakCheck, Percentiles, Report, Sample};
+pub use scenario::{Payload, Scenario};
 use scrape::{MetricsUrl, ServerView};
+use watch::Watch;
 
 /// Flags of `wsloop load`.
 #[derive(Debug, Clone, Args)]
@@ -202,7 +209,8 @@ pub fn main(args: &LoadArgs) -> ExitCode {
     }
 }
 
-fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
+/// What one load process is told, from the flags (its segment's share).
+fn fleet_config(args: &LoadArgs) -> Result<FleetConfig, String> {
     let url = parse_ws_url(&args.url)?;
     let tls = match url.secure {
         true => Some(tls::client(&url.server_name, args.tls_ca.as_deref(), args.tls_insecure)?),
@@ -228,7 +236,7 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
         ),
         None => (plan, args.rate, args.publish_rate),
     };
-    Ok(DriverConfig {
+    Ok(FleetConfig {
         target,
         host,
         path,
@@ -251,100 +259,105 @@ fn driver_config(args: &LoadArgs) -> Result<DriverConfig, String> {
 /// Runs the load as parent, single process or child, per the flags.
 pub fn run(args: &LoadArgs) -> Result<Report, String> {
     install_sigint();
-    let mut cfg = driver_config(args)?;
+    let mut cfg = fleet_config(args)?;
     if let (Some(i), Some(n)) = (args.child_index, args.child_count) {
-        return run_child(&mut cfg, i, n.max(1));
+        return children::run_child(&mut cfg, i, n.max(1), &INTERRUPTED);
     }
     let urls = args.metrics_url.iter().map(|u| MetricsUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-    let (soft, _) = crate::tune::rlimit::raise_nofile().map_err(|e| format!("file limit: {e}"))?;
-    let per_process = (soft as usize).saturating_sub(crate::tune::rlimit::FD_RESERVE).max(1);
-    let processes = if args.processes > 0 { args.processes } else { cfg.plan.peak().div_ceil(per_process).max(1) };
-    let baseline = if urls.is_empty() {
-        None
-    } else {
-        Some(scrape::fetch_all(&urls).ok_or("cannot scrape --metrics-url before the run")?)
-    };
-    let host_baseline = HostView::read(Path::new("/proc"));
-    let latest: Arc<Mutex<Option<ServerView>>> = Arc::new(Mutex::new(baseline));
-    let scraping = Arc::new(AtomicBool::new(true));
-    let scraper = (!urls.is_empty()).then(|| {
-        let (latest, scraping, mut scraper) = (latest.clone(), scraping.clone(), scrape::Scraper::new(urls.clone()));
-        std::thread::spawn(move || {
-            while scraping.load(Ordering::Relaxed) {
-                let round = Instant::now();
-                if let Some(v) = scraper.round() {
-                    *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
-                }
-                std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
-            }
-        })
-    });
+    let (processes, soft) = process_count(args, &cfg)?;
+    let baseline = Baseline::read(&urls)?;
+    let watch = Watch::start(&urls, baseline.server);
     let start = Instant::now();
     let mut timeline = Vec::new();
     let mut record = |p: &Progress| {
-        let view = *latest.lock().unwrap_or_else(|e| e.into_inner());
-        let sample = Sample {
-            t: p.t,
-            open: p.open,
-            server_connections: view.map(|v| v.connections),
-            server_rss: view.map(|v| v.rss),
-            server_anon: view.map(|v| v.anon).filter(|a| *a > 0.0),
-            server_fds: view.map(|v| v.fds),
-            rtt_p99_ms: p.rtt_window.as_ref().map(|w| Percentiles::of(&w.to_hist()).p99_ms),
-            load_anon: (p.rss_anon > 0).then_some(p.rss_anon as f64),
-            host: HostView::read(Path::new("/proc")),
-        };
-        eprintln!("{}", progress_line(p, view.as_ref()));
+        let view = watch.latest();
+        let sample = sample(p, view);
+        eprintln!("{}", p.line(view.as_ref()));
         timeline.push(sample);
     };
     if let Some(plan::Segment { k, n }) = args.segment {
         eprintln!("wsloop load: segment {k}/{n} of the plan: {} connections at its peak", cfg.plan.peak());
     }
     let mut report = if processes == 1 {
-        driver::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
+        scenario::run(&cfg, &INTERRUPTED, &mut record).map_err(|e| e.to_string())?
     } else {
         eprintln!("wsloop load: {} connections over {processes} processes (file limit {soft})", cfg.plan.peak());
-        run_children(processes, &mut record)?
+        children::run_children(processes, &mut record)?
     };
-    report.processes = processes;
-    report.server_baseline = baseline.map(|v| server_sample(0.0, v));
-    report.host_baseline = host_baseline;
-    report.peak_open = report.peak_open.max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
+    baseline.annotate(&mut report, processes, &timeline);
     if args.expect_clean {
-        let base = baseline.unwrap_or_default();
+        let base = baseline.server.unwrap_or_default();
         report.leak_check = Some(leak_check(&urls, base, start, &mut timeline));
     }
-    scraping.store(false, Ordering::Relaxed);
-    if let Some(s) = scraper {
-        let _ = s.join();
-    }
+    watch.stop();
     report.timeline = timeline;
     println!("{}", report.summary());
+    write_outputs(args, &report)?;
+    Ok(report)
+}
+
+/// How many processes the run takes (`--processes`, or as many as the
+/// file limit needs), and the file limit, raised to its hard limit.
+fn process_count(args: &LoadArgs, cfg: &FleetConfig) -> Result<(usize, u64), String> {
+    let (soft, _) = crate::tune::rlimit::raise_nofile().map_err(|e| format!("file limit: {e}"))?;
+    let per_process = (soft as usize).saturating_sub(crate::tune::rlimit::FD_RESERVE).max(1);
+    let processes = if args.processes > 0 { args.processes } else { cfg.plan.peak().div_ceil(per_process).max(1) };
+    Ok((processes, soft))
+}
+
+/// The server's and the host's figures before the run.
+struct Baseline {
+    server: Option<ServerView>,
+    host: Option<HostView>,
+}
+
+impl Baseline {
+    /// Scrapes `urls` (an error if they do not answer) and reads the host.
+    fn read(urls: &[MetricsUrl]) -> Result<Baseline, String> {
+        let server = if urls.is_empty() {
+            None
+        } else {
+            Some(scrape::fetch_all(urls).ok_or("cannot scrape --metrics-url before the run")?)
+        };
+        Ok(Baseline { server, host: HostView::read(Path::new("/proc")) })
+    }
+
+    /// Puts the baselines, the process count and the peak seen over the
+    /// `timeline` into `report`.
+    fn annotate(&self, report: &mut Report, processes: usize, timeline: &[Sample]) {
+        report.processes = processes;
+        report.server_baseline = self.server.map(|v| server_sample(0.0, v));
+        report.host_baseline = self.host;
+        report.peak_open = report.peak_open.max(timeline.iter().map(|s| s.open).max().unwrap_or(0));
+    }
+}
+
+/// A second of the run: the load's progress, the server's `view`, the host.
+fn sample(p: &Progress, view: Option<ServerView>) -> Sample {
+    Sample {
+        t: p.t,
+        open: p.open,
+        server_connections: view.map(|v| v.connections),
+        server_rss: view.map(|v| v.rss),
+        server_anon: view.map(|v| v.anon).filter(|a| *a > 0.0),
+        server_fds: view.map(|v| v.fds),
+        rtt_p99_ms: p.rtt_window.as_ref().map(|w| Percentiles::of(&w.to_hist()).p99_ms),
+        load_anon: (p.rss_anon > 0).then_some(p.rss_anon as f64),
+        host: HostView::read(Path::new("/proc")),
+    }
+}
+
+/// Writes the `--json` report and the `--plot` SVG, where asked.
+fn write_outputs(args: &LoadArgs, report: &Report) -> Result<(), String> {
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         std::fs::write(path, json).map_err(|e| format!("--json {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {
         let title = format!("wsloop load: {} ({})", report.scenario, args.url);
         plot::write_svg(path, &title, &report.timeline).map_err(|e| format!("--plot {}: {e}", path.display()))?;
     }
-    Ok(report)
-}
-
-fn progress_line(p: &Progress, server: Option<&ServerView>) -> String {
-    let mut line = format!(
-        "[{:>6.1}s] open {:>7}/{:<7} established {:>8} failed {:>6} received {:>10}",
-        p.t, p.open, p.target, p.established, p.failed, p.received
-    );
-    if let Some(v) = server {
-        line.push_str(&format!(
-            " | server conns {:>7.0} rss {:>7.1} MB fds {:>7.0}",
-            v.connections,
-            v.rss / 1e6,
-            v.fds
-        ));
-    }
-    line
+    Ok(())
 }
 
 /// A sample of the server's view alone (no client connections).
@@ -399,104 +412,6 @@ fn leak_check(urls: &[MetricsUrl], base: ServerView, start: Instant, timeline: &
         None => "the metrics endpoint did not answer".into(),
     };
     LeakCheck { clean: false, detail }
-}
-
-/// A child: run its share, report progress and the result as JSON lines.
-fn run_child(cfg: &mut DriverConfig, index: usize, count: usize) -> Result<Report, String> {
-    cfg.plan = cfg.plan.share(index, count);
-    cfg.rate = (cfg.rate / count as u32).max(1);
-    if !cfg.source_ips.is_empty() && cfg.source_ips.len() >= count {
-        cfg.source_ips = cfg.source_ips.iter().skip(index).step_by(count).copied().collect();
-    }
-    let report = driver::run(cfg, &INTERRUPTED, |p| {
-        println!("{}", serde_json::json!({ "progress": p }));
-    })
-    .map_err(|e| e.to_string())?;
-    println!("{}", serde_json::json!({ "report": report }));
-    Ok(report)
-}
-
-/// The parent: start `n` children of this binary, merge their progress
-/// each second and their reports at the end.
-fn run_children(n: usize, record: &mut impl FnMut(&Progress)) -> Result<Report, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (tx, rx) = crossbeam_channel::unbounded::<(usize, serde_json::Value)>();
-    let mut children = Vec::new();
-    for i in 0..n {
-        let mut child = std::process::Command::new(&exe)
-            .args(&args)
-            .args(["--child-index", &i.to_string(), "--child-count", &n.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start load process {i}: {e}"))?;
-        let out = child.stdout.take().expect("piped stdout");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    let _ = tx.send((i, v));
-                }
-            }
-        });
-        children.push(child);
-    }
-    drop(tx);
-    let mut latest = vec![Progress::default(); n];
-    let mut window = report::new_histogram();
-    let mut reports: Vec<Option<Report>> = vec![None; n];
-    let mut last_print = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok((i, v)) => {
-                if let Some(p) = v.get("progress") {
-                    if let Ok(p) = serde_json::from_value::<Progress>(p.clone()) {
-                        if let Some(w) = &p.rtt_window {
-                            let _ = window.add(w.to_hist());
-                        }
-                        latest[i] = p;
-                    }
-                } else if let Some(r) = v.get("report") {
-                    reports[i] = serde_json::from_value(r.clone()).ok();
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        }
-        if last_print.elapsed() >= Duration::from_secs(1) {
-            last_print = Instant::now();
-            let mut sum = latest.iter().fold(Progress::default(), |a, p| Progress {
-                t: a.t.max(p.t),
-                open: a.open + p.open,
-                target: a.target + p.target,
-                established: a.established + p.established,
-                failed: a.failed + p.failed,
-                received: a.received + p.received,
-                rss_anon: a.rss_anon + p.rss_anon,
-                rtt_window: None,
-            });
-            sum.rss_anon += driver::own_anon_bytes();
-            sum.rtt_window = (!window.is_empty()).then(|| report::Latency::from_hist(&window));
-            window.reset();
-            record(&sum);
-        }
-    }
-    let mut merged = Report::default();
-    for (i, child) in children.iter_mut().enumerate() {
-        let status = child.wait().map_err(|e| e.to_string())?;
-        match &reports[i] {
-            Some(r) => {
-                if merged.scenario.is_empty() {
-                    merged.scenario = r.scenario.clone();
-                }
-                merged.peak_open += r.peak_open;
-                merged.merge(r);
-            }
-            None => return Err(format!("load process {i} ended ({status}) without a report")),
-        }
-    }
-    Ok(merged)
 }
 
 #[cfg(test)]

@@ -1,0 +1,46 @@
+//! What one load process is told: where to connect, the plan to follow,
+//! and the scenario's parameters. Built from the flags by `load::run`
+//! (each child of a split run gets its share).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::plan::Plan;
+use super::scenario::{Payload, Scenario};
+
+/// Everything one load process needs.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The server's address.
+    pub target: SocketAddr,
+    /// The Host header.
+    pub host: String,
+    /// The request path.
+    pub path: String,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Connections over time.
+    pub plan: Plan,
+    /// New connections per second at most.
+    pub rate: u32,
+    /// Ping interval.
+    pub interval: Duration,
+    /// Echo payload size; fanout: about the size of a delivery.
+    pub size: usize,
+    /// Echo messages in flight per connection.
+    pub depth: usize,
+    /// Local addresses to connect from, round robin (empty: the kernel picks).
+    pub source_ips: Vec<IpAddr>,
+    /// Time allowed from connect to 101.
+    pub connect_timeout: Duration,
+    /// Fanout scenario: messages published per second.
+    pub publish_rate: u32,
+    /// Fanout scenario: broadcast (`{"type":"broadcast"}`) instead of publish.
+    pub broadcast: bool,
+    /// Offer permessage-deflate, and compress what is sent when agreed.
+    pub compression: bool,
+    /// What an echo message carries.
+    pub payload: Payload,
+    /// `wss://`: the TLS client every connection speaks through.
+    pub tls: Option<super::tls::TlsClient>,
+}
