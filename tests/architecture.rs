@@ -134,9 +134,28 @@ fn use_paths(tree: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// Paths a line of code names inline (`crate::a::b`, `super::x`).
+/// Paths a line of code names inline (`crate::a::b`, `super::x`, and
+/// `child::x`, which `resolve` keeps only where `child` is a module).
 fn inline_paths(line: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
+    let mut word_start = None;
+    for (i, c) in line.char_indices() {
+        let in_word = c.is_alphanumeric() || c == '_';
+        match (in_word, word_start) {
+            (true, None) => word_start = Some(i),
+            (false, Some(start)) => {
+                word_start = None;
+                let word = &line[start..i];
+                let after_path = line[..start].ends_with("::");
+                if line[i..].starts_with("::") && !after_path && !matches!(word, "crate" | "super" | "self") {
+                    let path: String =
+                        line[start..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+                    out.push(path.split("::").filter(|s| !s.is_empty()).map(String::from).collect());
+                }
+            }
+            _ => {}
+        }
+    }
     for anchor in ["crate::", "super::"] {
         let mut rest = line;
         while let Some(i) = rest.find(anchor) {
@@ -342,6 +361,9 @@ fn the_reader_expands_use_trees_and_resolves_them_to_files() {
     assert_eq!(file("crate::ws::frame::FrameHead").as_deref(), Some("ws/frame.rs"));
     assert_eq!(file("std::io"), None);
     assert_eq!(inline_paths("let x = crate::server::life::io_reason(&e); // super::y").len(), 2);
+    let child = inline_paths("Scenario::Echo => process::run(cfg, echo::Echo::new(cfg))");
+    let child: Vec<String> = child.iter().map(|p| p.join("::")).collect();
+    assert_eq!(child, ["Scenario::Echo", "process::run", "echo::Echo::new"]);
 }
 
 fn shown_path(file: &Path) -> String {

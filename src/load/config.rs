@@ -1,12 +1,11 @@
 //! What one load process is told: where to connect, the plan to follow,
-//! and the scenario's parameters. Built from the flags by `load::run`
+//! the scenario and its parameters. Built from the flags by `load::run`
 //! (each child of a split run gets its share).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::plan::Plan;
-use super::scenario::{Payload, Scenario};
 
 /// Everything one load process needs.
 #[derive(Debug, Clone)]
@@ -43,4 +42,43 @@ pub struct FleetConfig {
     pub payload: Payload,
     /// `wss://`: the TLS client every connection speaks through.
     pub tls: Option<super::tls::TlsClient>,
+}
+
+/// What each connection does once open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Scenario {
+    /// Connect and hold (answering the server's pings).
+    Idle,
+    /// Send `{"type":"ping","payload":..}` every interval and check the pong.
+    Ping,
+    /// Keep `depth` binary messages of `size` bytes in flight; verify echoes.
+    Echo,
+    /// Connect, one message, close, repeat.
+    Churn,
+    /// Every connection joins one room; one of them publishes to it at
+    /// `--publish-rate`; every other receives. Measures deliveries and
+    /// publish-to-delivery latency.
+    Fanout,
+}
+
+impl Scenario {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Ping => "ping",
+            Scenario::Echo => "echo",
+            Scenario::Churn => "churn",
+            Scenario::Fanout => "fanout",
+        }
+    }
+}
+
+/// What the echo scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Binary: the message number, then a byte pattern.
+    Pattern,
+    /// Text: a JSON chat message (user, room, words), as chat services send.
+    Chat,
 }

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 pub use config::FleetConfig;
+pub use config::{Payload, Scenario};
 pub use plan::{Plan, Stage};
 pub use progress::{own_anon_bytes, Progress};
 pub use report::{HostView, LeakCheck, Percentiles, Report, Sample};
-pub use scenario::{Payload, Scenario};
 use scrape::{MetricsUrl, ServerView};
 use watch::Watch;
 

@@ -12,9 +12,9 @@ use mio::Events;
 
 use super::config::FleetConfig;
 use super::fleet::Fleet;
+use super::fleet::Script;
 use super::progress::Progress;
 use super::report::Report;
-use super::scenario::Script;
 
 /// How long connections may take to close once told to, all together.
 const WIND_DOWN: Duration = Duration::from_secs(10);

@@ -8,11 +8,11 @@ use std::io::{self, Read};
 use crate::ws::client::{parse_response_terms, ClientHandshakeError};
 use crate::ws::{Event, Inflation};
 
-use super::super::scenario::Script;
 use super::super::tls::failure_reason as tls_failure_reason;
 use super::client::State;
 use super::socket::{connect_error_reason, read_tls, TlsRead};
 use super::Fleet;
+use super::Script;
 
 /// What a read leaves the read loop to do.
 enum Then {

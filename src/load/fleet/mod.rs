@@ -24,7 +24,6 @@ use crate::runtime::{untoken, TimerWheel};
 use crate::ws::Config;
 
 use super::config::FleetConfig;
-use super::scenario::Script;
 pub(crate) use client::InFlight;
 use client::{Client, State};
 use codecs::Codecs;
@@ -178,5 +177,29 @@ impl<'a> Fleet<'a> {
         *self.read_at_us.get_or_insert_with(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
         })
+    }
+}
+
+/// A scenario: what the fleet asks of it. A connection is the fleet's
+/// `slot`; a script acts on it through the fleet (send, flush, close, set
+/// a deadline) and keeps what it needs across connections itself.
+pub(crate) trait Script {
+    /// The connection in `slot` is open (its connect deadline cancelled).
+    fn on_open(&mut self, fleet: &mut Fleet<'_>, slot: usize);
+
+    /// The open connection in `slot` received a message (already counted).
+    fn on_message(&mut self, fleet: &mut Fleet<'_>, slot: usize, payload: &[u8], is_text: bool);
+
+    /// The deadline this script set on the open connection in `slot` has
+    /// come. Only a script that sets one needs to say what to do.
+    fn on_deadline(&mut self, _fleet: &mut Fleet<'_>, _slot: usize) {}
+
+    /// Once a loop turn while the plan runs, `dt` seconds after the last.
+    fn on_turn(&mut self, _fleet: &mut Fleet<'_>, _dt: f64) {}
+
+    /// The plan has ended, with `received` messages in so far: true once
+    /// the connections may hang up (asked each turn until it says so).
+    fn settled(&mut self, _now: Instant, _received: u64) -> bool {
+        true
     }
 }

@@ -1,8 +1,8 @@
 //! Churn: connect, send one message, close once its echo is back, and let
 //! the plan open another: the server's accept and close paths under load.
 
-use super::{answered, send_awaited, Script};
-use crate::load::fleet::Fleet;
+use super::steps::{answered, send_awaited};
+use crate::load::fleet::{Fleet, Script};
 use crate::ws::frame::opcode;
 
 /// The churn scenario: no state.

@@ -3,19 +3,10 @@
 //! each comes back. A message is made again from its sequence number to
 //! be checked, so nothing sent is kept.
 
-use super::{answered, next_word, send_awaited, Script};
-use crate::load::config::FleetConfig;
-use crate::load::fleet::Fleet;
+use super::steps::{answered, next_word, send_awaited};
+use crate::load::config::{FleetConfig, Payload};
+use crate::load::fleet::{Fleet, Script};
 use crate::ws::frame::opcode;
-
-/// What the echo scenario sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Payload {
-    /// Binary: the message number, then a byte pattern.
-    Pattern,
-    /// Text: a JSON chat message (user, room, words), as chat services send.
-    Chat,
-}
 
 /// The echo scenario: the messages' shape, and one buffer they are made in.
 pub(super) struct Echo {

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{next_word, Script};
+use super::steps::next_word;
 use crate::load::config::FleetConfig;
 use crate::load::delivery::Delivery;
-use crate::load::fleet::Fleet;
+use crate::load::fleet::{Fleet, Script};
 use crate::ws::frame::opcode;
 
 /// How long deliveries must have stopped before members hang up.

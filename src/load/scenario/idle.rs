@@ -1,8 +1,7 @@
 //! Idle: connect and hold. The server's pings keep the connection honest
 //! (the session answers them); nothing is sent, and nothing is expected.
 
-use super::Script;
-use crate::load::fleet::Fleet;
+use crate::load::fleet::{Fleet, Script};
 
 /// The idle scenario: no state, no deadline while holding.
 pub(super) struct Idle;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{answered, send_awaited, Script};
+use super::steps::{answered, send_awaited};
 use crate::load::config::FleetConfig;
-use crate::load::fleet::Fleet;
+use crate::load::fleet::{Fleet, Script};
 use crate::ws::frame::opcode;
 
 /// The ping scenario: how often each connection pings.

@@ -28,6 +28,7 @@
 //! scheduler for two sockets.
 
 pub(crate) mod envelope;
+mod stats;
 mod worker;
 
 use std::fmt;
@@ -36,6 +37,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+pub use stats::BridgeStats;
+use worker::Outgoing;
 
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
@@ -93,55 +97,12 @@ impl fmt::Display for BridgeError {
 
 impl std::error::Error for BridgeError {}
 
-/// The bridge's counters, read by the metrics thread.
-#[derive(Debug, Default)]
-pub struct BridgeStats {
-    /// Both connections to Redis are up.
-    pub publisher_up: AtomicBool,
-    /// The subscriber's connection is up and subscribed.
-    pub subscriber_up: AtomicBool,
-    /// Channels subscribed now.
-    pub subscriptions: AtomicU64,
-    /// Publishes Redis accepted.
-    pub published: AtomicU64,
-    /// Publishes from other processes delivered to this process's loops.
-    pub received: AtomicU64,
-    /// Publishes not sent because Redis was down.
-    pub dropped_redis_down: AtomicU64,
-    /// Publishes not sent because the queue to the publisher was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Channel messages that were not an envelope this build reads.
-    pub dropped_malformed: AtomicU64,
-    /// Connections to Redis made again after one was lost or refused.
-    pub reconnects: AtomicU64,
-}
-
-impl BridgeStats {
-    /// True when both connections are up.
-    pub fn is_up(&self) -> bool {
-        self.publisher_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
-    }
-}
-
-/// A publish on its way to Redis: the frame is the one local members got,
-/// shared, and the envelope is made on the publisher's thread.
-struct Outgoing {
-    room: Arc<str>,
-    frame: Arc<Publication>,
-}
-
 /// The loops' side of the bridge: hand a publish over, report rooms.
 #[derive(Debug)]
 pub(crate) struct Bridge {
     outbox: Sender<Outgoing>,
     directory: Arc<Directory>,
     stats: Arc<BridgeStats>,
-}
-
-impl fmt::Debug for Outgoing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outgoing").field("room", &self.room).finish_non_exhaustive()
-    }
 }
 
 impl Outbox for Bridge {

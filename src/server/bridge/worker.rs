@@ -3,6 +3,7 @@
 //! own connection and its own reconnect-with-backoff.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +11,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::envelope::{self, Envelope};
-use super::{BridgeStats, Outgoing};
+use super::stats::BridgeStats;
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
 use crate::server::pubsub::publication::Publication;
+
+/// A publish on its way to Redis: the frame is the one local members got,
+/// shared, and the envelope is made on the publisher's thread.
+pub(super) struct Outgoing {
+    pub(super) room: Arc<str>,
+    pub(super) frame: Arc<Publication>,
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing").field("room", &self.room).finish_non_exhaustive()
+    }
+}
 
 /// Publishes sent in one pipeline at most.
 const MAX_BATCH: usize = 1024;

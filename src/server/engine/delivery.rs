@@ -7,7 +7,9 @@ use crate::server::handler::Handler;
 use crate::server::life::Signal;
 use crate::server::pubsub::fanout::Owed;
 use crate::server::pubsub::publication::Publication;
+use crate::ws::compression::Deflaters;
 use crate::ws::frame::FrameHead;
+use crate::ws::Session;
 
 use super::conn::OWED;
 use super::output::{write_via, Seal};
@@ -130,14 +132,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let own;
         let deflaters = &mut self.table.deflaters;
         let parts: &[&[u8]] = if deflaters.has_own(slot as u32) {
-            let mut recompressed = Vec::new();
-            for frame in parts {
-                if let Ok(Some(head)) = FrameHead::decode(frame) {
-                    let payload = &frame[head.header_len as usize..];
-                    deflaters.write(slot as u32, &conn.session, &mut recompressed, head.opcode, payload);
-                }
-            }
-            own = [recompressed];
+            own = [recompressed(deflaters, slot as u32, &conn.session, parts)];
             &[&own[0][..]]
         } else {
             parts
@@ -156,4 +151,17 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             Err(reason) => self.signal(slot, Signal::Fault(reason)),
         }
     }
+}
+
+/// The frames `parts` compressed for a connection with a deflate context
+/// of its own, in the order they go on the wire.
+fn recompressed(deflaters: &mut Deflaters, slot: u32, session: &Session, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for frame in parts {
+        if let Ok(Some(head)) = FrameHead::decode(frame) {
+            let payload = &frame[head.header_len as usize..];
+            deflaters.write(slot, session, &mut out, head.opcode, payload);
+        }
+    }
+    out
 }

@@ -14,10 +14,11 @@
 use crate::server::handler::{ConnId, Ctx, Handler, Message, Upgrade};
 use crate::server::life::{CloseReason, Signal, Stage};
 use crate::server::stats::LoopStats;
-use crate::ws::{Event, Inflation, Phase, WsError};
+use crate::ws::compression::Inflaters;
+use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
 use super::conn::{OPENED, OWED};
-use super::output::Seal;
+use super::output::{write_via, Seal};
 use super::transport::Transport;
 use super::{Engine, CORK_LIMIT, MAX_OWED};
 
@@ -200,13 +201,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 break Ok(decoded.wanted);
             };
             if let Event::Upgrade(request) = &event {
-                // Who may connect: the application's verdict, before the 101.
-                let upgrade = Upgrade { request, socket: &conn.socket };
-                if let Err(refusal) = handler.on_upgrade(&upgrade) {
-                    let refused = conn.session.refuse(out, refusal.error(), refusal.retry_after());
+                if let Err(refused) = judge_upgrade(handler, &mut conn.session, &conn.socket, out, request) {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
-                conn.session.accept(out, request);
             }
             let mut ctx = Ctx {
                 id: conn_id,
@@ -220,32 +217,15 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 local: &mut fanout.local,
                 published: &mut counts.published,
             };
-            match event {
-                Event::Upgrade(request) => {
-                    conn.flags |= OPENED;
-                    if let Some(terms) = &request.deflate {
-                        ctx.deflaters.agreed(conn_id.slot, terms);
-                        table.inflaters.agreed(conn_id.slot, terms);
-                        agreed_own |= terms.server_takeover || terms.client_takeover;
-                    }
-                    handler.on_open(&mut ctx, &request);
-                }
-                Event::Text(text) => {
-                    counts.received += 1;
-                    handler.on_message(&mut ctx, Message::Text(text));
-                }
-                Event::Binary(data) => {
-                    counts.received += 1;
-                    handler.on_message(&mut ctx, Message::Binary(data));
-                }
-                Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
-            }
+            let received = &mut counts.received;
+            agreed_own |= dispatch(handler, &mut ctx, event, &mut conn.flags, &mut table.inflaters, received);
             if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
                 conn.assembly = Vec::new();
             }
             if scratch.out.len() > CORK_LIMIT {
+                // A large batch of replies: out with them before the next.
                 let seal = Seal::of(&mut table.tls, &mut scratch.sealed, slot);
-                let written = super::output::write_via(io, conn, slot, &[&scratch.out[..]], pool, &env.stats, seal);
+                let written = write_via(io, conn, slot, &[&scratch.out[..]], pool, &env.stats, seal);
                 scratch.out.clear();
                 if let Err(reason) = written {
                     break Err(reason);
@@ -262,6 +242,61 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         (pos, result)
     }
+}
+
+/// Who may connect: the application's verdict, before the 101. Writes the
+/// 101, or the refusal (returned as the error that ends the connection).
+#[inline]
+fn judge_upgrade<H: Handler>(
+    handler: &mut H,
+    session: &mut Session,
+    socket: &mio::net::TcpStream,
+    out: &mut Vec<u8>,
+    request: &Request<'_>,
+) -> Result<(), WsError> {
+    let upgrade = Upgrade { request, socket };
+    if let Err(refusal) = handler.on_upgrade(&upgrade) {
+        return Err(session.refuse(out, refusal.error(), refusal.retry_after()));
+    }
+    session.accept(out, request);
+    Ok(())
+}
+
+/// Hands one decoded event to the handler (an upgrade opens the
+/// connection first, its deflate terms noted). True if the connection
+/// agreed terms that keep a compression context of its own.
+#[inline]
+fn dispatch<H: Handler>(
+    handler: &mut H,
+    ctx: &mut Ctx<'_>,
+    event: Event<'_>,
+    flags: &mut u8,
+    inflaters: &mut Inflaters,
+    received: &mut u64,
+) -> bool {
+    match event {
+        Event::Upgrade(request) => {
+            *flags |= OPENED;
+            let mut agreed_own = false;
+            if let Some(terms) = &request.deflate {
+                ctx.deflaters.agreed(ctx.id.slot, terms);
+                inflaters.agreed(ctx.id.slot, terms);
+                agreed_own = terms.server_takeover || terms.client_takeover;
+            }
+            handler.on_open(ctx, &request);
+            return agreed_own;
+        }
+        Event::Text(text) => {
+            *received += 1;
+            handler.on_message(ctx, Message::Text(text));
+        }
+        Event::Binary(data) => {
+            *received += 1;
+            handler.on_message(ctx, Message::Binary(data));
+        }
+        Event::Ping(_) | Event::Pong(_) | Event::Close { .. } => {}
+    }
+    false
 }
 
 /// What one batch of input amounted to, counted once at its end.
