@@ -2,15 +2,17 @@
 //! Linux host, and the tools that prove it.
 //!
 //! Layers, each importing only from those below it (docs/ARCHITECTURE.md
-//! in the repository; tests/architecture.rs keeps the graph acyclic):
-//! - [`cli`]: the command line, over everything below.
+//! in the repository; tests/architecture.rs checks its order and that no
+//! circle of imports joins any two files):
+//! - `cli`: the command line, over everything below (the binary's own).
 //! - [`app`]: the built-in applications (echo with JSON ping/pong, rooms).
 //! - [`metrics`]: the metrics thread (Prometheus `/metrics`, `/healthz`).
-//! - [`server`]: the engine: per-core event loops, a connection's life
-//!   ([`server::life`]) apart from its I/O, the [`server::Handler`] trait.
+//! - [`server`]: the engine: per-core event loops (one driver type per I/O
+//!   model, each owning an engine), a connection's life apart from its I/O,
+//!   rooms, the [`server::Handler`] trait.
 //! - [`load`]: the load generator (`wsloop load`).
 //! - [`ws`]: RFC 6455 as a sans-io state machine.
-//! - [`runtime`]: what any event loop needs: timer wheel, tokens, buffer pool.
+//! - `runtime`: what any event loop needs: timer wheel, tokens, buffer pool.
 //! - [`tune`], [`units`], [`logging`]: host limits, sizes and durations, logs.
 //!
 //! Embedding it takes a [`server::Handler`] and [`server::start`]:
@@ -34,11 +36,12 @@
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod cli;
+#[doc(hidden)]
+pub mod cli; // The binary's flags: public for main.rs, not an embedder's API.
 pub mod load;
 pub mod logging;
 pub mod metrics;
-pub mod runtime;
+mod runtime;
 pub mod server;
 pub mod tune;
 pub mod units;

@@ -29,7 +29,9 @@ pub struct ConnId {
     pub loop_id: u32,
     /// The slab slot inside the loop.
     pub slot: u32,
-    /// The generation of the slot.
+    /// The generation of the slot: 28 bits, wrapping (a loop's 2^28th
+    /// connection after this one may have the same id once this one is
+    /// closed).
     pub generation: u32,
 }
 

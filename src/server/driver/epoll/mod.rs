@@ -199,7 +199,8 @@ impl Unread {
 
 impl<H: Handler> Engine<H, EpollIo> {
     /// The backlog may go on: the peer took bytes.
-    fn on_writable(&mut self, slot: usize, _generation: u32) {
+    fn on_writable(&mut self, slot: usize, generation: u32) {
+        debug_assert!(self.is_live(slot, generation), "the pass checks liveness before it calls");
         if self.table.conns[slot].wbuf.is_empty() {
             return;
         }

@@ -86,6 +86,7 @@ impl<H: Handler> DriverTurns for Engine<H, UringIo> {
     /// A ready-list turn (read again): handles held input, then lets the
     /// receive run again.
     fn read_again(&mut self, slot: usize, generation: u32) {
+        debug_assert!(self.is_live(slot, generation), "the ready list hands on live connections only");
         let stage = self.table.conns[slot].stage;
         if stage == Stage::Paused {
             return;
