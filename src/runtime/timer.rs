@@ -80,11 +80,6 @@ impl TimerWheel {
         self.now
     }
 
-    /// The tick length.
-    pub fn tick(&self) -> Duration {
-        self.tick
-    }
-
     /// `d` in ticks, rounded up, at least 1.
     pub fn ticks(&self, d: Duration) -> u32 {
         (d.as_nanos().div_ceil(self.tick.as_nanos()).max(1)).min(u32::MAX as u128 / 2) as u32

@@ -31,7 +31,7 @@ pub(crate) const PEER_CLOSED: u8 = 8;
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// The non-blocking socket, registered edge-triggered for read and write.
+    /// The non-blocking socket; the driver registers it its own way.
     pub(crate) socket: TcpStream,
     /// RFC 6455 state.
     pub(crate) session: Session,
