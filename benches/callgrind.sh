@@ -36,15 +36,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 : > "$OUT"
 
-# counter NAME: the sum of a counter's samples on the server's /metrics.
-counter() {
-  python3 - "$METRICS" "$1" <<'PY'
-import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
-print(int(sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines()
-              if l.startswith(sys.argv[2]) and l[len(sys.argv[2])] in " {")))
-PY
-}
 
 # run BIN IO COUNTER LOAD_ARGS...: prints "<instructions> <counter>" for the
 # server under callgrind while `wsloop load LOAD_ARGS` runs against it.
@@ -53,19 +44,15 @@ run() {
   require_free_port "$PORT"
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" serve --addr "127.0.0.1:$PORT" \
     --workers 1 --io "$io" --metrics-addr "127.0.0.1:$METRICS" --log-level warn > "$tmp/server.log" 2>&1 &
-  local spid=$! i
-  for i in $(seq 300); do
-    ss -Hltn "sport = :$PORT" | grep -q . && break
-    sleep 0.1
-  done
-  if ! ss -Hltn "sport = :$PORT" | grep -q .; then
+  local spid=$!
+  if ! wait_listening "$PORT" 30; then
     kill "$spid" 2>/dev/null || true
     echo "the server ($bin --io $io) did not listen under valgrind within 30 s: $(tail -2 "$tmp/server.log")" >&2
     exit 2
   fi
   "$LOAD" load --url "ws://127.0.0.1:$PORT/ws" --rate 500 --duration "$DURATION" "$@" > /dev/null 2>&1 || true
   local count
-  count=$(counter "$name")
+  count=$(metrics_counter "$METRICS" "$name")
   kill -INT "$spid"
   wait "$spid" 2>/dev/null || true
   local instructions

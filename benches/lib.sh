@@ -57,3 +57,25 @@ require_free_port() {
     exit 2
   fi
 }
+
+# metrics_counter PORT NAME: the sum of a counter's samples on the
+# server's /metrics at 127.0.0.1:PORT.
+metrics_counter() {
+  python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines()
+              if l.startswith(sys.argv[2]) and l[len(sys.argv[2])] in " {")))
+PY
+}
+
+# wait_listening PORT SECONDS: true once something listens on PORT, false
+# after SECONDS.
+wait_listening() {
+  local i
+  for i in $(seq $(($2 * 10))); do
+    ss -Hltn "sport = :$1" | grep -q . && return 0
+    sleep 0.1
+  done
+  return 1
+}

@@ -25,15 +25,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 : > "$OUT"
 
-# counter NAME: the sum of a counter's samples on the server's /metrics.
-counter() {
-  python3 - "$METRICS" "$1" <<'PY'
-import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
-print(int(sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines()
-              if l.startswith(sys.argv[2]) and l[len(sys.argv[2])] in " {")))
-PY
-}
 
 # row BUILD BIN IO CASE COUNTER LOAD_ARGS...
 row() {
@@ -41,14 +32,11 @@ row() {
   require_free_port "$PORT"
   strace -f -c -o "$tmp/strace.txt" "$bin" serve --addr "127.0.0.1:$PORT" --workers 1 --io "$io" \
     --metrics-addr "127.0.0.1:$METRICS" --log-level warn > /dev/null 2>&1 &
-  local spid=$! i
-  for i in $(seq 100); do
-    ss -Hltn "sport = :$PORT" | grep -q . && break
-    sleep 0.1
-  done
+  local spid=$!
+  wait_listening "$PORT" 10 || { echo "the server ($bin --io $io) did not listen under strace" >&2; exit 2; }
   "$LOAD" load --url "ws://127.0.0.1:$PORT/ws" --duration "$DURATION" "$@" > /dev/null 2>&1 || true
   local count
-  count=$(counter "$name")
+  count=$(metrics_counter "$METRICS" "$name")
   # strace passes no SIGINT on: the server (its child) gets it.
   kill -INT "$(pgrep -P "$spid")"
   wait "$spid" 2>/dev/null || true

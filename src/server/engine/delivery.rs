@@ -5,13 +5,13 @@
 
 use crate::server::handler::Handler;
 use crate::server::life::Signal;
-use crate::server::pubsub::fanout::Owed;
+use crate::server::pubsub::fanout::{Deliveries, Owed};
 use crate::server::pubsub::publication::Publication;
 use crate::ws::compression::Deflaters;
 use crate::ws::frame::FrameHead;
 use crate::ws::Session;
 
-use super::conn::OWED;
+use super::conn::{Conn, OWED};
 use super::output::{write_via, Seal};
 use super::transport::Transport;
 use super::{Engine, DELIVERY_SLICE};
@@ -36,13 +36,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let mut delivered = 0u64;
         for slot in table.rooms.members(room).filter(|m| Some(*m) != skip) {
             let conn = &mut table.conns[slot as usize];
-            if conn.session.can_send() && !conn.stage.is_ending() {
-                let window = table.deflaters.shared_window(slot, &conn.session);
-                let id = self.fanout.owed.intern(frame.frame_for(window, &mut table.deflaters));
-                self.fanout.owed.push(slot, conn.generation, id);
-                conn.flags |= OWED;
-                delivered += 1;
-            }
+            delivered += owe(&mut self.fanout.owed, &mut table.deflaters, slot, conn, frame) as u64;
         }
         self.env.stats.messages_sent.add(delivered);
         self.env.stats.room_delivered.add(delivered);
@@ -52,15 +46,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn deliver_to_all(&mut self, frame: &Publication, skip: Option<u32>) {
         let table = &mut self.table;
         let mut delivered = 0u64;
-        for (slot, conn) in table.conns.iter_mut() {
-            let slot = slot as u32;
-            if Some(slot) != skip && conn.session.can_send() && !conn.stage.is_ending() {
-                let window = table.deflaters.shared_window(slot, &conn.session);
-                let id = self.fanout.owed.intern(frame.frame_for(window, &mut table.deflaters));
-                self.fanout.owed.push(slot, conn.generation, id);
-                conn.flags |= OWED;
-                delivered += 1;
-            }
+        for (slot, conn) in table.conns.iter_mut().filter(|(s, _)| Some(*s as u32) != skip) {
+            delivered += owe(&mut self.fanout.owed, &mut table.deflaters, slot as u32, conn, frame) as u64;
         }
         self.env.stats.messages_sent.add(delivered);
         self.env.stats.room_delivered.add(delivered);
@@ -164,4 +151,19 @@ fn recompressed(deflaters: &mut Deflaters, slot: u32, session: &Session, parts: 
         }
     }
     out
+}
+
+/// Owes `frame` to the connection in `slot` if it can still receive: the
+/// frame its deflate terms call for, interned once in the arena. True if
+/// it was owed.
+#[inline]
+fn owe(owed: &mut Deliveries, deflaters: &mut Deflaters, slot: u32, conn: &mut Conn, frame: &Publication) -> bool {
+    if !conn.session.can_send() || conn.stage.is_ending() {
+        return false;
+    }
+    let window = deflaters.shared_window(slot, &conn.session);
+    let id = owed.intern(frame.frame_for(window, deflaters));
+    owed.push(slot, conn.generation, id);
+    conn.flags |= OWED;
+    true
 }
