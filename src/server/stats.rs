@@ -190,7 +190,7 @@ impl LoopStats {
         self.handshake_failures[HANDSHAKE_TIMEOUT].add(1);
     }
 
-    /// Failed handshakes for a label of [`handshake_failure_labels`].
+    /// Failed handshakes for a `reason` label of `handshake_failures_total`.
     pub fn handshake_failures_by(&self, label: &str) -> u64 {
         handshake_failure_labels().position(|l| l == label).map_or(0, |i| self.handshake_failures[i].get())
     }

@@ -1,8 +1,8 @@
 //! TLS (`wss://`) inside the event loop, sans-io: rustls' unbuffered API,
 //! driven by the loop like the WebSocket session is. Ciphertext the loop
-//! read goes in ([`TlsConn::unseal`]) and comes out as plaintext appended to
+//! read goes in (`TlsConn::unseal`) and comes out as plaintext appended to
 //! the connection's input buffer; output the loop corked goes in
-//! ([`TlsConn::seal`]) and comes out as records in the loop's one sealing
+//! (`TlsConn::seal`) and comes out as records in the loop's one sealing
 //! buffer, written by the same one write as ever. No thread, no task, and
 //! no buffer per connection while idle: rustls keeps only the session's
 //! keys and state (a partial record waits in `pending`, empty otherwise).
@@ -49,7 +49,7 @@ impl std::error::Error for TlsConfigError {}
 
 /// Reads a PEM certificate chain and key into a server configuration:
 /// TLS 1.3 and 1.2, ALPN `http/1.1`, no client certificates.
-pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+pub(crate) fn load_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let pem_error = |e: rustls::pki_types::pem::Error| match e {
         rustls::pki_types::pem::Error::Io(e) => format!("cannot read it: {e}"),
         rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of that kind in it".to_string(),
@@ -219,7 +219,7 @@ impl TlsFailure {
     }
 }
 
-/// What one [`TlsConn::unseal`] call amounted to.
+/// What one `TlsConn::unseal` call amounted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Unsealed {
     /// The handshake finished in this call: how long it took.

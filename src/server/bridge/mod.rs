@@ -3,16 +3,16 @@
 //! One bridge per process. The loops never wait on it: a publish is handed
 //! over with a non-blocking `try_send` into a bounded queue (full: counted
 //! as dropped), and a room's birth or death on a loop is one short lock in
-//! the [`Directory`]. Two threads of the bridge's own talk to Redis:
+//! the `Directory`. Two threads of the bridge's own talk to Redis:
 //!
 //! - the **publisher** drains the queue and sends what it found as one
 //!   pipeline of `PUBLISH`es (one write, one read of the replies per batch);
 //! - the **subscriber** keeps one connection `SUBSCRIBE`d to the channel of
 //!   every room with members in the process, and posts what arrives to every
-//!   loop through the [`Hub`], encoded once into a shared [`Publication`].
+//!   loop through the `Hub`, encoded once into a shared `Publication`.
 //!
 //! A publish is tagged with the process's random origin id
-//! ([`envelope`]); the subscriber drops its own, since local members had it
+//! (`envelope`); the subscriber drops its own, since local members had it
 //! at once. Channels are `prefix + room`, subscribed with `SUBSCRIBE`, never
 //! `PSUBSCRIBE`: a room called `a*` is just a name.
 //!

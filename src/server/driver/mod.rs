@@ -1,5 +1,5 @@
 //! The I/O drivers, one per I/O model, each a type of its own that owns an
-//! engine ([`epoll`]: readiness through mio; [`uring`]: completions on an
+//! engine (`epoll`: readiness through mio; `uring`: completions on an
 //! io_uring ring), and which one the loops run: what the user asked for
 //! (`--io auto|epoll|uring`) and what this host allows, decided once at
 //! start with the reason in one line (logged, shown by `wsloop doctor`,
