@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// The bridge's counters, read by the metrics thread.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
-    /// Both connections to Redis are up.
+    /// The publisher's connection to Redis is up.
     pub publisher_up: AtomicBool,
     /// The subscriber's connection is up and subscribed.
     pub subscriber_up: AtomicBool,

@@ -196,6 +196,8 @@ impl<'l> Upstream<'l> {
             self.losses_seen = losses;
             if self.con.take().is_some() {
                 self.link.stats.publisher_up.store(false, Ordering::Relaxed);
+                // Not `lost()`: no `retry_at`, so it reconnects at once; the
+                // failure is noted only so that the reconnect is counted.
                 self.backoff.failed();
             }
         }
@@ -437,6 +439,39 @@ impl Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queue holding `sizes` publishes (payloads of those sizes), in order.
+    fn queue_of(sizes: &[usize]) -> (crossbeam_channel::Sender<Outgoing>, Receiver<Outgoing>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for (i, &size) in sizes.iter().enumerate() {
+            let frame = Publication::new(crate::ws::frame::opcode::BINARY, &vec![i as u8; size]);
+            tx.send(Outgoing { room: Arc::from(format!("r{i}")), frame }).unwrap();
+        }
+        (tx, rx)
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_count_and_its_bytes_and_keeps_queue_order() {
+        let mut batch = Batch::new();
+        let (_tx, rx) = queue_of(&[10; MAX_BATCH + 1]);
+        batch.fill(rx.recv().unwrap(), &rx);
+        assert_eq!(batch.outgoing.len(), MAX_BATCH);
+        let rooms: Vec<&str> = batch.outgoing.iter().take(3).map(|o| &*o.room).collect();
+        assert_eq!(rooms, ["r0", "r1", "r2"]);
+        assert_eq!(rx.len(), 1, "the rest waits for the next batch");
+
+        // A first publish past the byte bound goes alone.
+        let mut batch = Batch::new();
+        let (_tx, rx) = queue_of(&[MAX_BATCH_BYTES + 1, 1]);
+        batch.fill(rx.recv().unwrap(), &rx);
+        assert_eq!(batch.outgoing.len(), 1);
+
+        // Just under the bound, one more publish gets in, then it stops.
+        let mut batch = Batch::new();
+        let (_tx, rx) = queue_of(&[MAX_BATCH_BYTES - 1, 5, 5]);
+        batch.fill(rx.recv().unwrap(), &rx);
+        assert_eq!(batch.outgoing.len(), 2);
+    }
 
     #[test]
     fn backoff_doubles_to_a_ceiling_and_resets() {
