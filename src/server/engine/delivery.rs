@@ -13,7 +13,7 @@ use crate::ws::Session;
 
 use super::conn::{Conn, OWED};
 use super::output::{write_via, Seal};
-use super::transport::Transport;
+use super::transport::{Part, Transport};
 use super::{Engine, DELIVERY_SLICE};
 
 impl<H: Handler, T: Transport> Engine<H, T> {
@@ -96,19 +96,19 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         let generation = conn.generation;
         let arena = &self.fanout.owed;
-        let mut frames: Vec<&[u8]> = Vec::new();
+        let mut frames: Vec<Part<'_>> = Vec::new();
         let one;
-        let parts: &[&[u8]] = if let [single] = owed {
+        let parts: &[Part<'_>] = if let [single] = owed {
             // The common case, one frame: no list to allocate.
             let frame = arena.frame(single.frame);
             if single.generation != generation || frame.is_empty() {
                 return;
             }
-            one = [frame];
+            one = [Part::Share(frame)];
             &one
         } else {
             let live = owed.iter().filter(|o| o.generation == generation).map(|o| arena.frame(o.frame));
-            frames.extend(live.filter(|f| !f.is_empty()));
+            frames.extend(live.filter(|f| !f.is_empty()).map(Part::Share));
             if frames.is_empty() {
                 return;
             }
@@ -117,14 +117,16 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         // A connection with its own deflate context gets each frame
         // compressed for it, now: in the order it goes on the wire.
         let own;
+        let mine;
         let deflaters = &mut self.table.deflaters;
-        let parts: &[&[u8]] = if deflaters.has_own(slot as u32) {
-            own = [recompressed(deflaters, slot as u32, &conn.session, parts)];
-            &[&own[0][..]]
+        let parts: &[Part<'_>] = if deflaters.has_own(slot as u32) {
+            own = recompressed(deflaters, slot as u32, &conn.session, parts);
+            mine = [Part::Copy(&own)];
+            &mine
         } else {
             parts
         };
-        let before = conn.wbuf.len();
+        let before = self.io.queued(conn, slot);
         self.env.stats.room_writes.add(1);
         let seal = Seal::of(&mut self.table.tls, &mut self.scratch.sealed, slot);
         match write_via(&mut self.io, conn, slot, parts, &mut self.pool, &self.env.stats, seal) {
@@ -142,9 +144,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
 /// The frames `parts` compressed for a connection with a deflate context
 /// of its own, in the order they go on the wire.
-fn recompressed(deflaters: &mut Deflaters, slot: u32, session: &Session, parts: &[&[u8]]) -> Vec<u8> {
+fn recompressed(deflaters: &mut Deflaters, slot: u32, session: &Session, parts: &[Part<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for frame in parts {
+    for frame in parts.iter().map(Part::bytes) {
         if let Ok(Some(head)) = FrameHead::decode(frame) {
             let payload = &frame[head.header_len as usize..];
             deflaters.write(slot, session, &mut out, head.opcode, payload);

@@ -19,7 +19,7 @@ use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
 use super::conn::{OPENED, OWED};
 use super::output::{write_via, Seal};
-use super::transport::Transport;
+use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT, MAX_OWED};
 
 /// What a connection's stage allows a read turn to do.
@@ -122,7 +122,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let conn = &mut self.table.conns[slot];
         let stats = &self.env.stats;
         let sent =
-            if sealed.is_empty() { Ok(0) } else { self.io.write(conn, slot, &[&sealed[..]], &mut self.pool, stats) };
+            if sealed.is_empty() { Ok(0) } else { self.io.write(conn, slot, &[Part::Copy(&sealed[..])], &mut self.pool, stats) };
         if sealed.capacity() > CORK_LIMIT {
             *sealed = Vec::new();
         }
@@ -225,7 +225,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             if scratch.out.len() > CORK_LIMIT {
                 // A large batch of replies: out with them before the next.
                 let seal = Seal::of(&mut table.tls, &mut scratch.sealed, slot);
-                let written = write_via(io, conn, slot, &[&scratch.out[..]], pool, &env.stats, seal);
+                let written = write_via(io, conn, slot, &[Part::Copy(&scratch.out[..])], pool, &env.stats, seal);
                 scratch.out.clear();
                 if let Err(reason) = written {
                     break Err(reason);

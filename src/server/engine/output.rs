@@ -9,7 +9,7 @@ use crate::server::stats::LoopStats;
 use crate::server::tls::TlsConn;
 
 use super::conn::Conn;
-use super::transport::Transport;
+use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT};
 
 impl<H: Handler, T: Transport> Engine<H, T> {
@@ -19,7 +19,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let conn = &mut self.table.conns[slot];
         let seal = Seal::of(&mut self.table.tls, &mut self.scratch.sealed, slot);
         let out = &mut self.scratch.out;
-        let result = write_via(&mut self.io, conn, slot, &[&out[..]], &mut self.pool, &self.env.stats, seal);
+        let result = write_via(&mut self.io, conn, slot, &[Part::Copy(&out[..])], &mut self.pool, &self.env.stats, seal);
         out.clear();
         if out.capacity() > CORK_LIMIT {
             // A large message passed through: keep the loop's memory flat.
@@ -36,17 +36,19 @@ pub(super) fn write_via<T: Transport>(
     io: &mut T,
     conn: &mut Conn,
     slot: usize,
-    parts: &[&[u8]],
+    parts: &[Part<'_>],
     pool: &mut BufferPool,
     stats: &LoopStats,
     seal: Option<Seal<'_>>,
 ) -> Result<usize, CloseReason> {
     if let Some(Seal { tls, sealed }) = seal {
-        if parts.iter().any(|p| !p.is_empty()) {
-            // TLS: the parts leave as records, sealed into one buffer.
+        if parts.iter().any(|p| !p.bytes().is_empty()) {
+            // TLS: the parts leave as records, sealed into one buffer (a
+            // copy per connection: each has its own keys).
             sealed.clear();
-            tls.seal(parts, sealed).map_err(|_| CloseReason::TlsFailed)?;
-            let written = io.write(conn, slot, &[&sealed[..]], pool, stats);
+            let plain: Vec<&[u8]> = parts.iter().map(|p| p.bytes()).collect();
+            tls.seal(&plain, sealed).map_err(|_| CloseReason::TlsFailed)?;
+            let written = io.write(conn, slot, &[Part::Copy(&sealed[..])], pool, stats);
             if sealed.capacity() > CORK_LIMIT {
                 *sealed = Vec::new();
             }

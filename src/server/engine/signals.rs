@@ -11,7 +11,7 @@ use crate::server::life::{Action, Actions, CloseReason, Facts, Signal, Timeout};
 use crate::server::tls::TlsFailure;
 
 use super::conn::OPENED;
-use super::transport::Transport;
+use super::transport::{Part, Transport};
 use super::Engine;
 
 impl<H: Handler, T: Transport> Engine<H, T> {
@@ -66,7 +66,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             self.scratch.sealed.clear();
             tls.close_notify(&mut self.scratch.sealed);
             let conn = &mut self.table.conns[slot];
-            let parts = [&self.scratch.sealed[..]];
+            let parts = [Part::Copy(&self.scratch.sealed[..])];
             let _ = self.io.write(conn, slot, &parts, &mut self.pool, &self.env.stats);
         }
         let socket = &self.table.conns[slot].socket;
@@ -84,7 +84,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// (timer, rooms, codecs, TLS, counted address), the driver's state,
     /// its buffers; counts the close and tells the handler.
     pub(crate) fn close(&mut self, slot: usize, reason: CloseReason) {
-        self.io.detach(&self.table.conns[slot], slot);
+        self.io.detach(&self.table.conns[slot], slot, &self.env.stats);
         let removed = self.table.remove(slot);
         self.limit_dedicated();
         let conn = removed.conn;

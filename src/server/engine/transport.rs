@@ -10,6 +10,8 @@
 
 use std::io;
 
+use bytes::Bytes;
+
 use mio::net::TcpListener;
 
 use crate::runtime::BufferPool;
@@ -36,7 +38,7 @@ pub(crate) trait Transport {
         &mut self,
         conn: &mut Conn,
         slot: usize,
-        parts: &[&[u8]],
+        parts: &[Part<'_>],
         pool: &mut BufferPool,
         stats: &LoopStats,
     ) -> Result<usize, CloseReason>;
@@ -45,12 +47,43 @@ pub(crate) trait Transport {
     fn queued(&self, conn: &Conn, slot: usize) -> usize;
 
     /// The connection is leaving its slot: cancel what it has in flight and
-    /// forget its per-slot state. Its socket is closed by the caller.
-    fn detach(&mut self, conn: &Conn, slot: usize);
+    /// forget its per-slot state, and uncount the backlog it drops beside
+    /// `Conn::wbuf` (which the caller uncounts). Its socket is closed by the
+    /// caller.
+    fn detach(&mut self, conn: &Conn, slot: usize, stats: &LoopStats);
 
     /// Stops accepting on `listener` (shutdown); the caller closes it.
     fn stop_accepting(&mut self, listener: &mut TcpListener);
 
     /// Gives back what a crowd left; the slots in use now lie below `end`.
     fn release_memory(&mut self, end: usize);
+}
+
+/// A piece of output for [`Transport::write`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part<'a> {
+    /// Bytes the caller owns: copied if the kernel does not take them at
+    /// once.
+    Copy(&'a [u8]),
+    /// A frame shared by many connections: what the kernel does not take
+    /// at once is kept by reference (see `runtime::chain`), never copied
+    /// per connection.
+    Share(&'a Bytes),
+}
+
+impl Part<'_> {
+    /// The bytes to send.
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Copy(b) => b,
+            Part::Share(b) => b,
+        }
+    }
+
+    /// True if a rest of it from `offset` on is worth keeping by reference.
+    #[inline]
+    pub(crate) fn shares_from(&self, offset: usize) -> bool {
+        matches!(self, Part::Share(b) if b.len().saturating_sub(offset) >= crate::runtime::chain::SHARE_MIN)
+    }
 }

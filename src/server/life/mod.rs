@@ -14,6 +14,7 @@
 //! ```text
 //!  Serving <--pong/input-- Pinged          (idle timer -> ping; pong timer -> close)
 //!     |  \--backlog > cap--> Paused --drained to cap/2--> Serving
+//!     |   (its replies, or a publish)
 //!     |                        | send timer: 1008 queued
 //!     +--fault / close--> Draining(reason) --backlog empty--> Lingering(reason) --EOF--> closed
 //!                             | (normal: closed at once)           | close timer: closed
@@ -235,7 +236,7 @@ impl Stage {
             Signal::Published { earlier_unsent } if earlier_unsent > facts.max_backlog && !self.is_ending() => {
                 self.cut_off()
             }
-            Signal::Published { .. } => Actions::default(),
+            Signal::Published { .. } => self.on_published(facts),
             Signal::Eof => match (self.ending(), facts.phase) {
                 (Some(r), _) => Actions::one(Action::Close(r)),
                 (None, Phase::Closed) => self.finish(CloseReason::Normal, facts),
@@ -266,6 +267,21 @@ impl Stage {
             actions.push(Action::Arm(Timeout::Close));
         }
         actions
+    }
+
+    /// A publish the member could take (its earlier backlog was under the
+    /// cap) that left it over the cap: it is paused like a reader of its
+    /// own replies, and the send deadline runs, so a member that takes
+    /// nothing more is cut off (1008) however large the publish was. One
+    /// already paused keeps its deadline: publishes do not extend it.
+    fn on_published(&mut self, facts: Facts) -> Actions {
+        match *self {
+            Stage::Serving | Stage::Pinged if facts.queued > facts.max_backlog => {
+                *self = Stage::Paused;
+                Actions::one(Action::Arm(Timeout::Send))
+            }
+            _ => Actions::default(),
+        }
     }
 
     fn on_progress(&mut self, facts: Facts) -> Actions {
@@ -519,10 +535,28 @@ mod tests {
     }
 
     #[test]
+    fn a_publish_that_leaves_the_member_over_the_cap_pauses_it_on_the_send_deadline() {
+        let mut s = Stage::Pinged;
+        let big = Signal::Published { earlier_unsent: 0 };
+        assert_eq!(run(&mut s, big, Phase::Open, 16 * CAP), [Arm(Timeout::Send)]);
+        assert_eq!(s, Stage::Paused);
+        // More publishes do not extend the deadline...
+        assert_eq!(run(&mut s, big, Phase::Open, 17 * CAP), []);
+        // ...and a member that takes nothing for it is cut off.
+        assert_eq!(
+            run(&mut s, Signal::Timer, Phase::Open, 17 * CAP),
+            [QueueClose(Goodbye::SlowConsumer), Finish(CloseReason::SlowConsumer)]
+        );
+        // One that reads down to half the cap is served again.
+        let mut s = Stage::Paused;
+        assert_eq!(run(&mut s, Signal::Progress, Phase::Open, CAP / 2), [Arm(Timeout::Idle), ReadAgain]);
+    }
+
+    #[test]
     fn a_publish_judges_the_backlog_it_found() {
         let mut s = Stage::Serving;
         let small = Signal::Published { earlier_unsent: CAP };
-        assert_eq!(run(&mut s, small, Phase::Open, 40 * CAP), []);
+        assert_eq!(run(&mut s, small, Phase::Open, CAP), []);
         let over = Signal::Published { earlier_unsent: CAP + 1 };
         assert_eq!(
             run(&mut s, over, Phase::Open, 40 * CAP),

@@ -106,14 +106,15 @@ impl Deliveries {
         self.first_frame.wrapping_add(self.frames.len() as u32)
     }
 
-    /// The bytes of frame `id`; empty for an entry taken out of order.
-    pub fn frame(&self, id: FrameId) -> &[u8] {
+    /// Frame `id`; empty for an entry taken out of order.
+    pub fn frame(&self, id: FrameId) -> &Bytes {
+        static NONE: Bytes = Bytes::new();
         if id == FrameId::TAKEN {
-            return &[];
+            return &NONE;
         }
         let index = id.0.wrapping_sub(self.first_frame) as usize;
         debug_assert!(index < self.frames.len(), "frame {id:?} freed while owed");
-        self.frames.get(index).map_or(&[], |f| &f[..])
+        self.frames.get(index).unwrap_or(&NONE)
     }
 
     /// Owes frame `frame` (from [`intern`](Self::intern)) to the connection

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::runtime::{token, untoken, BufferPool};
 use crate::server::engine::conn::{Conn, IN_READY_LIST, PEER_CLOSED};
-use crate::server::engine::transport::Transport;
+use crate::server::engine::transport::{Part, Transport};
 use crate::server::engine::{AcceptFailure, DriverTurns, Engine, Turn, READ_BUDGET};
 use crate::server::handler::Handler;
 use crate::server::life::{io_reason, CloseReason, Signal};
@@ -33,12 +33,14 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 /// every connection are registered with.
 pub(crate) struct EpollIo {
     poll: Poll,
+    /// The backlogs that hold shared frames by reference (see `socket`).
+    chains: socket::Chains,
 }
 
 impl EpollIo {
     /// Over `poll`, with the listener and waker already registered.
     pub(crate) fn new(poll: Poll) -> Self {
-        EpollIo { poll }
+        EpollIo { poll, chains: socket::Chains::new() }
     }
 }
 
@@ -57,28 +59,37 @@ impl Transport for EpollIo {
     fn write(
         &mut self,
         conn: &mut Conn,
-        _slot: usize,
-        parts: &[&[u8]],
+        slot: usize,
+        parts: &[Part<'_>],
         pool: &mut BufferPool,
         stats: &LoopStats,
     ) -> Result<usize, CloseReason> {
-        socket::write_parts(conn, parts, pool, stats)
+        socket::write_parts(conn, &mut self.chains, slot as u32, parts, pool, stats)
     }
 
     #[inline]
-    fn queued(&self, conn: &Conn, _slot: usize) -> usize {
-        conn.wbuf.len()
+    fn queued(&self, conn: &Conn, slot: usize) -> usize {
+        if self.chains.is_empty() {
+            return conn.wbuf.len();
+        }
+        conn.wbuf.len() + self.chains.get(&(slot as u32)).map_or(0, |c| c.len())
     }
 
-    fn detach(&mut self, _conn: &Conn, _slot: usize) {
-        // Closing the socket takes it out of epoll.
+    /// Drops the connection's chain, if any (closing the socket takes it
+    /// out of epoll).
+    fn detach(&mut self, _conn: &Conn, slot: usize, stats: &LoopStats) {
+        if let Some(chain) = self.chains.remove(&(slot as u32)) {
+            stats.backlog_bytes.sub(chain.len() as u64);
+        }
     }
 
     fn stop_accepting(&mut self, listener: &mut TcpListener) {
         let _ = self.poll.registry().deregister(listener);
     }
 
-    fn release_memory(&mut self, _end: usize) {}
+    fn release_memory(&mut self, _end: usize) {
+        self.chains.shrink_to_fit();
+    }
 }
 
 /// One loop on epoll: its engine and the events of one poll.
@@ -201,10 +212,10 @@ impl<H: Handler> Engine<H, EpollIo> {
     /// The backlog may go on: the peer took bytes.
     fn on_writable(&mut self, slot: usize, generation: u32) {
         debug_assert!(self.is_live(slot, generation), "the pass checks liveness before it calls");
-        if self.table.conns[slot].wbuf.is_empty() {
+        let before = self.io.queued(&self.table.conns[slot], slot);
+        if before == 0 {
             return;
         }
-        let before = self.table.conns[slot].wbuf.len();
         match self.flush(slot) {
             Err(reason) => self.signal(slot, Signal::Fault(reason)),
             Ok(earlier_unsent) if earlier_unsent < before => self.signal(slot, Signal::Progress),
@@ -253,7 +264,7 @@ impl<H: Handler> Engine<H, EpollIo> {
                 Ok(w) => wanted = w,
                 Err(reason) => break Some(Signal::Fault(reason)),
             }
-            if drained || self.table.conns[slot].wbuf.len() > self.env.cfg.max_backlog {
+            if drained || self.io.queued(&self.table.conns[slot], slot) > self.env.cfg.max_backlog {
                 break None;
             }
             if budget == 0 {

@@ -1,12 +1,15 @@
 //! The epoll driver's socket calls: reads into a buffer's spare capacity
-//! ([`recv_into`]) and corked writes behind a backlog ([`write_parts`]).
+//! ([`recv_into`]) and corked writes behind a backlog ([`write_parts`]),
+//! which keeps a large shared frame the kernel did not take by reference.
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 
-use crate::runtime::BufferPool;
+use crate::runtime::{BufferPool, Chain};
 
 use crate::server::engine::conn::Conn;
+use crate::server::engine::transport::Part;
 use crate::server::life::{io_reason, CloseReason};
 use crate::server::stats::LoopStats;
 
@@ -32,35 +35,52 @@ pub(super) fn recv_into(socket: &mio::net::TcpStream, buf: &mut Vec<u8>) -> io::
 /// to one member in one pass go out in one call.
 const MAX_IOV: usize = 64;
 
+/// The connections whose backlog holds shared frames (by slot): their
+/// whole backlog is a [`Chain`] here, and their `wbuf` is empty. Only
+/// connections that left a large shared frame unsent are in it, so an
+/// idle connection pays nothing for it.
+pub(super) type Chains = HashMap<u32, Chain>;
+
 /// Writes `parts`, in order, after any backlog, in as few `write`/`writev`
 /// calls as the kernel allows (the parts are shared frames: nothing is
-/// copied unless the kernel leaves it unsent). What it does not take is
-/// queued in a pooled buffer, which goes back to the pool once drained.
-/// Returns how many bytes of the backlog that was there before are still
-/// unsent: the measure of a slow consumer, judged before `parts` count.
+/// copied unless the kernel leaves it unsent, and a large shared frame not
+/// even then). What it does not take is queued: in a pooled buffer, or in
+/// the connection's chain once a shared frame is left (the pooled buffer
+/// goes back to the pool once drained). Returns how many bytes of the
+/// backlog that was there before are still unsent: the measure of a slow
+/// consumer, judged before `parts` count.
 pub(super) fn write_parts(
     conn: &mut Conn,
-    parts: &[&[u8]],
+    chains: &mut Chains,
+    slot: u32,
+    parts: &[Part<'_>],
     pool: &mut BufferPool,
     stats: &LoopStats,
 ) -> Result<usize, CloseReason> {
+    if !chains.is_empty() {
+        if let Some(chain) = chains.get_mut(&slot) {
+            let result = write_chained(conn, chain, parts, stats);
+            if chain.is_empty() {
+                chains.remove(&slot);
+            }
+            return result;
+        }
+    }
     if let ([one], true) = (parts, conn.wbuf.is_empty()) {
-        return write_alone(conn, one, pool, stats);
+        return write_alone(conn, chains, slot, *one, pool, stats);
     }
     let backlog_before = conn.wbuf.len();
     // The first unsent byte of `parts`: a part and an offset in it.
     let (mut part, mut offset) = (0, 0);
     let mut sent_new = false;
     let result = loop {
-        while part < parts.len() && offset == parts[part].len() {
-            (part, offset) = (part + 1, 0);
-        }
+        (part, offset) = skip_empty(parts, part, offset);
         let queued = conn.wbuf.len();
         if queued == 0 && part == parts.len() {
             break Ok(());
         }
         let written = match (queued, &parts[part..]) {
-            (0, [one]) => conn.socket.write(&one[offset..]),
+            (0, [one]) => conn.socket.write(&one.bytes()[offset..]),
             _ => write_gathered(conn, &parts[part..], offset),
         };
         match written {
@@ -79,25 +99,27 @@ pub(super) fn write_parts(
     };
     // What is left of the earlier backlog: `parts` are only queued behind it.
     let earlier_unsent = if sent_new { 0 } else { conn.wbuf.len() };
-    if result.is_ok() && part < parts.len() {
-        queue_unsent(conn, &parts[part][offset..], &parts[part + 1..], pool);
-    }
+    let spilled = result.is_ok() && part < parts.len() && queue_unsent(conn, chains, slot, &parts[part..], offset, pool);
     if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
         pool.give(std::mem::take(&mut conn.wbuf));
     }
-    let backlog_after = conn.wbuf.len();
-    if backlog_after >= backlog_before {
-        stats.backlog_bytes.add((backlog_after - backlog_before) as u64);
-    } else {
-        stats.backlog_bytes.sub((backlog_before - backlog_after) as u64);
-    }
+    let backlog_after = conn.wbuf.len() + if spilled { chains.get(&slot).map_or(0, Chain::len) } else { 0 };
+    count_backlog(stats, backlog_before, backlog_after);
     result.map(|()| earlier_unsent)
 }
 
 /// The hot path of [`write_parts`]: one part (a pass's replies) and no
 /// backlog, so one `write` and nothing to account for unless the kernel
 /// leaves some of it (then it is queued). No earlier backlog: returns 0.
-fn write_alone(conn: &mut Conn, bytes: &[u8], pool: &mut BufferPool, stats: &LoopStats) -> Result<usize, CloseReason> {
+fn write_alone(
+    conn: &mut Conn,
+    chains: &mut Chains,
+    slot: u32,
+    part: Part<'_>,
+    pool: &mut BufferPool,
+    stats: &LoopStats,
+) -> Result<usize, CloseReason> {
+    let bytes = part.bytes();
     let mut sent = 0;
     while sent < bytes.len() {
         match conn.socket.write(&bytes[sent..]) {
@@ -107,7 +129,7 @@ fn write_alone(conn: &mut Conn, bytes: &[u8], pool: &mut BufferPool, stats: &Loo
                 sent += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                queue_unsent(conn, &bytes[sent..], &[], pool);
+                queue_unsent(conn, chains, slot, &[part], sent, pool);
                 stats.backlog_bytes.add((bytes.len() - sent) as u64);
                 break;
             }
@@ -118,9 +140,74 @@ fn write_alone(conn: &mut Conn, bytes: &[u8], pool: &mut BufferPool, stats: &Loo
     Ok(0)
 }
 
+/// [`write_parts`] for a connection whose backlog is a chain: one `writev`
+/// of the chain's chunks and the parts at a time, the rest of the parts
+/// joining the chain.
+fn write_chained(conn: &mut Conn, chain: &mut Chain, parts: &[Part<'_>], stats: &LoopStats) -> Result<usize, CloseReason> {
+    debug_assert!(conn.wbuf.is_empty(), "a chained backlog is all in the chain");
+    let backlog_before = chain.len();
+    let (mut part, mut offset) = (0, 0);
+    let mut sent_new = false;
+    let result = loop {
+        (part, offset) = skip_empty(parts, part, offset);
+        let queued = chain.len();
+        if queued == 0 && part == parts.len() {
+            break Ok(());
+        }
+        let written = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
+            let mut n = chain.fill(&mut iov[..MAX_IOV]);
+            for (i, p) in parts[part..].iter().take(MAX_IOV + 1 - n).enumerate() {
+                iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
+                n += 1;
+            }
+            conn.socket.write_vectored(&iov[..n])
+        };
+        match written {
+            Ok(0) => break Err(CloseReason::PeerGone),
+            Ok(n) => {
+                stats.bytes_sent.add(n as u64);
+                let from_queue = n.min(queued);
+                chain.consume(from_queue);
+                sent_new |= n > from_queue;
+                (part, offset) = advance(parts, part, offset, n - from_queue);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(io_reason(&e)),
+        }
+    };
+    let earlier_unsent = if sent_new { 0 } else { chain.len() };
+    if result.is_ok() {
+        for (i, p) in parts.iter().enumerate().skip(part) {
+            chain_part(chain, *p, if i == part { offset } else { 0 });
+        }
+    }
+    count_backlog(stats, backlog_before, chain.len());
+    result.map(|()| earlier_unsent)
+}
+
+/// Adds a part (from `offset`) to a chain: by reference if shared and
+/// large, else copied.
+fn chain_part(chain: &mut Chain, part: Part<'_>, offset: usize) {
+    match part {
+        Part::Copy(bytes) => chain.push_own(&bytes[offset..]),
+        Part::Share(frame) => chain.push_shared(frame, offset),
+    }
+}
+
+/// Moves the backlog gauge from `before` to `after` bytes.
+fn count_backlog(stats: &LoopStats, before: usize, after: usize) {
+    if after >= before {
+        stats.backlog_bytes.add((after - before) as u64);
+    } else {
+        stats.backlog_bytes.sub((before - after) as u64);
+    }
+}
+
 /// One `writev` of the backlog (if any) and then up to [`MAX_IOV`] parts,
 /// the first from `offset`.
-fn write_gathered(conn: &mut Conn, parts: &[&[u8]], offset: usize) -> io::Result<usize> {
+fn write_gathered(conn: &mut Conn, parts: &[Part<'_>], offset: usize) -> io::Result<usize> {
     let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
     let mut n = 0;
     if !conn.wbuf.is_empty() {
@@ -128,36 +215,70 @@ fn write_gathered(conn: &mut Conn, parts: &[&[u8]], offset: usize) -> io::Result
         n = 1;
     }
     for (i, p) in parts.iter().take(MAX_IOV).enumerate() {
-        iov[n] = IoSlice::new(if i == 0 { &p[offset..] } else { p });
+        iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
         n += 1;
     }
     conn.socket.write_vectored(&iov[..n])
 }
 
+/// The first position at or after (`part`, `offset`) with a byte to send.
+fn skip_empty(parts: &[Part<'_>], mut part: usize, mut offset: usize) -> (usize, usize) {
+    while part < parts.len() && offset == parts[part].bytes().len() {
+        (part, offset) = (part + 1, 0);
+    }
+    (part, offset)
+}
+
 /// The position `n` bytes after (`part`, `offset`) in `parts`.
-fn advance(parts: &[&[u8]], mut part: usize, mut offset: usize, mut n: usize) -> (usize, usize) {
+fn advance(parts: &[Part<'_>], mut part: usize, mut offset: usize, mut n: usize) -> (usize, usize) {
     while n > 0 {
-        let step = n.min(parts[part].len() - offset);
+        let step = n.min(parts[part].bytes().len() - offset);
         offset += step;
         n -= step;
-        if offset == parts[part].len() {
+        if offset == parts[part].bytes().len() {
             (part, offset) = (part + 1, 0);
         }
     }
     (part, offset)
 }
 
-/// Copies what the kernel left unsent (the rest of one part, then whole
-/// ones) into the connection's backlog, taking a pooled buffer if it has
-/// none.
-fn queue_unsent(conn: &mut Conn, first: &[u8], rest: &[&[u8]], pool: &mut BufferPool) {
+/// Queues what the kernel left unsent (the rest of the first part from
+/// `offset`, then whole ones) behind the connection's backlog: copied into
+/// `wbuf` (a pooled buffer if it has none), or, if a large shared frame is
+/// among them, into a chain that takes `wbuf` over and keeps the frames by
+/// reference. True if it made a chain.
+fn queue_unsent(
+    conn: &mut Conn,
+    chains: &mut Chains,
+    slot: u32,
+    rest: &[Part<'_>],
+    offset: usize,
+    pool: &mut BufferPool,
+) -> bool {
+    let shares = rest.iter().enumerate().any(|(i, p)| p.shares_from(if i == 0 { offset } else { 0 }));
+    if shares {
+        let mut chain = Chain::default();
+        let wbuf = std::mem::take(&mut conn.wbuf);
+        if wbuf.is_empty() {
+            if wbuf.capacity() > 0 {
+                pool.give(wbuf);
+            }
+        } else {
+            chain.push_vec(wbuf);
+        }
+        for (i, p) in rest.iter().enumerate() {
+            chain_part(&mut chain, *p, if i == 0 { offset } else { 0 });
+        }
+        chains.insert(slot, chain);
+        return true;
+    }
     if conn.wbuf.capacity() == 0 {
         conn.wbuf = pool.take();
     }
-    conn.wbuf.extend_from_slice(first);
-    for p in rest {
-        conn.wbuf.extend_from_slice(p);
+    for (i, p) in rest.iter().enumerate() {
+        conn.wbuf.extend_from_slice(&p.bytes()[if i == 0 { offset } else { 0 }..]);
     }
+    false
 }
 
 #[cfg(test)]
@@ -166,7 +287,7 @@ mod tests {
 
     #[test]
     fn advance_walks_across_parts_and_stops_at_part_ends() {
-        let parts: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        let parts = [Part::Copy(b"abc"), Part::Copy(b""), Part::Copy(b"defg")];
         assert_eq!(advance(&parts, 0, 0, 0), (0, 0));
         assert_eq!(advance(&parts, 0, 0, 2), (0, 2));
         // Ending exactly on a part's end moves to the next part.

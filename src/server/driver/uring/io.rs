@@ -6,16 +6,19 @@
 //! Output is queued in the connection's `wbuf` during the pass and leaves
 //! in one send per connection per pass; while a send is in flight its
 //! bytes belong to the kernel (`ring::Sending`) and new output queues
-//! behind it.
+//! behind it. A large shared frame (a room publish) is not copied in: the
+//! connection's output becomes a [`Chain`] that references it, sent with
+//! `sendmsg` over iovecs, so a frame owed to 40 slow members exists once.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use mio::net::TcpListener;
 
-use crate::runtime::BufferPool;
+use crate::runtime::{BufferPool, Chain};
 use crate::server::engine::conn::Conn;
-use crate::server::engine::transport::Transport;
+use crate::server::engine::transport::{Part, Transport};
 use crate::server::life::CloseReason;
 use crate::server::stats::LoopStats;
 
@@ -48,6 +51,9 @@ pub(crate) struct UringIo {
     pub(super) step: usize,
     /// Each slot's flags (above); zero for an empty slot.
     flags: Vec<u8>,
+    /// Output queued (not in flight) that holds shared frames, by slot:
+    /// then the connection's `wbuf` is empty and all of it is here.
+    chains: HashMap<u32, Chain>,
 }
 
 impl UringIo {
@@ -63,6 +69,7 @@ impl UringIo {
             done: Vec::new(),
             ran_dry: false,
             flags: Vec::new(),
+            chains: HashMap::new(),
         })
     }
 
@@ -103,12 +110,44 @@ impl UringIo {
     /// Starts the send of everything queued for a connection, unless one
     /// is in flight (its completion starts the next).
     pub(super) fn start_send(&mut self, conn: &mut Conn, slot: usize) {
-        if self.has(slot, SENDING) || conn.wbuf.is_empty() {
+        if self.has(slot, SENDING) {
+            return;
+        }
+        if let Some(chain) = self.take_chain(slot) {
+            self.set(slot, SENDING);
+            self.ring.send_chain(conn.socket.as_raw_fd(), slot as u32, conn.generation, chain);
+            return;
+        }
+        if conn.wbuf.is_empty() {
             return;
         }
         self.set(slot, SENDING);
         let buf = std::mem::take(&mut conn.wbuf);
         self.ring.send(conn.socket.as_raw_fd(), slot as u32, conn.generation, buf);
+    }
+}
+
+impl UringIo {
+    /// The connection's queued chain, if it has one.
+    fn take_chain(&mut self, slot: usize) -> Option<Chain> {
+        if self.chains.is_empty() {
+            return None;
+        }
+        self.chains.remove(&(slot as u32))
+    }
+
+    /// The connection's queued chain, made now (taking `wbuf` over) if
+    /// `parts` hold a shared frame worth keeping by reference.
+    fn chain_for(&mut self, conn: &mut Conn, slot: usize, parts: &[Part<'_>]) -> Option<&mut Chain> {
+        let key = slot as u32;
+        if self.chains.contains_key(&key) || parts.iter().any(|p| p.shares_from(0)) {
+            let chain = self.chains.entry(key).or_default();
+            if !conn.wbuf.is_empty() {
+                chain.push_vec(std::mem::take(&mut conn.wbuf));
+            }
+            return Some(chain);
+        }
+        None
     }
 }
 
@@ -134,18 +173,27 @@ impl Transport for UringIo {
         &mut self,
         conn: &mut Conn,
         slot: usize,
-        parts: &[&[u8]],
+        parts: &[Part<'_>],
         _pool: &mut BufferPool,
         stats: &LoopStats,
     ) -> Result<usize, CloseReason> {
         let earlier = self.queued(conn, slot);
-        let added: usize = parts.iter().map(|p| p.len()).sum();
+        let added: usize = parts.iter().map(|p| p.bytes().len()).sum();
         if added == 0 {
             return Ok(earlier);
         }
-        conn.wbuf.reserve(added);
-        for p in parts {
-            conn.wbuf.extend_from_slice(p);
+        if let Some(chain) = self.chain_for(conn, slot, parts) {
+            for p in parts {
+                match p {
+                    Part::Copy(bytes) => chain.push_own(bytes),
+                    Part::Share(frame) => chain.push_shared(frame, 0),
+                }
+            }
+        } else {
+            conn.wbuf.reserve(added);
+            for p in parts {
+                conn.wbuf.extend_from_slice(p.bytes());
+            }
         }
         stats.backlog_bytes.add(added as u64);
         if !self.has(slot, SEND_DUE) {
@@ -158,12 +206,16 @@ impl Transport for UringIo {
     #[inline]
     fn queued(&self, conn: &Conn, slot: usize) -> usize {
         let in_flight = if self.has(slot, SENDING) { self.in_flight(slot, conn.generation) } else { 0 };
-        conn.wbuf.len() + in_flight
+        let chained = if self.chains.is_empty() { 0 } else { self.chains.get(&(slot as u32)).map_or(0, Chain::len) };
+        conn.wbuf.len() + chained + in_flight
     }
 
-    /// Cancels what a closing connection has in flight; a send's bytes
-    /// stay with the ring until its completion.
-    fn detach(&mut self, conn: &Conn, slot: usize) {
+    /// Cancels what a closing connection has in flight (a send's bytes
+    /// stay with the ring until its completion) and drops its queued chain.
+    fn detach(&mut self, conn: &Conn, slot: usize, stats: &LoopStats) {
+        if let Some(chain) = self.take_chain(slot) {
+            stats.backlog_bytes.sub(chain.len() as u64);
+        }
         if self.has(slot, RECV_ARMED) {
             self.ring.cancel(user_data(Op::Recv, slot as u32, conn.generation));
         }
@@ -191,6 +243,7 @@ impl Transport for UringIo {
         self.flags.shrink_to_fit();
         self.ring.bufs.release_pages();
         self.ring.sending.shrink_to_fit();
+        self.chains.shrink_to_fit();
         self.to_send.shrink_to_fit();
         self.done.shrink_to_fit();
     }

@@ -377,17 +377,16 @@ impl<H: Handler> Engine<H, UringIo> {
         let u = &mut self.io;
         let Some(sending) = u.ring.sending.get_mut(&key) else { return };
         if result > 0 {
-            sending.sent += result as usize;
             stats.bytes_sent.add(result as u64);
             stats.backlog_bytes.sub(result as u64);
-            if sending.sent < sending.buf.len() && live {
+            if sending.advance(result as usize) && live {
                 let fd = self.table.conns[slot].socket.as_raw_fd();
                 u.ring.resend(fd, key);
                 return;
             }
         }
         let Some(done) = u.ring.sending.remove(&key) else { return };
-        stats.backlog_bytes.sub((done.buf.len() - done.sent) as u64);
+        stats.backlog_bytes.sub(done.unsent() as u64);
         if !live {
             return;
         }

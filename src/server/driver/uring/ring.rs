@@ -15,10 +15,11 @@
 //! receive is armed again and nothing is lost), up to [`RING_ENTRIES`].
 //! Each buffer used costs RSS for the pages written into it, so growth is
 //! at most one step per pass. A send's bytes live in [`Sending`] only until
-//! its completion.
+//! its completion: a connection's own bytes in one buffer, or a chain whose
+//! shared frames (a room publish) are referenced, never copied per member.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 // The generation bits `user_data` keeps: 28, so that the operation fits
 // (the engine's generations are 28 bits for this reason).
+use crate::runtime::Chain;
 use crate::server::engine::table::GENERATION_MASK;
 
 /// Submission queue entries; a pass that queues more submits early.
@@ -141,6 +143,7 @@ fn probe_here() -> Result<(), Unavailable> {
         ("ACCEPT", opcode::AcceptMulti::CODE),
         ("RECV", opcode::RecvMulti::CODE),
         ("SEND", opcode::Send::CODE),
+        ("SENDMSG", opcode::SendMsg::CODE),
         ("READ", opcode::Read::CODE),
         ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
     ];
@@ -325,14 +328,71 @@ impl Drop for BufRing {
     }
 }
 
-/// A send in flight: the kernel may read `buf[sent..]` until its
-/// completion comes, so the bytes stay here, untouched, until then.
+/// iovecs one `sendmsg` of a chain takes at most; the rest goes in the
+/// next, at the completion.
+const MAX_IOV: usize = 64;
+
+/// A send in flight: the kernel may read its bytes until its completion
+/// comes, so they stay here, untouched, until then.
 #[derive(Debug)]
-pub struct Sending {
-    /// What was handed to the kernel.
-    pub buf: Vec<u8>,
-    /// How much of it the kernel has taken so far.
-    pub sent: usize,
+pub enum Sending {
+    /// The connection's own bytes, of which the kernel took `sent`.
+    Flat {
+        /// What was handed to the kernel.
+        buf: Vec<u8>,
+        /// How much of it the kernel has taken so far.
+        sent: usize,
+    },
+    /// Own bytes and shared frames (by reference), sent with `sendmsg`
+    /// over iovecs into the chain; the chain forgets what the kernel took.
+    Chain {
+        /// What is left to send.
+        chain: Chain,
+        /// The iovecs of the `sendmsg` in flight, into `chain`.
+        iov: Box<[libc::iovec; MAX_IOV]>,
+        /// Its header, pointing at `iov`.
+        msg: Box<libc::msghdr>,
+    },
+}
+
+impl Sending {
+    /// Bytes the kernel has not taken.
+    pub fn unsent(&self) -> usize {
+        match self {
+            Sending::Flat { buf, sent } => buf.len() - sent,
+            Sending::Chain { chain, .. } => chain.len(),
+        }
+    }
+
+    /// The kernel took `n` more bytes; true if some are left to send.
+    pub fn advance(&mut self, n: usize) -> bool {
+        match self {
+            Sending::Flat { sent, .. } => *sent += n,
+            Sending::Chain { chain, .. } => chain.consume(n),
+        }
+        self.unsent() > 0
+    }
+
+    /// The submission that sends the unsent rest (for a chain, its first
+    /// [`MAX_IOV`] chunks, the iovecs filled here).
+    fn entry(&mut self, fd: RawFd) -> squeue::Entry {
+        match self {
+            Sending::Flat { buf, sent } => {
+                let rest = &buf[*sent..];
+                opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32).build()
+            }
+            Sending::Chain { chain, iov, msg } => {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = chain.fill(&mut slices);
+                for (v, s) in iov.iter_mut().zip(&slices[..n]) {
+                    *v = libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() };
+                }
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = n as _;
+                opcode::SendMsg::new(Fd(fd), &**msg as *const libc::msghdr).build()
+            }
+        }
+    }
 }
 
 /// One loop's ring: the queues, the receive buffers, the sends in flight.
@@ -417,19 +477,33 @@ impl Ring {
     /// Sends `buf` (from the start) for a connection; it stays in
     /// [`sending`](Self::sending) until its completion.
     pub fn send(&mut self, fd: RawFd, slot: u32, generation: u32, buf: Vec<u8>) {
+        self.start(fd, slot, generation, Sending::Flat { buf, sent: 0 });
+    }
+
+    /// Sends `chain` for a connection, its shared frames by reference; it
+    /// stays in [`sending`](Self::sending) until its completion.
+    pub fn send_chain(&mut self, fd: RawFd, slot: u32, generation: u32, chain: Chain) {
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        let msg = Box::new(unsafe { std::mem::zeroed::<libc::msghdr>() });
+        let iov = Box::new([libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV]);
+        self.start(fd, slot, generation, Sending::Chain { chain, iov, msg });
+    }
+
+    fn start(&mut self, fd: RawFd, slot: u32, generation: u32, sending: Sending) {
         let key = user_data(Op::Send, slot, generation);
         debug_assert!(!self.sending.contains_key(&key), "one send in flight per connection");
-        self.sending.insert(key, Sending { buf, sent: 0 });
+        self.sending.insert(key, sending);
         self.resend(fd, key);
     }
 
     /// (Re)submits the unsent rest of the send `key`.
     pub fn resend(&mut self, fd: RawFd, key: u64) {
-        let Some(s) = self.sending.get(&key) else { return };
-        let rest = &s.buf[s.sent..];
-        let entry = opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32).build();
-        // SAFETY: the bytes stay in `sending`, unmoved (a Vec's heap buffer
-        // does not move with it), until this send's completion.
+        let Some(s) = self.sending.get_mut(&key) else { return };
+        let entry = s.entry(fd);
+        // SAFETY: the bytes (a Vec's heap buffer, a chain's chunks) and the
+        // boxed iovecs and header stay in `sending`, unmoved (moving the
+        // entry moves none of them) and untouched, until this send's
+        // completion.
         unsafe { self.push(entry.user_data(key)) };
     }
 
@@ -463,7 +537,7 @@ impl Ring {
 
     /// Bytes of the send in flight for `key` that the kernel has not taken.
     pub fn unsent(&self, key: u64) -> usize {
-        self.sending.get(&key).map_or(0, |s| s.buf.len() - s.sent)
+        self.sending.get(&key).map_or(0, Sending::unsent)
     }
 }
 
