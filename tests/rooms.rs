@@ -159,15 +159,17 @@ fn error_replies() {
 }
 
 /// A library user's protocol on the Rust API: everyone joins "all" on open;
-/// every binary message is published to it.
+/// every binary message is published to it, every text broadcast (the
+/// Rust API broadcasts whatever the built-in app's policy is).
 struct Broadcast;
 impl Handler for Broadcast {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, _req: &wsloop::ws::Request<'_>) {
         ctx.join("all").unwrap();
     }
     fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
-        if let Message::Binary(b) = msg {
-            ctx.publish_binary("all", b, false);
+        match msg {
+            Message::Binary(b) => ctx.publish_binary("all", b, false).expect("a name join took"),
+            Message::Text(t) => ctx.broadcast_text(t, false),
         }
     }
 }
@@ -180,6 +182,10 @@ fn the_rust_api() {
     clients[0].send(TMsg::binary(vec![1, 2, 3])).unwrap();
     for c in clients.iter_mut().skip(1) {
         assert_eq!(c.read().unwrap(), TMsg::binary(vec![1, 2, 3]));
+    }
+    clients[1].send(TMsg::text("to all")).unwrap();
+    for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(c.read().unwrap(), TMsg::text("to all"), "client {i}");
     }
 }
 

@@ -38,8 +38,10 @@ impl EchoApp {
             },
             Command::Publish { room, data, echo } => {
                 command::room_message(&mut self.reply, &room, data);
-                ctx.publish_text(&room, &self.reply, echo);
-                return;
+                match ctx.publish_text(&room, &self.reply, echo) {
+                    Ok(()) => return,
+                    Err(e) => room_error(&mut self.reply, e),
+                }
             }
             Command::Broadcast { data, echo } => {
                 command::broadcast_message(&mut self.reply, data);
