@@ -221,7 +221,8 @@ fn a_member_of_ten_rooms_gets_the_ten_publishes_of_one_pass_in_one_write() {
 
 #[test]
 fn a_broadcast_reaches_every_connection_on_every_loop() {
-    let server = start_echo(test_config(2));
+    let policy = wsloop::app::PublishPolicy { allow_broadcast: true, ..Default::default() };
+    let server = start_echo_with(test_config(2), policy, Default::default());
     let addr = server.local_addr();
     let mut clients: Vec<Tung> = (0..8).map(|_| tung_connect(addr)).collect();
     join(&mut clients[1], "some-room"); // in a room or not, all get it

@@ -13,6 +13,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::server::bridge::BridgeStats;
+use crate::server::handler::{PublishRefusal, PublishRefusals};
 use crate::server::stats::{
     handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
@@ -30,6 +31,9 @@ pub struct Source {
     pub proc_root: PathBuf,
     /// The Redis bridge's counters, if the server has a bridge.
     pub bridge: Option<Arc<BridgeStats>>,
+    /// The application's refused publishes, if it counts them (the
+    /// built-in echo app does; see [`Source::with_publish_refusals`]).
+    pub publish_refusals: Option<Arc<PublishRefusals>>,
 }
 
 impl Source {
@@ -40,7 +44,15 @@ impl Source {
             max_conns: server.max_conns(),
             proc_root: "/proc".into(),
             bridge: server.bridge_stats(),
+            publish_refusals: None,
         }
+    }
+
+    /// Also reports the publishes the application refused
+    /// (`wsloop_publish_refused_total`), from the counters it was given.
+    pub fn with_publish_refusals(mut self, refusals: Arc<PublishRefusals>) -> Source {
+        self.publish_refusals = Some(refusals);
+        self
     }
 }
 
@@ -275,6 +287,17 @@ const FAMILIES: &[Family] = &[
         kind: MetricType::COUNTER,
         label: None,
         read: |src, kind| one(kind, src.sum(|s| s.room_writes.get())),
+    },
+    Family {
+        name: "wsloop_publish_refused_total",
+        help: "Publishes and broadcasts from clients the application refused, by reason (its error reply's code).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let refused = src.publish_refusals.as_ref()?;
+            let by = |r: &PublishRefusal| sample(kind, vec![label("reason", r.label())], refused.get(*r) as f64);
+            Some(PublishRefusal::ALL.iter().map(by).collect())
+        },
     },
     Family {
         name: "wsloop_compressed_messages_total",
