@@ -1,6 +1,8 @@
 //! The wsloop metric families, built at scrape time from the loops'
 //! atomic counters: nothing is updated on the event loops' behalf, and a
-//! scrape never touches a loop.
+//! scrape never touches a loop. The metrics port's own families
+//! (`wsloop_metrics_http_*`) are read the same way from its thread's
+//! counters.
 //!
 //! Metric names are a contract (README, Metrics; the dashboard): add, never rename.
 
@@ -12,6 +14,8 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use super::head::Refusal;
+use super::http::{HttpStats, Phase};
 use crate::server::bridge::BridgeStats;
 use crate::server::handler::{PublishRefusal, PublishRefusals};
 use crate::server::stats::{
@@ -57,18 +61,18 @@ impl Source {
 }
 
 /// One metric family: what it is called and means, and how its samples are
-/// read from a [`Source`] at scrape time (`None`: nothing to report now).
-struct Family {
+/// read from its source `S` at scrape time (`None`: nothing to report now).
+struct Family<S: 'static> {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
     /// The label that tells its samples apart, if it has several.
     label: Option<&'static str>,
-    read: fn(&Source, MetricType) -> Option<Vec<Metric>>,
+    read: fn(&S, MetricType) -> Option<Vec<Metric>>,
 }
 
 /// Every family this collector emits, in exposition order.
-const FAMILIES: &[Family] = &[
+const FAMILIES: &[Family<Source>] = &[
     Family {
         name: "wsloop_connections",
         help: "Open connections, per event loop.",
@@ -416,15 +420,96 @@ pub struct WsloopCollector {
 impl WsloopCollector {
     /// A collector reading `source`.
     pub fn new(source: Source) -> Self {
-        let descs = FAMILIES
-            .iter()
-            .map(|f| {
-                let labels = f.label.iter().map(|l| l.to_string()).collect();
-                Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new()).expect("valid metric desc")
-            })
-            .collect();
-        WsloopCollector { source, descs }
+        WsloopCollector { source, descs: descs(FAMILIES) }
     }
+}
+
+/// The metrics port's own families: what its server refused, evicted and
+/// timed out (`http.rs`), so a flood of the port shows.
+const HTTP_FAMILIES: &[Family<HttpStats>] = &[
+    Family {
+        name: "wsloop_metrics_http_connections",
+        help: "Connections the metrics port holds now.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |s, kind| one(kind, s.connections.load(Relaxed) as f64),
+    },
+    Family {
+        name: "wsloop_metrics_http_evicted_total",
+        help: "Metrics port connections closed to make room for a newer one (all slots held, or no descriptor left), by the phase they were in.",
+        kind: MetricType::COUNTER,
+        label: Some("phase"),
+        read: |s, kind| by_phase(kind, &s.evicted, &[Phase::Head, Phase::Reply, Phase::Closing]),
+    },
+    Family {
+        name: "wsloop_metrics_http_timeouts_total",
+        help: "Metrics port connections closed at a deadline: no complete request head in time (head), reply not taken in time (reply).",
+        kind: MetricType::COUNTER,
+        label: Some("phase"),
+        read: |s, kind| by_phase(kind, &s.timeouts, &[Phase::Head, Phase::Reply]),
+    },
+    Family {
+        name: "wsloop_metrics_http_refused_total",
+        help: "Metrics port requests refused, by reason: malformed (400), header_too_large (431), method (405).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |s, kind| {
+            let by = |r: &Refusal| sample(kind, vec![label("reason", r.label())], s.refused[*r as usize].load(Relaxed) as f64);
+            Some(Refusal::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_metrics_http_accept_failures_total",
+        help: "Accepts on the metrics port that failed (out of descriptors, most often).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |s, kind| one(kind, s.accept_failures.load(Relaxed) as f64),
+    },
+];
+
+/// One sample per phase from counters indexed by phase.
+fn by_phase(kind: MetricType, counters: &[std::sync::atomic::AtomicU64; 3], phases: &[Phase]) -> Option<Vec<Metric>> {
+    let of = |p: &Phase| sample(kind, vec![label("phase", p.label())], counters[*p as usize].load(Relaxed) as f64);
+    Some(phases.iter().map(of).collect())
+}
+
+/// A collector over the metrics port's counters.
+pub(crate) struct HttpCollector {
+    stats: Arc<HttpStats>,
+    descs: Vec<Desc>,
+}
+
+impl HttpCollector {
+    /// A collector reading the counters of the port's server.
+    pub(crate) fn new(stats: Arc<HttpStats>) -> Self {
+        HttpCollector { stats, descs: descs(HTTP_FAMILIES) }
+    }
+}
+
+impl Collector for HttpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        collect(HTTP_FAMILIES, &self.stats)
+    }
+}
+
+/// The descriptions of a table of families.
+fn descs<S>(families: &[Family<S>]) -> Vec<Desc> {
+    families
+        .iter()
+        .map(|f| {
+            let labels = f.label.iter().map(|l| l.to_string()).collect();
+            Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new()).expect("valid metric desc")
+        })
+        .collect()
+}
+
+/// A table of families, read from their source now.
+fn collect<S>(families: &[Family<S>], source: &S) -> Vec<MetricFamily> {
+    families.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(source, f.kind)?))).collect()
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -488,6 +573,6 @@ impl Collector for WsloopCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        FAMILIES.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(&self.source, f.kind)?))).collect()
+        collect(FAMILIES, &self.source)
     }
 }
