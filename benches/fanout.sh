@@ -14,6 +14,7 @@
 #   BUN=/path/to/bun (default: bun on PATH; `npm install bun` brings it)
 #   BEFORE=/path/to/older/wsloop SERVERS="before-2 wsloop-2"   an older build beside this one
 #   SCENARIO_ARGS=--broadcast    broadcast to every connection instead of publishing
+#                                (this build's servers then run with --allow-broadcast)
 #   TAG=name                     results in benches/results/fanout-TAG.{jsonl,md}
 #   SERVERS="epoll-1 uring-1"    wsloop on a given I/O driver (and loop count)
 set -euo pipefail
@@ -33,12 +34,16 @@ mkdir -p "$OUT"
 TICK=$(getconf CLK_TCK)
 results="$OUT/fanout${TAG:+-$TAG}.jsonl"
 : > "$results"
+# Client broadcasts are off by default; a broadcast run turns them on
+# (an older build, BEFORE, has no such flag and always allowed them).
+ALLOW=""
+case " ${SCENARIO_ARGS:-} " in *" --broadcast "*) ALLOW=--allow-broadcast ;; esac
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_server() { # name
   case "$1" in
-    wsloop-*) "$BIN" serve --addr "127.0.0.1:$PORT" --workers "${1#wsloop-}" --metrics-addr off --log-level warn & ;;
-    epoll-* | uring-*) "$BIN" serve --io "${1%-*}" --addr "127.0.0.1:$PORT" --workers "${1#*-}" --metrics-addr off --log-level warn & ;;
+    wsloop-*) "$BIN" serve --addr "127.0.0.1:$PORT" --workers "${1#wsloop-}" --metrics-addr off --log-level warn $ALLOW & ;;
+    epoll-* | uring-*) "$BIN" serve --io "${1%-*}" --addr "127.0.0.1:$PORT" --workers "${1#*-}" --metrics-addr off --log-level warn $ALLOW & ;;
     before-*) "$BEFORE" serve --addr "127.0.0.1:$PORT" --workers "${1#before-}" --metrics-addr off --log-level warn & ;;
     bun) "$BUN" benches/peers/bun-rooms.js "$PORT" 2>/dev/null & ;;
     *) echo "unknown server $1" >&2; exit 2 ;;

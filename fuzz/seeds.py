@@ -80,6 +80,24 @@ corpora = {
         "garbage": seed(body=b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
         "http-1.0": seed(body=REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n"),
     },
+    "http_head": {
+        # Byte 0: the line of the target's valid request the rest goes before.
+        "plain": bytes([6]),
+        "origin-and-auth": bytes([6]) + b"Origin: https://a.example\r\nAuthorization: Bearer t\r\n",
+        "protocol-and-deflate": bytes([6]) + b"Sec-WebSocket-Protocol: x, chat\r\n"
+                                b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        "leading-empty-line": bytes([0]) + b"\r\n",
+        "two-hosts": bytes([2]) + b"host: other\r\n",
+        "two-origins": bytes([6]) + b"Origin: https://evil.example\r\nOrigin: https://a.example\r\n",
+        "content-length-0": bytes([6]) + b"Content-Length: 0\r\n",
+        "content-length-5": bytes([6]) + b"Content-Length: 5\r\n",
+        "chunked": bytes([1]) + b"Transfer-Encoding: chunked\r\n",
+        "bare-lf": bytes([3]) + b"X-A: 1\nAuthorization: Bearer x\r\n",
+        "bare-cr": bytes([3]) + b"X-A: 1\rX-B: 2\r\n",
+        "obs-fold": bytes([6]) + b"X-A: 1\r\n folded\r\n",
+        "nbsp-and-tabs": bytes([6]) + b"X-N: \xc2\xa0v\xc2\xa0\r\nX-T:\tv\t\r\nX-E:\r\n",
+        "head-ends-early": bytes([4]) + b"\r\n",
+    },
     "session": {
         # RFC 6455 5.7, as a server receives them (masked).
         "hello": seed(body=frame(True, 1, b"Hello")),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
-use crate::app::BuiltinApp;
+use crate::app::{BuiltinApp, PublishPolicy};
 use crate::server::driver::IoChoice;
 use crate::server::ServerConfig;
 use crate::units::{parse_duration, parse_size};
@@ -127,6 +127,16 @@ pub struct ServeArgs {
     /// Rooms one connection may be in at once.
     #[arg(long, env = "WSLOOP_MAX_ROOMS_PER_CONN", default_value_t = 64)]
     pub max_rooms_per_conn: usize,
+    /// Largest `data` a client's publish or broadcast may carry (its JSON
+    /// text, in bytes), since each is copied to every member; past it, the
+    /// `too_large` error (the connection stays).
+    #[arg(long, env = "WSLOOP_MAX_PUBLISH_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_publish_size: usize,
+    /// Let clients send `{"type":"broadcast"}` to every connection of the
+    /// server; without it they get the `broadcast_disabled` error. (The
+    /// variable takes true/false, 1/0, yes/no, on/off.)
+    #[arg(long, env = "WSLOOP_ALLOW_BROADCAST", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_broadcast: bool,
     /// permessage-deflate: off; shared (no context takeover, one codec per
     /// loop: no memory per connection); or dedicated[:BITS] (context takeover
     /// with a BITS window, 9-15, default 10: its own codec per connection).
@@ -192,6 +202,11 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// What the built-in app lets clients publish, from these flags.
+    pub fn publish_policy(&self) -> PublishPolicy {
+        PublishPolicy { max_size: self.max_publish_size, allow_broadcast: self.allow_broadcast }
+    }
+
     /// The engine configuration these flags describe.
     pub fn to_config(&self) -> ServerConfig {
         let mut cfg = ServerConfig {
@@ -311,6 +326,17 @@ mod tests {
             (cfg.handshake_timeout, cfg.idle_timeout, cfg.pong_timeout),
             (d.handshake_timeout, d.idle_timeout, d.pong_timeout)
         );
+    }
+
+    #[test]
+    fn publish_flags() {
+        let cli = Cli::try_parse_from(["wsloop"]).unwrap();
+        assert_eq!(cli.serve.publish_policy(), PublishPolicy::default());
+        assert!(cli.serve.max_publish_size < cli.serve.max_message_size);
+        let cli = Cli::try_parse_from(["wsloop", "--max-publish-size", "4KiB", "--allow-broadcast"]).unwrap();
+        assert_eq!(cli.serve.publish_policy(), PublishPolicy { max_size: 4096, allow_broadcast: true });
+        let err = Cli::try_parse_from(["wsloop", "--max-publish-size", "big"]).unwrap_err().to_string();
+        assert!(err.contains("--max-publish-size"), "{err}");
     }
 
     #[test]

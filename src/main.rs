@@ -7,6 +7,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use wsloop::app::{BuiltinApp, EchoApp, PlainEcho, TokenAuth, Tokens};
 use wsloop::cli::{Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
+use wsloop::server::handler::PublishRefusals;
 use wsloop::{logging, metrics, server, tune};
 
 fn main() -> ExitCode {
@@ -50,11 +51,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(signals) => signals,
         Err(code) => return code,
     };
-    let handle = match start_server(args, tokens, &tls) {
+    // The publishes the echo app refuses, counted by every loop's instance.
+    let refusals = std::sync::Arc::new(PublishRefusals::default());
+    let handle = match start_server(args, tokens, &tls, &refusals) {
         Ok(handle) => handle,
         Err(code) => return code,
     };
-    let _metrics = match serve_metrics(args.metrics_addr, &handle) {
+    let _metrics = match serve_metrics(args.metrics_addr, &handle, refusals) {
         Ok(metrics) => metrics,
         Err(code) => {
             handle.shutdown();
@@ -136,19 +139,24 @@ fn prepare_process() -> Result<SigSet, ExitCode> {
     Ok(signals)
 }
 
-/// Starts the event loops serving `--app` behind the token check, and
-/// logs where they listen; a server that cannot start ends the process
-/// (the exit code).
+/// Starts the event loops serving `--app` behind the token check (the
+/// echo app under the publish flags, counting its refusals in
+/// `refusals`), and logs where they listen; a server that cannot start
+/// ends the process (the exit code).
 fn start_server(
     args: &ServeArgs,
     tokens: Option<std::sync::Arc<Tokens>>,
     tls: &Option<std::sync::Arc<server::tls::TlsCerts>>,
+    refusals: &std::sync::Arc<PublishRefusals>,
 ) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
     let workers = cfg.worker_count();
+    let (policy, refusals) = (args.publish_policy(), refusals.clone());
     let started = match args.app {
-        BuiltinApp::Echo => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), EchoApp::new())),
+        BuiltinApp::Echo => {
+            server::start(cfg, move |_| TokenAuth::new(tokens.clone(), EchoApp::with_policy(policy, refusals.clone())))
+        }
         BuiltinApp::PlainEcho => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), PlainEcho)),
     };
     let handle = match started {
@@ -165,14 +173,25 @@ fn start_server(
         handle.max_conns(),
         args.app.name()
     );
+    if args.app == BuiltinApp::Echo {
+        log::info!(
+            "clients may publish up to {} bytes of data; client broadcasts {}",
+            policy.max_size,
+            if policy.allow_broadcast { "on (--allow-broadcast)" } else { "off" }
+        );
+    }
     Ok(handle)
 }
 
 /// Serves `/metrics` when `--metrics-addr` asks for it. If it cannot, says
 /// why and gives the exit code; the caller stops the server.
-fn serve_metrics(addr: MetricsAddr, handle: &server::ServerHandle) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
+fn serve_metrics(
+    addr: MetricsAddr,
+    handle: &server::ServerHandle,
+    refusals: std::sync::Arc<PublishRefusals>,
+) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
     let MetricsAddr::On(addr) = addr else { return Ok(None) };
-    let source = metrics::Source::of(handle);
+    let source = metrics::Source::of(handle).with_publish_refusals(refusals);
     let probe = handle.trigger();
     match metrics::start(addr, source, move || !probe.is_shutting_down()) {
         Ok(m) => {

@@ -127,7 +127,9 @@ fn echo_verifies_payloads_with_depth() {
 #[test]
 fn fanout_and_broadcast_deliver_every_publish_to_every_member() {
     for broadcast in [false, true] {
-        let (child, addr, metrics) = server();
+        // Client broadcasts are off unless the server is told otherwise.
+        let (child, addr, metrics) =
+            spawn_binary_with_metrics(if broadcast { &["--allow-broadcast"] } else { &[] }, None);
         let url = format!("ws://{addr}/ws");
         let mut args = vec!["--url", &url, "--scenario", "fanout", "--conns", "201", "--duration", "2s"];
         args.extend(["--publish-rate", "20"]);

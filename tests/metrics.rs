@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -66,7 +66,6 @@ fn healthz_and_other_paths() {
     let mut s = TcpStream::connect(metrics.local_addr()).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000)).unwrap();
     let mut reply = String::new();
-    use std::io::Read;
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
     server.shutdown();
@@ -83,7 +82,8 @@ fn silent_and_parallel_scrapers_do_not_block_it() {
     let mut ws = tung_connect(server.local_addr());
     ws.send(TMsg::text("alive")).unwrap();
     assert_eq!(ws.read().unwrap(), TMsg::text("alive"));
-    // A real scrape gets through once the silent ones time out (5 s).
+    // A real scrape gets through at once: the silent ones hold slots of
+    // their own (see also the 1,000-connection tests below).
     let started = std::time::Instant::now();
     assert!(eventually(Duration::from_secs(10), || {
         let Ok(mut s) = TcpStream::connect(metrics.local_addr()) else {
@@ -92,7 +92,6 @@ fn silent_and_parallel_scrapers_do_not_block_it() {
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut reply = String::new();
-        use std::io::Read;
         let _ = s.read_to_string(&mut reply);
         reply.starts_with("HTTP/1.1 200")
     }));
@@ -236,4 +235,95 @@ fn readme_documents_every_family_the_server_exposes() {
     for family in families {
         assert!(readme.contains(&format!("`{family}")), "README's metrics table leaves out {family}");
     }
+}
+
+/// Raises this test process's open-file limit to its hard limit and checks
+/// that `needed` descriptors fit (the server it spawns inherits it).
+fn room_for_descriptors(needed: u64) {
+    let (soft, hard) = wsloop::tune::rlimit::raise_nofile().expect("raise RLIMIT_NOFILE");
+    assert!(soft >= needed, "this test needs {needed} open files; the hard limit is {hard}");
+}
+
+/// Opens `n` TCP connections to `addr` that never send a byte.
+fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("idle connection {i}: {e}"))).collect()
+}
+
+/// `GET /healthz`, timed: (status, how long the answer took).
+fn timed_healthz(addr: std::net::SocketAddr) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let (status, _) = http_get(addr, "/healthz");
+    (status, started.elapsed())
+}
+
+#[test]
+fn healthz_answers_while_a_thousand_idle_connections_are_held() {
+    room_for_descriptors(4_000);
+    let (_server, _, metrics) = spawn_binary_with_metrics(&[], None);
+    let idle = idle_connections(metrics, 1_000);
+    let (status, took) = timed_healthz(metrics);
+    assert_eq!(status, 200);
+    // A liveness bound: a health check must not wait behind idle sockets.
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?} behind 1,000 idle connections");
+    // They were held, not refused: the port has slots for all of them.
+    let (_, m) = http_get(metrics, "/metrics");
+    assert!(sample(&m, "wsloop_metrics_http_connections").unwrap() >= 1_000.0, "{m}");
+    assert_eq!(sample(&m, "wsloop_metrics_http_evicted_total{phase=\"head\"}"), Some(0.0));
+    drop(idle);
+}
+
+#[test]
+fn past_its_slots_the_port_closes_the_oldest_idle_connections() {
+    use wsloop::metrics::http::MAX_CONNECTIONS;
+    const MORE: usize = 200;
+    room_for_descriptors(2 * (MAX_CONNECTIONS + MORE) as u64 + 1_000);
+    let (_server, _, metrics) = spawn_binary_with_metrics(&[], None);
+    let mut idle = idle_connections(metrics, MAX_CONNECTIONS + MORE);
+    let (status, took) = timed_healthz(metrics);
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?} past the port's slots");
+    // The newest are held; the oldest made room, and were counted.
+    for s in &idle[idle.len() - 100..] {
+        s.set_nonblocking(true).unwrap();
+        let open = matches!((&*s).read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(open, "a connection among the newest was closed");
+    }
+    for (i, s) in idle[..MORE].iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert!(matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_)), "idle connection {i} of the oldest still open");
+    }
+    let (_, m) = http_get(metrics, "/metrics");
+    let evicted = sample(&m, "wsloop_metrics_http_evicted_total{phase=\"head\"}").unwrap();
+    assert!(evicted >= MORE as f64, "{evicted} evicted");
+    assert_eq!(sample(&m, "wsloop_metrics_http_timeouts_total{phase=\"head\"}"), Some(0.0));
+    assert!(sample(&m, "wsloop_metrics_http_connections").unwrap() <= MAX_CONNECTIONS as f64);
+}
+
+#[test]
+fn a_slow_loris_is_closed_at_the_head_deadline() {
+    use wsloop::metrics::http::HEAD_DEADLINE;
+    let (_server, _, metrics) = spawn_binary_with_metrics(&[], None);
+    let mut s = TcpStream::connect(metrics).unwrap();
+    // Reading paces the dribble: one byte every 100 ms, as long as it is open.
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = std::time::Instant::now();
+    let mut dribble = b"GET /healthz HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a'));
+    let closed = loop {
+        let _ = s.write_all(&[*dribble.next().unwrap()]);
+        match s.read(&mut [0u8; 256]) {
+            Ok(0) => break true,
+            Ok(_) => panic!("an unfinished head got a reply"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) if started.elapsed() > HEAD_DEADLINE + Duration::from_secs(5) => break false,
+            Err(_) => {}
+        }
+    };
+    let took = started.elapsed();
+    assert!(closed, "a slow loris is still served {took:?} after it connected");
+    assert!(took >= HEAD_DEADLINE, "closed after {took:?}, before the head deadline");
+    // A liveness bound, not a benchmark: the deadline is not extended.
+    assert!(took < HEAD_DEADLINE + Duration::from_secs(2), "closed only after {took:?}");
+    let (_, m) = http_get(metrics, "/metrics");
+    assert_eq!(sample(&m, "wsloop_metrics_http_timeouts_total{phase=\"head\"}"), Some(1.0));
+    assert_eq!(http_get(metrics, "/healthz").0, 200);
 }

@@ -159,15 +159,17 @@ fn error_replies() {
 }
 
 /// A library user's protocol on the Rust API: everyone joins "all" on open;
-/// every binary message is published to it.
+/// every binary message is published to it, every text broadcast (the
+/// Rust API broadcasts whatever the built-in app's policy is).
 struct Broadcast;
 impl Handler for Broadcast {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, _req: &wsloop::ws::Request<'_>) {
         ctx.join("all").unwrap();
     }
     fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
-        if let Message::Binary(b) = msg {
-            ctx.publish_binary("all", b, false);
+        match msg {
+            Message::Binary(b) => ctx.publish_binary("all", b, false).expect("a name join took"),
+            Message::Text(t) => ctx.broadcast_text(t, false),
         }
     }
 }
@@ -180,6 +182,10 @@ fn the_rust_api() {
     clients[0].send(TMsg::binary(vec![1, 2, 3])).unwrap();
     for c in clients.iter_mut().skip(1) {
         assert_eq!(c.read().unwrap(), TMsg::binary(vec![1, 2, 3]));
+    }
+    clients[1].send(TMsg::text("to all")).unwrap();
+    for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(c.read().unwrap(), TMsg::text("to all"), "client {i}");
     }
 }
 
@@ -215,7 +221,8 @@ fn a_member_of_ten_rooms_gets_the_ten_publishes_of_one_pass_in_one_write() {
 
 #[test]
 fn a_broadcast_reaches_every_connection_on_every_loop() {
-    let server = start_echo(test_config(2));
+    let policy = wsloop::app::PublishPolicy { allow_broadcast: true, ..Default::default() };
+    let server = start_echo_with(test_config(2), policy, Default::default());
     let addr = server.local_addr();
     let mut clients: Vec<Tung> = (0..8).map(|_| tung_connect(addr)).collect();
     join(&mut clients[1], "some-room"); // in a room or not, all get it

@@ -72,6 +72,79 @@ fn bad_handshakes_get_their_status() {
     }
 }
 
+/// "Hello", masked, as a client sends it: what a smuggled body carries.
+const HELLO_FRAME: [u8; 11] = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+
+/// Sends `request` on a fresh connection and reads until the server closes
+/// (or 10 s pass): every byte it answered with.
+fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    reply
+}
+
+/// The exact refusal the server sends for `err`, and nothing after it.
+fn refusal(err: wsloop::ws::HandshakeError) -> Vec<u8> {
+    let mut out = Vec::new();
+    wsloop::ws::handshake::write_reject(&mut out, err);
+    out
+}
+
+/// Through the binary on `io`: an upgrade with a body, with two `Host`
+/// headers, or with a bare LF gets its 400 and nothing else (the body
+/// never decoded as a frame), each counted by reason on /metrics; the same
+/// request without a body (`Content-Length: 0`) upgrades and echoes.
+fn an_upgrade_with_a_body_or_two_hosts_gets_400_on(io: &str) {
+    use wsloop::ws::HandshakeError::{Body, DuplicateHeader, Malformed};
+    let (_server, addr, metrics) = spawn_binary_with_metrics(&["--io", io], None);
+    let bg = Background::start(addr, 20);
+    let with = |extra: &str, body: &[u8]| [format!("{UPGRADE}{extra}\r\n").as_bytes(), body].concat();
+    let chunked = [b"b\r\n".as_slice(), &HELLO_FRAME, b"\r\n0\r\n\r\n"].concat();
+    let cases = [
+        (with("Content-Length: 11\r\n", &HELLO_FRAME), Body),
+        (with("Transfer-Encoding: chunked\r\n", &chunked), Body),
+        (with("Host: y\r\n", &HELLO_FRAME), DuplicateHeader),
+        (with("X-A: 1\nHost: y\r\n", &HELLO_FRAME), Malformed),
+    ];
+    for (request, err) in &cases {
+        let reply = answer_to(addr, request);
+        assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&refusal(*err)), "{io} {err:?}");
+    }
+    // Content-Length: 0 is no body: the frame behind the head is a frame.
+    let mut ok = TcpStream::connect(addr).unwrap();
+    ok.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ok.write_all(&with("Content-Length: 0\r\n", &HELLO_FRAME)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let echo = [0x81, 0x05, b'H', b'e', b'l', b'l', b'o'];
+    while !got.ends_with(&echo) {
+        let n = std::io::Read::read(&mut ok, &mut chunk).unwrap();
+        assert!(n > 0, "{io}: closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{io}: {:?}", String::from_utf8_lossy(&got));
+    bg.finish();
+    let (_, body) = http_get(metrics, "/metrics");
+    let count = |reason: &str| sample(&body, &format!("wsloop_handshake_failures_total{{reason=\"{reason}\"}}"));
+    assert_eq!(count("body"), Some(2.0), "{io}: {body}");
+    assert_eq!(count("duplicate_header"), Some(1.0), "{io}: {body}");
+    assert_eq!(count("malformed"), Some(1.0), "{io}: {body}");
+}
+
+#[test]
+fn an_upgrade_with_a_body_or_two_hosts_gets_400_and_its_body_is_not_read() {
+    an_upgrade_with_a_body_or_two_hosts_gets_400_on("epoll");
+    if wsloop::server::driver::probe().is_err() {
+        eprintln!("io_uring is unavailable here: only epoll checked");
+        return;
+    }
+    an_upgrade_with_a_body_or_two_hosts_gets_400_on("uring");
+}
+
 #[test]
 fn protocol_violations_get_their_close_codes() {
     let cfg = ServerConfig {

@@ -77,7 +77,9 @@ impl ChatApp {
             return error(ctx, "room", &e.to_string());
         }
         ctx.send_text(&json!({"type": "welcome", "nick": nick, "members": list}).to_string());
-        ctx.publish_text(ROOM, &json!({"type": "joined", "nick": nick}).to_string(), false);
+        if let Err(e) = ctx.publish_text(ROOM, &json!({"type": "joined", "nick": nick}).to_string(), false) {
+            error(ctx, "room", &e.to_string());
+        }
     }
 }
 
@@ -99,7 +101,9 @@ impl Handler for ChatApp {
                     None => error(ctx, "no_nick", "say hello first"),
                     Some(nick) => {
                         let said = json!({"type": "said", "nick": nick, "text": text}).to_string();
-                        ctx.publish_text(ROOM, &said, true);
+                        if let Err(e) = ctx.publish_text(ROOM, &said, true) {
+                            error(ctx, "room", &e.to_string());
+                        }
                     }
                 }
             }

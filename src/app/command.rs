@@ -9,9 +9,26 @@
 //! {"type":"publish","room":"r","data":D}       -> members: {"type":"message","room":"r","data":D}
 //! {"type":"publish",...,"echo":false}          -> the same, not to the sender
 //! {"type":"broadcast","data":D}                -> every connection: {"type":"broadcast","data":D}
+//!                                                 (only with --allow-broadcast)
 //! {"type":"broadcast",...,"echo":false}        -> the same, not to the sender
 //! failures                                     -> {"type":"error","error":CODE,"message":TEXT}
 //! ```
+//!
+//! Error codes (the connection stays open after every one):
+//!
+//! ```text
+//! bad_json            a {-message with a "type" that does not parse
+//! missing_room        join, leave or publish without a "room"
+//! bad_room_name       join or publish: the name is empty or over --max-room-name
+//! too_many_rooms      join: already in --max-rooms-per-conn rooms
+//! unknown_room        leave: not a member
+//! too_large           publish or broadcast: "data" over --max-publish-size (default 1MiB)
+//! broadcast_disabled  broadcast without --allow-broadcast
+//! ```
+//!
+//! A refused publish or broadcast (`bad_room_name` on a publish,
+//! `too_large`, `broadcast_disabled`) counts in
+//! `wsloop_publish_refused_total{reason}`, the code as the reason.
 
 use std::borrow::Cow;
 use std::fmt::Write;

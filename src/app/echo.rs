@@ -3,23 +3,72 @@
 //!
 //! Only a text message that starts with `{` is parsed, so plain echo
 //! traffic pays one byte comparison for all of this.
+//!
+//! A client's publish is copied to every member (a broadcast, to every
+//! connection), so what a client may fan out is bounded apart from what it
+//! may send: [`PublishPolicy`] caps the size of a publish and keeps
+//! broadcasts off unless asked for. A refusal is an error reply (the
+//! connection stays) and counts in [`PublishRefusals`].
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::value::RawValue;
+
+use crate::server::handler::{PublishRefusal, PublishRefusals};
 use crate::server::{Ctx, Handler, Message, RoomError};
 
 use super::command::{self, Command, Parsed};
+
+/// The default largest publish, in bytes (`--max-publish-size`): far below
+/// the 64 MiB a message may be, since each one is owed to every member.
+pub const DEFAULT_MAX_PUBLISH_SIZE: usize = 1 << 20;
+
+/// A reply buffer that grew past this (a large publish) is let go after
+/// use, so an idle loop does not keep a publish's worth of memory.
+const KEEP_REPLY_CAPACITY: usize = 64 * 1024;
+
+/// What clients of [`EchoApp`] may fan out. The Rust API
+/// ([`Ctx::publish_text`], [`Ctx::broadcast_text`]) is not bound by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishPolicy {
+    /// Largest `data` a publish or broadcast may carry: its JSON text as
+    /// sent, in bytes (each member gets that plus the room name and about
+    /// 40 bytes of envelope). Past it, the `too_large` error.
+    pub max_size: usize,
+    /// Whether clients may send `{"type":"broadcast"}` to every connection
+    /// of the server; if not, the `broadcast_disabled` error.
+    pub allow_broadcast: bool,
+}
+
+impl Default for PublishPolicy {
+    fn default() -> Self {
+        PublishPolicy { max_size: DEFAULT_MAX_PUBLISH_SIZE, allow_broadcast: false }
+    }
+}
+
+/// A refused publish: why, and words for a person.
+type Refused = (PublishRefusal, String);
 
 /// Echo, ping/pong and rooms. One per event loop; keeps a reusable reply buffer.
 #[derive(Debug, Default)]
 pub struct EchoApp {
     reply: String,
+    policy: PublishPolicy,
+    refused: Arc<PublishRefusals>,
 }
 
 impl EchoApp {
-    /// A new instance.
+    /// A new instance under the default [`PublishPolicy`], counting its
+    /// refusals on its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An instance under `policy`, counting refusals in `refused` (shared
+    /// by the instances of every loop and the metrics).
+    pub fn with_policy(policy: PublishPolicy, refused: Arc<PublishRefusals>) -> Self {
+        EchoApp { reply: String::new(), policy, refused }
     }
 
     fn run(&mut self, ctx: &mut Ctx<'_>, cmd: Command<'_>) {
@@ -36,18 +85,64 @@ impl EchoApp {
                 Ok(()) => command::room_ack(&mut self.reply, "left", &room),
                 Err(e) => room_error(&mut self.reply, e),
             },
-            Command::Publish { room, data, echo } => {
-                command::room_message(&mut self.reply, &room, data);
-                ctx.publish_text(&room, &self.reply, echo);
-                return;
-            }
-            Command::Broadcast { data, echo } => {
-                command::broadcast_message(&mut self.reply, data);
-                ctx.broadcast_text(&self.reply, echo);
-                return;
-            }
+            Command::Publish { room, data, echo } => match self.publish(ctx, &room, data, echo) {
+                Ok(()) => return self.done(),
+                Err((why, message)) => self.refuse(why, &message),
+            },
+            Command::Broadcast { data, echo } => match self.broadcast(ctx, data, echo) {
+                Ok(()) => return self.done(),
+                Err((why, message)) => self.refuse(why, &message),
+            },
         }
         ctx.send_text(&self.reply);
+        self.done();
+    }
+
+    /// Publishes a client's `data` to `room`, if the policy and the room
+    /// limits allow it.
+    fn publish(&mut self, ctx: &mut Ctx<'_>, room: &str, data: Option<&RawValue>, echo: bool) -> Result<(), Refused> {
+        self.vet(data, false)?;
+        let bad_name = |e: RoomError| (PublishRefusal::BadRoomName, e.to_string());
+        // Checked before the message is built: a name may be as long as a message.
+        ctx.check_room_name(room).map_err(bad_name)?;
+        command::room_message(&mut self.reply, room, data);
+        ctx.publish_text(room, &self.reply, echo).map_err(bad_name)
+    }
+
+    /// Broadcasts a client's `data` to every connection, if the policy allows it.
+    fn broadcast(&mut self, ctx: &mut Ctx<'_>, data: Option<&RawValue>, echo: bool) -> Result<(), Refused> {
+        self.vet(data, true)?;
+        command::broadcast_message(&mut self.reply, data);
+        ctx.broadcast_text(&self.reply, echo);
+        Ok(())
+    }
+
+    /// Whether the policy lets a client fan `data` out (to every
+    /// connection if `broadcast`); if not, why, and words for a person.
+    fn vet(&self, data: Option<&RawValue>, broadcast: bool) -> Result<(), Refused> {
+        if broadcast && !self.policy.allow_broadcast {
+            let message = "broadcasts from clients are off on this server (--allow-broadcast turns them on)";
+            return Err((PublishRefusal::BroadcastDisabled, message.to_string()));
+        }
+        let size = data.map_or(0, |d| d.get().len());
+        if size > self.policy.max_size {
+            let message = format!("data is {size} bytes, over the publish limit of {} bytes", self.policy.max_size);
+            return Err((PublishRefusal::TooLarge, message));
+        }
+        Ok(())
+    }
+
+    /// Counts a refused publish and puts its error reply in the buffer.
+    fn refuse(&mut self, why: PublishRefusal, message: &str) {
+        self.refused.count(why);
+        command::error(&mut self.reply, why.label(), message);
+    }
+
+    /// After a command: a buffer that a large publish grew is let go.
+    fn done(&mut self) {
+        if self.reply.capacity() > KEEP_REPLY_CAPACITY {
+            self.reply = String::new();
+        }
     }
 }
 
@@ -72,5 +167,101 @@ impl Handler for EchoApp {
                 ctx.send_binary(data);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::handler::testing::TestConn;
+    use crate::server::RoomLimits;
+
+    const LIMITS: RoomLimits = RoomLimits { max_name_len: 16, max_rooms_per_conn: 4 };
+
+    /// An app under `policy`, its counters, and one open connection.
+    fn start(policy: PublishPolicy) -> (EchoApp, Arc<PublishRefusals>, TestConn) {
+        let refused = Arc::new(PublishRefusals::default());
+        (EchoApp::with_policy(policy, refused.clone()), refused, TestConn::open(LIMITS))
+    }
+
+    /// Sends `text` as the peer would; the replies it got.
+    fn say(app: &mut EchoApp, conn: &mut TestConn, text: &str) -> Vec<serde_json::Value> {
+        app.on_message(&mut conn.ctx(), Message::Text(text));
+        let parse = |r: String| serde_json::from_str(&r).unwrap_or(serde_json::Value::String(r));
+        conn.take_replies().into_iter().map(parse).collect()
+    }
+
+    fn error_code(replies: &[serde_json::Value]) -> &str {
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0]["type"], "error", "{replies:?}");
+        replies[0]["error"].as_str().unwrap()
+    }
+
+    fn counts(refused: &PublishRefusals) -> [u64; 3] {
+        PublishRefusal::ALL.map(|r| refused.get(r))
+    }
+
+    #[test]
+    fn an_oversize_publish_is_refused_and_the_connection_goes_on() {
+        let (mut app, refused, mut conn) = start(PublishPolicy { max_size: 10, allow_broadcast: false });
+        say(&mut app, &mut conn, r#"{"type":"join","room":"r"}"#);
+        // "0123456789" is 12 bytes of JSON text with its quotes: over 10.
+        let replies = say(&mut app, &mut conn, r#"{"type":"publish","room":"r","data":"0123456789"}"#);
+        assert_eq!(error_code(&replies), "too_large");
+        assert!(replies[0]["message"].as_str().unwrap().contains("12 bytes"), "{replies:?}");
+        assert!(conn.publishes().is_empty());
+        assert_eq!(counts(&refused), [1, 0, 0]);
+        // At the limit: published, and the member's own copy comes back.
+        let replies = say(&mut app, &mut conn, r#"{"type":"publish","room":"r","data":"01234567"}"#);
+        assert_eq!(replies, [serde_json::json!({"type":"message","room":"r","data":"01234567"})]);
+        assert_eq!(conn.publishes().len(), 1);
+        assert_eq!(say(&mut app, &mut conn, "still here"), [serde_json::json!("still here")]);
+        assert_eq!(counts(&refused), [1, 0, 0]);
+    }
+
+    #[test]
+    fn a_publish_to_a_name_join_refuses_gets_joins_error() {
+        let (mut app, refused, mut conn) = start(PublishPolicy::default());
+        let huge = "n".repeat(1 << 20);
+        for room in ["", "seventeen-bytes!!", huge.as_str()] {
+            let publish = serde_json::json!({"type":"publish","room":room,"data":1}).to_string();
+            let replies = say(&mut app, &mut conn, &publish);
+            assert_eq!(error_code(&replies), "bad_room_name", "{:.20}", room);
+            let join = serde_json::json!({"type":"join","room":room}).to_string();
+            assert_eq!(error_code(&say(&mut app, &mut conn, &join)), "bad_room_name", "join, as publish");
+        }
+        assert!(conn.publishes().is_empty());
+        assert_eq!(counts(&refused), [0, 3, 0]);
+        assert!(app.reply.capacity() <= KEEP_REPLY_CAPACITY, "the long name was never copied into a reply");
+    }
+
+    #[test]
+    fn broadcasts_are_refused_unless_the_policy_allows_them() {
+        let (mut app, refused, mut conn) = start(PublishPolicy::default());
+        let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":{"n":1}}"#);
+        assert_eq!(error_code(&replies), "broadcast_disabled");
+        assert!(conn.publishes().is_empty());
+        assert_eq!(counts(&refused), [0, 0, 1]);
+
+        let (mut app, refused, mut conn) = start(PublishPolicy { max_size: 8, allow_broadcast: true });
+        let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":{"n":1}}"#);
+        assert_eq!(replies, [serde_json::json!({"type":"broadcast","data":{"n":1}})]);
+        assert_eq!(conn.publishes(), [(None, r#"{"type":"broadcast","data":{"n":1}}"#.to_string())]);
+        let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":"123456789"}"#);
+        assert_eq!(error_code(&replies), "too_large");
+        assert_eq!(counts(&refused), [1, 0, 0]);
+    }
+
+    #[test]
+    fn the_default_policy_keeps_broadcasts_off_and_publishes_under_a_mebibyte() {
+        let (mut app, refused, mut conn) = start(PublishPolicy::default());
+        let at_limit =
+            format!(r#"{{"type":"publish","room":"r","echo":false,"data":"{}"}}"#, "x".repeat((1 << 20) - 2));
+        assert!(say(&mut app, &mut conn, &at_limit).is_empty(), "published, no reply to a non-member");
+        assert!(app.reply.capacity() <= KEEP_REPLY_CAPACITY, "the publish's buffer was let go");
+        let over = format!(r#"{{"type":"publish","room":"r","data":"{}"}}"#, "x".repeat((1 << 20) - 1));
+        assert_eq!(error_code(&say(&mut app, &mut conn, &over)), "too_large");
+        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"broadcast"}"#)), "broadcast_disabled");
+        assert_eq!((conn.publishes().len(), counts(&refused)), (1, [1, 0, 1]));
     }
 }

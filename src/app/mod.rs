@@ -8,7 +8,7 @@ pub mod echo;
 pub mod plain_echo;
 pub mod token_auth;
 
-pub use echo::EchoApp;
+pub use echo::{EchoApp, PublishPolicy, DEFAULT_MAX_PUBLISH_SIZE};
 pub use plain_echo::PlainEcho;
 pub use token_auth::{TokenAuth, Tokens};
 

@@ -1,6 +1,8 @@
 //! The wsloop metric families, built at scrape time from the loops'
 //! atomic counters: nothing is updated on the event loops' behalf, and a
-//! scrape never touches a loop.
+//! scrape never touches a loop. The metrics port's own families
+//! (`wsloop_metrics_http_*`) are read the same way from its thread's
+//! counters.
 //!
 //! Metric names are a contract (README, Metrics; the dashboard): add, never rename.
 
@@ -12,7 +14,10 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use super::head::Refusal;
+use super::http::{HttpStats, Phase};
 use crate::server::bridge::BridgeStats;
+use crate::server::handler::{PublishRefusal, PublishRefusals};
 use crate::server::stats::{
     handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
@@ -30,6 +35,9 @@ pub struct Source {
     pub proc_root: PathBuf,
     /// The Redis bridge's counters, if the server has a bridge.
     pub bridge: Option<Arc<BridgeStats>>,
+    /// The application's refused publishes, if it counts them (the
+    /// built-in echo app does; see [`Source::with_publish_refusals`]).
+    pub publish_refusals: Option<Arc<PublishRefusals>>,
 }
 
 impl Source {
@@ -40,23 +48,31 @@ impl Source {
             max_conns: server.max_conns(),
             proc_root: "/proc".into(),
             bridge: server.bridge_stats(),
+            publish_refusals: None,
         }
+    }
+
+    /// Also reports the publishes the application refused
+    /// (`wsloop_publish_refused_total`), from the counters it was given.
+    pub fn with_publish_refusals(mut self, refusals: Arc<PublishRefusals>) -> Source {
+        self.publish_refusals = Some(refusals);
+        self
     }
 }
 
 /// One metric family: what it is called and means, and how its samples are
-/// read from a [`Source`] at scrape time (`None`: nothing to report now).
-struct Family {
+/// read from its source `S` at scrape time (`None`: nothing to report now).
+struct Family<S: 'static> {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
     /// The label that tells its samples apart, if it has several.
     label: Option<&'static str>,
-    read: fn(&Source, MetricType) -> Option<Vec<Metric>>,
+    read: fn(&S, MetricType) -> Option<Vec<Metric>>,
 }
 
 /// Every family this collector emits, in exposition order.
-const FAMILIES: &[Family] = &[
+const FAMILIES: &[Family<Source>] = &[
     Family {
         name: "wsloop_connections",
         help: "Open connections, per event loop.",
@@ -277,6 +293,17 @@ const FAMILIES: &[Family] = &[
         read: |src, kind| one(kind, src.sum(|s| s.room_writes.get())),
     },
     Family {
+        name: "wsloop_publish_refused_total",
+        help: "Publishes and broadcasts from clients the application refused, by reason (its error reply's code).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let refused = src.publish_refusals.as_ref()?;
+            let by = |r: &PublishRefusal| sample(kind, vec![label("reason", r.label())], refused.get(*r) as f64);
+            Some(PublishRefusal::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
         name: "wsloop_compressed_messages_total",
         help: "Messages sent compressed (permessage-deflate); a room publish counts once per window it was compressed for.",
         kind: MetricType::COUNTER,
@@ -393,15 +420,96 @@ pub struct WsloopCollector {
 impl WsloopCollector {
     /// A collector reading `source`.
     pub fn new(source: Source) -> Self {
-        let descs = FAMILIES
-            .iter()
-            .map(|f| {
-                let labels = f.label.iter().map(|l| l.to_string()).collect();
-                Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new()).expect("valid metric desc")
-            })
-            .collect();
-        WsloopCollector { source, descs }
+        WsloopCollector { source, descs: descs(FAMILIES) }
     }
+}
+
+/// The metrics port's own families: what its server refused, evicted and
+/// timed out (`http.rs`), so a flood of the port shows.
+const HTTP_FAMILIES: &[Family<HttpStats>] = &[
+    Family {
+        name: "wsloop_metrics_http_connections",
+        help: "Connections the metrics port holds now.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |s, kind| one(kind, s.connections.load(Relaxed) as f64),
+    },
+    Family {
+        name: "wsloop_metrics_http_evicted_total",
+        help: "Metrics port connections closed to make room for a newer one (all slots held, or no descriptor left), by the phase they were in.",
+        kind: MetricType::COUNTER,
+        label: Some("phase"),
+        read: |s, kind| by_phase(kind, &s.evicted, &[Phase::Head, Phase::Reply, Phase::Closing]),
+    },
+    Family {
+        name: "wsloop_metrics_http_timeouts_total",
+        help: "Metrics port connections closed at a deadline: no complete request head in time (head), reply not taken in time (reply).",
+        kind: MetricType::COUNTER,
+        label: Some("phase"),
+        read: |s, kind| by_phase(kind, &s.timeouts, &[Phase::Head, Phase::Reply]),
+    },
+    Family {
+        name: "wsloop_metrics_http_refused_total",
+        help: "Metrics port requests refused, by reason: malformed (400), header_too_large (431), method (405).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |s, kind| {
+            let by = |r: &Refusal| sample(kind, vec![label("reason", r.label())], s.refused[*r as usize].load(Relaxed) as f64);
+            Some(Refusal::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_metrics_http_accept_failures_total",
+        help: "Accepts on the metrics port that failed (out of descriptors, most often).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |s, kind| one(kind, s.accept_failures.load(Relaxed) as f64),
+    },
+];
+
+/// One sample per phase from counters indexed by phase.
+fn by_phase(kind: MetricType, counters: &[std::sync::atomic::AtomicU64; 3], phases: &[Phase]) -> Option<Vec<Metric>> {
+    let of = |p: &Phase| sample(kind, vec![label("phase", p.label())], counters[*p as usize].load(Relaxed) as f64);
+    Some(phases.iter().map(of).collect())
+}
+
+/// A collector over the metrics port's counters.
+pub(crate) struct HttpCollector {
+    stats: Arc<HttpStats>,
+    descs: Vec<Desc>,
+}
+
+impl HttpCollector {
+    /// A collector reading the counters of the port's server.
+    pub(crate) fn new(stats: Arc<HttpStats>) -> Self {
+        HttpCollector { stats, descs: descs(HTTP_FAMILIES) }
+    }
+}
+
+impl Collector for HttpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        collect(HTTP_FAMILIES, &self.stats)
+    }
+}
+
+/// The descriptions of a table of families.
+fn descs<S>(families: &[Family<S>]) -> Vec<Desc> {
+    families
+        .iter()
+        .map(|f| {
+            let labels = f.label.iter().map(|l| l.to_string()).collect();
+            Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new()).expect("valid metric desc")
+        })
+        .collect()
+}
+
+/// A table of families, read from their source now.
+fn collect<S>(families: &[Family<S>], source: &S) -> Vec<MetricFamily> {
+    families.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(source, f.kind)?))).collect()
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -465,6 +573,6 @@ impl Collector for WsloopCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        FAMILIES.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(&self.source, f.kind)?))).collect()
+        collect(FAMILIES, &self.source)
     }
 }

@@ -3,9 +3,12 @@
 //! Every figure is read at scrape time: loop counters from their atomics,
 //! process figures (RSS, FDs, CPU, threads) by the prometheus crate's
 //! process collector, the kernel's TCP memory from /proc/net/sockstat. The
-//! event loops never do anything for a scrape.
+//! event loops never do anything for a scrape. The port itself is served
+//! by [`http`], which a flood of idle or slow connections cannot starve,
+//! so `/healthz` answers a load balancer while the port is under fire.
 
 pub mod collector;
+mod head;
 pub mod http;
 
 use std::io;
@@ -68,11 +71,15 @@ pub fn start(
     source: Source,
     serving: impl Fn() -> bool + Send + 'static,
 ) -> io::Result<MetricsHandle> {
-    let listener = std::net::TcpListener::bind(addr)?;
+    let listener = http::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let bridge = source.bridge.clone();
+    let stats = Arc::new(http::HttpStats::default());
     let registry = registry(source);
+    registry
+        .register(Box::new(collector::HttpCollector::new(stats.clone())))
+        .expect("metrics port families register once");
     let respond: http::Responder = Box::new(move |path: &str| match path {
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(&registry)),
         // Still 200 without Redis: this host serves its own members, and a
@@ -87,6 +94,6 @@ pub fn start(
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("wsloop-metrics".into())
-        .spawn(move || http::serve(listener, respond, flag))?;
+        .spawn(move || http::serve(listener, respond, stats, http::Limits::DEFAULT, flag))?;
     Ok(MetricsHandle { addr, stop, thread: Some(thread) })
 }

@@ -9,6 +9,7 @@
 //! socket.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::ws::frame::opcode;
@@ -107,6 +108,64 @@ impl Refusal {
     }
 }
 
+/// Why an application refused a peer's publish or broadcast: the `reason`
+/// label of `wsloop_publish_refused_total`, and the error code the
+/// built-in app replies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishRefusal {
+    /// The message is over the application's publish size limit.
+    TooLarge,
+    /// The room name is one `join` would refuse ([`RoomError::BadName`]).
+    BadRoomName,
+    /// Broadcasts from peers are not allowed.
+    BroadcastDisabled,
+}
+
+impl PublishRefusal {
+    /// Every refusal, in counter order.
+    pub const ALL: [PublishRefusal; 3] =
+        [PublishRefusal::TooLarge, PublishRefusal::BadRoomName, PublishRefusal::BroadcastDisabled];
+
+    /// A stable label: the metric's `reason` and the reply's error code.
+    pub fn label(self) -> &'static str {
+        match self {
+            PublishRefusal::TooLarge => "too_large",
+            PublishRefusal::BadRoomName => RoomError::BadName.label(),
+            PublishRefusal::BroadcastDisabled => "broadcast_disabled",
+        }
+    }
+}
+
+/// Publishes an application refused, by [`PublishRefusal`], summed over
+/// every loop. Shared by the handler instances (one per loop) and the
+/// metrics (`wsloop_publish_refused_total{reason}`); refusals are rare
+/// next to messages, so one shared atomic per reason is cheap enough.
+#[derive(Debug, Default)]
+pub struct PublishRefusals([AtomicU64; PublishRefusal::ALL.len()]);
+
+impl PublishRefusals {
+    /// Counts one refusal.
+    pub fn count(&self, why: PublishRefusal) {
+        self.0[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Refusals for `why` so far.
+    pub fn get(&self, why: PublishRefusal) -> u64 {
+        self.0[why as usize].load(Relaxed)
+    }
+}
+
+/// Whether `join` would take `room` as a name: what a publish is checked
+/// against, so that a name no connection can join is never published to
+/// (nor sent to Redis). It must agree with `Rooms::join` (a test here
+/// checks both on the same names).
+fn check_room_name(room: &str, limits: &RoomLimits) -> Result<(), RoomError> {
+    if room.is_empty() || room.len() > limits.max_name_len {
+        return Err(RoomError::BadName);
+    }
+    Ok(())
+}
+
 /// What a handler may do with the connection it is called for.
 pub struct Ctx<'a> {
     pub(crate) id: ConnId,
@@ -160,6 +219,14 @@ impl Ctx<'_> {
         self.rooms.leave(self.id.slot, room)
     }
 
+    /// Whether `room` is a name [`join`](Self::join) and
+    /// [`publish_text`](Self::publish_text) take: not empty, at most
+    /// [`RoomLimits::max_name_len`] bytes. For checking a name from a peer
+    /// before building a message around it.
+    pub fn check_room_name(&self, room: &str) -> Result<(), RoomError> {
+        check_room_name(room, self.room_limits)
+    }
+
     /// True if this connection is in `room`.
     pub fn is_member(&self, room: &str) -> bool {
         self.rooms.is_member(self.id.slot, room)
@@ -168,16 +235,23 @@ impl Ctx<'_> {
     /// Sends `text` to every member of `room` on every loop. The frame is
     /// encoded once and shared; this connection gets a copy too if it is a
     /// member and `include_self` is true.
-    pub fn publish_text(&mut self, room: &str, text: &str, include_self: bool) {
-        self.publish(room, opcode::TEXT, text.as_bytes(), include_self);
+    ///
+    /// A room name that [`join`](Self::join) would refuse (empty, or over
+    /// [`RoomLimits::max_name_len`]) is refused here too, with
+    /// [`RoomError::BadName`]: nothing is sent, to this process's members
+    /// or beyond it, and nothing is counted as published. Membership is
+    /// not needed to publish.
+    pub fn publish_text(&mut self, room: &str, text: &str, include_self: bool) -> Result<(), RoomError> {
+        self.publish(room, opcode::TEXT, text.as_bytes(), include_self)
     }
 
     /// Like [`publish_text`](Self::publish_text), as a binary message.
-    pub fn publish_binary(&mut self, room: &str, data: &[u8], include_self: bool) {
-        self.publish(room, opcode::BINARY, data, include_self);
+    pub fn publish_binary(&mut self, room: &str, data: &[u8], include_self: bool) -> Result<(), RoomError> {
+        self.publish(room, opcode::BINARY, data, include_self)
     }
 
-    fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) {
+    fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) -> Result<(), RoomError> {
+        check_room_name(room, self.room_limits)?;
         let (room, frame) = (Arc::<str>::from(room), Publication::new(op, payload));
         *self.published += 1;
         if include_self && self.rooms.is_member(self.id.slot, &room) {
@@ -186,6 +260,7 @@ impl Ctx<'_> {
         }
         self.hub.publish_to_others(self.id.loop_id, &room, &frame);
         self.local.push(LocalPublish { room: Some(room), frame, skip: self.id.slot });
+        Ok(())
     }
 
     /// Sends `text` to every connection of the server, on every loop, in a
@@ -233,6 +308,9 @@ impl CloseCtx<'_> {
     }
 
     /// Sends `text` to every member of `room` on every loop, encoded once.
+    /// The name is not checked as [`Ctx::publish_text`] checks it: no peer
+    /// is sending here, the handler names a room of its own choosing (one
+    /// the connection was in, typically).
     pub fn publish_text(&mut self, room: &str, text: &str) {
         self.publish(room, opcode::TEXT, text.as_bytes());
     }
@@ -274,5 +352,152 @@ pub trait Handler {
     /// reported.
     fn on_close(&mut self, ctx: &mut CloseCtx<'_>, reason: CloseReason) {
         let _ = (ctx, reason);
+    }
+}
+
+/// A connection's [`Ctx`] without an engine, for unit tests of handlers:
+/// an open session and what it wrote, one loop's rooms, and a hub with no
+/// other loops (so a publish ends in `local`, where a test can see it).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::ws::compression::CompressionConfig;
+    use crate::ws::frame::FrameHead;
+    use crate::ws::session::Event;
+
+    /// One connection (slot 0 of loop 0) and everything its `Ctx` borrows.
+    pub(crate) struct TestConn {
+        session: Session,
+        out: Vec<u8>,
+        deflaters: Deflaters,
+        sent: u64,
+        rooms: Rooms,
+        limits: RoomLimits,
+        hub: Hub,
+        /// What the handler published, in order.
+        pub local: Vec<LocalPublish>,
+        /// Publishes counted, as the engine would add them to its stats.
+        pub published: u64,
+    }
+
+    impl TestConn {
+        /// A connection whose upgrade was accepted, under `limits`.
+        pub(crate) fn open(limits: RoomLimits) -> TestConn {
+            let mut session = Session::server();
+            let mut out = Vec::new();
+            let mut request = Vec::new();
+            crate::ws::client::write_request(&mut request, "x", "/ws", &crate::ws::client::generate_key());
+            let mut assembly = Vec::new();
+            let decoded = session.decode(&mut request, &mut assembly, &mut out, &crate::ws::Config::default());
+            match decoded.expect("a valid upgrade").event {
+                Some(Event::Upgrade(req)) => session.accept(&mut out, &req),
+                other => panic!("expected the upgrade, got {other:?}"),
+            }
+            out.clear();
+            TestConn {
+                session,
+                out,
+                deflaters: Deflaters::new(CompressionConfig::default()),
+                sent: 0,
+                rooms: Rooms::default(),
+                limits,
+                hub: Hub::default(),
+                local: Vec::new(),
+                published: 0,
+            }
+        }
+
+        /// The context a handler is given for this connection.
+        pub(crate) fn ctx(&mut self) -> Ctx<'_> {
+            Ctx {
+                id: ConnId { loop_id: 0, slot: 0, generation: 0 },
+                session: &mut self.session,
+                out: &mut self.out,
+                deflaters: &mut self.deflaters,
+                sent: &mut self.sent,
+                rooms: &mut self.rooms,
+                room_limits: &self.limits,
+                hub: &self.hub,
+                local: &mut self.local,
+                published: &mut self.published,
+            }
+        }
+
+        /// The payloads of the frames written to this connection since the
+        /// last call, as text.
+        pub(crate) fn take_replies(&mut self) -> Vec<String> {
+            let mut replies = Vec::new();
+            let mut at = 0;
+            while let Some(head) = FrameHead::decode(&self.out[at..]).expect("frames the server wrote") {
+                let payload = &self.out[at + head.header_len as usize..at + head.frame_len()];
+                replies.push(String::from_utf8_lossy(payload).into_owned());
+                at += head.frame_len();
+            }
+            assert_eq!(at, self.out.len(), "a partial frame in the output");
+            self.out.clear();
+            replies
+        }
+
+        /// The rooms (`None`: a broadcast) and payloads published so far.
+        pub(crate) fn publishes(&self) -> Vec<(Option<String>, String)> {
+            let text = |p: &LocalPublish| String::from_utf8_lossy(p.frame.payload()).into_owned();
+            self.local.iter().map(|p| (p.room.as_deref().map(str::to_string), text(p))).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestConn;
+    use super::*;
+
+    #[test]
+    fn publish_refuses_the_names_join_refuses_and_sends_nothing() {
+        let limits = RoomLimits { max_name_len: 8, max_rooms_per_conn: 4 };
+        let mut conn = TestConn::open(limits);
+        let mut ctx = conn.ctx();
+        ctx.join("r").unwrap();
+        let long = "x".repeat(9);
+        for bad in ["", long.as_str()] {
+            assert_eq!(ctx.publish_text(bad, "hi", true), Err(RoomError::BadName), "{bad:?}");
+            assert_eq!(ctx.publish_binary(bad, b"hi", true), Err(RoomError::BadName), "{bad:?}");
+        }
+        assert_eq!(ctx.publish_text("r", "ok", true), Ok(()));
+        assert_eq!(ctx.publish_text("12345678", "at the limit", false), Ok(()));
+        assert_eq!(conn.published, 2, "only the accepted publishes count");
+        assert_eq!(
+            conn.publishes(),
+            [(Some("r".to_string()), "ok".to_string()), (Some("12345678".to_string()), "at the limit".to_string())]
+        );
+        assert_eq!(conn.take_replies(), ["ok"], "the member's own copy, and nothing of the refused ones");
+    }
+
+    #[test]
+    fn the_publish_check_agrees_with_join_on_every_name() {
+        let limits = RoomLimits { max_name_len: 6, max_rooms_per_conn: 1000 };
+        let names =
+            ["", "a", "abcdef", "abcdefg", "é", "ééé", "éééé", "a:b", "a\0b", " ", "\u{1F600}", "l\u{1F600}bby"];
+        for (slot, name) in names.iter().enumerate() {
+            let joined = Rooms::default().join(slot as u32, name, &limits);
+            let checked = check_room_name(name, &limits);
+            assert_eq!(
+                checked.is_err(),
+                joined == Err(RoomError::BadName),
+                "{name:?}: join {joined:?}, publish {checked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_count_by_reason_and_label_like_the_replies() {
+        let counts = PublishRefusals::default();
+        counts.count(PublishRefusal::TooLarge);
+        counts.count(PublishRefusal::TooLarge);
+        counts.count(PublishRefusal::BroadcastDisabled);
+        let got: Vec<_> = PublishRefusal::ALL.iter().map(|r| (r.label(), counts.get(*r))).collect();
+        assert_eq!(got, [("too_large", 2), ("bad_room_name", 0), ("broadcast_disabled", 1)]);
+        for (i, r) in PublishRefusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
     }
 }

@@ -113,11 +113,21 @@ pub enum HandshakeError {
     MethodNotAllowed,
     /// No `Host` header (400).
     MissingHost,
+    /// A request that says it has a body: a `Content-Length` that is not 0
+    /// (or not a number), or any `Transfer-Encoding` (400). An upgrade has
+    /// none, and whatever followed the head would otherwise be read as
+    /// WebSocket frames.
+    Body,
+    /// A header that may appear once appeared twice: `Host` (RFC 9112 3.2),
+    /// `Origin`, `Authorization`, `Sec-WebSocket-Key` or
+    /// `Sec-WebSocket-Version` (400). Two values leave the server and
+    /// whatever sits in front of it free to pick different ones.
+    DuplicateHeader,
     /// `Upgrade: websocket` or `Connection: upgrade` is missing (426).
     NotUpgrade,
     /// `Sec-WebSocket-Version` is not 13 (426, with `Sec-WebSocket-Version: 13`).
     UnsupportedVersion,
-    /// `Sec-WebSocket-Key` is missing, repeated, or not base64 of 16 bytes (400).
+    /// `Sec-WebSocket-Key` is missing or not base64 of 16 bytes (400).
     BadKey,
     /// The path is not one the server serves (404).
     UnknownPath,
@@ -140,11 +150,13 @@ pub enum HandshakeError {
 
 impl HandshakeError {
     /// Every refusal, in declaration order (counters index by discriminant).
-    pub const ALL: [HandshakeError; 15] = [
+    pub const ALL: [HandshakeError; 17] = [
         HandshakeError::Malformed,
         HandshakeError::HeaderTooLarge,
         HandshakeError::MethodNotAllowed,
         HandshakeError::MissingHost,
+        HandshakeError::Body,
+        HandshakeError::DuplicateHeader,
         HandshakeError::NotUpgrade,
         HandshakeError::UnsupportedVersion,
         HandshakeError::BadKey,
@@ -161,7 +173,11 @@ impl HandshakeError {
     /// The HTTP status code of the reply.
     pub fn status(self) -> u16 {
         match self {
-            HandshakeError::Malformed | HandshakeError::MissingHost | HandshakeError::BadKey => 400,
+            HandshakeError::Malformed
+            | HandshakeError::MissingHost
+            | HandshakeError::Body
+            | HandshakeError::DuplicateHeader
+            | HandshakeError::BadKey => 400,
             HandshakeError::Unauthorized => 401,
             HandshakeError::ForbiddenOrigin | HandshakeError::Forbidden => 403,
             HandshakeError::UnknownPath => 404,
@@ -180,6 +196,10 @@ impl HandshakeError {
             HandshakeError::HeaderTooLarge => "request header too large",
             HandshakeError::MethodNotAllowed => "method must be GET",
             HandshakeError::MissingHost => "missing Host header",
+            HandshakeError::Body => "an upgrade request has no body (Content-Length must be 0, no Transfer-Encoding)",
+            HandshakeError::DuplicateHeader => {
+                "a header sent twice that may appear once (Host, Origin, Authorization, Sec-WebSocket-Key or -Version)"
+            }
             HandshakeError::NotUpgrade => "this is a WebSocket endpoint: send Upgrade: websocket",
             HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version (13 only)",
             HandshakeError::BadKey => "missing or invalid Sec-WebSocket-Key",
@@ -201,6 +221,8 @@ impl HandshakeError {
             HandshakeError::HeaderTooLarge => "header_too_large",
             HandshakeError::MethodNotAllowed => "method",
             HandshakeError::MissingHost => "missing_host",
+            HandshakeError::Body => "body",
+            HandshakeError::DuplicateHeader => "duplicate_header",
             HandshakeError::NotUpgrade => "not_upgrade",
             HandshakeError::UnsupportedVersion => "version",
             HandshakeError::BadKey => "bad_key",
@@ -265,3 +287,19 @@ impl fmt::Display for WsError {
 }
 
 impl std::error::Error for WsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_handshake_refusal_has_its_own_label_and_a_4xx_or_5xx() {
+        let labels: std::collections::HashSet<_> = HandshakeError::ALL.iter().map(|e| e.label()).collect();
+        assert_eq!(labels.len(), HandshakeError::ALL.len());
+        assert!(!labels.contains("timeout"), "taken by the handshake timer");
+        for e in HandshakeError::ALL {
+            assert!((400..600).contains(&e.status()), "{e:?}");
+            assert!(!e.reason().contains('\n'), "{e:?}");
+        }
+    }
+}

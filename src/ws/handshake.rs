@@ -5,6 +5,15 @@
 //! a new line has arrived, so a request trickled one byte at a time costs
 //! one parse per line, not one per byte. Nothing is allocated until the
 //! reply is written.
+//!
+//! The parser is strict where leniency lets two readers of the same bytes
+//! disagree: every line ends in CRLF (a bare LF, which httparse would take
+//! as a line end, is refused, so [`Request::header`] and the parser split
+//! the head alike); a request that says it has a body is refused (an
+//! upgrade has none, and the body would be read as frames); a header that
+//! may appear once (`Host`, `Origin`, `Authorization`, `Sec-WebSocket-Key`,
+//! `Sec-WebSocket-Version`) is refused the second time; only SP and HTAB
+//! are trimmed around a value, as httparse does.
 
 use tungstenite::handshake::derive_accept_key;
 
@@ -64,20 +73,19 @@ pub struct Request<'a> {
     pub deflate: Option<Deflate>,
     /// Bytes taken by the request head; frames may follow right after it.
     pub head_len: usize,
-    /// The whole request head (request line and headers), for
+    /// The whole request head (any empty lines before the request line,
+    /// the request line, the headers, the empty line that ends them), for
     /// [`header`](Self::header): the handshake keeps no header table.
     pub head: &'a [u8],
 }
 
 impl<'a> Request<'a> {
-    /// The value of the first header named `name` (any case), trimmed.
-    /// Scans the head; meant for the few lookups an admission check makes.
+    /// The value of the first header named `name` (any case), without the
+    /// SP and HTAB around it: the value the parser accepted the request
+    /// with (a header that may appear once has only one). Scans the head;
+    /// meant for the few lookups an admission check makes.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        let head = std::str::from_utf8(self.head).ok()?;
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        header_lines(self.head).find_map(|(n, v)| n.eq_ignore_ascii_case(name).then_some(v))
     }
 
     /// The raw (still percent-encoded) value of the first query parameter
@@ -90,11 +98,35 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The `(name, value)` of each header line of `head`, a head the parser
+/// accepted: lines end in CRLF (a bare LF was refused); empty lines before
+/// the request line are skipped, then the request line; the first empty
+/// line after it ends the headers. A name is a token (no `:`, no
+/// whitespace), so a line splits at its first `:` as httparse splits it.
+fn header_lines(head: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    // A head the parser accepted is UTF-8 (the request line by httparse, the
+    // values by `UpgradeHeaders::scan`).
+    let text = std::str::from_utf8(head).unwrap_or("");
+    let mut lines = text.split("\r\n").skip_while(|l| l.is_empty());
+    lines.next();
+    lines.take_while(|l| !l.is_empty()).filter_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        Some((name, trim_ows(value)))
+    })
+}
+
+/// `value` without the optional whitespace (SP, HTAB) around it (RFC 9110
+/// 5.5); other Unicode whitespace is part of the value, as in httparse.
+fn trim_ows(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
+}
+
 /// Parses an upgrade request from the front of `buf`.
 ///
 /// `scanned` is how much of `buf` earlier calls have seen (start at 0; keep
 /// it between calls while the buffer only grows). `Ok(None)`: the request is
-/// not complete yet. `Err`: refuse with [`write_reject`].
+/// not complete yet. `Err`: refuse with [`write_reject`]. A line ended by a
+/// bare LF or CR is [`HandshakeError::Malformed`].
 pub fn parse_request<'a>(
     buf: &'a [u8],
     scanned: &mut usize,
@@ -120,7 +152,18 @@ pub fn parse_request<'a>(
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeaderTooLarge),
         Err(_) => return Err(HandshakeError::Malformed),
     };
-    validate(&req, cfg, &buf[..head_len]).map(Some)
+    let head = &buf[..head_len];
+    // httparse refuses a CR not followed by LF, but takes a bare LF as a
+    // line end: refuse it, so every reader of the head splits it alike.
+    if !lines_end_in_crlf(head) {
+        return Err(HandshakeError::Malformed);
+    }
+    validate(&req, cfg, head).map(Some)
+}
+
+/// True if every LF in `head` follows a CR.
+fn lines_end_in_crlf(head: &[u8]) -> bool {
+    head.first() != Some(&b'\n') && head.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r')
 }
 
 /// Checks a whole request head, parsed, against `cfg`: the request to
@@ -157,8 +200,8 @@ fn validate<'a>(
 /// goes; collected in one pass, judged by [`check`](Self::check).
 #[derive(Default)]
 struct UpgradeHeaders<'a> {
-    /// A `Host` header was sent.
-    host: bool,
+    /// The `Host` header.
+    host: Option<&'a str>,
     /// `Upgrade` named `websocket`.
     upgrade: bool,
     /// `Connection` named `upgrade`.
@@ -169,34 +212,40 @@ struct UpgradeHeaders<'a> {
     key: Option<&'a str>,
     /// The `Origin` header.
     origin: Option<&'a str>,
+    /// The `Authorization` header (kept only to refuse a second one).
+    authorization: Option<&'a str>,
     /// The offered subprotocol the server prefers, with its rank there.
     protocol: Option<(usize, &'a str)>,
 }
 
 impl<'a> UpgradeHeaders<'a> {
     /// Reads every header of `req` once. Fails on a value that is not
-    /// UTF-8 and on a second `Sec-WebSocket-Key`.
+    /// UTF-8, on any sign of a body, and on a second header of those that
+    /// may appear once.
     fn scan(req: &httparse::Request<'_, 'a>, cfg: &HandshakeConfig) -> Result<Self, HandshakeError> {
         let mut seen = UpgradeHeaders::default();
         for h in req.headers.iter() {
-            let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?.trim();
+            let value = trim_ows(std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?);
             let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
-                seen.host = true;
-            } else if name.eq_ignore_ascii_case("upgrade") {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("host") {
+                once(&mut seen.host, value)?;
+            } else if is("upgrade") {
                 seen.upgrade |= has_token(value, "websocket");
-            } else if name.eq_ignore_ascii_case("connection") {
+            } else if is("connection") {
                 seen.connection |= has_token(value, "upgrade");
-            } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-                seen.version = Some(value);
-            } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-                if seen.key.replace(value).is_some() {
-                    return Err(HandshakeError::BadKey);
-                }
-            } else if name.eq_ignore_ascii_case("origin") {
-                seen.origin = Some(value);
-            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            } else if is("sec-websocket-version") {
+                once(&mut seen.version, value)?;
+            } else if is("sec-websocket-key") {
+                once(&mut seen.key, value)?;
+            } else if is("origin") {
+                once(&mut seen.origin, value)?;
+            } else if is("authorization") {
+                once(&mut seen.authorization, value)?;
+            } else if is("sec-websocket-protocol") {
                 seen.prefer_protocol(value, &cfg.protocols);
+            } else if is("transfer-encoding") || (is("content-length") && !is_zero(value)) {
+                return Err(HandshakeError::Body);
             }
         }
         Ok(seen)
@@ -218,7 +267,7 @@ impl<'a> UpgradeHeaders<'a> {
     /// Judges the request for `path` by what its headers said, in the order
     /// the refusals are tested for; the key to answer with.
     fn check(&self, path: &str, cfg: &HandshakeConfig) -> Result<&'a str, HandshakeError> {
-        if !self.host {
+        if self.host.is_none() {
             return Err(HandshakeError::MissingHost);
         }
         if !cfg.paths.iter().any(|p| p == path) {
@@ -238,6 +287,21 @@ impl<'a> UpgradeHeaders<'a> {
         }
         Ok(key)
     }
+}
+
+/// Keeps `value` in `slot`, the place of a header that may appear once;
+/// [`HandshakeError::DuplicateHeader`] if it is taken.
+fn once<'a>(slot: &mut Option<&'a str>, value: &'a str) -> Result<(), HandshakeError> {
+    match slot.replace(value) {
+        Some(_) => Err(HandshakeError::DuplicateHeader),
+        None => Ok(()),
+    }
+}
+
+/// True if a `Content-Length` value says 0: one or more digits, all `0`.
+/// Anything else (a length, a list, a sign, nothing) may announce a body.
+fn is_zero(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b == b'0')
 }
 
 /// True if the comma-separated `list` holds `token`, ignoring ASCII case.
@@ -410,8 +474,10 @@ mod tests {
             (base.replace("Version: 13", "Version: 8"), HandshakeError::UnsupportedVersion),
             (base.replace(KEY, "short=="), HandshakeError::BadKey),
             (base.replace(KEY, "dGhlIHNhbXBsZSBub25jZR=="), HandshakeError::BadKey),
-            (request(&format!("Sec-WebSocket-Key: {KEY}\r\n")), HandshakeError::BadKey),
+            (request(&format!("Sec-WebSocket-Key: {KEY}\r\n")), HandshakeError::DuplicateHeader),
             (request("Origin: https://evil.example\r\n"), HandshakeError::ForbiddenOrigin),
+            // Only SP and HTAB are whitespace around a value (RFC 9110 5.5).
+            (request("Origin: https://good.example\u{a0}\r\n"), HandshakeError::ForbiddenOrigin),
         ];
         for (raw, want) in cases {
             assert_eq!(parse(raw.as_bytes(), &cfg), Err(want), "{raw:?}");
@@ -439,6 +505,8 @@ mod tests {
         );
         for (err, line) in [
             (HandshakeError::Malformed, "HTTP/1.1 400 Bad Request\r\n"),
+            (HandshakeError::Body, "HTTP/1.1 400 Bad Request\r\n"),
+            (HandshakeError::DuplicateHeader, "HTTP/1.1 400 Bad Request\r\n"),
             (HandshakeError::ForbiddenOrigin, "HTTP/1.1 403 Forbidden\r\n"),
             (HandshakeError::UnknownPath, "HTTP/1.1 404 Not Found\r\n"),
             (HandshakeError::HeaderTooLarge, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
@@ -482,5 +550,130 @@ mod tests {
         assert_eq!(req.query_param("token"), Some("t%2B1"));
         assert_eq!(req.query_param("flag"), Some(""));
         assert_eq!(req.query_param("tok"), None);
+    }
+
+    /// Every header httparse finds in `head`, in order: what the parser
+    /// accepted, to hold `Request::header` to.
+    fn parsed_headers(head: &[u8]) -> Vec<(String, String)> {
+        let mut headers = [httparse::EMPTY_HEADER; HEADER_CAPACITY];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(head).unwrap().is_complete());
+        req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8(h.value.to_vec()).unwrap())).collect()
+    }
+
+    #[test]
+    fn an_upgrade_with_a_body_is_refused_and_its_body_never_parsed() {
+        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let body = |extra: &str, after: &[u8]| [request(extra).as_bytes(), after].concat();
+        let cases: Vec<Vec<u8>> = vec![
+            body("Content-Length: 11\r\n", &frame),
+            body("content-length: 1\r\n", b"x"),
+            body("Transfer-Encoding: chunked\r\n", b"b\r\n0123456789a\r\n0\r\n\r\n"),
+            body("Transfer-Encoding: identity\r\n", b""),
+            body("Transfer-Encoding:\r\n", b""),
+            body("Content-Length: 0\r\nContent-Length: 5\r\n", b"hello"),
+            body("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+            // A length that does not parse may mean anything: not 0.
+            body("Content-Length: abc\r\n", b""),
+            body("Content-Length: -0\r\n", b""),
+            body("Content-Length: +0\r\n", b""),
+            body("Content-Length:\r\n", b""),
+            body("Content-Length: 0, 0\r\n", b""),
+            body("Content-Length: 0 0\r\n", b""),
+            body("Content-Length: 18446744073709551616\r\n", b""),
+        ];
+        for raw in cases {
+            assert_eq!(parse(&raw, &HandshakeConfig::default()), Err(HandshakeError::Body), "{raw:?}");
+        }
+        // A length of zero says there is no body: the bytes after the head
+        // are the first frame.
+        for extra in ["Content-Length: 0\r\n", "content-length:  00 \r\n", "Content-Length: 0\r\nContent-Length: 0\r\n"]
+        {
+            let raw = body(extra, &frame);
+            let req = parse(&raw, &HandshakeConfig::default()).unwrap().unwrap();
+            assert_eq!(raw[req.head_len..], frame, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn a_header_that_must_be_single_is_refused_twice() {
+        let cfg = HandshakeConfig { allowed_origins: vec!["https://good.example".into()], ..Default::default() };
+        for extra in [
+            "Host: example.com\r\n",
+            "host: other.example\r\n",
+            "Origin: https://evil.example\r\nOrigin: https://good.example\r\n",
+            "Origin: https://good.example\r\nOrigin: https://good.example\r\n",
+            "Sec-WebSocket-Version: 8\r\n",
+            "Authorization: Bearer a\r\nauthorization: Bearer b\r\n",
+            &format!("sec-websocket-key: {KEY}\r\n"),
+        ] {
+            assert_eq!(parse(request(extra).as_bytes(), &cfg), Err(HandshakeError::DuplicateHeader), "{extra:?}");
+        }
+        // List-valued headers may repeat (RFC 9110 5.3): their values add up.
+        let cfg = HandshakeConfig { protocols: vec!["chat".into()], ..Default::default() };
+        let raw = request("Connection: keep-alive\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: chat\r\n");
+        assert_eq!(parse(raw.as_bytes(), &cfg).unwrap().unwrap().protocol, Some("chat"));
+        let raw = request("").replace("Connection: Upgrade\r\n", "Connection: keep-alive\r\nConnection: Upgrade\r\n");
+        assert!(parse(raw.as_bytes(), &cfg).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_bare_lf_or_cr_is_refused_wherever_it_is() {
+        let base = request("");
+        let cases = [
+            base.replace("\r\n", "\n"),
+            base.replacen("HTTP/1.1\r\n", "HTTP/1.1\n", 1),
+            base.replace("Host: example.com\r\n", "Host: example.com\n"),
+            request("X-Smuggle: a\nAuthorization: Bearer x\r\n"),
+            format!("{}\n", &base[..base.len() - 2]),
+            format!("\n{base}"),
+            format!("\r\n\n{base}"),
+            request("X-A: 1\rHost: b\r\n"),
+            request("X-A: 1\r\r\n"),
+        ];
+        for raw in cases {
+            assert_eq!(parse(raw.as_bytes(), &HandshakeConfig::default()), Err(HandshakeError::Malformed), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_skipped_by_header_too() {
+        // RFC 9112 2.2: a server ignores empty lines before the request line.
+        let raw = format!("\r\n\r\n{}", request("X-A: 1\r\n").replace("/ws", "/ws?a:b"));
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap();
+        assert_eq!((req.path, req.query, req.head_len), ("/ws", Some("a:b"), raw.len()));
+        assert_eq!(req.header("host"), Some("example.com"));
+        assert_eq!(req.header("x-a"), Some("1"));
+        assert_eq!(req.header("GET /ws?a"), None);
+        assert_eq!(req.header(""), None);
+    }
+
+    #[test]
+    fn header_returns_what_the_parser_parsed() {
+        let cfg = HandshakeConfig { protocols: vec!["chat".into()], ..Default::default() };
+        let raws = [
+            request("X-Tab:\tv\t\r\nX-Sp:   v  w  \r\nX-Empty:\r\nX-Blank:   \r\n"),
+            request("X-Nbsp: \u{a0}v\u{a0}\r\nX-Utf8: κόσμε\r\nX-Colon: a:b: c\r\n"),
+            request("Sec-WebSocket-Protocol: x\r\nSec-WebSocket-Protocol: chat\r\nX-Dup: 1\r\nx-dup: 2\r\n"),
+            format!("\r\n{}", request("Cookie: a=b; c=d\r\n")),
+        ];
+        for raw in &raws {
+            let req = parse(raw.as_bytes(), &cfg).unwrap().unwrap();
+            let parsed = parsed_headers(req.head);
+            for (name, _) in &parsed {
+                let first = parsed.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+                assert_eq!(req.header(name), first, "{name} in {raw:?}");
+                assert_eq!(req.header(&name.to_ascii_uppercase()), first, "{name} in {raw:?}");
+            }
+            // Nothing is found that the parser did not see as a header: not
+            // a piece of a line, a value, or the request line.
+            for line in raw.split("\r\n") {
+                for piece in line.split(':').chain(line.split(' ')).chain([line]) {
+                    if !parsed.iter().any(|(n, _)| n.eq_ignore_ascii_case(piece)) {
+                        assert_eq!(req.header(piece), None, "{piece:?} in {raw:?}");
+                    }
+                }
+            }
+        }
     }
 }

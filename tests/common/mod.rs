@@ -31,9 +31,19 @@ pub fn io_under_test() -> IoChoice {
     }
 }
 
-/// Starts the built-in echo app.
+/// Starts the built-in echo app (default publish policy: broadcasts off).
 pub fn start_echo(cfg: ServerConfig) -> ServerHandle {
     server::start(cfg, |_| EchoApp::new()).expect("server starts")
+}
+
+/// Starts the built-in echo app under `policy`, counting its refused
+/// publishes in `refused`.
+pub fn start_echo_with(
+    cfg: ServerConfig,
+    policy: wsloop::app::PublishPolicy,
+    refused: std::sync::Arc<wsloop::server::handler::PublishRefusals>,
+) -> ServerHandle {
+    server::start(cfg, move |_| EchoApp::with_policy(policy, refused.clone())).expect("server starts")
 }
 
 /// Polls `f` until it is true or `within` passes; returns the last value.
