@@ -84,6 +84,12 @@ pub struct ServeArgs {
     /// (a room publish to it then closes it 1008 as a slow consumer).
     #[arg(long, env = "WSLOOP_MAX_BACKLOG", default_value = "1MiB", value_parser = parse_size)]
     pub max_backlog: usize,
+    /// The process's memory budget (e.g. 2GiB; 0: none); default: half of the cgroup's
+    /// or host's memory, logged at start. Past 3/4 of it new connections get 503 and
+    /// the largest input holders are not read; past it, the largest holders are
+    /// closed (1009 for an unfinished message, else 1013).
+    #[arg(long, env = "WSLOOP_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
     /// Time a connection over --max-backlog may go without the peer taking a byte
     /// before it is closed as a slow consumer (1008).
     #[arg(long, env = "WSLOOP_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -224,6 +230,7 @@ impl ServeArgs {
             },
             max_conns: self.max_conns,
             max_backlog: self.max_backlog,
+            memory_limit: self.memory_limit.map(|n| n as u64),
             send_timeout: self.send_timeout,
             buffer_size: self.buffer_size,
             pool_max_idle: self.pool_size,

@@ -19,6 +19,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// A byte size for people: `512 B`, `64.0 KiB`, `256.0 MiB`, `11.8 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(size, _)| bytes >= *size) {
+        Some((size, unit)) => format!("{:.1} {unit}", bytes as f64 / *size as f64),
+        None => format!("{bytes} B"),
+    }
+}
+
 /// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -41,6 +50,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_format_in_the_largest_whole_unit() {
+        assert_eq!(format_size(512), "512 B");
+        assert_eq!(format_size(64 << 10), "64.0 KiB");
+        assert_eq!(format_size(256 << 20), "256.0 MiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+    }
 
     #[test]
     fn sizes() {

@@ -73,9 +73,9 @@ fn reading_member(addr: std::net::SocketAddr, room: &str, messages: usize) -> st
 #[test]
 fn one_large_publish_to_forty_stalled_members_costs_one_frame_not_forty() {
     let io = io_flag();
-    let message: usize = std::env::var("MSG").map_or(16 << 20, |v| v.parse().unwrap());
+    let message = 16 << 20;
     let (mut child, addr, metrics) = spawn_binary_with_metrics(
-        &serve_args(&io, &["--send-timeout", "1s", "--close-timeout", "1s"]),
+        &serve_args(&io, &["--memory-limit", "256MiB", "--send-timeout", "1s", "--close-timeout", "1s", "--max-publish-size", "32MiB"]),
         None,
     );
     let stalled: Vec<_> = (0..40).map(|_| stalled_member(addr, "big")).collect();
@@ -126,5 +126,101 @@ fn one_large_publish_to_forty_stalled_members_costs_one_frame_not_forty() {
     let pong = publisher.read_frame().expect("the publisher is served");
     assert!(pong.payload.starts_with(br#"{"type":"pong""#), "{:?}", String::from_utf8_lossy(&pong.payload));
     drop(stalled);
+    let _ = child.kill();
+}
+
+/// Sends `total` bytes of one fragmented binary message in 4 MiB
+/// fragments and never the last one; returns what the server said at the
+/// end (its close code, if it sent one).
+fn unfinished_message(addr: std::net::SocketAddr, total: usize) -> std::thread::JoinHandle<Option<u16>> {
+    let mut c = RawClient::connect(addr);
+    c.stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    std::thread::spawn(move || {
+        let fragment = vec![0x5au8; 4 << 20];
+        let mut sent = 0;
+        while sent < total {
+            let op = if sent == 0 { opcode::BINARY } else { opcode::CONTINUATION };
+            let mut frame = Vec::new();
+            wsloop::ws::frame::write_frame(&mut frame, false, op, &fragment, Some([1, 2, 3, 4]));
+            if std::io::Write::write_all(&mut c.stream, &frame).is_err() {
+                break;
+            }
+            sent += fragment.len();
+        }
+        // Whatever the server said before it closed.
+        loop {
+            match c.read_frame() {
+                Ok(f) if f.opcode == opcode::CLOSE => return f.close_code(),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// A client that echoes a small message every 50 ms until `stop`; returns
+/// how many echoes came back, all intact.
+fn polite_echoer(addr: std::net::SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let mut c = RawClient::connect(addr);
+    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::thread::spawn(move || {
+        let mut echoed = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let text = format!("polite {echoed}");
+            c.send_frame(true, opcode::TEXT, text.as_bytes());
+            let f = c.read_frame().expect("the polite client is served");
+            assert_eq!(f.payload, text.as_bytes());
+            echoed += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        echoed
+    })
+}
+
+#[test]
+fn unfinished_messages_are_held_under_the_budget_and_their_holders_shed() {
+    let io = io_flag();
+    let limit = 256u64 << 20;
+    let (mut child, addr, metrics) = spawn_binary_with_metrics(
+        &serve_args(&io, &["--memory-limit", "256MiB", "--send-timeout", "1s", "--close-timeout", "2s"]),
+        None,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polite = polite_echoer(addr, stop.clone());
+    let attackers: Vec<_> = (0..8).map(|_| unfinished_message(addr, 56 << 20)).collect();
+    // Past the soft mark a newcomer is refused before its upgrade.
+    let refused_newcomer = eventually(Duration::from_secs(30), || {
+        if metric(metrics, "wsloop_memory_budget_level") < 1.0 {
+            return false;
+        }
+        let mut c = RawClient::connect_tcp(addr);
+        c.send_raw(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        c.read_frame_or_reply_starts_with("HTTP/1.1 503")
+    });
+    let mut peak = 0;
+    let mut codes = Vec::new();
+    for a in attackers {
+        while !a.is_finished() {
+            peak = peak.max(rss_of(child.id()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        codes.push(a.join().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let echoed = polite.join().expect("the polite client was served throughout");
+    eprintln!(
+        "8 x 56 MiB unfinished ({io}): peak RSS {} MiB under a {} MiB budget; close codes {codes:?}; polite echoes {echoed}",
+        peak >> 20,
+        limit >> 20
+    );
+    assert!(peak < limit, "peak RSS {peak} B over the {limit} B budget");
+    assert!(refused_newcomer, "a newcomer past the soft mark got 503");
+    assert!(codes.iter().filter(|c| **c == Some(1009)).count() >= 1, "shed holders are told 1009: {codes:?}");
+    let shed = metric(metrics, "wsloop_memory_budget_shed_total");
+    let closed = metric(metrics, "wsloop_connections_closed_total{reason=\"memory_budget\"}");
+    assert!(shed >= 1.0 && closed >= shed, "shed {shed}, closed {closed}");
+    assert!(metric(metrics, "wsloop_handshake_failures_total{reason=\"memory_budget\"}") >= 1.0);
+    assert!(echoed > 0);
     let _ = child.kill();
 }

@@ -22,7 +22,7 @@ use crate::server::stats::{
     handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
 use crate::server::tls::TlsFailure;
-use crate::server::{CloseReason, ServerHandle};
+use crate::server::{CloseReason, MemoryBudget, ServerHandle};
 
 /// What the collector reads: every loop's counters and the process limits.
 #[derive(Clone)]
@@ -38,6 +38,8 @@ pub struct Source {
     /// The application's refused publishes, if it counts them (the
     /// built-in echo app does; see [`Source::with_publish_refusals`]).
     pub publish_refusals: Option<Arc<PublishRefusals>>,
+    /// The process's memory budget, if the server has one to report.
+    pub memory: Option<Arc<MemoryBudget>>,
 }
 
 impl Source {
@@ -49,6 +51,7 @@ impl Source {
             proc_root: "/proc".into(),
             bridge: server.bridge_stats(),
             publish_refusals: None,
+            memory: Some(server.memory_budget()),
         }
     }
 
@@ -160,6 +163,44 @@ const FAMILIES: &[Family<Source>] = &[
         kind: MetricType::GAUGE,
         label: None,
         read: |src, kind| one(kind, src.sum(|s| s.backlog_bytes.get())),
+    },
+    Family {
+        name: "wsloop_memory_budget_bytes",
+        help: "What the process holds against --memory-limit, by kind (each shared frame once).",
+        kind: MetricType::GAUGE,
+        label: Some("kind"),
+        read: |src, kind| {
+            let usage = src.memory.as_ref()?.usage();
+            Some(usage.by_kind().iter().map(|(k, n)| sample(kind, vec![label("kind", k)], *n as f64)).collect())
+        },
+    },
+    Family {
+        name: "wsloop_memory_limit_bytes",
+        help: "The --memory-limit in effect (0: none); its soft mark is 3/4 of it.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.memory.as_ref()?.limit() as f64),
+    },
+    Family {
+        name: "wsloop_memory_budget_level",
+        help: "0 under the soft mark, 1 past it (new connections refused, large holders not read), 2 past the limit.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.memory.as_ref()?.level_number() as f64),
+    },
+    Family {
+        name: "wsloop_memory_budget_throttled_total",
+        help: "Connections no longer read while the process was past its memory budget's soft mark.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.budget_throttled.get())),
+    },
+    Family {
+        name: "wsloop_memory_budget_shed_total",
+        help: "Connections closed as the largest holders past the memory budget (1009 or 1013).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.budget_shed.get())),
     },
     Family {
         name: "wsloop_accept_pauses_total",

@@ -40,13 +40,14 @@ impl Chunk {
 }
 
 /// See the module docs. Invariant: `len` is the sum of the chunks' lengths
-/// less `head`, the bytes of the first chunk already sent; no chunk is
-/// empty.
+/// less `head`, the bytes of the first chunk already sent, and `shared`
+/// the part of `len` in shared chunks; no chunk is empty.
 #[derive(Debug, Default)]
 pub struct Chain {
     chunks: VecDeque<Chunk>,
     head: usize,
     len: usize,
+    shared: usize,
 }
 
 impl Chain {
@@ -60,6 +61,13 @@ impl Chain {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Unsent bytes held by reference: frames other connections share, which
+    /// a memory budget counts once, not once per connection.
+    #[inline]
+    pub fn shared_len(&self) -> usize {
+        self.shared
     }
 
     /// Appends a copy of `bytes`, to the last chunk if it is the
@@ -96,6 +104,7 @@ impl Chain {
             return self.push_own(&frame[from.min(frame.len())..]);
         }
         self.len += rest;
+        self.shared += rest;
         self.chunks.push_back(Chunk::Shared(frame.slice(from..)));
     }
 
@@ -119,9 +128,16 @@ impl Chain {
         while n > 0 {
             let Some(first) = self.chunks.front() else { break };
             let left = first.bytes().len() - self.head;
+            let shared = matches!(first, Chunk::Shared(_));
             if n < left {
                 self.head += n;
+                if shared {
+                    self.shared -= n;
+                }
                 return;
+            }
+            if shared {
+                self.shared -= left;
             }
             n -= left;
             self.head = 0;
@@ -172,6 +188,7 @@ mod tests {
         chain.fill(&mut slices);
         assert_eq!(slices[0].as_ptr(), big.as_ptr(), "the same bytes, by reference");
         assert_ne!(slices[1].as_ptr(), small.as_ptr(), "copied");
+        assert_eq!(chain.shared_len(), SHARE_MIN);
         // The unsent rest of a frame is shared only while it is large.
         let mut rest = Chain::default();
         rest.push_shared(&big, 10);
@@ -187,10 +204,13 @@ mod tests {
         chain.push_shared(&big, 0);
         chain.consume(2);
         assert_eq!(unsent(&chain)[..2], *b"z\x00");
+        assert_eq!(chain.shared_len(), big.len());
         chain.consume(1 + 5);
         assert_eq!(unsent(&chain), big[5..]);
+        assert_eq!(chain.shared_len(), big.len() - 5);
         chain.consume(chain.len());
         assert!(chain.is_empty());
+        assert_eq!(chain.shared_len(), 0);
         assert_eq!(chain.chunks.len(), 0);
         assert_eq!(unsent(&chain), b"");
     }

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     /// consumer (1008). A connection's memory is bounded by this plus one
     /// message and one read turn.
     pub max_backlog: usize,
+    /// The process's memory budget in bytes (see `server::budget`): past
+    /// 3/4 of it new connections are refused and the largest input holders
+    /// stop being read; past it, the largest holders are closed (1009 or
+    /// 1013). `None`: half of the cgroup's or host's memory, decided (and
+    /// logged) at start; `Some(0)`: no budget.
+    pub memory_limit: Option<u64>,
     /// Time a connection over `max_backlog` may go without the peer taking
     /// a single byte before it is closed as a slow consumer (1008).
     pub send_timeout: Duration,
@@ -79,6 +85,7 @@ impl Default for ServerConfig {
             ws: ws::Config::default(),
             max_conns: 0,
             max_backlog: 1 << 20,
+            memory_limit: None,
             send_timeout: Duration::from_secs(30),
             buffer_size: 16 * 1024,
             pool_max_idle: 256,

@@ -11,6 +11,7 @@ pub mod address_limits;
 pub mod bridge;
 pub mod config;
 pub mod driver;
+mod budget;
 mod engine;
 pub mod handler;
 mod life;
@@ -36,6 +37,7 @@ use driver::IoModel;
 use engine::{Engine, LoopParts, Shared};
 use pubsub::hub::{Hub, LoopMsg, LoopWaker};
 
+pub use budget::{MemoryBudget, MemoryUsage};
 pub use config::ServerConfig;
 pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, Refusal, Upgrade};
 pub use life::CloseReason;
@@ -99,6 +101,12 @@ impl ServerHandle {
     /// The Redis bridge's counters, if there is a bridge.
     pub fn bridge_stats(&self) -> Option<Arc<BridgeStats>> {
         self.bridge_stats.clone()
+    }
+
+    /// The process's memory budget: its limit, and what is held against
+    /// it by kind.
+    pub fn memory_budget(&self) -> Arc<MemoryBudget> {
+        self.shared.budget.clone()
     }
 
     /// The connection limit in effect.
@@ -174,6 +182,7 @@ where
         max_conns: max_conns(&cfg)?,
         shutting_down: AtomicBool::new(false),
         address_limits: address_limits::AddressLimits::new(cfg.address_limits),
+        budget: Arc::new(budget::MemoryBudget::new(memory_limit(&cfg), cfg.buffer_size)),
     });
     let (addr, listeners) = bind_all(&cfg, workers)?;
     // A bad Redis URL fails here, before any thread starts.
@@ -227,6 +236,32 @@ impl ServerHandle {
         self.shutdown();
         let _ = self.join();
         e
+    }
+}
+
+/// `--memory-limit`, or (unset) half of the cgroup's or host's memory;
+/// logged.
+fn memory_limit(cfg: &ServerConfig) -> u64 {
+    let units = |b: u64| crate::units::format_size(b);
+    match cfg.memory_limit {
+        Some(0) => {
+            log::info!("memory budget: off (--memory-limit 0)");
+            0
+        }
+        Some(limit) => {
+            log::info!("memory budget: {} (soft mark at 3/4)", units(limit));
+            limit
+        }
+        None => match budget::default_limit() {
+            Some((limit, source)) => {
+                log::info!("memory budget: {} (half of {}; set --memory-limit to change)", units(limit), source.label());
+                limit
+            }
+            None => {
+                log::warn!("memory budget: off (neither the cgroup's nor the host's memory could be read)");
+                0
+            }
+        },
     }
 }
 
@@ -303,8 +338,9 @@ where
 {
     let workers = loops.len();
     let (up_tx, up_rx) = crossbeam_channel::bounded(workers);
-    for (i, prepared) in loops.into_iter().enumerate() {
-        let stats = Arc::new(LoopStats::default());
+    let all_stats: Vec<_> = (0..workers).map(|_| Arc::new(LoopStats::default())).collect();
+    handle.shared.budget.watch_loops(all_stats.clone());
+    for ((i, prepared), stats) in loops.into_iter().enumerate().zip(all_stats) {
         handle.stats.push(stats.clone());
         let parts = LoopParts {
             id: i as u32,

@@ -83,6 +83,18 @@ pub struct LoopStats {
     pub pool_idle: Counter,
     /// Bytes queued for slow readers. Gauge.
     pub backlog_bytes: Counter,
+    /// The part of `backlog_bytes` that is shared frames held by reference
+    /// (a 16 MiB publish owed to 40 members counts 640 MiB above, and is
+    /// 16 MiB of memory). Gauge.
+    pub shared_backlog_bytes: Counter,
+    /// Input held beyond a pooled buffer: partial frames larger than one,
+    /// and fragmented messages being assembled. Gauge.
+    pub input_bytes: Counter,
+    /// Connections no longer read while the process was over its memory
+    /// budget's soft mark (each time it began).
+    pub budget_throttled: Counter,
+    /// Connections closed as the largest holders over the memory budget.
+    pub budget_shed: Counter,
     /// Times accepting paused because the process ran out of descriptors.
     pub accept_pauses: Counter,
     /// Times the loop gave its peak's memory back after a ramp-down.

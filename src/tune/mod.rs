@@ -3,6 +3,7 @@
 //! kernel holds (memory, from /proc; TCP memory, from /proc/net/sockstat).
 
 pub mod doctor;
+pub mod memory;
 pub mod procfs;
 pub mod rlimit;
 pub mod sockstat;

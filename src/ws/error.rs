@@ -135,6 +135,8 @@ pub enum HandshakeError {
     ForbiddenOrigin,
     /// The server is at its connection limit (503).
     Overloaded,
+    /// The server is over its memory budget's soft mark (503).
+    MemoryBudget,
     /// The application asked for credentials that were missing or wrong
     /// (401, with `WWW-Authenticate: Bearer`).
     Unauthorized,
@@ -150,7 +152,7 @@ pub enum HandshakeError {
 
 impl HandshakeError {
     /// Every refusal, in declaration order (counters index by discriminant).
-    pub const ALL: [HandshakeError; 17] = [
+    pub const ALL: [HandshakeError; 18] = [
         HandshakeError::Malformed,
         HandshakeError::HeaderTooLarge,
         HandshakeError::MethodNotAllowed,
@@ -163,6 +165,7 @@ impl HandshakeError {
         HandshakeError::UnknownPath,
         HandshakeError::ForbiddenOrigin,
         HandshakeError::Overloaded,
+        HandshakeError::MemoryBudget,
         HandshakeError::Unauthorized,
         HandshakeError::Forbidden,
         HandshakeError::TooManyRequests,
@@ -185,7 +188,7 @@ impl HandshakeError {
             HandshakeError::NotUpgrade | HandshakeError::UnsupportedVersion => 426,
             HandshakeError::TooManyRequests | HandshakeError::TooManyConnections | HandshakeError::HandshakeRate => 429,
             HandshakeError::HeaderTooLarge => 431,
-            HandshakeError::Overloaded => 503,
+            HandshakeError::Overloaded | HandshakeError::MemoryBudget => 503,
         }
     }
 
@@ -206,6 +209,7 @@ impl HandshakeError {
             HandshakeError::UnknownPath => "no WebSocket endpoint at this path",
             HandshakeError::ForbiddenOrigin => "origin not allowed",
             HandshakeError::Overloaded => "server at its connection limit, try again later",
+            HandshakeError::MemoryBudget => "server over its memory budget, try again later",
             HandshakeError::Unauthorized => "missing or invalid credentials",
             HandshakeError::Forbidden => "refused",
             HandshakeError::TooManyRequests => "too many requests, try again later",
@@ -229,6 +233,7 @@ impl HandshakeError {
             HandshakeError::UnknownPath => "path",
             HandshakeError::ForbiddenOrigin => "origin",
             HandshakeError::Overloaded => "overloaded",
+            HandshakeError::MemoryBudget => "memory_budget",
             HandshakeError::Unauthorized => "unauthorized",
             HandshakeError::Forbidden => "forbidden",
             HandshakeError::TooManyRequests => "too_many_requests",

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::server::budget::Level;
 use crate::server::handler::Handler;
 use crate::server::life::{CloseReason, Timeout};
 use crate::ws::HandshakeError;
@@ -71,11 +72,16 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
     }
 
-    /// Takes an accepted connection in, or refuses it past `--max-conns` or
-    /// its address's limits. `peer` is the address accept gave, if it did.
+    /// Takes an accepted connection in, or refuses it past the memory
+    /// budget's soft mark, `--max-conns` or its address's limits. `peer` is the address accept gave, if it did.
     pub(crate) fn admit(&mut self, socket: mio::net::TcpStream, peer: Option<SocketAddr>) {
         self.accepting.emfile_logged = false;
         self.env.stats.accepted.add(1);
+        if self.env.shared.budget.level() >= Level::Soft {
+            // Over the memory budget's soft mark: no new holder comes in.
+            let reason = CloseReason::MemoryBudget;
+            return self.refuse_at_accept(socket, HandshakeError::MemoryBudget, 1, reason);
+        }
         let mut counted = None;
         let limits = &self.env.shared.address_limits;
         if limits.is_enabled() {

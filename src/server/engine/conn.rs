@@ -27,6 +27,9 @@ pub(crate) const OWED: u8 = 4;
 /// Conn flag: the peer's FIN (or an error) was reported: read to EOF
 /// (io_uring: the receive ended with EOF, so it is not armed again).
 pub(crate) const PEER_CLOSED: u8 = 8;
+/// Conn flag: not read while the process is over its memory budget's soft
+/// mark (it holds a large unfinished input; see `engine/memory.rs`).
+pub(crate) const THROTTLED: u8 = 16;
 
 /// A connection owned by one event loop, stored in its slab.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::server::stats::LoopStats;
 use crate::ws::compression::Inflaters;
 use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
-use super::conn::{OPENED, OWED};
+use super::conn::{OPENED, OWED, THROTTLED};
 use super::output::{write_via, Seal};
 use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT, MAX_OWED};
@@ -44,6 +44,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         match conn.stage {
             stage if stage.is_ending() => return Turn::Discard,
             Stage::Paused => return Turn::Wait,
+            _ if conn.has(THROTTLED) => return Turn::Wait,
             _ => {}
         }
         if conn.has(OWED) {
@@ -62,6 +63,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// frame is among them), and the turn becomes a signal: `end` if the
     /// input ended it (EOF, a fault), else `Handled`.
     pub(crate) fn finish_turn(&mut self, slot: usize, before: Phase, end: Option<Signal>) -> Signal {
+        self.count_input(slot);
         let flushed = self.flush(slot);
         match (end, flushed) {
             (Some(fault @ Signal::Fault(_)), _) => fault,

@@ -21,6 +21,7 @@ mod admit;
 pub(crate) mod conn;
 mod delivery;
 mod input;
+mod memory;
 mod output;
 mod pass;
 mod signals;
@@ -36,6 +37,7 @@ use mio::net::TcpListener;
 
 use crate::runtime::{BufferPool, TimerWheel};
 use crate::server::address_limits::AddressLimits;
+use crate::server::budget::MemoryBudget;
 use crate::server::config::ServerConfig;
 use crate::server::handler::{Handler, LocalPublish};
 use crate::server::life::Timeout;
@@ -81,6 +83,9 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     /// Per-source-address limits, checked at accept.
     pub(crate) address_limits: AddressLimits,
+    /// The process's memory budget: its level is checked at accept and by
+    /// every loop at the end of each pass.
+    pub(crate) budget: Arc<MemoryBudget>,
 }
 
 /// What a loop is given and never changes: who it is, its settings, its
@@ -211,6 +216,9 @@ pub(crate) struct Engine<H, T> {
     shutdown_deadline: Option<Instant>,
     /// When to give the peak's memory back after a ramp-down.
     shrink: Shrink,
+    /// Large input holders and the connections not read over the memory
+    /// budget's soft mark.
+    holders: memory::Holders,
 }
 
 /// What `start` hands each loop besides its driver and listener.
@@ -246,6 +254,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             ready: Vec::new(),
             shutdown_deadline: None,
             shrink: Shrink::new(cfg.release_memory_after),
+            holders: memory::Holders::default(),
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, ticks },
         }
     }

@@ -43,6 +43,7 @@ where
             self.accept_all();
         }
         self.fire_timers(now);
+        self.keep_to_budget(now);
         self.publish_gauges();
         if handled_any {
             self.env.stats.observe_iteration(handling.elapsed());

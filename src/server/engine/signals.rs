@@ -85,6 +85,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// its buffers; counts the close and tells the handler.
     pub(crate) fn close(&mut self, slot: usize, reason: CloseReason) {
         self.io.detach(&self.table.conns[slot], slot, &self.env.stats);
+        self.forget_input(slot);
         let removed = self.table.remove(slot);
         self.limit_dedicated();
         let conn = removed.conn;

@@ -91,6 +91,9 @@ pub enum Signal {
     Timer,
     /// The server began a graceful shutdown.
     Shutdown,
+    /// The process is over its memory budget and this connection is among
+    /// the largest holders: it is told why, then finished.
+    OverBudget(Goodbye),
 }
 
 /// What the driver knows about the connection when it signals.
@@ -182,6 +185,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::SlowConsumer
             | CloseReason::TlsFailed
             | CloseReason::Shutdown
+            | CloseReason::MemoryBudget
     )
 }
 
@@ -193,6 +197,10 @@ pub enum Goodbye {
     SlowConsumer,
     /// 1001: the server is shutting down.
     Shutdown,
+    /// 1009: its unfinished message is more than the memory budget allows.
+    TooBig,
+    /// 1013: the server is over its memory budget; try again later.
+    TryAgainLater,
 }
 
 impl Goodbye {
@@ -201,6 +209,8 @@ impl Goodbye {
         match self {
             Goodbye::SlowConsumer => (1008, "slow consumer: backlog over the cap"),
             Goodbye::Shutdown => (1001, "server shutting down"),
+            Goodbye::TooBig => (1009, "message too big for the server's memory budget"),
+            Goodbye::TryAgainLater => (1013, "server over its memory budget, try again later"),
         }
     }
 }
@@ -245,6 +255,12 @@ impl Stage {
             Signal::Fault(reason) => self.finish(reason, facts),
             Signal::Timer => self.on_timer(facts),
             Signal::Shutdown => self.on_shutdown(facts),
+            Signal::OverBudget(_) if self.is_ending() => Actions::default(),
+            Signal::OverBudget(goodbye) => {
+                let mut actions = Actions::one(Action::QueueClose(goodbye));
+                actions.push(Action::Finish(CloseReason::MemoryBudget));
+                actions
+            }
         }
     }
 
@@ -550,6 +566,21 @@ mod tests {
         // One that reads down to half the cap is served again.
         let mut s = Stage::Paused;
         assert_eq!(run(&mut s, Signal::Progress, Phase::Open, CAP / 2), [Arm(Timeout::Idle), ReadAgain]);
+    }
+
+    #[test]
+    fn over_budget_says_why_then_finishes_once() {
+        let mut s = Stage::Serving;
+        let signal = Signal::OverBudget(Goodbye::TooBig);
+        assert_eq!(
+            run(&mut s, signal, Phase::Open, 0),
+            [QueueClose(Goodbye::TooBig), Finish(CloseReason::MemoryBudget)]
+        );
+        assert_eq!(Goodbye::TooBig.frame().0, 1009);
+        assert_eq!(Goodbye::TryAgainLater.frame().0, 1013);
+        let fault = Signal::Fault(CloseReason::MemoryBudget);
+        assert_eq!(run(&mut s, fault, Phase::CloseSent, 0), [Arm(Timeout::Close), ShutdownWrite]);
+        assert_eq!(run(&mut s, signal, Phase::CloseSent, 0), [], "an ending connection is told once");
     }
 
     #[test]

@@ -29,11 +29,15 @@ pub enum CloseReason {
     IoError,
     /// TLS failed: a bad handshake, or a record that does not decrypt.
     TlsFailed,
+    /// The process passed its memory budget and this connection was among
+    /// its largest holders (1009 for an unfinished message, else 1013), or
+    /// it was refused at accept past the soft mark (503).
+    MemoryBudget,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -46,6 +50,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::IoError,
         CloseReason::TlsFailed,
+        CloseReason::MemoryBudget,
     ];
 
     /// The metric label.
@@ -63,6 +68,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
             CloseReason::TlsFailed => "tls_failed",
+            CloseReason::MemoryBudget => "memory_budget",
         }
     }
 }

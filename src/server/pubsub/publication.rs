@@ -3,7 +3,14 @@
 //! deflate window its receivers negotiated, made by the first loop that
 //! needs it and shared by every loop after. Members take a clone of the
 //! `Bytes` they need: no copy per member.
+//!
+//! Every frame is counted in [`frame_bytes`] from its encoding until the
+//! last reference to it is dropped (wherever it is: an inbox, the fan-out
+//! arena, a member's backlog, a send in flight), so the memory budget
+//! counts a frame once, however many members owe it. The count is the
+//! process's, as memory is.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -35,7 +42,7 @@ impl Publication {
         frame.extend_from_slice(head.as_bytes());
         frame.extend_from_slice(payload);
         Arc::new(Publication {
-            plain: Bytes::from(frame),
+            plain: counted(frame),
             head_len: head.as_bytes().len() as u8,
             op,
             compressed: Default::default(),
@@ -70,7 +77,7 @@ impl Publication {
                 Some(compressed) => {
                     let mut frame = Vec::with_capacity(compressed.len() + 10);
                     write_compressed_frame(&mut frame, self.op, &compressed, None);
-                    Bytes::from(frame)
+                    counted(frame)
                 }
                 None => Bytes::new(),
             }
@@ -83,11 +90,62 @@ impl Publication {
     }
 }
 
+/// Bytes of the published frames alive in this process.
+static FRAME_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of the published frames alive in this process: each counted once,
+/// from its encoding until its last reference is dropped.
+pub fn frame_bytes() -> usize {
+    FRAME_BYTES.load(Ordering::Relaxed)
+}
+
+/// A frame's bytes, counted in a counter while they live.
+struct CountedFrame {
+    bytes: Vec<u8>,
+    counter: &'static AtomicUsize,
+}
+
+impl AsRef<[u8]> for CountedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for CountedFrame {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+/// `frame` as shared bytes, counted in [`FRAME_BYTES`] until its last
+/// reference is dropped.
+fn counted(frame: Vec<u8>) -> Bytes {
+    counted_in(frame, &FRAME_BYTES)
+}
+
+fn counted_in(bytes: Vec<u8>, counter: &'static AtomicUsize) -> Bytes {
+    counter.fetch_add(bytes.len(), Ordering::Relaxed);
+    Bytes::from_owner(CountedFrame { bytes, counter })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ws::compression::{CompressionConfig, CompressionMode};
     use crate::ws::frame::opcode;
+
+    #[test]
+    fn a_frame_is_counted_once_until_its_last_reference_goes() {
+        // A counter of its own: other tests publish into FRAME_BYTES.
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let frame = counted_in(vec![5u8; 1000], &COUNTER);
+        let clones: Vec<Bytes> = (0..40).map(|_| frame.slice(10..)).collect();
+        assert_eq!(COUNTER.load(Ordering::Relaxed), 1000, "once, not per reference");
+        drop(frame);
+        assert_eq!(COUNTER.load(Ordering::Relaxed), 1000, "a slice keeps it alive");
+        drop(clones);
+        assert_eq!(COUNTER.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn compressed_once_per_window_and_plain_when_small() {

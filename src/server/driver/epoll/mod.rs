@@ -80,6 +80,7 @@ impl Transport for EpollIo {
     fn detach(&mut self, _conn: &Conn, slot: usize, stats: &LoopStats) {
         if let Some(chain) = self.chains.remove(&(slot as u32)) {
             stats.backlog_bytes.sub(chain.len() as u64);
+            stats.shared_backlog_bytes.sub(chain.shared_len() as u64);
         }
     }
 

@@ -59,7 +59,9 @@ pub(super) fn write_parts(
 ) -> Result<usize, CloseReason> {
     if !chains.is_empty() {
         if let Some(chain) = chains.get_mut(&slot) {
+            let shared_before = chain.shared_len();
             let result = write_chained(conn, chain, parts, stats);
+            count_shared(stats, shared_before, chain.shared_len());
             if chain.is_empty() {
                 chains.remove(&slot);
             }
@@ -99,7 +101,8 @@ pub(super) fn write_parts(
     };
     // What is left of the earlier backlog: `parts` are only queued behind it.
     let earlier_unsent = if sent_new { 0 } else { conn.wbuf.len() };
-    let spilled = result.is_ok() && part < parts.len() && queue_unsent(conn, chains, slot, &parts[part..], offset, pool);
+    let spilled =
+        result.is_ok() && part < parts.len() && queue_unsent(conn, chains, slot, &parts[part..], offset, pool, stats);
     if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
         pool.give(std::mem::take(&mut conn.wbuf));
     }
@@ -129,7 +132,7 @@ fn write_alone(
                 sent += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                queue_unsent(conn, chains, slot, &[part], sent, pool);
+                queue_unsent(conn, chains, slot, &[part], sent, pool, stats);
                 stats.backlog_bytes.add((bytes.len() - sent) as u64);
                 break;
             }
@@ -196,6 +199,15 @@ fn chain_part(chain: &mut Chain, part: Part<'_>, offset: usize) {
     }
 }
 
+/// Moves the shared-backlog gauge from `before` to `after` bytes.
+fn count_shared(stats: &LoopStats, before: usize, after: usize) {
+    if after >= before {
+        stats.shared_backlog_bytes.add((after - before) as u64);
+    } else {
+        stats.shared_backlog_bytes.sub((before - after) as u64);
+    }
+}
+
 /// Moves the backlog gauge from `before` to `after` bytes.
 fn count_backlog(stats: &LoopStats, before: usize, after: usize) {
     if after >= before {
@@ -246,7 +258,7 @@ fn advance(parts: &[Part<'_>], mut part: usize, mut offset: usize, mut n: usize)
 /// `offset`, then whole ones) behind the connection's backlog: copied into
 /// `wbuf` (a pooled buffer if it has none), or, if a large shared frame is
 /// among them, into a chain that takes `wbuf` over and keeps the frames by
-/// reference. True if it made a chain.
+/// reference (counted in the shared-backlog gauge). True if it made a chain.
 fn queue_unsent(
     conn: &mut Conn,
     chains: &mut Chains,
@@ -254,6 +266,7 @@ fn queue_unsent(
     rest: &[Part<'_>],
     offset: usize,
     pool: &mut BufferPool,
+    stats: &LoopStats,
 ) -> bool {
     let shares = rest.iter().enumerate().any(|(i, p)| p.shares_from(if i == 0 { offset } else { 0 }));
     if shares {
@@ -269,6 +282,7 @@ fn queue_unsent(
         for (i, p) in rest.iter().enumerate() {
             chain_part(&mut chain, *p, if i == 0 { offset } else { 0 });
         }
+        stats.shared_backlog_bytes.add(chain.shared_len() as u64);
         chains.insert(slot, chain);
         return true;
     }

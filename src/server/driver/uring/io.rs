@@ -183,12 +183,14 @@ impl Transport for UringIo {
             return Ok(earlier);
         }
         if let Some(chain) = self.chain_for(conn, slot, parts) {
+            let shared_before = chain.shared_len();
             for p in parts {
                 match p {
                     Part::Copy(bytes) => chain.push_own(bytes),
                     Part::Share(frame) => chain.push_shared(frame, 0),
                 }
             }
+            stats.shared_backlog_bytes.add((chain.shared_len() - shared_before) as u64);
         } else {
             conn.wbuf.reserve(added);
             for p in parts {
@@ -215,6 +217,7 @@ impl Transport for UringIo {
     fn detach(&mut self, conn: &Conn, slot: usize, stats: &LoopStats) {
         if let Some(chain) = self.take_chain(slot) {
             stats.backlog_bytes.sub(chain.len() as u64);
+            stats.shared_backlog_bytes.sub(chain.shared_len() as u64);
         }
         if self.has(slot, RECV_ARMED) {
             self.ring.cancel(user_data(Op::Recv, slot as u32, conn.generation));

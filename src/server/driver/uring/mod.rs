@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 
-use crate::server::engine::conn::PEER_CLOSED;
+use crate::server::engine::conn::{PEER_CLOSED, THROTTLED};
 use crate::server::engine::{AcceptFailure, DriverTurns, Engine, Turn, READ_BUDGET};
 use crate::server::handler::Handler;
 use crate::server::life::{io_reason, CloseReason, Signal, Stage};
@@ -321,7 +321,8 @@ impl<H: Handler> Engine<H, UringIo> {
     /// [`take_input`](Self::take_input) of bytes the connection reads as
     /// they are (plain, or TLS's plaintext).
     fn take_plain_input(&mut self, slot: usize, bytes: &mut [u8]) -> Option<Signal> {
-        let paused = self.table.conns[slot].stage == Stage::Paused;
+        let conn = &self.table.conns[slot];
+        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED);
         if paused || self.io.has(slot, HOLDING) || self.owes_too_much() {
             self.hold(slot, bytes);
             return None;
@@ -357,7 +358,8 @@ impl<H: Handler> Engine<H, UringIo> {
             conn.rbuf = self.pool.take();
         }
         conn.rbuf.extend_from_slice(bytes);
-        let (generation, held, paused) = (conn.generation, conn.rbuf.len(), conn.stage == Stage::Paused);
+        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED);
+        let (generation, held) = (conn.generation, conn.rbuf.len());
         self.io.set(slot, HOLDING);
         if held > READ_BUDGET && self.io.has(slot, RECV_ARMED) {
             self.io.ring.cancel(user_data(Op::Recv, slot as u32, generation));
@@ -366,6 +368,7 @@ impl<H: Handler> Engine<H, UringIo> {
             // The loop owed too much: try again at the end of the pass.
             self.push_ready(slot);
         }
+        self.count_input(slot);
     }
 
     /// A send's completion: the rest goes again after a short send; once
@@ -379,7 +382,10 @@ impl<H: Handler> Engine<H, UringIo> {
         if result > 0 {
             stats.bytes_sent.add(result as u64);
             stats.backlog_bytes.sub(result as u64);
-            if sending.advance(result as usize) && live {
+            let shared_before = sending.shared_len();
+            let more = sending.advance(result as usize);
+            stats.shared_backlog_bytes.sub((shared_before - sending.shared_len()) as u64);
+            if more && live {
                 let fd = self.table.conns[slot].socket.as_raw_fd();
                 u.ring.resend(fd, key);
                 return;
@@ -387,6 +393,7 @@ impl<H: Handler> Engine<H, UringIo> {
         }
         let Some(done) = u.ring.sending.remove(&key) else { return };
         stats.backlog_bytes.sub(done.unsent() as u64);
+        stats.shared_backlog_bytes.sub(done.shared_len() as u64);
         if !live {
             return;
         }

@@ -364,6 +364,14 @@ impl Sending {
         }
     }
 
+    /// Unsent bytes held by reference (shared frames).
+    pub fn shared_len(&self) -> usize {
+        match self {
+            Sending::Flat { .. } => 0,
+            Sending::Chain { chain, .. } => chain.shared_len(),
+        }
+    }
+
     /// The kernel took `n` more bytes; true if some are left to send.
     pub fn advance(&mut self, n: usize) -> bool {
         match self {

@@ -1,0 +1,166 @@
+//! This loop's part of the memory budget (`server::budget`): it counts the
+//! input its connections hold beyond a pooled buffer (large partial frames,
+//! messages being assembled), and at the end of every pass acts on the
+//! process's level:
+//!
+//! - under the soft mark: connections it stopped reading are read again;
+//! - past the soft mark: it stops reading from its large input holders (the
+//!   accept path refuses new connections meanwhile); if that lasts longer
+//!   than `--send-timeout` (the time any peer may hold the server up), it
+//!   sheds them as past the limit;
+//! - past the limit: it closes its largest holders, largest first, until
+//!   what it freed brings the process under the soft mark: an unfinished
+//!   message gets 1009, anything else 1013 ("try again later"). Only
+//!   connections holding more than a pooled buffer of input, or a backlog
+//!   over `--max-backlog`, are candidates: the polite are never shed.
+//!
+//! Each loop sheds against the whole process's excess, so two loops past
+//! the limit at once may shed up to twice what was needed: the price of
+//! not coordinating loops on the hot path.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::server::budget::Level;
+use crate::server::handler::Handler;
+use crate::server::life::{CloseReason, Goodbye, Signal};
+
+use super::conn::THROTTLED;
+use super::transport::Transport;
+use super::Engine;
+
+/// What the loop tracks for the budget.
+#[derive(Debug, Default)]
+pub(crate) struct Holders {
+    /// Connections holding more input than a pooled buffer, by slot, and
+    /// the bytes counted for each in the loop's `input_bytes`.
+    large: HashMap<u32, u64>,
+    /// Connections not read while over the soft mark: (slot, generation).
+    throttled: Vec<(u32, u32)>,
+    /// When this loop began throttling, if it is.
+    since: Option<Instant>,
+}
+
+impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Counts the input the connection in `slot` holds now (its partial
+    /// frame's and its assembly's capacity) if it is more than a pooled
+    /// buffer; a pooled buffer is counted with the pool. Cheap when the
+    /// loop has no large holder: one comparison.
+    pub(crate) fn count_input(&mut self, slot: usize) {
+        let Some(conn) = self.table.conns.get(slot) else { return };
+        let held = (conn.rbuf.capacity() + conn.assembly.capacity()) as u64;
+        let large = if held > self.env.cfg.buffer_size as u64 { held } else { 0 };
+        if large == 0 && self.holders.large.is_empty() {
+            return;
+        }
+        let before = match large {
+            0 => self.holders.large.remove(&(slot as u32)),
+            n => self.holders.large.insert(slot as u32, n),
+        };
+        let stats = &self.env.stats;
+        stats.input_bytes.add(large);
+        stats.input_bytes.sub(before.unwrap_or(0));
+    }
+
+    /// Forgets the input a closing connection held.
+    pub(crate) fn forget_input(&mut self, slot: usize) {
+        if let Some(counted) = self.holders.large.remove(&(slot as u32)) {
+            self.env.stats.input_bytes.sub(counted);
+        }
+    }
+
+    /// Acts on the process's level (see the module docs).
+    pub(crate) fn keep_to_budget(&mut self, now: Instant) {
+        let budget = &self.env.shared.budget;
+        if budget.limit() == 0 {
+            return;
+        }
+        let (level, usage) = budget.refresh();
+        let soft = budget.soft_mark();
+        match level {
+            Level::Under => self.read_throttled_again(),
+            Level::Soft => {
+                self.throttle_holders(now);
+                let waited = self.holders.since.is_some_and(|t| now.duration_since(t) >= self.env.cfg.send_timeout);
+                if waited {
+                    self.shed(usage.total().saturating_sub(soft));
+                }
+            }
+            Level::Hard => {
+                self.throttle_holders(now);
+                self.shed(usage.total().saturating_sub(soft));
+            }
+        }
+    }
+
+    /// Stops reading from every large input holder not stopped yet.
+    fn throttle_holders(&mut self, now: Instant) {
+        self.holders.since.get_or_insert(now);
+        for &slot in self.holders.large.keys() {
+            let Some(conn) = self.table.conns.get_mut(slot as usize) else { continue };
+            if !conn.has(THROTTLED) && !conn.stage.is_ending() {
+                conn.flags |= THROTTLED;
+                self.holders.throttled.push((slot, conn.generation));
+                self.env.stats.budget_throttled.add(1);
+            }
+        }
+    }
+
+    /// Reads again from the connections stopped while over the soft mark.
+    fn read_throttled_again(&mut self) {
+        self.holders.since = None;
+        for (slot, generation) in std::mem::take(&mut self.holders.throttled) {
+            if self.is_live(slot as usize, generation) {
+                self.table.conns[slot as usize].flags &= !THROTTLED;
+                self.push_ready(slot as usize);
+            }
+        }
+    }
+
+    /// Closes this loop's largest holders, largest first, until they held
+    /// `excess` bytes: input holders, then backlogs over the cap.
+    fn shed(&mut self, excess: u64) {
+        let mut candidates: Vec<(u64, u32)> = self.holders.large.iter().map(|(&s, &n)| (n, s)).collect();
+        let cap = self.env.cfg.max_backlog;
+        let backlogs = self.table.conns.iter().filter(|(s, _)| !self.holders.large.contains_key(&(*s as u32)));
+        let over_cap = backlogs.map(|(s, c)| (self.io.queued(c, s), s)).filter(|&(q, _)| q > cap);
+        candidates.extend(over_cap.map(|(q, s)| (q as u64, s as u32)));
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        let mut freed = 0;
+        for (held, slot) in candidates {
+            if freed >= excess {
+                break;
+            }
+            if self.table.conns.get(slot as usize).is_some_and(|c| !c.stage.is_ending()) {
+                self.shed_one(slot as usize);
+                freed += held;
+            }
+        }
+    }
+
+    /// Closes one holder: its input is freed now, and it is told why (1009
+    /// for an unfinished message, else 1013) unless a backlog stands before
+    /// the close frame, in which case it is closed at once.
+    fn shed_one(&mut self, slot: usize) {
+        let conn = &mut self.table.conns[slot];
+        let unfinished = conn.session.is_assembling() || !conn.rbuf.is_empty();
+        let goodbye = if unfinished { Goodbye::TooBig } else { Goodbye::TryAgainLater };
+        conn.assembly = Vec::new();
+        let rbuf = std::mem::take(&mut conn.rbuf);
+        if rbuf.capacity() == self.pool.buf_size() {
+            self.pool.give(rbuf);
+        }
+        conn.flags &= !THROTTLED;
+        self.count_input(slot);
+        self.env.stats.budget_shed.add(1);
+        log::debug!("loop {}: connection {slot} shed over the memory budget", self.env.id);
+        if self.io.queued(&self.table.conns[slot], slot) > self.env.cfg.max_backlog {
+            return self.close(slot, CloseReason::MemoryBudget);
+        }
+        self.signal(slot, Signal::OverBudget(goodbye));
+        if self.table.conns.get(slot).is_some() {
+            // Its input is drained from now on, and may wait in the socket.
+            self.push_ready(slot);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! How much memory this process may use: the cgroup's limit where one is
+//! set (a container, a systemd unit with `MemoryMax=`), else the host's
+//! RAM. The server's default `--memory-limit` is derived from it.
+
+use std::path::Path;
+
+use super::procfs::kib_field;
+
+/// Where the memory figure came from, for the start-up line and `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySource {
+    /// The cgroup v2 `memory.max` of this process.
+    Cgroup,
+    /// `MemTotal` of /proc/meminfo.
+    Host,
+}
+
+impl MemorySource {
+    /// A word for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            MemorySource::Cgroup => "cgroup memory.max",
+            MemorySource::Host => "host MemTotal",
+        }
+    }
+}
+
+/// The memory available to this process, in bytes, and where it was read:
+/// the smaller of its cgroup's `memory.max` (if not "max") and the host's
+/// `MemTotal`. `None` if neither can be read.
+pub fn available() -> Option<(u64, MemorySource)> {
+    let host = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| kib_field(&t, "MemTotal"));
+    let cgroup = cgroup_limit(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup"));
+    match (cgroup, host) {
+        (Some(c), Some(h)) if c < h => Some((c, MemorySource::Cgroup)),
+        (_, Some(h)) => Some((h, MemorySource::Host)),
+        (Some(c), None) => Some((c, MemorySource::Cgroup)),
+        (None, None) => None,
+    }
+}
+
+/// The `memory.max` of the cgroup (v2) named in `self_cgroup` (the
+/// `0::/path` line), under `root`; `None` where it is unlimited or unknown.
+fn cgroup_limit(self_cgroup: &Path, root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(self_cgroup).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let file = root.join(path.trim_start_matches('/')).join("memory.max");
+    parse_memory_max(&std::fs::read_to_string(file).ok()?)
+}
+
+/// A `memory.max` file's value: bytes, or `None` for "max".
+fn parse_memory_max(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_max_is_bytes_or_unlimited() {
+        assert_eq!(parse_memory_max("268435456\n"), Some(256 << 20));
+        assert_eq!(parse_memory_max("max\n"), None);
+        assert_eq!(parse_memory_max(""), None);
+    }
+
+    #[test]
+    fn a_cgroup_limit_is_read_from_the_process_cgroup_path() {
+        let dir = std::env::temp_dir().join(format!("wsloop-cgroup-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sys/app.slice")).unwrap();
+        std::fs::write(dir.join("cgroup"), "0::/app.slice\n").unwrap();
+        std::fs::write(dir.join("sys/app.slice/memory.max"), "1073741824\n").unwrap();
+        assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), Some(1 << 30));
+        std::fs::write(dir.join("sys/app.slice/memory.max"), "max\n").unwrap();
+        assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn this_machine_has_a_figure() {
+        let (bytes, _) = available().expect("/proc/meminfo");
+        assert!(bytes > 64 << 20);
+    }
+}
