@@ -186,11 +186,25 @@ pub struct ServeArgs {
     /// Share rooms with other wsloop processes and hosts through this Redis
     /// (`redis://[user:password@]host:port[/db]`): publishes go to every
     /// member on every host. Redis down: rooms stay local until it is back.
-    #[arg(long, env = "WSLOOP_REDIS_URL", value_parser = parse_redis_url)]
-    pub redis_url: Option<String>,
-    /// Redis channel of a room: this prefix, then the room's name.
-    #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::server::bridge::DEFAULT_PREFIX, requires = "redis_url")]
+    /// With a password, give it in the environment, not on the command line.
+    #[arg(long, env = "WSLOOP_REDIS_URL", hide_env_values = true, value_parser = RedisUrlParser)]
+    pub redis_url: Option<crate::server::bridge::RedisUrl>,
+    /// Redis channel of a room: this prefix (ending with ':'), then the
+    /// room's name with '%' and ':' written %25 and %3A.
+    #[arg(long, env = "WSLOOP_REDIS_PREFIX", default_value = crate::server::bridge::DEFAULT_PREFIX,
+          value_parser = parse_redis_prefix, requires = "redis_url")]
     pub redis_prefix: String,
+    /// Bytes of publishes waiting for Redis at most; past it, publishes
+    /// are not sent to other hosts (counted: queue_full), local members still get them.
+    #[arg(long, env = "WSLOOP_REDIS_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_nonzero_size,
+          requires = "redis_url")]
+    pub redis_queue_bytes: usize,
+    /// Largest publish sent to Redis (lowered to half of Redis's pubsub
+    /// output-buffer limit where Redis tells it); larger ones reach local
+    /// members only (counted: too_large).
+    #[arg(long, env = "WSLOOP_REDIS_MAX_PUBLISH_SIZE", default_value = "16MiB", value_parser = parse_nonzero_size,
+          requires = "redis_url")]
+    pub redis_max_publish_size: usize,
     /// A loop that stays mostly empty (at most 1/8 of its peak) this long
     /// gives its peak's memory back (tables, spare buffers, the heap's free
     /// memory); 0s: never.
@@ -258,17 +272,53 @@ impl ServeArgs {
             level: self.compression_level,
             max_dedicated: self.compression_max_dedicated,
         });
-        cfg.bridge = self
-            .redis_url
-            .as_ref()
-            .map(|url| crate::server::bridge::BridgeConfig { url: url.clone(), prefix: self.redis_prefix.clone() });
+        cfg.bridge = self.redis_url.as_ref().map(|url| crate::server::bridge::BridgeConfig {
+            url: url.expose().to_string(),
+            prefix: self.redis_prefix.clone(),
+            max_queue_bytes: self.redis_queue_bytes,
+            max_publish_bytes: self.redis_max_publish_size,
+            max_room_name: self.max_room_name,
+        });
         cfg
     }
 }
 
-/// Checks `--redis-url` the way the bridge will use it.
-pub fn parse_redis_url(s: &str) -> Result<String, String> {
-    crate::server::bridge::BridgeConfig::new(s).map(|cfg| cfg.url).map_err(|e| e.to_string())
+/// Checks `--redis-url` the way the bridge will use it. Its errors show
+/// the URL redacted: clap's own would echo the value, password included.
+#[derive(Debug, Clone, Copy)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = crate::server::bridge::RedisUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<crate::server::bridge::RedisUrl, clap::Error> {
+        let flag = arg.map_or_else(|| "--redis-url".to_string(), |a| a.to_string());
+        let refuse = |why: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("invalid value for '{flag}': {why}\n"))
+                .with_cmd(cmd)
+        };
+        let url = value.to_str().ok_or_else(|| refuse("not UTF-8".into()))?;
+        crate::server::bridge::BridgeConfig::new(url).map_err(|e| refuse(e.to_string()))?;
+        Ok(crate::server::bridge::RedisUrl::new(url))
+    }
+}
+
+/// Checks `--redis-prefix`: it must end with ':' so that channels never collide.
+fn parse_redis_prefix(s: &str) -> Result<String, String> {
+    crate::server::bridge::check_prefix(s).map(|()| s.to_string()).map_err(|e| e.to_string())
+}
+
+/// A size of at least one byte.
+fn parse_nonzero_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err("must be at least 1 byte".into()),
+        n => Ok(n),
+    }
 }
 
 /// The metrics listener: an address, or off.
@@ -344,6 +394,29 @@ mod tests {
         assert_eq!(cli.serve.publish_policy(), PublishPolicy { max_size: 4096, allow_broadcast: true });
         let err = Cli::try_parse_from(["wsloop", "--max-publish-size", "big"]).unwrap_err().to_string();
         assert!(err.contains("--max-publish-size"), "{err}");
+    }
+
+    #[test]
+    fn redis_flags_match_the_bridge_defaults_and_never_show_the_password() {
+        let cli = Cli::try_parse_from(["wsloop", "--redis-url", "redis://:hunter2@redis:6379"]).unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"), "{cli:?}");
+        let cfg = cli.serve.to_config();
+        let bridge = cfg.bridge.as_ref().unwrap();
+        let d = crate::server::bridge::BridgeConfig::new("redis://:hunter2@redis:6379").unwrap();
+        assert_eq!(bridge.url, d.url, "the client gets the whole URL");
+        assert_eq!(
+            (&bridge.prefix, bridge.max_queue_bytes, bridge.max_publish_bytes),
+            (&d.prefix, d.max_queue_bytes, d.max_publish_bytes)
+        );
+        assert_eq!(bridge.max_room_name, cfg.rooms.max_name_len, "the bridge refuses the room names join refuses");
+        for bad in ["redis://:hunter2@redis:port", "http://:hunter2@redis:6379"] {
+            let err = Cli::try_parse_from(["wsloop", "--redis-url", bad]).unwrap_err().to_string();
+            assert!(err.contains("--redis-url") && !err.contains("hunter2"), "{err}");
+        }
+        let err = Cli::try_parse_from(["wsloop", "--redis-url", "redis://r", "--redis-prefix", "tenant"]).unwrap_err();
+        assert!(err.to_string().contains("--redis-prefix") && err.to_string().contains("':'"), "{err}");
+        let err = Cli::try_parse_from(["wsloop", "--redis-url", "redis://r", "--redis-queue-bytes", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--redis-queue-bytes"), "{err}");
     }
 
     #[test]

@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, http_get, open_connections, sample, tung_connect, Tung};
+use common::{eventually, http_get, open_connections, rss_of, sample, tung_connect, RawClient, Tung};
 use tungstenite::Message;
 
 const WS_PORT: u16 = 8080;
@@ -105,6 +106,19 @@ impl Host {
         sample(&body, series)
     }
 
+    /// A series that must be there (the bridge's families are, with a bridge).
+    fn value(&self, series: &str) -> f64 {
+        self.scrape(series).unwrap_or_else(|| panic!("{}: no {series}", self.addr))
+    }
+
+    fn dropped(&self, reason: &str) -> f64 {
+        self.value(&format!("wsloop_redis_publishes_dropped_total{{reason=\"{reason}\"}}"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.as_ref().expect("host running").id()
+    }
+
     fn connections(&self) -> f64 {
         let (_, body) = http_get_within(self.metrics, "/metrics").expect("metrics answer");
         open_connections(&body)
@@ -151,6 +165,8 @@ struct Cluster {
     hosts: Vec<Host>,
     redis: Option<Child>,
     redis_port: u16,
+    /// Flags every start of Redis gets beyond the test's own.
+    redis_args: Vec<String>,
     haproxy: Option<Child>,
     front: SocketAddr,
     stats: SocketAddr,
@@ -183,6 +199,11 @@ static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 impl Cluster {
     /// Three hosts with Redis behind them and HAProxy in front.
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// [`start`](Self::start), Redis run with `redis_args` too.
+    fn start_with(redis_args: &[&str]) -> Cluster {
         let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("wsloop-cluster-{pid}-{n}"));
@@ -191,6 +212,7 @@ impl Cluster {
             hosts: Vec::new(),
             redis: None,
             redis_port: free_port(),
+            redis_args: redis_args.iter().map(|a| a.to_string()).collect(),
             haproxy: None,
             front: SocketAddr::from(([127, 0, 0, 1], free_port())),
             stats: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -292,6 +314,7 @@ impl Cluster {
                     "--appendonly",
                     "no",
                 ])
+                .args(&self.redis_args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -307,6 +330,12 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("redis-server did not start on port {}", self.redis_port);
+    }
+
+    /// Sends `signal` (STOP, CONT) to Redis.
+    fn signal_redis(&self, signal: &str) {
+        let pid = self.redis.as_ref().expect("redis running").id().to_string();
+        run(&["kill", &format!("-{signal}"), &pid]).unwrap();
     }
 
     fn kill_redis(&mut self) {
@@ -679,4 +708,358 @@ fn bad_redis_flags_name_the_flag() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("--redis-url"), "{args:?}: {stderr}");
     }
+}
+
+/// One masked text frame carrying a publish of `len` bytes of data to `room`.
+fn publish_frame(room: &str, len: usize) -> Vec<u8> {
+    let text = serde_json::json!({"type": "publish", "room": room, "data": "x".repeat(len)}).to_string();
+    let mut frame = Vec::with_capacity(text.len() + 14);
+    wsloop::ws::frame::write_frame(
+        &mut frame,
+        true,
+        wsloop::ws::frame::opcode::TEXT,
+        text.as_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    frame
+}
+
+/// The highest RSS of `pid` and the highest `wsloop_redis_queued_bytes` of
+/// `metrics`, sampled every 20 ms until `stop` is set.
+fn sample_peaks(pid: u32, metrics: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, f64)> {
+    std::thread::spawn(move || {
+        let (mut rss, mut queued) = (0u64, 0f64);
+        while !stop.load(Ordering::Relaxed) {
+            rss = rss.max(rss_of(pid));
+            if let Some((200, body)) = http_get_within(metrics, "/metrics") {
+                queued = queued.max(sample(&body, "wsloop_redis_queued_bytes").unwrap_or(0.0));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (rss, queued)
+    })
+}
+
+#[test]
+fn redis_stopped_300_publishes_of_2_mib_stay_within_the_queue_bytes_and_the_bridge_recovers() {
+    if !tools_present() {
+        return;
+    }
+    const PUBLISHES: usize = 300;
+    const QUEUE_BYTES: u64 = 64 << 20;
+    // What is not the queue: the message being read and its frame, the
+    // publisher's pipeline copy, the allocator's slack.
+    const MARGIN: u64 = 48 << 20;
+    let cluster = Cluster::start();
+    let mut far: Vec<Member> = (1..3).map(|h| Member::connect(cluster.hosts[h].addr, &format!("h{h}"))).collect();
+    for m in &mut far {
+        m.join("big");
+    }
+    for host in &cluster.hosts[1..] {
+        assert!(eventually(Duration::from_secs(15), || host.scrape("wsloop_redis_subscribed_rooms") == Some(1.0)));
+    }
+    let host = &cluster.hosts[0];
+    let before = rss_of(host.pid());
+
+    cluster.signal_redis("STOP");
+    let stop = Arc::new(AtomicBool::new(false));
+    let peaks = sample_peaks(host.pid(), host.metrics, stop.clone());
+    let mut client = RawClient::connect(host.addr);
+    let frame = publish_frame("big", 2 << 20);
+    for _ in 0..PUBLISHES {
+        client.send_raw(&frame);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || host.value("wsloop_room_messages_published_total") == PUBLISHES as f64),
+        "the host did not read every publish"
+    );
+    // Redis stays stopped: every publish is dropped, for a full queue or
+    // for Redis being away, and counted.
+    let all_dropped = eventually(Duration::from_secs(30), || {
+        host.dropped("queue_full") + host.dropped("redis_down") == PUBLISHES as f64
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (peak_rss, peak_queued) = peaks.join().unwrap();
+    let (full, down) = (host.dropped("queue_full"), host.dropped("redis_down"));
+    eprintln!(
+        "RSS {} MiB -> peak {} MiB; queued peak {} MiB; dropped: queue_full {full}, redis_down {down}",
+        before >> 20,
+        peak_rss >> 20,
+        peak_queued as u64 >> 20
+    );
+    assert!(all_dropped, "dropped: queue_full {full} + redis_down {down} != {PUBLISHES}");
+    assert!(full >= 1.0, "the queue never reached its byte bound (queue_full {full})");
+    assert!(peak_queued <= QUEUE_BYTES as f64, "queued {peak_queued} bytes, over the bound");
+    assert!(
+        peak_rss <= before + QUEUE_BYTES + MARGIN,
+        "RSS grew from {} MiB to {} MiB with Redis stopped",
+        before >> 20,
+        peak_rss >> 20
+    );
+    assert_eq!(host.value("wsloop_redis_queued_bytes"), 0.0, "the bytes came back once dropped");
+
+    cluster.signal_redis("CONT");
+    assert!(
+        eventually(Duration::from_secs(20), || host.scrape("wsloop_redis_bridge_up") == Some(1.0)),
+        "the bridge did not come back after SIGCONT"
+    );
+    for h in &cluster.hosts[1..] {
+        assert!(eventually(Duration::from_secs(15), || h.scrape("wsloop_redis_bridge_up") == Some(1.0)));
+    }
+    let mut near = Member::connect(host.addr, "h0");
+    near.publish("big", "after:0");
+    for m in &mut far {
+        // Publishes cut off mid-pipeline when Redis stopped may still come
+        // first; the new one comes after them.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = Vec::new();
+        while !got.contains(&"after:0".to_string()) && Instant::now() < deadline {
+            got.extend(m.messages_for(Duration::from_millis(100)).into_iter().filter(|d| d.len() < 100));
+        }
+        assert_eq!(got, ["after:0"], "{}", m.name);
+    }
+    assert!(host.value("wsloop_redis_reconnects_total") >= 1.0);
+}
+
+#[test]
+fn a_publish_over_redis_output_buffer_limit_is_refused_and_other_hosts_stay_subscribed() {
+    if !tools_present() {
+        return;
+    }
+    // Redis cuts off a subscriber whose output buffer passes 4 MiB.
+    let cluster = Cluster::start_with(&["--client-output-buffer-limit", "pubsub", "4mb", "2mb", "60"]);
+    for host in &cluster.hosts {
+        assert_eq!(host.value("wsloop_redis_max_publish_bytes"), (2 << 20) as f64, "half Redis's hard limit");
+    }
+    let mut members: Vec<Member> =
+        cluster.hosts.iter().enumerate().map(|(h, host)| Member::connect(host.addr, &format!("h{h}"))).collect();
+    for m in &mut members {
+        m.join("big");
+    }
+    cluster.wait_subscribed(1.0);
+    let published = cluster.hosts[0].value("wsloop_redis_publishes_total");
+
+    let big = "y".repeat(5 << 20);
+    members[0].publish("big", &big);
+    let mine = members[0].messages(1);
+    assert!(mine.len() == 1 && mine[0].len() == big.len(), "local members get it all the same");
+    for m in &mut members[1..] {
+        assert!(m.messages_for(Duration::from_millis(500)).is_empty(), "{} got a refused publish", m.name);
+    }
+    assert_eq!(cluster.hosts[0].dropped("too_large"), 1.0);
+    // Rooms `join` refuses go nowhere either.
+    members[0].publish("", "empty");
+    members[0].publish(&"r".repeat(200), "long");
+    assert!(eventually(Duration::from_secs(5), || cluster.hosts[0].dropped("bad_room") == 2.0));
+    assert_eq!(cluster.hosts[0].value("wsloop_redis_publishes_total"), published, "nothing went to Redis");
+
+    members[0].publish("big", "h0:0");
+    for m in &mut members {
+        let mut got = m.messages(1);
+        got.extend(m.messages_for(Duration::from_millis(300)));
+        assert_eq!(got, ["h0:0"], "{}", m.name);
+    }
+    for host in &cluster.hosts {
+        assert_eq!(host.value("wsloop_redis_reconnects_total"), 0.0, "{}: a connection to Redis was cut", host.addr);
+        assert_eq!(host.value("wsloop_redis_bridge_up"), 1.0);
+    }
+
+    // The control: the same publish sent to Redis by someone else cuts the
+    // hosts' subscribers off, which is what the refusal spared them.
+    redis_publish(cluster.redis_port, "wsloop:room:big", big.as_bytes());
+    for host in &cluster.hosts {
+        assert!(
+            eventually(Duration::from_secs(10), || host.value("wsloop_redis_reconnects_total") >= 1.0),
+            "{}: Redis kept a subscriber past its output-buffer limit; the control proves nothing",
+            host.addr
+        );
+    }
+}
+
+/// `PUBLISH channel payload` on a connection of its own; Redis's reply.
+fn redis_publish(port: u16, channel: &str, payload: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut cmd =
+        format!("*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n", channel.len(), payload.len()).into_bytes();
+    cmd.extend_from_slice(payload);
+    cmd.extend_from_slice(b"\r\n");
+    s.write_all(&cmd).unwrap();
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).unwrap_or(0);
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
+/// Processes killed on the way out, also when an assertion fails.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            kill(p);
+        }
+    }
+}
+
+/// deploy/redis.conf on `port`, its password file at `password_file`,
+/// after checking what it ships: loopback or private addresses only,
+/// protected mode on, and a password file it cannot start without.
+fn shipped_redis_conf(port: u16, password_file: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/redis.conf")).unwrap();
+    let directive = |name: &'static str| text.lines().filter(move |l| l.split_whitespace().next() == Some(name));
+    for line in directive("bind") {
+        for addr in line.split_whitespace().skip(1).map(|a| a.trim_start_matches('-')) {
+            let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|_| panic!("bind {addr}: not an address"));
+            let private = match ip {
+                std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+                std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+            };
+            assert!(private, "deploy/redis.conf binds {addr}, not a loopback or private address");
+        }
+    }
+    assert_eq!(directive("bind").count(), 1, "deploy/redis.conf has one bind line");
+    assert_eq!(directive("protected-mode").collect::<Vec<_>>(), ["protected-mode yes"]);
+    assert_eq!(directive("include").count(), 1, "deploy/redis.conf includes its password file");
+    assert_eq!(directive("requirepass").count(), 0, "no password in deploy/redis.conf itself");
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.split_whitespace().next() {
+            Some("port") => out.push_str(&format!("port {port}\n")),
+            Some("include") => out.push_str(&format!("include {}\n", password_file.display())),
+            _ => out.push_str(&format!("{line}\n")),
+        }
+    }
+    out
+}
+
+/// The ACL lines deploy/redis.conf offers for its password file, for `password`.
+fn shipped_acl_lines(password: &str) -> String {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/redis.conf")).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   user "))
+        .map(|l| format!("user {}\n", l.replace("PASSWORD", password)))
+        .collect();
+    assert_eq!(lines.len(), 2, "deploy/redis.conf's ACL lines");
+    lines.concat()
+}
+
+/// `wsloop serve` on 127.0.0.1 with `url` in its environment, logging at
+/// debug into `log`; its metrics address.
+fn spawn_host_with_url(url: &str, log: &std::path::Path, processes: &mut Processes) -> SocketAddr {
+    let (addr, metrics) = (format!("127.0.0.1:{}", free_port()), SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["serve", "--workers", "1", "--log-level", "debug", "--addr", &addr])
+        .args(["--metrics-addr", &metrics.to_string()])
+        .env("WSLOOP_REDIS_URL", url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start wsloop");
+    processes.0.push(child);
+    metrics
+}
+
+/// Starts `redis-server conf` and waits until it listens.
+fn start_redis_with(conf: &std::path::Path, port: u16, processes: &mut Processes) {
+    let child = Command::new("redis-server").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    processes.0.push(child);
+    assert!(
+        eventually(Duration::from_secs(5), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        "redis-server did not start on deploy/redis.conf"
+    );
+}
+
+#[test]
+fn the_shipped_redis_conf_wants_a_password_and_wsloop_never_prints_it() {
+    if !tools_present() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wsloop-redis-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = format!("pw{:016x}", wsloop::ws::mask::random_u64());
+    let wrong = format!("wrong{:016x}", wsloop::ws::mask::random_u64());
+    let (port, password_file, conf) = (free_port(), dir.join("password.conf"), dir.join("redis.conf"));
+    std::fs::write(&conf, shipped_redis_conf(port, &password_file)).unwrap();
+    std::fs::write(&password_file, format!("requirepass {password}\n")).unwrap();
+    let mut processes = Processes(Vec::new());
+    start_redis_with(&conf, port, &mut processes);
+    assert!(!redis_answers(port), "Redis answers without the password");
+
+    let right =
+        spawn_host_with_url(&format!("redis://:{password}@127.0.0.1:{port}"), &dir.join("right.log"), &mut processes);
+    let bad =
+        spawn_host_with_url(&format!("redis://:{wrong}@127.0.0.1:{port}"), &dir.join("wrong.log"), &mut processes);
+    let up = |metrics: SocketAddr| {
+        http_get_within(metrics, "/metrics").and_then(|(_, b)| sample(&b, "wsloop_redis_bridge_up"))
+    };
+    assert!(eventually(Duration::from_secs(10), || up(right) == Some(1.0)), "the password did not let the bridge in");
+    assert!(eventually(Duration::from_secs(10), || up(bad) == Some(0.0)));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(processes);
+
+    let mut shown = String::new();
+    for log in ["right.log", "wrong.log"] {
+        shown.push_str(&std::fs::read_to_string(dir.join(log)).unwrap());
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["serve", "--help"])
+        .env("WSLOOP_REDIS_URL", format!("redis://:{password}@redis:6379"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("WSLOOP_REDIS_URL"));
+    shown.push_str(&String::from_utf8_lossy(&help.stdout));
+    for bad_url in [format!("redis://:{password}@redis:port"), format!("http://:{password}@redis:6379")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsloop")).args(["serve", "--redis-url", &bad_url]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--redis-url"));
+        shown.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(shown.contains("redis bridge") && shown.contains("***@"), "{shown}");
+    assert!(!shown.contains(&password) && !shown.contains(&wrong), "a password was printed:\n{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_shipped_acl_lets_the_bridge_publish_and_subscribe_without_config() {
+    if !tools_present() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wsloop-redis-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = format!("pw{:016x}", wsloop::ws::mask::random_u64());
+    let (port, password_file, conf) = (free_port(), dir.join("password.conf"), dir.join("redis.conf"));
+    std::fs::write(&conf, shipped_redis_conf(port, &password_file)).unwrap();
+    std::fs::write(&password_file, shipped_acl_lines(&password)).unwrap();
+    let mut processes = Processes(Vec::new());
+    start_redis_with(&conf, port, &mut processes);
+    let url = format!("redis://wsloop:{password}@127.0.0.1:{port}");
+    let metrics = spawn_host_with_url(&url, &dir.join("host.log"), &mut processes);
+    let read = |series: &str| http_get_within(metrics, "/metrics").and_then(|(_, b)| sample(&b, series));
+    assert!(eventually(Duration::from_secs(10), || read("wsloop_redis_bridge_up") == Some(1.0)));
+    // CONFIG GET refused: the configured bound holds.
+    assert_eq!(read("wsloop_redis_max_publish_bytes"), Some((16 << 20) as f64));
+    let (_, body) = http_get(metrics, "/metrics");
+    let ws_port: u16 = std::fs::read_to_string(dir.join("host.log"))
+        .unwrap()
+        .split("listening on ws://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no listening line; metrics: {body}"));
+    let mut member = Member::connect(SocketAddr::from(([127, 0, 0, 1], ws_port)), "m");
+    member.join("lobby");
+    assert!(
+        eventually(Duration::from_secs(10), || read("wsloop_redis_subscribed_rooms") == Some(1.0)),
+        "SUBSCRIBE refused"
+    );
+    member.publish("lobby", "hi");
+    assert_eq!(member.messages(1), ["hi"]);
+    assert!(
+        eventually(Duration::from_secs(5), || read("wsloop_redis_publishes_total") == Some(1.0)),
+        "PUBLISH refused"
+    );
+    assert_eq!(read("wsloop_redis_bridge_up"), Some(1.0));
+    drop(processes);
+    let _ = std::fs::remove_dir_all(&dir);
 }

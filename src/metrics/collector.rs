@@ -421,10 +421,29 @@ const FAMILIES: &[Family<Source>] = &[
         label: Some("reason"),
         read: |src, kind| {
             let b = src.bridge.as_ref()?;
-            let reasons =
-                [("redis_down", &b.dropped_redis_down), ("queue_full", &b.dropped_queue_full), ("malformed", &b.dropped_malformed)];
+            let reasons = [
+                ("redis_down", &b.dropped_redis_down),
+                ("queue_full", &b.dropped_queue_full),
+                ("too_large", &b.dropped_too_large),
+                ("bad_room", &b.dropped_bad_room),
+                ("malformed", &b.dropped_malformed),
+            ];
             Some(reasons.iter().map(|(r, n)| sample(kind, vec![label("reason", r)], n.load(Relaxed) as f64)).collect())
         },
+    },
+    Family {
+        name: "wsloop_redis_queued_bytes",
+        help: "Bytes of publishes waiting for (or being sent by) the Redis publisher; at most --redis-queue-bytes.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.queued_bytes() as f64),
+    },
+    Family {
+        name: "wsloop_redis_max_publish_bytes",
+        help: "The largest publish sent to Redis now: --redis-max-publish-size, or half of Redis's pubsub output-buffer limit if less.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.bridge.as_ref()?.max_publish_bytes() as f64),
     },
     Family {
         name: "wsloop_redis_reconnects_total",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::channel;
 use super::envelope::{self, Envelope};
 use super::stats::BridgeStats;
 use crate::server::pubsub::directory::Directory;
@@ -21,6 +22,8 @@ use crate::server::pubsub::publication::Publication;
 pub(super) struct Outgoing {
     pub(super) room: Arc<str>,
     pub(super) frame: Arc<Publication>,
+    /// The bytes it holds of the queue's bound, given back once sent or dropped.
+    pub(super) cost: u64,
 }
 
 impl fmt::Debug for Outgoing {
@@ -119,15 +122,16 @@ pub(super) struct Link {
     pub stats: Arc<BridgeStats>,
     pub origin: u64,
     pub prefix: Arc<str>,
+    /// The configured largest publish; Redis's own limit may lower the one
+    /// in effect (`BridgeStats::max_publish_bytes`) at each connect.
+    pub max_publish_bytes: u64,
     pub stop: Arc<AtomicBool>,
 }
 
 impl Link {
     /// Writes `room`'s channel name into `out` (cleared first).
     fn channel_into(&self, out: &mut String, room: &str) {
-        out.clear();
-        out.push_str(&self.prefix);
-        out.push_str(room);
+        channel::write(out, &self.prefix, room);
     }
 
     fn stopped(&self) -> bool {
@@ -164,7 +168,7 @@ impl Publisher {
 
 /// The publisher's connection to Redis and its upkeep: reconnecting with
 /// backoff, pinging while idle, dropping it when the subscriber saw Redis go.
-struct Upstream<'l> {
+pub(super) struct Upstream<'l> {
     /// Where Redis is, the counters, the subscriber's losses.
     link: &'l Link,
     /// The connection, while there is one.
@@ -181,7 +185,7 @@ struct Upstream<'l> {
 
 impl<'l> Upstream<'l> {
     /// No connection yet, the first attempt due now.
-    fn new(link: &'l Link) -> Self {
+    pub(super) fn new(link: &'l Link) -> Self {
         let retry_at = Instant::now();
         let used = Instant::now();
         let losses_seen = link.losses.load(Ordering::Acquire);
@@ -208,7 +212,7 @@ impl<'l> Upstream<'l> {
         if self.con.is_some() || Instant::now() < self.retry_at {
             return;
         }
-        match connect(&self.link.client) {
+        match connect(&self.link.client).and_then(|mut c| self.adopt_output_limit(&mut c).map(|()| c)) {
             Ok(c) => {
                 if self.backoff.failures > 0 {
                     log::info!("redis bridge: publisher connected again");
@@ -226,6 +230,37 @@ impl<'l> Upstream<'l> {
                 self.retry_at = Instant::now() + wait;
             }
         }
+    }
+
+    /// Sets the largest publish in effect from what Redis says of its
+    /// subscribers' output buffers (`CONFIG GET`): the configured bound,
+    /// or half of Redis's hard pubsub limit if that is less. A refusal
+    /// (CONFIG renamed away, an ACL without it) keeps the configured
+    /// bound; only a failed connection is an error.
+    fn adopt_output_limit(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let configured = self.link.max_publish_bytes;
+        let reply = redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query::<Vec<String>>(con);
+        let limit = match reply {
+            Ok(pairs) => match pairs.get(1).and_then(|v| pubsub_hard_limit(v)) {
+                Some(hard) => safe_publish_bound(configured, hard),
+                None => {
+                    log::info!("redis bridge: no pubsub output-buffer limit in CONFIG GET's reply; publishes up to {configured} bytes");
+                    configured
+                }
+            },
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => return Err(e),
+            Err(e) => {
+                log::info!(
+                    "redis bridge: cannot read Redis's output-buffer limit ({e}); publishes up to {configured} bytes"
+                );
+                configured
+            }
+        };
+        if limit != self.link.stats.max_publish_bytes() {
+            log::info!("redis bridge: publishes up to {limit} bytes (configured {configured})");
+        }
+        self.link.stats.set_max_publish_bytes(limit);
+        Ok(())
     }
 
     /// How long to wait for a publish: a poll, or less when the next
@@ -252,7 +287,13 @@ impl<'l> Upstream<'l> {
 
     /// Sends `batch` as one pipeline, emptying it; counts it published,
     /// or dropped when Redis is away or the pipeline fails.
-    fn publish(&mut self, batch: &mut Batch) {
+    /// Either way the batch's bytes go back to the queue's bound.
+    pub(super) fn publish(&mut self, batch: &mut Batch) {
+        self.send(batch);
+        self.link.stats.release(std::mem::take(&mut batch.cost));
+    }
+
+    fn send(&mut self, batch: &mut Batch) {
         let Some(c) = self.con.as_mut() else {
             // Redis is away: other hosts miss these; local members had them.
             self.link.stats.dropped_redis_down.fetch_add(batch.outgoing.len() as u64, Ordering::Relaxed);
@@ -283,7 +324,7 @@ impl<'l> Upstream<'l> {
 
 /// Publishes taken off the queue to send together, and the buffers that
 /// turn them into one pipeline, kept from batch to batch.
-struct Batch {
+pub(super) struct Batch {
     /// The publishes, in queue order.
     outgoing: Vec<Outgoing>,
     /// The pipeline they are sent in.
@@ -292,23 +333,33 @@ struct Batch {
     channel: String,
     /// The envelope being written.
     body: Vec<u8>,
+    /// The queue bytes the batch holds (its publishes' costs).
+    cost: u64,
 }
 
 impl Batch {
     /// Empty, with room for [`MAX_BATCH`] publishes.
-    fn new() -> Self {
-        Batch { outgoing: Vec::with_capacity(MAX_BATCH), pipe: redis::pipe(), channel: String::new(), body: Vec::new() }
+    pub(super) fn new() -> Self {
+        Batch {
+            outgoing: Vec::with_capacity(MAX_BATCH),
+            pipe: redis::pipe(),
+            channel: String::new(),
+            body: Vec::new(),
+            cost: 0,
+        }
     }
 
     /// Starts the batch with `first` and adds what the queue holds now, up
     /// to [`MAX_BATCH`] publishes or [`MAX_BATCH_BYTES`] of payload.
-    fn fill(&mut self, first: Outgoing, inbox: &Receiver<Outgoing>) {
+    pub(super) fn fill(&mut self, first: Outgoing, inbox: &Receiver<Outgoing>) {
         let mut bytes = first.frame.payload().len();
+        self.cost += first.cost;
         self.outgoing.push(first);
         while self.outgoing.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match inbox.try_recv() {
                 Ok(next) => {
                     bytes += next.frame.payload().len();
+                    self.cost += next.cost;
                     self.outgoing.push(next);
                 }
                 Err(_) => break,
@@ -418,21 +469,46 @@ impl Subscriber {
     }
 
     /// A channel message: to every loop, unless it is our own.
-    fn deliver(&self, channel: &str, bytes: &[u8]) {
-        let Some(room) = channel.strip_prefix(&*self.link.prefix) else { return };
+    fn deliver(&self, name: &str, bytes: &[u8]) {
+        let Some(room) = channel::room_of(&self.link.prefix, name) else {
+            log::debug!("redis bridge: dropped a message on {name:?}: no room's channel");
+            self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let frame = match envelope::decode(bytes) {
             Ok(Envelope::Wsloop { origin, .. }) if origin == self.link.origin => return,
             Ok(Envelope::Wsloop { op, payload, .. } | Envelope::Foreign { op, payload }) => {
                 Publication::new(op, payload)
             }
             Err(e) => {
-                log::debug!("redis bridge: dropped a message on {channel}: {e}");
+                log::debug!("redis bridge: dropped a message on {name:?}: {e}");
                 self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
         self.hub.publish_to_all(&Arc::from(room), &frame);
+    }
+}
+
+/// The hard limit, in bytes, of the `pubsub` class in the value of
+/// Redis's `client-output-buffer-limit` (`normal 0 0 0 replica 268435456
+/// 67108864 60 pubsub 33554432 8388608 60`); 0 is no limit. `None` when
+/// the value has no readable pubsub class.
+fn pubsub_hard_limit(value: &str) -> Option<u64> {
+    let words: Vec<&str> = value.split_ascii_whitespace().collect();
+    let at = words.chunks_exact(4).position(|class| class[0].eq_ignore_ascii_case("pubsub"))?;
+    words[at * 4 + 1].parse().ok()
+}
+
+/// The largest publish for a Redis whose hard pubsub output-buffer limit
+/// is `hard` (0: none): `configured`, or half of `hard` if less, so that a
+/// subscriber with one publish unread still takes the next.
+fn safe_publish_bound(configured: u64, hard: u64) -> u64 {
+    if hard == 0 {
+        configured
+    } else {
+        configured.min(hard / 2).max(1)
     }
 }
 
@@ -445,7 +521,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         for (i, &size) in sizes.iter().enumerate() {
             let frame = Publication::new(crate::ws::frame::opcode::BINARY, &vec![i as u8; size]);
-            tx.send(Outgoing { room: Arc::from(format!("r{i}")), frame }).unwrap();
+            tx.send(Outgoing { room: Arc::from(format!("r{i}")), frame, cost: size as u64 }).unwrap();
         }
         (tx, rx)
     }
@@ -471,6 +547,20 @@ mod tests {
         let (_tx, rx) = queue_of(&[MAX_BATCH_BYTES - 1, 5, 5]);
         batch.fill(rx.recv().unwrap(), &rx);
         assert_eq!(batch.outgoing.len(), 2);
+    }
+
+    #[test]
+    fn redis_output_limit_is_read_and_halved() {
+        let default = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
+        assert_eq!(pubsub_hard_limit(default), Some(32 << 20));
+        assert_eq!(pubsub_hard_limit("pubsub 0 0 0"), Some(0));
+        assert_eq!(pubsub_hard_limit("normal 0 0 0"), None);
+        assert_eq!(pubsub_hard_limit("pubsub lots 0 0"), None);
+        assert_eq!(pubsub_hard_limit(""), None);
+        assert_eq!(safe_publish_bound(16 << 20, 32 << 20), 16 << 20);
+        assert_eq!(safe_publish_bound(16 << 20, 4 << 20), 2 << 20);
+        assert_eq!(safe_publish_bound(16 << 20, 0), 16 << 20, "no limit in Redis: the configured bound");
+        assert_eq!(safe_publish_bound(16 << 20, 1), 1);
     }
 
     #[test]
