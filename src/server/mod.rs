@@ -30,7 +30,7 @@ use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use bridge::{Bridge, BridgeStats};
+use bridge::{Bridge, BridgeConfig, BridgeStats};
 use driver::epoll::{EpollDriver, EpollIo, LISTENER, WAKER};
 use driver::uring::{UringDriver, UringIo};
 use driver::IoModel;
@@ -187,9 +187,11 @@ where
     let (addr, listeners) = bind_all(&cfg, workers)?;
     // A bad Redis URL fails here, before any thread starts.
     let bridge = match &cfg.bridge {
-        Some(bridge_cfg) => Some(
-            Bridge::new(bridge_cfg.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-        ),
+        Some(bridge_cfg) => {
+            // The bridge refuses the room names join refuses: the server's.
+            let bridge_cfg = BridgeConfig { max_room_name: cfg.rooms.max_name_len, ..bridge_cfg.clone() };
+            Some(Bridge::new(bridge_cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?)
+        }
         None => None,
     };
     let (model, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
@@ -203,7 +205,10 @@ where
     }
     let mut bridge_stats = None;
     let pending = bridge.map(|(bridge, pending)| {
-        bridge_stats = Some(bridge.stats().clone());
+        let stats = bridge.stats().clone();
+        let queued = stats.clone();
+        shared.budget.watch_redis(Arc::new(move || queued.queued_bytes()));
+        bridge_stats = Some(stats);
         let directory = bridge.directory().clone();
         hub.set_outbox(Box::new(bridge), directory);
         pending

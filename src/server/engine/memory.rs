@@ -18,7 +18,6 @@
 //! the limit at once may shed up to twice what was needed: the price of
 //! not coordinating loops on the hot path.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::server::budget::Level;
@@ -28,18 +27,6 @@ use crate::server::life::{CloseReason, Goodbye, Signal};
 use super::conn::THROTTLED;
 use super::transport::Transport;
 use super::Engine;
-
-/// What the loop tracks for the budget.
-#[derive(Debug, Default)]
-pub(crate) struct Holders {
-    /// Connections holding more input than a pooled buffer, by slot, and
-    /// the bytes counted for each in the loop's `input_bytes`.
-    large: HashMap<u32, u64>,
-    /// Connections not read while over the soft mark: (slot, generation).
-    throttled: Vec<(u32, u32)>,
-    /// When this loop began throttling, if it is.
-    since: Option<Instant>,
-}
 
 impl<H: Handler, T: Transport> Engine<H, T> {
     /// Counts the input the connection in `slot` holds now (its partial

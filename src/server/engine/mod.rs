@@ -176,6 +176,18 @@ struct Fanout {
     owing_too_much: bool,
 }
 
+/// What the loop tracks for the memory budget (see `memory.rs`).
+#[derive(Debug, Default)]
+struct Holders {
+    /// Connections holding more input than a pooled buffer, by slot, and
+    /// the bytes counted for each in the loop's `input_bytes`.
+    large: std::collections::HashMap<u32, u64>,
+    /// Connections not read while over the soft mark: (slot, generation).
+    throttled: Vec<(u32, u32)>,
+    /// When this loop began throttling, if it is.
+    since: Option<Instant>,
+}
+
 /// TLS at accept: where sessions come from, and this pass's handshake turns.
 struct TlsGate {
     /// `None`: plain ws.
@@ -218,7 +230,7 @@ pub(crate) struct Engine<H, T> {
     shrink: Shrink,
     /// Large input holders and the connections not read over the memory
     /// budget's soft mark.
-    holders: memory::Holders,
+    holders: Holders,
 }
 
 /// What `start` hands each loop besides its driver and listener.
@@ -254,7 +266,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             ready: Vec::new(),
             shutdown_deadline: None,
             shrink: Shrink::new(cfg.release_memory_after),
-            holders: memory::Holders::default(),
+            holders: Holders::default(),
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, ticks },
         }
     }

@@ -27,6 +27,18 @@ pub struct RoomLimits {
     pub max_rooms_per_conn: usize,
 }
 
+impl RoomLimits {
+    /// Whether a room may be called `name`: not empty, at most
+    /// `max_name_len` bytes. Join and publish both ask here, so a name no
+    /// connection can join is never published to (nor sent to Redis).
+    pub fn check_name(&self, name: &str) -> Result<(), RoomError> {
+        if name.is_empty() || name.len() > self.max_name_len {
+            return Err(RoomError::BadName);
+        }
+        Ok(())
+    }
+}
+
 impl Default for RoomLimits {
     fn default() -> Self {
         RoomLimits { max_name_len: 128, max_rooms_per_conn: 64 }
@@ -93,9 +105,7 @@ impl Rooms {
     /// Puts connection `slot` in room `name`. Joining a room twice is not
     /// an error (and not counted twice).
     pub fn join(&mut self, slot: u32, name: &str, limits: &RoomLimits) -> Result<(), RoomError> {
-        if name.is_empty() || name.len() > limits.max_name_len {
-            return Err(RoomError::BadName);
-        }
+        limits.check_name(name)?;
         let mine = self.of_conn.get(&slot).map_or(0, Vec::len);
         let id = match self.ids.get(name) {
             Some(&id) if self.rooms[id].members.contains(&slot) => return Ok(()),
