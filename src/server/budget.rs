@@ -193,12 +193,9 @@ impl std::fmt::Debug for MemoryBudget {
     }
 }
 
-/// The default `--memory-limit`: half of what this process may use (its
-/// cgroup's `memory.max`, else the host's RAM), so that the kernel's socket
-/// buffers, the page cache and a second process beside it keep the rest.
-/// `None` where neither can be read.
-pub fn default_limit() -> Option<(u64, crate::tune::memory::MemorySource)> {
-    crate::tune::memory::available().map(|(bytes, source)| (bytes / 2, source))
+/// The default `--memory-limit`: see [`crate::tune::memory::default_budget`].
+pub(crate) fn default_limit() -> Option<(u64, crate::tune::memory::MemorySource)> {
+    crate::tune::memory::default_budget()
 }
 
 #[cfg(test)]

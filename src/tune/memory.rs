@@ -39,6 +39,14 @@ pub fn available() -> Option<(u64, MemorySource)> {
     }
 }
 
+/// The default memory budget (`wsloop serve --memory-limit`): half of what
+/// this process may use ([`available`]), so that the kernel's socket
+/// buffers, the page cache and a process beside it keep the rest. `None`
+/// where neither figure can be read.
+pub fn default_budget() -> Option<(u64, MemorySource)> {
+    available().map(|(bytes, source)| (bytes / 2, source))
+}
+
 /// The `memory.max` of the cgroup (v2) named in `self_cgroup` (the
 /// `0::/path` line), under `root`; `None` where it is unlimited or unknown.
 fn cgroup_limit(self_cgroup: &Path, root: &Path) -> Option<u64> {
