@@ -40,6 +40,8 @@ pub struct Source {
     pub publish_refusals: Option<Arc<PublishRefusals>>,
     /// The process's memory budget, if the server has one to report.
     pub memory: Option<Arc<MemoryBudget>>,
+    /// Room publishes dropped at a full loop inbox, if reported.
+    pub inbox_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Source {
@@ -52,6 +54,7 @@ impl Source {
             bridge: server.bridge_stats(),
             publish_refusals: None,
             memory: Some(server.memory_budget()),
+            inbox_dropped: Some(server.inbox_dropped()),
         }
     }
 
@@ -201,6 +204,13 @@ const FAMILIES: &[Family<Source>] = &[
         kind: MetricType::COUNTER,
         label: None,
         read: |src, kind| one(kind, src.sum(|s| s.budget_shed.get())),
+    },
+    Family {
+        name: "wsloop_inbox_dropped_total",
+        help: "Room publishes a loop missed because its inbox held 65,536 messages already.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.inbox_dropped.as_ref()?.load(Relaxed) as f64),
     },
     Family {
         name: "wsloop_accept_pauses_total",

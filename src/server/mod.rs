@@ -109,6 +109,12 @@ impl ServerHandle {
         self.shared.budget.clone()
     }
 
+    /// Room publishes dropped because a loop's inbox was full (see
+    /// `pubsub::hub::INBOX_CAP`), read at any time.
+    pub fn inbox_dropped(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.hub.dropped().clone()
+    }
+
     /// The connection limit in effect.
     pub fn max_conns(&self) -> usize {
         self.shared.max_conns

@@ -103,12 +103,17 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// members of their room, written at the end of the pass.
     pub(crate) fn drain_inbox(&mut self) {
         self.env.hub.clear_wake(self.env.id as usize);
+        let mut taken = 0;
         while let Ok(msg) = self.env.inbox.try_recv() {
+            taken += 1;
             match msg {
                 LoopMsg::Publish { room, frame } => self.deliver(&room, &frame, None),
                 LoopMsg::Broadcast { frame } => self.deliver_to_all(&frame, None),
                 LoopMsg::Shutdown => self.begin_shutdown(),
             }
+        }
+        if taken > 0 {
+            self.env.hub.taken(self.env.id as usize, taken);
         }
     }
 

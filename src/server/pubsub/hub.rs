@@ -3,12 +3,18 @@
 //! waker per loop (mio's, or an eventfd under io_uring), with a flag so
 //! that a burst of posts costs one wake-up, not one per message.
 //!
+//! An inbox holds at most [`INBOX_CAP`] messages: a loop that falls that
+//! far behind its peers' publishes (it drains its whole inbox every pass)
+//! drops the publishes past it, counted in [`Hub::dropped`], rather than
+//! letting a storm of small publishes grow without bound. (Their frames'
+//! bytes are in the memory budget as well.) Shutdown is never dropped.
+//!
 //! With a Redis bridge (`--redis-url`), a room publish also leaves the
 //! process: [`Hub::publish_to_others`] hands it to the [`Outbox`] (the
 //! bridge), whose subscriber brings other processes' publishes back in
 //! through [`Hub::publish_to_all`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -68,6 +74,9 @@ impl LoopWaker {
     }
 }
 
+/// Messages an inbox holds at most; publishes past it are dropped.
+pub const INBOX_CAP: usize = 65_536;
+
 /// One loop's inbox, as seen from outside it.
 #[derive(Debug)]
 pub struct Inbox {
@@ -76,6 +85,8 @@ pub struct Inbox {
     /// Set by a poster that woke the loop; cleared by the loop before it
     /// drains. While set, further posts need no wake-up.
     wake_pending: AtomicBool,
+    /// Messages posted and not yet taken by the loop.
+    pending: AtomicUsize,
 }
 
 /// Every loop's inbox.
@@ -87,20 +98,41 @@ pub struct Hub {
     /// The rooms with members in this process, kept while an outbox
     /// needs to know which to ask other processes for.
     directory: Option<Arc<Directory>>,
+    /// Publishes dropped at a full inbox (one per loop that missed one).
+    dropped: Arc<AtomicU64>,
 }
 
 impl Hub {
     /// Adds a loop's inbox; loops are numbered in the order they are added.
     pub fn add(&mut self, tx: Sender<LoopMsg>, waker: LoopWaker) {
-        self.inboxes.push(Inbox { tx, waker, wake_pending: AtomicBool::new(false) });
+        self.inboxes.push(Inbox { tx, waker, wake_pending: AtomicBool::new(false), pending: AtomicUsize::new(0) });
     }
 
-    /// Posts `msg` to loop `i`, waking it unless a wake-up is already pending.
+    /// Posts `msg` to loop `i`, waking it unless a wake-up is already
+    /// pending. A publish to a full inbox is dropped and counted.
     pub fn post(&self, i: usize, msg: LoopMsg) {
         let inbox = &self.inboxes[i];
-        if inbox.tx.send(msg).is_ok() && !inbox.wake_pending.swap(true, Ordering::SeqCst) {
+        let held = inbox.pending.fetch_add(1, Ordering::Relaxed);
+        if held >= INBOX_CAP && !matches!(msg, LoopMsg::Shutdown) {
+            inbox.pending.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if inbox.tx.send(msg).is_err() {
+            inbox.pending.fetch_sub(1, Ordering::Relaxed);
+        } else if !inbox.wake_pending.swap(true, Ordering::SeqCst) {
             let _ = inbox.waker.wake();
         }
+    }
+
+    /// Loop `i` took `n` messages out of its inbox.
+    pub fn taken(&self, i: usize, n: usize) {
+        self.inboxes[i].pending.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The count of publishes dropped at a full inbox.
+    pub fn dropped(&self) -> &Arc<AtomicU64> {
+        &self.dropped
     }
 
     /// Sends room publishes beyond this process through `outbox`, which
@@ -155,5 +187,39 @@ impl Hub {
     /// Called by loop `i` when woken, before it drains its inbox.
     pub fn clear_wake(&self, i: usize) {
         self.inboxes[i].wake_pending.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    fn hub_of_one() -> (Hub, crossbeam_channel::Receiver<LoopMsg>) {
+        // SAFETY: a new eventfd, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_NONBLOCK)) };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut hub = Hub::default();
+        hub.add(tx, LoopWaker::EventFd(fd));
+        (hub, rx)
+    }
+
+    #[test]
+    fn a_full_inbox_drops_publishes_but_never_shutdown() {
+        let (hub, rx) = hub_of_one();
+        let frame = Publication::new(crate::ws::frame::opcode::TEXT, b"hi");
+        let room: Arc<str> = Arc::from("r");
+        for _ in 0..INBOX_CAP + 10 {
+            hub.publish_to_all(&room, &frame);
+        }
+        assert_eq!(rx.len(), INBOX_CAP);
+        assert_eq!(hub.dropped().load(Ordering::Relaxed), 10);
+        hub.shutdown_all();
+        assert_eq!(rx.len(), INBOX_CAP + 1, "shutdown gets through a full inbox");
+        // The loop takes what it holds: there is room again.
+        let taken = rx.try_iter().count();
+        hub.taken(0, taken);
+        hub.publish_to_all(&room, &frame);
+        assert_eq!((rx.len(), hub.dropped().load(Ordering::Relaxed)), (1, 10));
     }
 }

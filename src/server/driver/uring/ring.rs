@@ -45,7 +45,8 @@ const CQ_ENTRIES: u32 = 8192;
 pub const RING_ENTRIES: u16 = 2048;
 /// Buffers provided at start by default; enough for a quiet loop.
 pub const FIRST_BUFFERS: usize = 64;
-/// Completions one pass handles at most.
+/// Input completions (receives, accepts) one pass handles at most; send
+/// completions, only bookkeeping, do not count (see [`Ring::completions`]).
 pub const PER_PASS: usize = 1024;
 /// The buffer group receives pick from.
 const BUFFER_GROUP: u16 = 0;
@@ -533,14 +534,27 @@ impl Ring {
         }
     }
 
-    /// Takes the completions posted so far (user_data, result, flags), at
-    /// most [`PER_PASS`]; the rest wait for the next pass, so that the
-    /// replies to the first do not wait behind thousands of others (epoll
-    /// takes at most as many events per wait). Notes any the kernel dropped.
+    /// Takes the completions posted so far (user_data, result, flags), up
+    /// to [`PER_PASS`] of input (receives, accepts); the rest wait for the
+    /// next pass, so that the replies to the first do not wait behind
+    /// thousands of others (epoll takes at most as many events per wait).
+    /// Send completions are taken however many come before them: a room
+    /// publish to 10,000 members posts 10,000, and a publisher's next
+    /// message queued behind them must not wait passes for its turn (epoll
+    /// gets no event for a send at all). Notes any the kernel dropped.
     pub fn completions(&mut self, into: &mut Vec<(u64, i32, u32)>) {
-        let cq = self.ring.completion();
+        let mut cq = self.ring.completion();
         self.overflowed = cq.overflow();
-        into.extend(cq.take(PER_PASS).map(|c| (c.user_data(), c.result(), c.flags())));
+        let mut input = 0;
+        for c in &mut cq {
+            into.push((c.user_data(), c.result(), c.flags()));
+            if !matches!(parse_user_data(c.user_data()).0, Some(Op::Send | Op::Cancel)) {
+                input += 1;
+                if input == PER_PASS {
+                    break;
+                }
+            }
+        }
     }
 
     /// Bytes of the send in flight for `key` that the kernel has not taken.
