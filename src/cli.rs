@@ -31,9 +31,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the WebSocket server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Drive a WebSocket server with many connections and measure it.
-    Load(crate::load::LoadArgs),
+    Load(Box<crate::load::LoadArgs>),
     /// Tell what this host still lacks for a number of connections.
     Doctor(DoctorArgs),
 }

@@ -12,7 +12,7 @@ use wsloop::{logging, metrics, server, tune};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => wsloop::load::main(&args),
         Command::Doctor(args) => doctor(&args),

@@ -75,7 +75,19 @@ fn one_large_publish_to_forty_stalled_members_costs_one_frame_not_forty() {
     let io = io_flag();
     let message = 16 << 20;
     let (mut child, addr, metrics) = spawn_binary_with_metrics(
-        &serve_args(&io, &["--memory-limit", "256MiB", "--send-timeout", "1s", "--close-timeout", "1s", "--max-publish-size", "32MiB"]),
+        &serve_args(
+            &io,
+            &[
+                "--memory-limit",
+                "256MiB",
+                "--send-timeout",
+                "1s",
+                "--close-timeout",
+                "1s",
+                "--max-publish-size",
+                "32MiB",
+            ],
+        ),
         None,
     );
     let stalled: Vec<_> = (0..40).map(|_| stalled_member(addr, "big")).collect();
@@ -161,7 +173,10 @@ fn unfinished_message(addr: std::net::SocketAddr, total: usize) -> std::thread::
 
 /// A client that echoes a small message every 50 ms until `stop`; returns
 /// how many echoes came back, all intact.
-fn polite_echoer(addr: std::net::SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+fn polite_echoer(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
     let mut c = RawClient::connect(addr);
     c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     std::thread::spawn(move || {

@@ -9,9 +9,9 @@
 
 pub mod address_limits;
 pub mod bridge;
+mod budget;
 pub mod config;
 pub mod driver;
-mod budget;
 mod engine;
 pub mod handler;
 mod life;
@@ -265,7 +265,11 @@ fn memory_limit(cfg: &ServerConfig) -> u64 {
         }
         None => match budget::default_limit() {
             Some((limit, source)) => {
-                log::info!("memory budget: {} (half of {}; set --memory-limit to change)", units(limit), source.label());
+                log::info!(
+                    "memory budget: {} (half of {}; set --memory-limit to change)",
+                    units(limit),
+                    source.label()
+                );
                 limit
             }
             None => {

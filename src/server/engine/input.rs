@@ -123,8 +123,11 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let unsealed = tls.unseal(cipher, plain, sealed);
         let conn = &mut self.table.conns[slot];
         let stats = &self.env.stats;
-        let sent =
-            if sealed.is_empty() { Ok(0) } else { self.io.write(conn, slot, &[Part::Copy(&sealed[..])], &mut self.pool, stats) };
+        let sent = if sealed.is_empty() {
+            Ok(0)
+        } else {
+            self.io.write(conn, slot, &[Part::Copy(&sealed[..])], &mut self.pool, stats)
+        };
         if sealed.capacity() > CORK_LIMIT {
             *sealed = Vec::new();
         }

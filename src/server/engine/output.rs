@@ -19,7 +19,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let conn = &mut self.table.conns[slot];
         let seal = Seal::of(&mut self.table.tls, &mut self.scratch.sealed, slot);
         let out = &mut self.scratch.out;
-        let result = write_via(&mut self.io, conn, slot, &[Part::Copy(&out[..])], &mut self.pool, &self.env.stats, seal);
+        let result =
+            write_via(&mut self.io, conn, slot, &[Part::Copy(&out[..])], &mut self.pool, &self.env.stats, seal);
         out.clear();
         if out.capacity() > CORK_LIMIT {
             // A large message passed through: keep the loop's memory flat.

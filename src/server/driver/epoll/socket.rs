@@ -146,7 +146,12 @@ fn write_alone(
 /// [`write_parts`] for a connection whose backlog is a chain: one `writev`
 /// of the chain's chunks and the parts at a time, the rest of the parts
 /// joining the chain.
-fn write_chained(conn: &mut Conn, chain: &mut Chain, parts: &[Part<'_>], stats: &LoopStats) -> Result<usize, CloseReason> {
+fn write_chained(
+    conn: &mut Conn,
+    chain: &mut Chain,
+    parts: &[Part<'_>],
+    stats: &LoopStats,
+) -> Result<usize, CloseReason> {
     debug_assert!(conn.wbuf.is_empty(), "a chained backlog is all in the chain");
     let backlog_before = chain.len();
     let (mut part, mut offset) = (0, 0);
