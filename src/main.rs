@@ -24,6 +24,10 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
     let target = Target { conns: args.target_conns, role: args.role, processes: args.processes, sources: args.sources };
     let rows = check(&Host::at(&args.root), target);
     print!("{}", render(&rows, target));
+    if args.role != tune::doctor::Role::Loadgen {
+        // What the server's default --memory-limit would be here.
+        print!("{}", tune::doctor::memory_budget(&Host::at(&args.root), args.processes));
+    }
     // The driver `--io auto` would take on this host, and why.
     match server::driver::resolve(server::driver::IoChoice::Auto) {
         Ok((driver, why)) => println!("I/O driver (--io auto): {} ({why})", driver.label()),

@@ -145,6 +145,7 @@ fn metric_names(expr: &str) -> Vec<String> {
         "loop",
         "reason",
         "state",
+        "kind",
         "job",
         "without",
         "on",

@@ -20,9 +20,15 @@
 //!   x2 when both ends share the host) plus user space per connection
 //!   ([`SERVER_PER_CONN`], [`LOADGEN_PER_CONN`]): each end's kernel part is
 //!   ~30x the server's, and it is what runs a host out of memory at 1M.
+//!
+//! Below the table (a server's host only): the memory a process may use and
+//! the server's default `--memory-limit` ([`memory_budget`]), informative,
+//! never a verdict.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+
+use super::memory::MemoryFigures;
 
 /// Kernel memory one idle TCP socket costs (socket, file, dentry/inode,
 /// epoll entry: slab), measured at 1M connections on Linux 6.18 (BENCHMARKS.md,
@@ -402,6 +408,58 @@ pub fn render(rows: &[Check], target: Target) -> String {
     s
 }
 
+/// What `wsloop doctor` says of the memory budget (`--memory-limit`): the
+/// memory a process started like this one may use (the cgroup's
+/// `memory.max` or the host's `MemTotal`, as [`super::memory`] reads
+/// them), the server's default budget and its soft mark, and hints where
+/// the default misleads: a cgroup tighter than the host (a server in
+/// another cgroup sees its own), or several processes on one port, each of
+/// which takes the whole default for itself.
+pub fn memory_budget(host: &Host, processes: u64) -> String {
+    let figures = MemoryFigures::read(&host.root);
+    let mut s = String::new();
+    let (Some((available, source)), Some((budget, _))) = (figures.available(), figures.default_budget()) else {
+        let _ = writeln!(
+            s,
+            "memory budget: neither the cgroup's memory.max nor MemTotal could be read: the server runs with no budget unless --memory-limit is set"
+        );
+        return s;
+    };
+    let _ = writeln!(s, "memory a process may use: {} ({})", mib(available), source.label());
+    let _ = writeln!(
+        s,
+        "memory budget (default --memory-limit): {}, half of it; past {} (3/4) new connections get 503 and large input holders are not read",
+        mib(budget),
+        mib(budget / 4 * 3)
+    );
+    if let (Some(cgroup), Some(total)) = (figures.cgroup, figures.host) {
+        if cgroup < total {
+            let _ = writeln!(
+                s,
+                "hint: this cgroup's memory.max ({}) is below the host's MemTotal ({}): the budget follows the cgroup; a server run in another cgroup (its own unit's MemoryMax=, a container) gets that one's",
+                mib(cgroup),
+                mib(total)
+            );
+        }
+    }
+    if processes > 1 {
+        let each = available / 2 / processes;
+        let _ = writeln!(
+            s,
+            "hint: each of {processes} processes takes the default for itself ({} together); give each --memory-limit {}MiB to keep them to half of {}",
+            mib(budget * processes),
+            each >> 20,
+            mib(available)
+        );
+    }
+    s
+}
+
+/// Bytes in whole MiB, as `--memory-limit` reads them.
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
 /// One line for the server's start-up log when the host is short of
 /// `conns`, or `None` when it is not.
 pub fn one_line(host: &Host, conns: u64) -> Option<String> {
@@ -429,5 +487,67 @@ mod tests {
         .unwrap();
         assert_eq!(Host::at(&dir).nofile(), Ok((1024, u64::MAX)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fake host of `total_mib` MiB whose process cgroup has `max`
+    /// (a number of bytes, or "max") as its memory.max.
+    fn memory_host(name: &str, total_mib: u64, max: Option<&str>) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsloop-doctor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("proc/self")).unwrap();
+        std::fs::write(dir.join("proc/meminfo"), format!("MemTotal: {} kB\nMemAvailable: 1000 kB\n", total_mib * 1024))
+            .unwrap();
+        if let Some(max) = max {
+            std::fs::create_dir_all(dir.join("sys/fs/cgroup/wsloop.service")).unwrap();
+            std::fs::write(dir.join("proc/self/cgroup"), "0::/wsloop.service\n").unwrap();
+            std::fs::write(dir.join("sys/fs/cgroup/wsloop.service/memory.max"), format!("{max}\n")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn memory_budget_shows_the_host_figure_and_the_default_half() {
+        let dir = memory_host("host", 16_384, Some("max"));
+        let text = memory_budget(&Host::at(&dir), 1);
+        assert!(text.contains("memory a process may use: 16384 MiB (host MemTotal)"), "{text}");
+        assert!(text.contains("memory budget (default --memory-limit): 8192 MiB, half of it; past 6144 MiB"), "{text}");
+        assert!(!text.contains("hint"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_tighter_cgroup_sets_the_budget_and_says_so() {
+        let dir = memory_host("cgroup", 16_384, Some(&(4u64 << 30).to_string()));
+        let text = memory_budget(&Host::at(&dir), 1);
+        assert!(text.contains("memory a process may use: 4096 MiB (cgroup memory.max)"), "{text}");
+        assert!(text.contains("(default --memory-limit): 2048 MiB"), "{text}");
+        assert!(
+            text.contains("hint: this cgroup's memory.max (4096 MiB) is below the host's MemTotal (16384 MiB)"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A cgroup looser than the host changes nothing and hints nothing.
+        let dir = memory_host("loose", 16_384, Some(&(64u64 << 30).to_string()));
+        let text = memory_budget(&Host::at(&dir), 1);
+        assert!(text.contains("16384 MiB (host MemTotal)") && !text.contains("hint"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_processes_are_told_their_share() {
+        let dir = memory_host("processes", 16_384, None);
+        let text = memory_budget(&Host::at(&dir), 4);
+        assert!(
+            text.contains("hint: each of 4 processes takes the default for itself (32768 MiB together); give each --memory-limit 2048MiB"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_figure_means_no_default_budget() {
+        let dir = std::env::temp_dir().join(format!("wsloop-doctor-nomem-{}", std::process::id()));
+        let text = memory_budget(&Host::at(&dir), 1);
+        assert!(text.contains("no budget unless --memory-limit is set"), "{text}");
     }
 }

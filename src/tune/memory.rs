@@ -25,18 +25,53 @@ impl MemorySource {
     }
 }
 
+/// The two figures the memory available to a process is read from, as a
+/// host whose files live under a root shows them (`/` for this one; a
+/// fake tree for `doctor`'s tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryFigures {
+    /// The host's `MemTotal` in bytes, if /proc/meminfo could be read.
+    pub host: Option<u64>,
+    /// The `memory.max` of this process's cgroup (v2) in bytes; `None`
+    /// where it is "max" (unlimited) or cannot be read.
+    pub cgroup: Option<u64>,
+}
+
+impl MemoryFigures {
+    /// Reads both figures from under `root` (`proc/meminfo`,
+    /// `proc/self/cgroup`, `sys/fs/cgroup`).
+    pub fn read(root: &Path) -> MemoryFigures {
+        let meminfo = std::fs::read_to_string(root.join("proc/meminfo")).ok();
+        MemoryFigures {
+            host: meminfo.and_then(|t| kib_field(&t, "MemTotal")),
+            cgroup: cgroup_limit(&root.join("proc/self/cgroup"), &root.join("sys/fs/cgroup")),
+        }
+    }
+
+    /// The memory available, and where it was read: the smaller of the
+    /// cgroup's limit and the host's RAM. `None` if neither is known.
+    pub fn available(&self) -> Option<(u64, MemorySource)> {
+        match (self.cgroup, self.host) {
+            (Some(c), Some(h)) if c < h => Some((c, MemorySource::Cgroup)),
+            (_, Some(h)) => Some((h, MemorySource::Host)),
+            (Some(c), None) => Some((c, MemorySource::Cgroup)),
+            (None, None) => None,
+        }
+    }
+
+    /// The default memory budget these figures give: half of
+    /// [`available`](Self::available), so that the kernel's socket
+    /// buffers, the page cache and a process beside it keep the rest.
+    pub fn default_budget(&self) -> Option<(u64, MemorySource)> {
+        self.available().map(|(bytes, source)| (bytes / 2, source))
+    }
+}
+
 /// The memory available to this process, in bytes, and where it was read:
 /// the smaller of its cgroup's `memory.max` (if not "max") and the host's
 /// `MemTotal`. `None` if neither can be read.
 pub fn available() -> Option<(u64, MemorySource)> {
-    let host = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| kib_field(&t, "MemTotal"));
-    let cgroup = cgroup_limit(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup"));
-    match (cgroup, host) {
-        (Some(c), Some(h)) if c < h => Some((c, MemorySource::Cgroup)),
-        (_, Some(h)) => Some((h, MemorySource::Host)),
-        (Some(c), None) => Some((c, MemorySource::Cgroup)),
-        (None, None) => None,
-    }
+    MemoryFigures::read(Path::new("/")).available()
 }
 
 /// The default memory budget (`wsloop serve --memory-limit`): half of what
@@ -44,7 +79,7 @@ pub fn available() -> Option<(u64, MemorySource)> {
 /// buffers, the page cache and a process beside it keep the rest. `None`
 /// where neither figure can be read.
 pub fn default_budget() -> Option<(u64, MemorySource)> {
-    available().map(|(bytes, source)| (bytes / 2, source))
+    MemoryFigures::read(Path::new("/")).default_budget()
 }
 
 /// The `memory.max` of the cgroup (v2) named in `self_cgroup` (the
@@ -82,6 +117,21 @@ mod tests {
         std::fs::write(dir.join("sys/app.slice/memory.max"), "max\n").unwrap();
         assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_smaller_figure_is_available_and_half_of_it_the_default() {
+        let gib = 1u64 << 30;
+        let both = MemoryFigures { host: Some(16 * gib), cgroup: Some(4 * gib) };
+        assert_eq!(both.available(), Some((4 * gib, MemorySource::Cgroup)));
+        assert_eq!(both.default_budget(), Some((2 * gib, MemorySource::Cgroup)));
+        let loose = MemoryFigures { host: Some(16 * gib), cgroup: Some(32 * gib) };
+        assert_eq!(loose.available(), Some((16 * gib, MemorySource::Host)));
+        let unlimited = MemoryFigures { host: Some(16 * gib), cgroup: None };
+        assert_eq!(unlimited.default_budget(), Some((8 * gib, MemorySource::Host)));
+        let cgroup_only = MemoryFigures { host: None, cgroup: Some(gib) };
+        assert_eq!(cgroup_only.available(), Some((gib, MemorySource::Cgroup)));
+        assert_eq!(MemoryFigures::default().available(), None);
     }
 
     #[test]
