@@ -519,7 +519,7 @@ mod tests {
     fn a_tighter_cgroup_sets_the_budget_and_says_so() {
         let dir = memory_host("cgroup", 16_384, Some(&(4u64 << 30).to_string()));
         let text = memory_budget(&Host::at(&dir), 1);
-        assert!(text.contains("memory a process may use: 4096 MiB (cgroup memory.max)"), "{text}");
+        assert!(text.contains("memory a process may use: 4096 MiB (cgroup memory limit)"), "{text}");
         assert!(text.contains("(default --memory-limit): 2048 MiB"), "{text}");
         assert!(
             text.contains("hint: this cgroup's memory.max (4096 MiB) is below the host's MemTotal (16384 MiB)"),

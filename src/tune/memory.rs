@@ -9,7 +9,8 @@ use super::procfs::kib_field;
 /// Where the memory figure came from, for the start-up line and `doctor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemorySource {
-    /// The cgroup v2 `memory.max` of this process.
+    /// The memory limit of this process's cgroup (v2 `memory.max`, or
+    /// v1 `memory.limit_in_bytes`).
     Cgroup,
     /// `MemTotal` of /proc/meminfo.
     Host,
@@ -19,7 +20,7 @@ impl MemorySource {
     /// A word for logs.
     pub fn label(self) -> &'static str {
         match self {
-            MemorySource::Cgroup => "cgroup memory.max",
+            MemorySource::Cgroup => "cgroup memory limit",
             MemorySource::Host => "host MemTotal",
         }
     }
@@ -82,18 +83,35 @@ pub fn default_budget() -> Option<(u64, MemorySource)> {
     MemoryFigures::read(Path::new("/")).default_budget()
 }
 
-/// The `memory.max` of the cgroup (v2) named in `self_cgroup` (the
-/// `0::/path` line), under `root`; `None` where it is unlimited or unknown.
+/// The memory limit of the cgroup named in `self_cgroup`, under `root`
+/// (`/sys/fs/cgroup`): v2's `memory.max` (the `0::/path` line), else v1's
+/// `memory/.../memory.limit_in_bytes` (the line naming the `memory`
+/// controller). Inside a container the path may not exist in its own
+/// namespace: the namespace's root file is read then. `None` where it is
+/// unlimited or unknown.
 fn cgroup_limit(self_cgroup: &Path, root: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(self_cgroup).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let file = root.join(path.trim_start_matches('/')).join("memory.max");
-    parse_memory_max(&std::fs::read_to_string(file).ok()?)
+    let read = |dir: &Path, path: &str, file: &str| {
+        let at = dir.join(path.trim_start_matches('/')).join(file);
+        std::fs::read_to_string(at).or_else(|_| std::fs::read_to_string(dir.join(file))).ok()
+    };
+    if let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) {
+        if let Some(max) = read(root, path, "memory.max") {
+            return parse_memory_max(&max);
+        }
+    }
+    let v1 = text.lines().find_map(|l| {
+        let mut fields = l.splitn(3, ':').skip(1);
+        let controllers = fields.next()?;
+        controllers.split(',').any(|c| c == "memory").then(|| fields.next()).flatten()
+    })?;
+    parse_memory_max(&read(&root.join("memory"), v1, "memory.limit_in_bytes")?)
 }
 
-/// A `memory.max` file's value: bytes, or `None` for "max".
+/// A limit file's value: bytes, or `None` for "max" (v2) or v1's
+/// "unlimited" (a page-rounded `i64::MAX`; anything past 2^60 here).
 fn parse_memory_max(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
+    text.trim().parse().ok().filter(|&n: &u64| n < 1 << 60)
 }
 
 #[cfg(test)]
@@ -104,6 +122,7 @@ mod tests {
     fn memory_max_is_bytes_or_unlimited() {
         assert_eq!(parse_memory_max("268435456\n"), Some(256 << 20));
         assert_eq!(parse_memory_max("max\n"), None);
+        assert_eq!(parse_memory_max("9223372036854771712\n"), None, "v1's unlimited");
         assert_eq!(parse_memory_max(""), None);
     }
 
@@ -115,6 +134,15 @@ mod tests {
         std::fs::write(dir.join("sys/app.slice/memory.max"), "1073741824\n").unwrap();
         assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), Some(1 << 30));
         std::fs::write(dir.join("sys/app.slice/memory.max"), "max\n").unwrap();
+        assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), None);
+        // cgroup v1: the line that names the memory controller.
+        std::fs::create_dir_all(dir.join("sys/memory/docker/abc")).unwrap();
+        std::fs::write(dir.join("cgroup"), "9:pids:/\n4:memory:/docker/abc\n1:name=systemd:/\n").unwrap();
+        std::fs::write(dir.join("sys/memory/docker/abc/memory.limit_in_bytes"), "536870912\n").unwrap();
+        assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), Some(512 << 20));
+        // Its path unseen from inside the container: the namespace's root.
+        std::fs::write(dir.join("cgroup"), "4:cpu,memory:/elsewhere\n").unwrap();
+        std::fs::write(dir.join("sys/memory/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
         assert_eq!(cgroup_limit(&dir.join("cgroup"), &dir.join("sys")), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
