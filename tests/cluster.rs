@@ -257,6 +257,9 @@ impl Cluster {
             cmd.args(["serve", "--workers", "2", "--log-level", "warn"])
                 .args(["--addr", &addr.to_string(), "--metrics-addr", &metrics.to_string()])
                 .args(["--redis-url", &format!("redis://{redis}")])
+                // Past the app's 1 MiB default: the bridge's own bounds
+                // (queue bytes, Redis's output buffer) are what is tested.
+                .args(["--max-publish-size", "8MiB"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             let process = cmd.spawn().expect("start wsloop");
