@@ -63,6 +63,12 @@ impl Chain {
         self.len == 0
     }
 
+    /// Chunks left (each one `iovec` to send).
+    #[inline]
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Unsent bytes held by reference: frames other connections share, which
     /// a memory budget counts once, not once per connection.
     #[inline]
@@ -224,6 +230,7 @@ mod tests {
         let mut slices = [IoSlice::new(&[]); 2];
         assert_eq!(chain.fill(&mut slices), 2);
         assert_eq!(chain.len(), 5 * SHARE_MIN);
+        assert_eq!(chain.chunk_count(), 5, "the caller sees the chain did not fit");
     }
 
     #[test]

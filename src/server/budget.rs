@@ -12,8 +12,10 @@
 //!   the shared frames they reference;
 //! - `frames`: published frames, each once however many members, inboxes
 //!   or sends hold it (`pubsub::publication::frame_bytes`);
-//! - `buffers`: pooled I/O buffers, in use or idle, and io_uring's
-//!   provided receive buffers;
+//! - `buffers`: pooled I/O buffers, in use or idle (not io_uring's
+//!   provided receive ring: a fixed cost of at most 2,048 buffers per loop,
+//!   whose pages are given back once a burst is over, so counting it would
+//!   pin the budget after one burst);
 //! - `codecs`: dedicated permessage-deflate contexts, at an estimate each
 //!   ([`CODEC_BYTES`]);
 //! - `redis`: the bridge's queue of publishes waiting for Redis.
@@ -143,7 +145,7 @@ impl MemoryBudget {
         for s in self.loops.get().map_or(&[][..], |l| &l[..]) {
             u.input += s.input_bytes.get();
             u.backlog += s.backlog_bytes.get().saturating_sub(s.shared_backlog_bytes.get());
-            u.buffers += (s.pool_in_use.get() + s.pool_idle.get() + s.uring_buffers.get()) * self.buffer_size;
+            u.buffers += (s.pool_in_use.get() + s.pool_idle.get()) * self.buffer_size;
             u.codecs += s.dedicated_codecs.get() * CODEC_BYTES;
         }
         u.redis = self.redis.get().map_or(0, |g| g());

@@ -182,10 +182,9 @@ struct Holders {
     /// Connections holding more input than a pooled buffer, by slot, and
     /// the bytes counted for each in the loop's `input_bytes`.
     large: std::collections::HashMap<u32, u64>,
-    /// Connections not read while over the soft mark: (slot, generation).
-    throttled: Vec<(u32, u32)>,
-    /// When this loop began throttling, if it is.
-    since: Option<Instant>,
+    /// Connections not read while over the soft mark: (slot, generation,
+    /// since when).
+    throttled: Vec<(u32, u32, Instant)>,
 }
 
 /// TLS at accept: where sessions come from, and this pass's handshake turns.

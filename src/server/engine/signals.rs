@@ -119,8 +119,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             self.env.stats.room_published.add(ctx.published);
         }
         log::debug!("loop {}: connection {slot} closed: {}", self.env.id, reason.label());
-        // Dropping the socket closes it (and takes it out of epoll).
-        drop(conn.socket);
+        // Closing the socket takes it out of epoll; io_uring closes it once
+        // what was queued for it is submitted.
+        self.io.close_socket(conn.socket);
         if self.accepting.resume_at.is_some() {
             self.accepting.resume_at = Some(Instant::now());
         }

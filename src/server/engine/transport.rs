@@ -46,11 +46,22 @@ pub(crate) trait Transport {
     /// Bytes given to the connection that the kernel has not taken yet.
     fn queued(&self, conn: &Conn, slot: usize) -> usize;
 
+    /// The part of [`queued`](Self::queued) that is frames shared with
+    /// other connections, held by reference (what closing this one alone
+    /// would not free).
+    fn shared_queued(&self, conn: &Conn, slot: usize) -> usize;
+
     /// The connection is leaving its slot: cancel what it has in flight and
     /// forget its per-slot state, and uncount the backlog it drops beside
     /// `Conn::wbuf` (which the caller uncounts). Its socket is closed by the
     /// caller.
     fn detach(&mut self, conn: &Conn, slot: usize, stats: &LoopStats);
+
+    /// Closes a detached connection's socket: at once, or (io_uring) once
+    /// what was queued for it has reached the kernel.
+    fn close_socket(&mut self, socket: mio::net::TcpStream) {
+        drop(socket);
+    }
 
     /// Stops accepting on `listener` (shutdown); the caller closes it.
     fn stop_accepting(&mut self, listener: &mut TcpListener);

@@ -75,6 +75,10 @@ impl Transport for EpollIo {
         conn.wbuf.len() + self.chains.get(&(slot as u32)).map_or(0, |c| c.len())
     }
 
+    fn shared_queued(&self, _conn: &Conn, slot: usize) -> usize {
+        self.chains.get(&(slot as u32)).map_or(0, |c| c.shared_len())
+    }
+
     /// Drops the connection's chain, if any (closing the socket takes it
     /// out of epoll).
     fn detach(&mut self, _conn: &Conn, slot: usize, stats: &LoopStats) {

@@ -165,9 +165,13 @@ fn write_chained(
         let written = {
             let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
             let mut n = chain.fill(&mut iov[..MAX_IOV]);
-            for (i, p) in parts[part..].iter().take(MAX_IOV + 1 - n).enumerate() {
-                iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
-                n += 1;
+            // The parts follow only a chain that went in whole: the bytes
+            // the kernel takes are the chain's first, then the parts'.
+            if n == chain.chunk_count() {
+                for (i, p) in parts[part..].iter().take(MAX_IOV + 1 - n).enumerate() {
+                    iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
+                    n += 1;
+                }
             }
             conn.socket.write_vectored(&iov[..n])
         };
@@ -277,12 +281,12 @@ fn queue_unsent(
     if shares {
         let mut chain = Chain::default();
         let wbuf = std::mem::take(&mut conn.wbuf);
-        if wbuf.is_empty() {
-            if wbuf.capacity() > 0 {
-                pool.give(wbuf);
-            }
-        } else {
-            chain.push_vec(wbuf);
+        if wbuf.capacity() > 0 {
+            // Its bytes join the chain; the pooled buffer goes back (a
+            // pooled buffer must always be given back, or the pool's count
+            // of buffers in use, which the memory budget reads, drifts).
+            chain.push_own(&wbuf);
+            pool.give(wbuf);
         }
         for (i, p) in rest.iter().enumerate() {
             chain_part(&mut chain, *p, if i == 0 { offset } else { 0 });
@@ -303,6 +307,60 @@ fn queue_unsent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    /// A connection over loopback whose send side fills quickly, and its peer.
+    fn small_window_pair() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        peer.set_recv_buffer_size(4096).unwrap();
+        peer.connect(&listener.local_addr().unwrap().into()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        server.set_nonblocking(true).unwrap();
+        (Conn::new(mio::net::TcpStream::from_std(server), 1), peer.into())
+    }
+
+    #[test]
+    fn a_chain_of_more_chunks_than_one_writev_takes_keeps_every_byte_in_order() {
+        use std::io::Read;
+        let (mut conn, mut peer) = small_window_pair();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let (mut chains, mut pool, stats) = (Chains::new(), BufferPool::new(16 * 1024, 4), LoopStats::default());
+        // 100 shared frames: far more than MAX_IOV chunks left unsent.
+        let frames: Vec<Bytes> =
+            (0..100u32).map(|i| Bytes::from(vec![i as u8; crate::runtime::chain::SHARE_MIN + i as usize])).collect();
+        let parts: Vec<Part<'_>> = frames.iter().map(Part::Share).collect();
+        write_parts(&mut conn, &mut chains, 0, &parts, &mut pool, &stats).unwrap();
+        assert!(chains.get(&0).is_some_and(|c| c.chunk_count() > MAX_IOV), "the test needs a long chain");
+        // Now room for all of it at once: one writev may take every chunk
+        // it was given and some of what follows them.
+        socket2::SockRef::from(&conn.socket).set_send_buffer_size(4 << 20).unwrap();
+        let mut want: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        // The peer reads a little, then the connection writes a reply of
+        // its own behind the chain, again and again.
+        for i in 0..2000 {
+            let n = peer.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let reply = format!("reply {i};");
+            want.extend_from_slice(reply.as_bytes());
+            write_parts(&mut conn, &mut chains, 0, &[Part::Copy(reply.as_bytes())], &mut pool, &stats).unwrap();
+            if chains.is_empty() && conn.wbuf.is_empty() {
+                break;
+            }
+        }
+        while got.len() < want.len() {
+            let n = peer.read(&mut buf).unwrap();
+            assert!(n > 0, "the peer got {} of {} bytes", got.len(), want.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == want, "bytes out of order or lost (got {} of {})", got.len(), want.len());
+        assert_eq!(stats.backlog_bytes.get(), 0);
+        assert_eq!(stats.shared_backlog_bytes.get(), 0);
+        assert_eq!(pool.in_use(), 0, "every pooled buffer went back");
+    }
 
     #[test]
     fn advance_walks_across_parts_and_stops_at_part_ends() {

@@ -54,6 +54,9 @@ pub(crate) struct UringIo {
     /// Output queued (not in flight) that holds shared frames, by slot:
     /// then the connection's `wbuf` is empty and all of it is here.
     chains: HashMap<u32, Chain>,
+    /// Sockets of connections closed this pass, closed once what was
+    /// queued for them has been submitted ([`Transport::close_socket`]).
+    pub(super) closing: Vec<mio::net::TcpStream>,
 }
 
 impl UringIo {
@@ -70,6 +73,7 @@ impl UringIo {
             ran_dry: false,
             flags: Vec::new(),
             chains: HashMap::new(),
+            closing: Vec::new(),
         })
     }
 
@@ -212,6 +216,12 @@ impl Transport for UringIo {
         conn.wbuf.len() + chained + in_flight
     }
 
+    fn shared_queued(&self, conn: &Conn, slot: usize) -> usize {
+        let chained = self.chains.get(&(slot as u32)).map_or(0, Chain::shared_len);
+        let key = user_data(Op::Send, slot as u32, conn.generation);
+        chained + self.ring.sending.get(&key).map_or(0, |s| s.shared_len())
+    }
+
     /// Cancels what a closing connection has in flight (a send's bytes
     /// stay with the ring until its completion) and drops its queued chain.
     fn detach(&mut self, conn: &Conn, slot: usize, stats: &LoopStats) {
@@ -228,6 +238,15 @@ impl Transport for UringIo {
         if let Some(f) = self.flags.get_mut(slot) {
             *f = 0;
         }
+    }
+
+    /// Keeps the socket open until the next submission: a send or receive
+    /// queued for it this pass must reach the kernel (which then holds its
+    /// own reference to the file) before the descriptor number is closed
+    /// and, maybe, reused by another thread's accept; else that request
+    /// would act on the stranger.
+    fn close_socket(&mut self, socket: mio::net::TcpStream) {
+        self.closing.push(socket);
     }
 
     /// Cancels the listener's accept; the caller closes the listener.

@@ -64,6 +64,11 @@ impl<H: Handler> UringDriver<H> {
             let timeout = engine.wait_timeout();
             engine.submit_sends();
             engine.io.ring.submit_and_wait(timeout)?;
+            if engine.io.ring.all_submitted() {
+                // What was queued for the connections closed since holds
+                // its own reference to their files now.
+                engine.io.closing.clear();
+            }
             let handling = Instant::now();
             let mut done = std::mem::take(&mut engine.io.done);
             engine.io.ring.completions(&mut done);
@@ -99,6 +104,7 @@ impl<H: Handler> DriverTurns for Engine<H, UringIo> {
             if conn.rbuf.capacity() > 0 {
                 let buf = std::mem::take(&mut conn.rbuf);
                 self.pool.give(buf);
+                self.count_input(slot);
             }
         } else if self.io.has(slot, HOLDING) {
             if self.owes_too_much() {
@@ -388,7 +394,9 @@ impl<H: Handler> Engine<H, UringIo> {
             if more && live {
                 let fd = self.table.conns[slot].socket.as_raw_fd();
                 u.ring.resend(fd, key);
-                return;
+                // The peer took bytes: a paused member's send deadline
+                // starts again, as on epoll.
+                return self.signal(slot, Signal::Progress);
             }
         }
         let Some(done) = u.ring.sending.remove(&key) else { return };

@@ -523,6 +523,12 @@ impl Ring {
         unsafe { self.push(entry.user_data(user_data(Op::Cancel, 0, 0))) };
     }
 
+    /// True if nothing is queued for submission (all of it reached the
+    /// kernel).
+    pub fn all_submitted(&mut self) -> bool {
+        self.ring.submission().is_empty()
+    }
+
     /// Submits everything queued in one `io_uring_enter` and waits up to
     /// `timeout` for a completion (not at all when zero).
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
