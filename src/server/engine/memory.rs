@@ -72,6 +72,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         match level {
             Level::Under => self.read_throttled_again(),
             Level::Soft => {
+                // Entries of connections gone since are dropped: a reused
+                // slot is someone else, with a grace of its own.
+                let table = &self.table;
+                self.holders.throttled.retain(|&(slot, generation, _)| table.is_live(slot as usize, generation));
                 self.throttle_holders(now);
                 // Only those stopped for a whole send timeout: a holder
                 // that came in late gets its own grace.

@@ -47,8 +47,12 @@ pub(super) fn write_via<T: Transport>(
             // TLS: the parts leave as records, sealed into one buffer (a
             // copy per connection: each has its own keys).
             sealed.clear();
-            let plain: Vec<&[u8]> = parts.iter().map(|p| p.bytes()).collect();
-            tls.seal(&plain, sealed).map_err(|_| CloseReason::TlsFailed)?;
+            let sealing = match parts {
+                // A pass's replies: one part, no list to allocate.
+                [one] => tls.seal(&[one.bytes()], sealed),
+                _ => tls.seal(&parts.iter().map(|p| p.bytes()).collect::<Vec<_>>(), sealed),
+            };
+            sealing.map_err(|_| CloseReason::TlsFailed)?;
             let written = io.write(conn, slot, &[Part::Copy(&sealed[..])], pool, stats);
             if sealed.capacity() > CORK_LIMIT {
                 *sealed = Vec::new();

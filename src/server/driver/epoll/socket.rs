@@ -11,7 +11,7 @@ use crate::runtime::{BufferPool, Chain};
 use crate::server::engine::conn::Conn;
 use crate::server::engine::transport::Part;
 use crate::server::life::{io_reason, CloseReason};
-use crate::server::stats::LoopStats;
+use crate::server::stats::{Counter, LoopStats};
 
 /// Reads from `socket` into the spare capacity of `buf` (which must have
 /// some), without zeroing it first.
@@ -61,7 +61,7 @@ pub(super) fn write_parts(
         if let Some(chain) = chains.get_mut(&slot) {
             let shared_before = chain.shared_len();
             let result = write_chained(conn, chain, parts, stats);
-            count_shared(stats, shared_before, chain.shared_len());
+            move_gauge(&stats.shared_backlog_bytes, shared_before, chain.shared_len());
             if chain.is_empty() {
                 chains.remove(&slot);
             }
@@ -72,33 +72,7 @@ pub(super) fn write_parts(
         return write_alone(conn, chains, slot, *one, pool, stats);
     }
     let backlog_before = conn.wbuf.len();
-    // The first unsent byte of `parts`: a part and an offset in it.
-    let (mut part, mut offset) = (0, 0);
-    let mut sent_new = false;
-    let result = loop {
-        (part, offset) = skip_empty(parts, part, offset);
-        let queued = conn.wbuf.len();
-        if queued == 0 && part == parts.len() {
-            break Ok(());
-        }
-        let written = match (queued, &parts[part..]) {
-            (0, [one]) => conn.socket.write(&one.bytes()[offset..]),
-            _ => write_gathered(conn, &parts[part..], offset),
-        };
-        match written {
-            Ok(0) => break Err(CloseReason::PeerGone),
-            Ok(n) => {
-                stats.bytes_sent.add(n as u64);
-                let from_queue = n.min(queued);
-                conn.wbuf.drain(..from_queue);
-                sent_new |= n > from_queue;
-                (part, offset) = advance(parts, part, offset, n - from_queue);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(io_reason(&e)),
-        }
-    };
+    let (result, sent_new, part, offset) = write_behind(&conn.socket, &mut conn.wbuf, parts, stats);
     // What is left of the earlier backlog: `parts` are only queued behind it.
     let earlier_unsent = if sent_new { 0 } else { conn.wbuf.len() };
     let spilled =
@@ -107,7 +81,7 @@ pub(super) fn write_parts(
         pool.give(std::mem::take(&mut conn.wbuf));
     }
     let backlog_after = conn.wbuf.len() + if spilled { chains.get(&slot).map_or(0, Chain::len) } else { 0 };
-    count_backlog(stats, backlog_before, backlog_after);
+    move_gauge(&stats.backlog_bytes, backlog_before, backlog_after);
     result.map(|()| earlier_unsent)
 }
 
@@ -143,9 +117,8 @@ fn write_alone(
     Ok(0)
 }
 
-/// [`write_parts`] for a connection whose backlog is a chain: one `writev`
-/// of the chain's chunks and the parts at a time, the rest of the parts
-/// joining the chain.
+/// [`write_parts`] for a connection whose backlog is a chain: the chain
+/// and the parts drain as one, the rest of the parts joining the chain.
 fn write_chained(
     conn: &mut Conn,
     chain: &mut Chain,
@@ -154,33 +127,91 @@ fn write_chained(
 ) -> Result<usize, CloseReason> {
     debug_assert!(conn.wbuf.is_empty(), "a chained backlog is all in the chain");
     let backlog_before = chain.len();
+    let (result, sent_new, part, offset) = write_behind(&conn.socket, chain, parts, stats);
+    let earlier_unsent = if sent_new { 0 } else { chain.len() };
+    if result.is_ok() {
+        for (i, p) in parts.iter().enumerate().skip(part) {
+            chain_part(chain, *p, if i == part { offset } else { 0 });
+        }
+    }
+    move_gauge(&stats.backlog_bytes, backlog_before, chain.len());
+    result.map(|()| earlier_unsent)
+}
+
+/// Bytes queued before the parts a write brings: a pooled buffer of the
+/// connection's own bytes, or a chain that also holds shared frames.
+trait Backlog {
+    /// Unsent bytes.
+    fn len(&self) -> usize;
+    /// Fills `iov` from the start with the unsent bytes; returns how many
+    /// slices it filled and whether that is all of them (only then may the
+    /// parts follow in the same `writev`).
+    fn fill<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> (usize, bool);
+    /// Forgets the first `n` bytes: the kernel took them.
+    fn consume(&mut self, n: usize);
+}
+
+impl Backlog for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn fill<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> (usize, bool) {
+        if self.is_empty() {
+            return (0, true);
+        }
+        iov[0] = IoSlice::new(self);
+        (1, true)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.drain(..n);
+    }
+}
+
+impl Backlog for Chain {
+    fn len(&self) -> usize {
+        Chain::len(self)
+    }
+
+    fn fill<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> (usize, bool) {
+        let n = Chain::fill(self, iov);
+        (n, n == self.chunk_count())
+    }
+
+    fn consume(&mut self, n: usize) {
+        Chain::consume(self, n)
+    }
+}
+
+/// Writes `backlog` and then `parts` in as few `write`/`writev` calls as
+/// the kernel allows, until it takes no more. Returns how that ended,
+/// whether any byte of `parts` went, and the first unsent byte of `parts`
+/// (a part and an offset in it).
+fn write_behind<B: Backlog>(
+    socket: &mio::net::TcpStream,
+    backlog: &mut B,
+    parts: &[Part<'_>],
+    stats: &LoopStats,
+) -> (Result<(), CloseReason>, bool, usize, usize) {
     let (mut part, mut offset) = (0, 0);
     let mut sent_new = false;
     let result = loop {
         (part, offset) = skip_empty(parts, part, offset);
-        let queued = chain.len();
+        let queued = backlog.len();
         if queued == 0 && part == parts.len() {
             break Ok(());
         }
-        let written = {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
-            let mut n = chain.fill(&mut iov[..MAX_IOV]);
-            // The parts follow only a chain that went in whole: the bytes
-            // the kernel takes are the chain's first, then the parts'.
-            if n == chain.chunk_count() {
-                for (i, p) in parts[part..].iter().take(MAX_IOV + 1 - n).enumerate() {
-                    iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
-                    n += 1;
-                }
-            }
-            conn.socket.write_vectored(&iov[..n])
+        let written = match (queued, &parts[part..]) {
+            (0, [one]) => (&*socket).write(&one.bytes()[offset..]),
+            _ => write_gathered(socket, &*backlog, &parts[part..], offset),
         };
         match written {
             Ok(0) => break Err(CloseReason::PeerGone),
             Ok(n) => {
                 stats.bytes_sent.add(n as u64);
                 let from_queue = n.min(queued);
-                chain.consume(from_queue);
+                backlog.consume(from_queue);
                 sent_new |= n > from_queue;
                 (part, offset) = advance(parts, part, offset, n - from_queue);
             }
@@ -189,14 +220,7 @@ fn write_chained(
             Err(e) => break Err(io_reason(&e)),
         }
     };
-    let earlier_unsent = if sent_new { 0 } else { chain.len() };
-    if result.is_ok() {
-        for (i, p) in parts.iter().enumerate().skip(part) {
-            chain_part(chain, *p, if i == part { offset } else { 0 });
-        }
-    }
-    count_backlog(stats, backlog_before, chain.len());
-    result.map(|()| earlier_unsent)
+    (result, sent_new, part, offset)
 }
 
 /// Adds a part (from `offset`) to a chain: by reference if shared and
@@ -208,38 +232,34 @@ fn chain_part(chain: &mut Chain, part: Part<'_>, offset: usize) {
     }
 }
 
-/// Moves the shared-backlog gauge from `before` to `after` bytes.
-fn count_shared(stats: &LoopStats, before: usize, after: usize) {
+/// Moves a gauge from `before` to `after`.
+fn move_gauge(gauge: &Counter, before: usize, after: usize) {
     if after >= before {
-        stats.shared_backlog_bytes.add((after - before) as u64);
+        gauge.add((after - before) as u64);
     } else {
-        stats.shared_backlog_bytes.sub((before - after) as u64);
+        gauge.sub((before - after) as u64);
     }
 }
 
-/// Moves the backlog gauge from `before` to `after` bytes.
-fn count_backlog(stats: &LoopStats, before: usize, after: usize) {
-    if after >= before {
-        stats.backlog_bytes.add((after - before) as u64);
-    } else {
-        stats.backlog_bytes.sub((before - after) as u64);
-    }
-}
-
-/// One `writev` of the backlog (if any) and then up to [`MAX_IOV`] parts,
-/// the first from `offset`.
-fn write_gathered(conn: &mut Conn, parts: &[Part<'_>], offset: usize) -> io::Result<usize> {
+/// One `writev` of the backlog (up to [`MAX_IOV`] slices of it) and, if
+/// all of it fitted, parts to fill the rest, the first from `offset`.
+fn write_gathered<B: Backlog>(
+    socket: &mio::net::TcpStream,
+    backlog: &B,
+    parts: &[Part<'_>],
+    offset: usize,
+) -> io::Result<usize> {
     let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
-    let mut n = 0;
-    if !conn.wbuf.is_empty() {
-        iov[0] = IoSlice::new(&conn.wbuf);
-        n = 1;
+    let (mut n, whole) = backlog.fill(&mut iov[..MAX_IOV]);
+    // The parts follow only a backlog that went in whole: the bytes the
+    // kernel takes are the backlog's first, then the parts'.
+    if whole {
+        for (i, p) in parts.iter().take(MAX_IOV + 1 - n).enumerate() {
+            iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
+            n += 1;
+        }
     }
-    for (i, p) in parts.iter().take(MAX_IOV).enumerate() {
-        iov[n] = IoSlice::new(if i == 0 { &p.bytes()[offset..] } else { p.bytes() });
-        n += 1;
-    }
-    conn.socket.write_vectored(&iov[..n])
+    (&*socket).write_vectored(&iov[..n])
 }
 
 /// The first position at or after (`part`, `offset`) with a byte to send.
