@@ -124,6 +124,13 @@ pub struct ServeArgs {
     /// Time graceful shutdown waits for connections to close.
     #[arg(long, env = "WSLOOP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Live hand-off (deploys without reconnects): the Unix socket where
+    /// this process offers its connections to a newer one. Started with
+    /// it while another process offers there, this one takes over that
+    /// process's listeners and connections first. SIGUSR2 starts the
+    /// binary at the same path, with the same flags, to take over.
+    #[arg(long, env = "WSLOOP_TAKEOVER", value_name = "PATH")]
+    pub takeover: Option<std::path::PathBuf>,
     /// Size of a pooled I/O buffer.
     #[arg(long, env = "WSLOOP_BUFFER_SIZE", default_value = "16KiB", value_parser = parse_size)]
     pub buffer_size: usize,

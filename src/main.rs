@@ -55,9 +55,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(signals) => signals,
         Err(code) => return code,
     };
+    // A process offering its connections at --takeover is asked first.
+    let takeover = match args.takeover.as_deref().map(server::handoff::take_over) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(takeover))) => Some(takeover),
+        Some(Err(e)) => return fail(format_args!("cannot take over: {e}")),
+    };
     // The publishes the echo app refuses, counted by every loop's instance.
     let refusals = std::sync::Arc::new(PublishRefusals::default());
-    let handle = match start_server(args, tokens, &tls, &refusals) {
+    let handle = match start_server(args, tokens, &tls, &refusals, takeover) {
         Ok(handle) => handle,
         Err(code) => return code,
     };
@@ -72,7 +78,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if let Some(line) = tune::doctor::one_line(&tune::doctor::Host::live(), handle.max_conns() as u64) {
         log::warn!("{line}");
     }
-    spawn_signal_thread(signals, handle.trigger(), tls, args.shutdown_timeout);
+    let _offer = match offer_handoff(args, &handle) {
+        Ok(offer) => offer,
+        Err(code) => {
+            handle.shutdown();
+            let _ = handle.join();
+            return code;
+        }
+    };
+    spawn_signal_thread(signals, handle.trigger(), tls, args);
     match handle.join() {
         Ok(()) => {
             log::info!("shut down cleanly");
@@ -130,6 +144,7 @@ fn prepare_process() -> Result<SigSet, ExitCode> {
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
+    signals.add(Signal::SIGUSR2);
     if let Err(e) = signals.thread_block() {
         return Err(fail(format_args!("cannot block signals: {e}")));
     }
@@ -152,22 +167,20 @@ fn start_server(
     tokens: Option<std::sync::Arc<Tokens>>,
     tls: &Option<std::sync::Arc<server::tls::TlsCerts>>,
     refusals: &std::sync::Arc<PublishRefusals>,
+    takeover: Option<server::handoff::Takeover>,
 ) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
     let workers = cfg.worker_count();
     let (policy, refusals) = (args.publish_policy(), refusals.clone());
-    let started = match args.app {
-        BuiltinApp::Echo => {
-            server::start(cfg, move |_| TokenAuth::new(tokens.clone(), EchoApp::with_policy(policy, refusals.clone())))
-        }
-        BuiltinApp::PlainEcho => server::start(cfg, move |_| TokenAuth::new(tokens.clone(), PlainEcho)),
-    };
-    let handle = match started {
-        Ok(h) => h,
-        // The I/O driver asked for cannot run here (`--io uring`).
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Err(fail(e)),
-        Err(e) => return Err(fail(format_args!("cannot listen on {}: {e}", args.addr))),
+    let handle = match args.app {
+        BuiltinApp::Echo => launch(
+            cfg,
+            move |_| TokenAuth::new(tokens.clone(), EchoApp::with_policy(policy, refusals.clone())),
+            takeover,
+            args,
+        )?,
+        BuiltinApp::PlainEcho => launch(cfg, move |_| TokenAuth::new(tokens.clone(), PlainEcho), takeover, args)?,
     };
     log::info!(
         "listening on {}://{}{} with {workers} event loops, max {} connections, app {}",
@@ -185,6 +198,111 @@ fn start_server(
         );
     }
     Ok(handle)
+}
+
+/// Starts the server: a first start binds its listeners; with a process
+/// to take over from, the server takes its listeners and connections.
+fn launch<H, F>(
+    cfg: server::ServerConfig,
+    factory: F,
+    takeover: Option<server::handoff::Takeover>,
+    args: &ServeArgs,
+) -> Result<server::ServerHandle, ExitCode>
+where
+    H: server::Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let Some(takeover) = takeover else {
+        return match server::start(cfg, factory) {
+            Ok(h) => Ok(h),
+            // The I/O driver asked for cannot run here (`--io uring`).
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Err(fail(e)),
+            Err(e) => Err(fail(format_args!("cannot listen on {}: {e}", args.addr))),
+        };
+    };
+    let from = takeover.hello().addr;
+    if from != args.addr && args.addr.port() != 0 {
+        log::warn!("taking over the listeners on {from}, not --addr {}", args.addr);
+    }
+    let started = std::time::Instant::now();
+    match server::start_taking_over(cfg, factory, takeover) {
+        Ok((handle, adopted)) => {
+            log::info!("took over {adopted} connections and the listeners on {from} in {:?}", started.elapsed());
+            notify_systemd(&format!("MAINPID={}\nREADY=1", std::process::id()));
+            Ok(handle)
+        }
+        Err(e) => Err(fail(format_args!("cannot take over: {e}"))),
+    }
+}
+
+/// Offers this process's connections at `--takeover`, once it serves.
+/// The socket of the process it took over from may still be closing:
+/// tried for a few seconds.
+fn offer_handoff(args: &ServeArgs, handle: &server::ServerHandle) -> Result<Option<server::handoff::Offer>, ExitCode> {
+    let Some(path) = &args.takeover else {
+        notify_systemd("READY=1");
+        return Ok(None);
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match handle.offer_handoff(path) {
+            Ok(offer) => {
+                log::info!("offering a live hand-off on {} (SIGUSR2 starts the new binary)", path.display());
+                notify_systemd("READY=1");
+                return Ok(Some(offer));
+            }
+            Err(server::handoff::OfferError::InUse(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit, `NOTIFY_SOCKET` set) `state`:
+/// `READY=1` once serving; a process that took over also says it is the
+/// service's main process now. Nothing without `NOTIFY_SOCKET`.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(sock) => sock,
+        Err(e) => return log::warn!("cannot tell systemd {state:?}: {e}"),
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        }
+        None => sock.send_to(state.as_bytes(), std::path::Path::new(&path)),
+    };
+    if let Err(e) = sent {
+        log::warn!("cannot tell systemd {state:?}: {e}");
+    }
+}
+
+/// SIGUSR2: starts the binary at this process's path (a deploy has
+/// replaced it) with this process's flags, to take its connections over
+/// through `--takeover`. If it fails, this process serves on; its exit is
+/// logged.
+fn start_successor(args: &ServeArgs) {
+    if args.takeover.is_none() {
+        return log::warn!("SIGUSR2: no --takeover socket: nothing to hand over to (restart instead)");
+    }
+    let Some(exe) = std::env::args_os().next() else { return };
+    let exe = std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.into());
+    let child = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).spawn();
+    match child {
+        Ok(mut child) => {
+            log::info!("SIGUSR2: started {} (pid {}) to take over", exe.display(), child.id());
+            std::thread::spawn(move || match child.wait() {
+                Ok(status) => log::warn!("the new process exited ({status}); this one serves on"),
+                Err(e) => log::warn!("the new process could not be waited for: {e}"),
+            });
+        }
+        Err(e) => log::warn!("SIGUSR2: cannot start {}: {e}; serving on", exe.display()),
+    }
 }
 
 /// Serves `/metrics` when `--metrics-addr` asks for it. If it cannot, says
@@ -207,14 +325,17 @@ fn serve_metrics(
 }
 
 /// Starts the thread that takes the blocked `signals`: SIGHUP reloads the
-/// TLS certificate, the first SIGINT or SIGTERM begins a graceful shutdown
-/// (up to `timeout`), a second one exits at once.
+/// TLS certificate, SIGUSR2 starts a successor to hand over to (`--takeover`),
+/// the first SIGINT or SIGTERM begins a graceful shutdown
+/// (up to `--shutdown-timeout`), a second one exits at once.
 fn spawn_signal_thread(
     signals: SigSet,
     trigger: server::ShutdownTrigger,
     tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
-    timeout: std::time::Duration,
+    args: &ServeArgs,
 ) {
+    let timeout = args.shutdown_timeout;
+    let args = args.clone();
     std::thread::Builder::new()
         .name("wsloop-signals".into())
         .spawn(move || {
@@ -222,6 +343,7 @@ fn spawn_signal_thread(
             while let Ok(sig) = signals.wait() {
                 match sig {
                     Signal::SIGHUP => reload_tls(tls.as_deref()),
+                    Signal::SIGUSR2 => start_successor(&args),
                     _ if !asked_to_stop => {
                         asked_to_stop = true;
                         log::info!("{sig}: shutting down (closing connections, up to {timeout:?}); again to exit now");

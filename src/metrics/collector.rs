@@ -220,6 +220,27 @@ const FAMILIES: &[Family<Source>] = &[
         read: |src, kind| one(kind, src.sum(|s| s.accept_pauses.get())),
     },
     Family {
+        name: "wsloop_handed_off_total",
+        help: "Connections handed to a new process by a live hand-off (--takeover).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.handed_off.get())),
+    },
+    Family {
+        name: "wsloop_adopted_total",
+        help: "Connections adopted from an earlier process by a live hand-off, or taken back after one failed.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.adopted.get())),
+    },
+    Family {
+        name: "wsloop_adopt_failed_total",
+        help: "Carried connections a live hand-off could not adopt (closed).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.adopt_failed.get())),
+    },
+    Family {
         name: "wsloop_memory_releases_total",
         help: "Times a loop gave its peak's memory back after its connections left (--release-memory-after).",
         kind: MetricType::COUNTER,

@@ -128,11 +128,14 @@ pub(crate) struct HttpStats {
     pub(crate) accept_failures: AtomicU64,
 }
 
-/// Binds the metrics listener with a backlog that holds a burst.
+/// Binds the metrics listener with a backlog that holds a burst. With
+/// SO_REUSEPORT: during a live hand-off the new process binds the same
+/// port while the old one still answers on it.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;

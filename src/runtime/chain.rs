@@ -126,6 +126,16 @@ impl Chain {
         n
     }
 
+    /// Appends every unsent byte, in order, to `out` (a connection leaving
+    /// for another process takes its backlog as plain bytes).
+    pub fn copy_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let bytes = chunk.bytes();
+            out.extend_from_slice(if i == 0 { &bytes[self.head..] } else { bytes });
+        }
+    }
+
     /// Forgets the first `n` unsent bytes: the kernel took them.
     pub fn consume(&mut self, mut n: usize) {
         debug_assert!(n <= self.len, "consumed {n} of {}", self.len);

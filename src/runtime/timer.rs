@@ -41,6 +41,11 @@ impl TimerLink {
     pub fn is_linked(&self) -> bool {
         self.bucket_tick != NIL
     }
+
+    /// The tick this timer fires at, while it is linked.
+    pub fn deadline(&self) -> Option<u32> {
+        self.is_linked().then_some(self.deadline)
+    }
 }
 
 /// Access to the links of all slots (the loop's slab of connections).
@@ -83,6 +88,11 @@ impl TimerWheel {
     /// `d` in ticks, rounded up, at least 1.
     pub fn ticks(&self, d: Duration) -> u32 {
         (d.as_nanos().div_ceil(self.tick.as_nanos()).max(1)).min(u32::MAX as u128 / 2) as u32
+    }
+
+    /// The time `ticks` ticks take.
+    pub fn duration_of(&self, ticks: u32) -> Duration {
+        self.tick * ticks
     }
 
     /// The tick the clock has reached at `at`.

@@ -112,6 +112,16 @@ impl AddressLimits {
         Ok(())
     }
 
+    /// Counts a connection from `ip` admitted elsewhere (adopted from an
+    /// earlier process): never refused; released like any other.
+    pub(crate) fn count(&self, ip: IpAddr) {
+        let key = key_of(ip);
+        let mut shard = self.shard(&key);
+        let rate = f64::from(self.cfg.handshake_rate);
+        let now = Instant::now();
+        shard.entries.entry(key).or_insert(Entry { conns: 0, tokens: rate, refilled: now }).conns += 1;
+    }
+
     /// A connection from `ip` that [`admit`](Self::admit) counted has closed.
     pub(crate) fn release(&self, ip: IpAddr) {
         if !self.counts_conns() {

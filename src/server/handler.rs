@@ -342,6 +342,23 @@ pub trait Handler {
     fn on_close(&mut self, ctx: &mut CloseCtx<'_>, reason: CloseReason) {
         let _ = (ctx, reason);
     }
+
+    /// An opened connection moves to a new process (a live hand-off,
+    /// `--takeover`): returns what this handler keeps for it (at most 64
+    /// KiB; more is dropped with a warning), given to the new process's
+    /// handler in [`on_adopt`](Self::on_adopt). `on_close` is not called
+    /// for it here: it goes on living there.
+    fn on_handoff(&mut self, id: ConnId) -> Vec<u8> {
+        let _ = id;
+        Vec::new()
+    }
+
+    /// An opened connection arrived from an earlier process, under its new
+    /// `id`, with what [`on_handoff`](Self::on_handoff) returned there.
+    /// Its rooms are joined already; `on_open` is not called again.
+    fn on_adopt(&mut self, id: ConnId, carried: &[u8]) {
+        let _ = (id, carried);
+    }
 }
 
 /// A connection's [`Ctx`] without an engine, for unit tests of handlers:

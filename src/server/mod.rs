@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 mod engine;
 pub mod handler;
+pub mod handoff;
 mod life;
 mod pubsub;
 mod shrink;
@@ -80,6 +81,8 @@ pub struct ServerHandle {
     bridge: Option<bridge::Running>,
     /// The Redis bridge's counters, if there is a bridge.
     bridge_stats: Option<Arc<BridgeStats>>,
+    /// Each loop's control channel (a live hand-off).
+    controls: handoff::Controls,
 }
 
 impl ServerHandle {
@@ -113,6 +116,13 @@ impl ServerHandle {
     /// `pubsub::hub::INBOX_CAP`), read at any time.
     pub fn inbox_dropped(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.hub.dropped().clone()
+    }
+
+    /// Offers this server's connections to a newer process on the Unix
+    /// socket `path` (`--takeover`): see [`handoff`]. Dropping the offer
+    /// stops it.
+    pub fn offer_handoff(&self, path: &std::path::Path) -> Result<handoff::Offer, handoff::OfferError> {
+        handoff::Offer::start(path, self.controls.clone(), self.addr)
     }
 
     /// The connection limit in effect.
@@ -182,6 +192,48 @@ where
     H: Handler + 'static,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
+    start_listening(cfg, factory, None)
+}
+
+/// Starts a server that takes over the connections of the running one
+/// that `takeover` is connected to: its loops start without listeners,
+/// then the old process's listeners and connections are adopted (see
+/// [`handoff`]). Returns the server and how many connections it adopted.
+/// Any error before the connections move leaves them with the old process.
+pub fn start_taking_over<H, F>(
+    cfg: ServerConfig,
+    factory: F,
+    mut takeover: handoff::Takeover,
+) -> Result<(ServerHandle, usize), handoff::TakeoverError>
+where
+    H: Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    takeover.check(cfg.worker_count())?;
+    let handle = match start_listening(cfg, factory, Some(takeover.hello().addr)) {
+        Ok(handle) => handle,
+        Err(e) => {
+            takeover.refuse(&format!("the new process could not start: {e}"));
+            return Err(e.into());
+        }
+    };
+    match takeover.run(&handle.controls) {
+        Ok(adopted) => Ok((handle, adopted)),
+        Err(e) => {
+            handle.shutdown();
+            let _ = handle.join();
+            Err(e)
+        }
+    }
+}
+
+/// [`start`], binding listeners, or (`handed`: the address of the
+/// listeners a hand-off brings) none.
+fn start_listening<H, F>(cfg: ServerConfig, factory: F, handed: Option<SocketAddr>) -> io::Result<ServerHandle>
+where
+    H: Handler + 'static,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
     let workers = cfg.worker_count();
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
@@ -190,7 +242,13 @@ where
         address_limits: address_limits::AddressLimits::new(cfg.address_limits),
         budget: Arc::new(budget::MemoryBudget::new(memory_limit(&cfg), cfg.buffer_size)),
     });
-    let (addr, listeners) = bind_all(&cfg, workers)?;
+    let (addr, listeners) = match handed {
+        None => {
+            let (addr, listeners) = bind_all(&cfg, workers)?;
+            (addr, listeners.into_iter().map(Some).collect())
+        }
+        Some(addr) => (addr, (0..workers).map(|_| None).collect::<Vec<_>>()),
+    };
     // A bad Redis URL fails here, before any thread starts.
     let bridge = match &cfg.bridge {
         Some(bridge_cfg) => {
@@ -206,8 +264,11 @@ where
     // post to every other from its first event.
     let mut hub = Hub::default();
     let mut loops = Vec::with_capacity(workers);
+    let mut control_senders = Vec::with_capacity(workers);
     for listener in listeners {
-        loops.push(prepare_loop(model, listener, &mut hub)?);
+        let (tx, control) = crossbeam_channel::unbounded();
+        control_senders.push(tx);
+        loops.push(prepare_loop(model, listener, control, &mut hub)?);
     }
     let mut bridge_stats = None;
     let pending = bridge.map(|(bridge, pending)| {
@@ -220,6 +281,7 @@ where
         pending
     });
     let hub = Arc::new(hub);
+    let controls = handoff::Controls::new(control_senders, hub.clone());
     let mut handle = ServerHandle {
         addr,
         stats: Vec::new(),
@@ -228,6 +290,7 @@ where
         shared: shared.clone(),
         bridge: None,
         bridge_stats,
+        controls,
     };
     if let Err(e) = spawn_loops(&mut handle, loops, Arc::new(cfg), Arc::new(factory)) {
         return Err(handle.abort(e));
@@ -305,8 +368,10 @@ fn bind_all(cfg: &ServerConfig, workers: usize) -> io::Result<(SocketAddr, Vec<s
 /// (io_uring, from its inbox's eventfd).
 struct PreparedLoop {
     io: PreparedIo,
-    listener: TcpListener,
+    /// None: it comes later, from a hand-off.
+    listener: Option<TcpListener>,
     inbox: crossbeam_channel::Receiver<LoopMsg>,
+    control: crossbeam_channel::Receiver<handoff::Command>,
 }
 
 /// See [`PreparedLoop`].
@@ -316,19 +381,28 @@ enum PreparedIo {
 }
 
 /// Registers a loop's inbox with the hub and readies its driver's I/O.
-fn prepare_loop(model: IoModel, std_listener: std::net::TcpListener, hub: &mut Hub) -> io::Result<PreparedLoop> {
+fn prepare_loop(
+    model: IoModel,
+    std_listener: Option<std::net::TcpListener>,
+    control: crossbeam_channel::Receiver<handoff::Command>,
+    hub: &mut Hub,
+) -> io::Result<PreparedLoop> {
     let (tx, inbox) = crossbeam_channel::unbounded();
-    let mut listener = TcpListener::from_std(std_listener);
+    let mut listener = std_listener.map(TcpListener::from_std);
     let io = match model {
         IoModel::Epoll => {
             let poll = Poll::new()?;
-            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+            if let Some(listener) = &mut listener {
+                poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+            }
             hub.add(tx, LoopWaker::Poll(Waker::new(poll.registry(), WAKER)?));
             PreparedIo::Epoll(poll)
         }
         IoModel::Uring => {
             // io_uring waits on the blocking descriptor itself.
-            socket2::SockRef::from(&listener).set_nonblocking(false)?;
+            if let Some(listener) = &listener {
+                socket2::SockRef::from(listener).set_nonblocking(false)?;
+            }
             let eventfd = new_eventfd()?;
             hub.add(tx, LoopWaker::EventFd(eventfd.try_clone()?));
             // The ring is made on the loop's thread, its only user: io_uring
@@ -336,7 +410,7 @@ fn prepare_loop(model: IoModel, std_listener: std::net::TcpListener, hub: &mut H
             PreparedIo::Uring(eventfd)
         }
     };
-    Ok(PreparedLoop { io, listener, inbox })
+    Ok(PreparedLoop { io, listener, inbox, control })
 }
 
 /// Starts one thread per loop; returns once every loop says its driver is
@@ -363,6 +437,7 @@ where
             stats,
             shared: handle.shared.clone(),
             inbox: prepared.inbox,
+            control: prepared.control,
             hub: handle.hub.clone(),
         };
         let (factory, up) = (factory.clone(), up_tx.clone());
@@ -384,7 +459,7 @@ where
 /// the thread that will submit to it), says whether it is up, and runs.
 fn run_loop<H: Handler>(
     io: PreparedIo,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     handler: impl FnOnce() -> H,
     parts: LoopParts,
     up: crossbeam_channel::Sender<io::Result<()>>,

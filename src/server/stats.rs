@@ -97,6 +97,13 @@ pub struct LoopStats {
     pub budget_shed: Counter,
     /// Times accepting paused because the process ran out of descriptors.
     pub accept_pauses: Counter,
+    /// Connections handed to a new process (live hand-off).
+    pub handed_off: Counter,
+    /// Connections adopted from an earlier process (or taken back after a
+    /// failed hand-off).
+    pub adopted: Counter,
+    /// Carried connections that could not be adopted (closed).
+    pub adopt_failed: Counter,
     /// Times the loop gave its peak's memory back after a ramp-down.
     pub memory_releases: Counter,
     /// Loop passes whose handling time fell in each bucket (not cumulative;

@@ -299,6 +299,13 @@ impl Inflaters {
         }
     }
 
+    /// True if the connection in `slot` agreed to an inflater of its own
+    /// (client takeover): its context cannot leave the process.
+    #[inline]
+    pub fn has_own(&self, slot: u32) -> bool {
+        !self.own.is_empty() && self.own.contains_key(&slot)
+    }
+
     /// Connections that agreed to keep a context of their own.
     pub fn dedicated_agreed(&self) -> usize {
         self.own.len()

@@ -659,5 +659,58 @@ fn parse_close(payload: &[u8]) -> Result<(Option<u16>, &str), ProtocolError> {
     }
 }
 
+/// The length of [`Session::to_state`]'s bytes.
+pub const SESSION_STATE_LEN: usize = 11;
+
+impl Session {
+    /// A server session's whole state as bytes, to carry the connection
+    /// to another process (live hand-off): the UTF-8 validator (4), the
+    /// progress (4, little endian), the fragmented opcode, the extension
+    /// byte and the phase. `None` between an [`Event::Upgrade`] and its
+    /// verdict (never the case between two read turns) or for a client.
+    pub fn to_state(&self) -> Option<[u8; SESSION_STATE_LEN]> {
+        if self.role != Role::Server || self.awaits_verdict() {
+            return None;
+        }
+        let mut b = [0u8; SESSION_STATE_LEN];
+        b[..4].copy_from_slice(&self.utf8.to_state());
+        b[4..8].copy_from_slice(&self.progress.to_le_bytes());
+        b[8] = self.fragmented;
+        b[9] = self.ext;
+        b[10] = match self.phase {
+            Phase::Handshake => 0,
+            Phase::Open => 1,
+            Phase::CloseSent => 2,
+            Phase::Closed => 3,
+        };
+        Some(b)
+    }
+
+    /// A server session from [`to_state`](Self::to_state)'s bytes; `None`
+    /// if they break an invariant a session keeps (an unknown phase or
+    /// opcode, a compressed message without deflate, state left in a closed
+    /// session, a handshake awaiting its verdict), so bytes from a peer
+    /// process can never make a session decode what no session could.
+    pub fn from_state(b: &[u8; SESSION_STATE_LEN]) -> Option<Session> {
+        let utf8 = Utf8Validator::from_state([b[0], b[1], b[2], b[3]])?;
+        let progress = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let (fragmented, ext) = (b[8], b[9]);
+        let phase = match b[10] {
+            0 => Phase::Handshake,
+            1 => Phase::Open,
+            2 => Phase::CloseSent,
+            3 => Phase::Closed,
+            _ => return None,
+        };
+        let valid = matches!(fragmented, 0 | opcode::TEXT | opcode::BINARY)
+            && (ext & COMPRESSED == 0 || (ext & DEFLATE != 0 && fragmented != 0))
+            && (ext & DEFLATE == 0 || (8..=15).contains(&(ext >> WINDOW_SHIFT)))
+            && (phase != Phase::Closed || (fragmented == 0 && progress == 0))
+            && (phase != Phase::Handshake || (fragmented == 0 && ext == 0 && progress != AWAITING_VERDICT))
+            && (utf8.is_complete() || fragmented == opcode::TEXT || progress > 0);
+        valid.then_some(Session { utf8, progress, fragmented, ext, role: Role::Server, phase })
+    }
+}
+
 #[cfg(test)]
 mod tests;

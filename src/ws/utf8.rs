@@ -81,6 +81,21 @@ impl Utf8Validator {
         Ok(&input[take..])
     }
 
+    /// The validator as 4 bytes (the carried bytes, then their count), for
+    /// a connection carried to another process.
+    pub fn to_state(self) -> [u8; 4] {
+        [self.partial[0], self.partial[1], self.partial[2], self.partial_len]
+    }
+
+    /// A validator from [`to_state`](Self::to_state)'s bytes; `None` if
+    /// they could not have come from one (a count over 3, or carried bytes
+    /// that cannot start a code point that long).
+    pub fn from_state(b: [u8; 4]) -> Option<Self> {
+        let carried = b[3] as usize;
+        let valid = carried == 0 || (carried < 4 && width(b[0]).is_some_and(|w| w > carried));
+        valid.then_some(Utf8Validator { partial: [b[0], b[1], b[2]], partial_len: b[3] })
+    }
+
     /// What holds between two calls: at most three carried bytes, and they
     /// start with a lead byte of a code point wider than what is carried.
     #[inline]

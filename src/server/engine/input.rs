@@ -43,6 +43,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let conn = &self.table.conns[slot];
         match conn.stage {
             stage if stage.is_ending() => return Turn::Discard,
+            // A live hand-off: input waits (in the socket, or held).
+            _ if self.is_frozen() => return Turn::Wait,
             Stage::Paused => return Turn::Wait,
             _ if conn.has(THROTTLED) => return Turn::Wait,
             _ => {}

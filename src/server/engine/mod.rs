@@ -20,6 +20,7 @@
 mod admit;
 pub(crate) mod conn;
 mod delivery;
+mod handoff;
 mod input;
 mod memory;
 mod output;
@@ -40,6 +41,7 @@ use crate::server::address_limits::AddressLimits;
 use crate::server::budget::MemoryBudget;
 use crate::server::config::ServerConfig;
 use crate::server::handler::{Handler, LocalPublish};
+use crate::server::handoff::Command;
 use crate::server::life::Timeout;
 use crate::server::pubsub::fanout::{Deliveries, Owed};
 use crate::server::pubsub::hub::{Hub, LoopMsg};
@@ -101,6 +103,8 @@ pub(crate) struct LoopEnv {
     pub(crate) hub: Arc<Hub>,
     /// This loop's inbox.
     inbox: Receiver<LoopMsg>,
+    /// Commands of a live hand-off, each announced in the inbox.
+    control: Receiver<Command>,
     /// Timeouts converted to ticks once.
     ticks: Ticks,
 }
@@ -230,6 +234,8 @@ pub(crate) struct Engine<H, T> {
     /// Large input holders and the connections not read over the memory
     /// budget's soft mark.
     holders: Holders,
+    /// Where the loop is in a live hand-off.
+    handing: handoff::Handing,
 }
 
 /// What `start` hands each loop besides its driver and listener.
@@ -239,20 +245,21 @@ pub(crate) struct LoopParts {
     pub(crate) stats: Arc<LoopStats>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) inbox: Receiver<LoopMsg>,
+    pub(crate) control: Receiver<Command>,
     pub(crate) hub: Arc<Hub>,
 }
 
 impl<H: Handler, T: Transport> Engine<H, T> {
     /// An engine over `io` and an already registered listener.
-    pub(crate) fn new(io: T, listener: TcpListener, handler: H, parts: LoopParts) -> Self {
-        let LoopParts { id, cfg, stats, shared, inbox, hub } = parts;
+    pub(crate) fn new(io: T, listener: Option<TcpListener>, handler: H, parts: LoopParts) -> Self {
+        let LoopParts { id, cfg, stats, shared, inbox, control, hub } = parts;
         let wheel = TimerWheel::new(cfg.timer_tick());
         let ticks = Ticks::new(&cfg, &wheel);
         let table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression);
         Engine {
             io,
             table,
-            accepting: Accepting { listener: Some(listener), resume_at: None, emfile_logged: false },
+            accepting: Accepting { listener, resume_at: None, emfile_logged: false },
             pool: BufferPool::new(cfg.buffer_size, cfg.pool_max_idle),
             handler,
             scratch: Scratch { out: Vec::with_capacity(cfg.buffer_size), ..Scratch::default() },
@@ -266,7 +273,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shutdown_deadline: None,
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
-            env: LoopEnv { id, cfg, stats, shared, hub, inbox, ticks },
+            handing: handoff::Handing::default(),
+            env: LoopEnv { id, cfg, stats, shared, hub, inbox, control, ticks },
         }
     }
 

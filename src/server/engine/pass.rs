@@ -110,6 +110,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 LoopMsg::Publish { room, frame } => self.deliver(&room, &frame, None),
                 LoopMsg::Broadcast { frame } => self.deliver_to_all(&frame, None),
                 LoopMsg::Shutdown => self.begin_shutdown(),
+                LoopMsg::Control => self.take_commands(),
             }
         }
         if taken > 0 {
@@ -117,7 +118,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
     }
 
-    fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }

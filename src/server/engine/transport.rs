@@ -66,6 +66,21 @@ pub(crate) trait Transport {
     /// Stops accepting on `listener` (shutdown); the caller closes it.
     fn stop_accepting(&mut self, listener: &mut TcpListener);
 
+    /// Starts accepting on a listener handed over from another process
+    /// (or given back): its blocking mode and registration made this
+    /// driver's way.
+    fn listen(&mut self, listener: &mut TcpListener) -> io::Result<()>;
+
+    /// True if nothing of the connection is in flight in the driver, so
+    /// it can leave for another process.
+    fn can_hand_over(&self, slot: usize) -> bool;
+
+    /// The connection leaves for another process: stop watching it, and
+    /// return every byte queued for it that the kernel has not taken, in
+    /// order (its backlog, uncounted; a pooled `wbuf` goes back to `pool`).
+    /// Its socket stays open; the caller takes it.
+    fn hand_over(&mut self, conn: &mut Conn, slot: usize, pool: &mut BufferPool, stats: &LoopStats) -> Vec<u8>;
+
     /// Gives back what a crowd left; the slots in use now lie below `end`.
     fn release_memory(&mut self, end: usize);
 }

@@ -7,7 +7,7 @@
 //! far behind its peers' publishes (it drains its whole inbox every pass)
 //! drops the publishes past it, counted in [`Hub::dropped`], rather than
 //! letting a storm of small publishes grow without bound. (Their frames'
-//! bytes are in the memory budget as well.) Shutdown is never dropped.
+//! bytes are in the memory budget as well.) Shutdown and control commands are never dropped.
 //!
 //! With a Redis bridge (`--redis-url`), a room publish also leaves the
 //! process: [`Hub::publish_to_others`] hands it to the [`Outbox`] (the
@@ -31,6 +31,10 @@ use super::publication::Publication;
 pub enum LoopMsg {
     /// Begin graceful shutdown: stop accepting, close every connection 1001.
     Shutdown,
+    /// A command waits in the loop's control channel (a live hand-off):
+    /// in the inbox so that it is taken in order with the publishes posted
+    /// before it.
+    Control,
     /// Deliver a publication to every connection of this loop.
     Broadcast {
         /// The message, encoded once and shared by every loop.
@@ -113,7 +117,7 @@ impl Hub {
     pub fn post(&self, i: usize, msg: LoopMsg) {
         let inbox = &self.inboxes[i];
         let held = inbox.pending.fetch_add(1, Ordering::Relaxed);
-        if held >= INBOX_CAP && !matches!(msg, LoopMsg::Shutdown) {
+        if held >= INBOX_CAP && !matches!(msg, LoopMsg::Shutdown | LoopMsg::Control) {
             inbox.pending.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;

@@ -176,6 +176,12 @@ impl Rooms {
         self.ids.get(name).into_iter().flat_map(move |&id| self.rooms[id].members.iter().copied())
     }
 
+    /// The names of the rooms `slot` is a member of.
+    pub fn rooms_of(&self, slot: u32) -> Vec<String> {
+        let ids = self.of_conn.get(&slot).map_or(&[][..], Vec::as_slice);
+        ids.iter().map(|&id| self.rooms[id].name.to_string()).collect()
+    }
+
     /// True if `slot` is in room `name`.
     pub fn is_member(&self, slot: u32, name: &str) -> bool {
         self.ids.get(name).is_some_and(|&id| self.rooms[id].members.contains(&slot))

@@ -92,6 +92,32 @@ impl Transport for EpollIo {
         let _ = self.poll.registry().deregister(listener);
     }
 
+    fn listen(&mut self, listener: &mut TcpListener) -> io::Result<()> {
+        socket2::SockRef::from(&*listener).set_nonblocking(true)?;
+        self.poll.registry().register(listener, LISTENER, Interest::READABLE)
+    }
+
+    fn can_hand_over(&self, _slot: usize) -> bool {
+        true
+    }
+
+    /// Deregisters the socket; the backlog is the pooled `wbuf` and then
+    /// the chain, if any.
+    fn hand_over(&mut self, conn: &mut Conn, slot: usize, pool: &mut BufferPool, stats: &LoopStats) -> Vec<u8> {
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let mut unsent = conn.wbuf.clone();
+        stats.backlog_bytes.sub(conn.wbuf.len() as u64);
+        if conn.wbuf.capacity() > 0 {
+            pool.give(std::mem::take(&mut conn.wbuf));
+        }
+        if let Some(chain) = self.chains.remove(&(slot as u32)) {
+            chain.copy_to(&mut unsent);
+            stats.backlog_bytes.sub(chain.len() as u64);
+            stats.shared_backlog_bytes.sub(chain.shared_len() as u64);
+        }
+        unsent
+    }
+
     fn release_memory(&mut self, _end: usize) {
         self.chains.shrink_to_fit();
     }
@@ -144,7 +170,11 @@ impl<H: Handler> EpollDriver<H> {
                     }
                 }
             }
-            if engine.end_pass(!self.events.is_empty(), handling) {
+            let done = engine.end_pass(!self.events.is_empty(), handling);
+            if engine.export_due() {
+                engine.export_all();
+            }
+            if done {
                 return Ok(());
             }
         }

@@ -33,6 +33,10 @@ pub(super) const SEND_DUE: u8 = 4;
 /// Slot flag: input is held in `rbuf` (paused, or the loop owes too much)
 /// and the receive was cancelled past the read budget.
 pub(super) const HOLDING: u8 = 8;
+/// Slot flag: leaving for another process (a live hand-off): its receive
+/// and send are cancelled and not started again; a send's unsent rest is
+/// kept (parked) in the ring's table for [`Transport::hand_over`].
+pub(super) const LEAVING: u8 = 16;
 
 /// What the io_uring driver keeps per loop besides the engine's state.
 pub(crate) struct UringIo {
@@ -254,6 +258,38 @@ impl Transport for UringIo {
         if self.accept_armed {
             self.ring.cancel(user_data(Op::Accept, 0, 0));
         }
+    }
+
+    /// io_uring waits on the blocking descriptor itself; the accept is
+    /// armed by the engine's `accept_all`.
+    fn listen(&mut self, listener: &mut TcpListener) -> io::Result<()> {
+        socket2::SockRef::from(&*listener).set_nonblocking(false)
+    }
+
+    fn can_hand_over(&self, slot: usize) -> bool {
+        !self.has(slot, RECV_ARMED | SENDING)
+    }
+
+    /// The parked rest of its last send, then its queued chain or `wbuf`.
+    fn hand_over(&mut self, conn: &mut Conn, slot: usize, _pool: &mut BufferPool, stats: &LoopStats) -> Vec<u8> {
+        debug_assert!(self.can_hand_over(slot), "nothing in flight");
+        let mut unsent = Vec::new();
+        if let Some(parked) = self.ring.sending.remove(&user_data(Op::Send, slot as u32, conn.generation)) {
+            parked.copy_to(&mut unsent);
+            stats.backlog_bytes.sub(parked.unsent() as u64);
+            stats.shared_backlog_bytes.sub(parked.shared_len() as u64);
+        }
+        if let Some(chain) = self.take_chain(slot) {
+            chain.copy_to(&mut unsent);
+            stats.backlog_bytes.sub(chain.len() as u64);
+            stats.shared_backlog_bytes.sub(chain.shared_len() as u64);
+        }
+        stats.backlog_bytes.sub(conn.wbuf.len() as u64);
+        unsent.extend_from_slice(&std::mem::take(&mut conn.wbuf));
+        if let Some(f) = self.flags.get_mut(slot) {
+            *f = 0;
+        }
+        unsent
     }
 
     /// Frees the bookkeeping a crowd left: the slot flags past `end`, the

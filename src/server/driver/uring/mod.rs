@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 use io_uring::cqueue;
 
 use crate::server::engine::conn::{PEER_CLOSED, THROTTLED};
+use crate::server::engine::transport::Transport;
 use crate::server::engine::{AcceptFailure, DriverTurns, Engine, Turn, READ_BUDGET};
 use crate::server::handler::Handler;
 use crate::server::life::{io_reason, CloseReason, Signal, Stage};
 
 pub(crate) use io::UringIo;
-use io::{HOLDING, RECV_ARMED, SENDING, SEND_DUE};
+use io::{HOLDING, LEAVING, RECV_ARMED, SENDING, SEND_DUE};
 use ring::{parse_user_data, user_data, Op};
 
 /// One loop on io_uring: its engine (whose transport holds the ring).
@@ -79,7 +80,12 @@ impl<H: Handler> UringDriver<H> {
             done.clear();
             engine.io.done = done;
             overflowed = engine.after_completions(overflowed);
-            if engine.end_pass(handled_any, handling) {
+            let done = engine.end_pass(handled_any, handling);
+            if engine.export_due() {
+                engine.quiesce_leaving();
+                engine.export_all();
+            }
+            if done {
                 engine.release_listener();
                 return Ok(());
             }
@@ -93,7 +99,7 @@ impl<H: Handler> DriverTurns for Engine<H, UringIo> {
     fn read_again(&mut self, slot: usize, generation: u32) {
         debug_assert!(self.is_live(slot, generation), "the ready list hands on live connections only");
         let stage = self.table.conns[slot].stage;
-        if stage == Stage::Paused {
+        if stage == Stage::Paused || (self.is_frozen() && !stage.is_ending()) {
             return;
         }
         let mut signal = None;
@@ -163,6 +169,55 @@ impl<H: Handler> Engine<H, UringIo> {
         u.ring.overflowed
     }
 
+    /// Before a hand-off's export: cancels the receive and the send of
+    /// every connection that can move, and waits (up to 2 s) for their
+    /// last completions, so nothing of theirs is in flight when their
+    /// sockets leave: bytes received meanwhile are held (the loop is
+    /// frozen) and go as unhandled input; a send's unsent rest is parked.
+    /// A connection still busy at the deadline stays, and drains here.
+    fn quiesce_leaving(&mut self) {
+        let slots: Vec<usize> = self.table.conns.iter().map(|(s, _)| s).filter(|&s| self.is_movable(s)).collect();
+        for &slot in &slots {
+            let generation = self.table.conns[slot].generation;
+            self.io.set(slot, LEAVING);
+            if self.io.has(slot, RECV_ARMED) {
+                self.io.ring.cancel(user_data(Op::Recv, slot as u32, generation));
+            }
+            if self.io.has(slot, SENDING) {
+                self.io.ring.cancel(user_data(Op::Send, slot as u32, generation));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let busy = |e: &Self| slots.iter().any(|&s| e.table.conns.contains(s) && !e.io.can_hand_over(s));
+        let mut done = Vec::new();
+        while busy(self) && Instant::now() < deadline {
+            if self.io.ring.submit_and_wait(Duration::from_millis(10)).is_err() {
+                break;
+            }
+            self.io.ring.completions(&mut done);
+            for (data, result, flags) in done.drain(..) {
+                self.on_completion(data, result, flags);
+            }
+        }
+        for &slot in &slots {
+            if self.table.conns.contains(slot) && !self.io.can_hand_over(slot) {
+                log::warn!("loop {}: connection {slot} still busy in io_uring: it stays and drains", self.env.id);
+                self.io.clear(slot, LEAVING);
+                self.unpark_send(slot);
+            }
+        }
+    }
+
+    /// Sends again the parked rest of a connection that stays after all.
+    fn unpark_send(&mut self, slot: usize) {
+        let conn = &self.table.conns[slot];
+        let key = user_data(Op::Send, slot as u32, conn.generation);
+        if !self.io.has(slot, SENDING) && self.io.ring.sending.contains_key(&key) {
+            self.io.set(slot, SENDING);
+            self.io.ring.resend(conn.socket.as_raw_fd(), key);
+        }
+    }
+
     /// Before the ring goes: submits the accept's cancellation (asked for
     /// at shutdown) and waits for its last completion, so that the listening
     /// socket closes now, not whenever the kernel tears the ring down; until
@@ -220,7 +275,9 @@ impl<H: Handler> Engine<H, UringIo> {
         if result >= 0 {
             // SAFETY: the kernel gave us this new descriptor; nothing else owns it.
             let socket = unsafe { mio::net::TcpStream::from_raw_fd(result) };
-            if self.accepting.listener.is_some() {
+            if self.accepting.listener.is_some() || self.is_frozen() {
+                // Frozen for a hand-off: accepted before the cancel landed,
+                // it is served, and handed over with the others.
                 self.admit(socket, None);
             }
             // Else shutdown began while it was accepted: it is closed unserved.
@@ -283,7 +340,7 @@ impl<H: Handler> Engine<H, UringIo> {
             return;
         }
         let conn = &self.table.conns[slot];
-        if !conn.has(PEER_CLOSED) && !self.io.has(slot, RECV_ARMED | HOLDING) {
+        if !conn.has(PEER_CLOSED) && !self.io.has(slot, RECV_ARMED | HOLDING | LEAVING) {
             self.io.arm_recv(conn, slot);
         }
     }
@@ -328,7 +385,7 @@ impl<H: Handler> Engine<H, UringIo> {
     /// they are (plain, or TLS's plaintext).
     fn take_plain_input(&mut self, slot: usize, bytes: &mut [u8]) -> Option<Signal> {
         let conn = &self.table.conns[slot];
-        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED);
+        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED) || self.is_frozen();
         if paused || self.io.has(slot, HOLDING) || self.owes_too_much() {
             self.hold(slot, bytes);
             return None;
@@ -359,12 +416,13 @@ impl<H: Handler> Engine<H, UringIo> {
     /// Keeps input the connection may not take yet; past the read budget
     /// the receive is cancelled, so a peer cannot make it grow unbounded.
     fn hold(&mut self, slot: usize, bytes: &[u8]) {
+        let frozen = self.is_frozen();
         let conn = &mut self.table.conns[slot];
         if conn.rbuf.capacity() == 0 {
             conn.rbuf = self.pool.take();
         }
         conn.rbuf.extend_from_slice(bytes);
-        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED);
+        let paused = conn.stage == Stage::Paused || conn.has(THROTTLED) || frozen;
         let (generation, held) = (conn.generation, conn.rbuf.len());
         self.io.set(slot, HOLDING);
         if held > READ_BUDGET && self.io.has(slot, RECV_ARMED) {
@@ -384,6 +442,7 @@ impl<H: Handler> Engine<H, UringIo> {
         let live = self.is_live(slot, generation);
         let stats = &self.env.stats;
         let u = &mut self.io;
+        let leaving = live && u.has(slot, LEAVING);
         let Some(sending) = u.ring.sending.get_mut(&key) else { return };
         if result > 0 {
             stats.bytes_sent.add(result as u64);
@@ -391,6 +450,11 @@ impl<H: Handler> Engine<H, UringIo> {
             let shared_before = sending.shared_len();
             let more = sending.advance(result as usize);
             stats.shared_backlog_bytes.sub((shared_before - sending.shared_len()) as u64);
+            if more && leaving {
+                // Parked: the rest goes with the connection.
+                u.clear(slot, SENDING);
+                return;
+            }
             if more && live {
                 let fd = self.table.conns[slot].socket.as_raw_fd();
                 u.ring.resend(fd, key);
@@ -398,6 +462,11 @@ impl<H: Handler> Engine<H, UringIo> {
                 // starts again, as on epoll.
                 return self.signal(slot, Signal::Progress);
             }
+        }
+        if leaving && result == -libc::ECANCELED {
+            // Cancelled before the kernel took any of it: parked whole.
+            u.clear(slot, SENDING);
+            return;
         }
         let Some(done) = u.ring.sending.remove(&key) else { return };
         stats.backlog_bytes.sub(done.unsent() as u64);

@@ -365,6 +365,14 @@ impl Sending {
         }
     }
 
+    /// Appends the unsent bytes, in order, to `out`.
+    pub fn copy_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Sending::Flat { buf, sent } => out.extend_from_slice(&buf[*sent..]),
+            Sending::Chain { chain, .. } => chain.copy_to(out),
+        }
+    }
+
     /// Unsent bytes held by reference (shared frames).
     pub fn shared_len(&self) -> usize {
         match self {

@@ -1,0 +1,381 @@
+//! The engine's side of a live hand-off (`server/handoff`): freezing the
+//! loop, taking a connection out with everything it owns as a
+//! [`ConnState`], and taking one in (adopting), on either driver.
+//!
+//! Frozen, a loop neither accepts nor handles input (it waits in the
+//! socket, or, on io_uring, in the connection's held input), so no new
+//! publish starts anywhere once every loop is frozen; timers, owed
+//! deliveries and writes go on. A connection moves only whole: its unsent
+//! bytes are written first in the new process, then its unhandled input
+//! is handled, so no byte is lost, repeated or reordered.
+
+use std::net::TcpListener as StdTcpListener;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use crate::server::handler::{ConnId, Handler};
+use crate::server::handoff::state::{CarriedStage, ConnState, CARRIED_OPENED};
+use crate::server::handoff::{Command, Exported, Frozen, Moved};
+use crate::server::life::{Signal, Stage, Timeout};
+use crate::ws::{Phase, Session};
+
+use super::conn::{Conn, OPENED};
+use super::transport::{Part, Transport};
+use super::{Engine, Turn};
+
+/// What the handler may carry per connection (`Handler::on_handoff`).
+pub(crate) const MAX_HANDLER_STATE: usize = 64 * 1024;
+
+/// Where a loop is in a hand-off.
+#[derive(Default)]
+pub(crate) enum Handing {
+    /// Not handing off: serving as usual.
+    #[default]
+    Serving,
+    /// Not accepting, not handling input.
+    Frozen,
+    /// Frozen, and the driver is to export at the end of this pass.
+    Exporting(crossbeam_channel::Sender<Exported>),
+    /// Frozen, its connections exported: waiting for `Finish` or `Resume`.
+    Exported,
+}
+
+/// Why a carried connection could not be adopted.
+#[derive(Debug)]
+pub(crate) enum AdoptError {
+    /// Its protocol state is not one a session can be in.
+    BadSession,
+    /// Its socket could not be set up or registered.
+    Socket(std::io::Error),
+}
+
+impl std::fmt::Display for AdoptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdoptError::BadSession => f.write_str("its protocol state is not one a session can be in"),
+            AdoptError::Socket(e) => write!(f, "its socket: {e}"),
+        }
+    }
+}
+
+impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Takes every command waiting in the loop's control channel.
+    pub(crate) fn take_commands(&mut self) {
+        while let Ok(cmd) = self.env.control.try_recv() {
+            match cmd {
+                Command::Freeze(reply) => {
+                    let listener = self.give_up_listener();
+                    self.handing = Handing::Frozen;
+                    let _ = reply.send(Frozen { listener });
+                }
+                Command::Export(reply) => self.handing = Handing::Exporting(reply),
+                Command::Finish => self.finish_handoff(),
+                Command::Resume { moved, listener } => {
+                    self.handing = Handing::Serving;
+                    if let Some(listener) = listener {
+                        self.listen(listener);
+                    }
+                    let adopted = self.adopt_all(moved);
+                    log::warn!("loop {}: hand-off failed; took back {adopted} connections", self.env.id);
+                    self.read_all_again();
+                }
+                Command::Listen(listener) => self.listen(listener),
+                Command::Adopt(moved, reply) => {
+                    let adopted = self.adopt_all(moved);
+                    let _ = reply.send(adopted);
+                }
+            }
+        }
+    }
+
+    /// Accepts on `listener` (handed over by the old process, or given
+    /// back after a failed hand-off).
+    fn listen(&mut self, listener: StdTcpListener) {
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        if let Err(e) = self.io.listen(&mut listener) {
+            log::error!("loop {}: cannot accept on a handed-over listener: {e}", self.env.id);
+            return;
+        }
+        self.accepting.listener = Some(listener);
+        // The end of this pass accepts (or arms accepting) on it.
+        self.accepting.resume_at = Some(std::time::Instant::now());
+    }
+
+    /// The hand-off is done: what stayed is finished the way shutdown
+    /// finishes it, and the loop ends once it is empty.
+    fn finish_handoff(&mut self) {
+        self.handing = Handing::Serving;
+        self.read_all_again();
+        self.begin_shutdown();
+    }
+
+    /// Every connection gets a read turn: input that waited while the loop
+    /// was frozen is handled.
+    fn read_all_again(&mut self) {
+        let slots: Vec<usize> = self.table.conns.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            self.push_ready(slot);
+        }
+    }
+
+    /// True while the loop is frozen for a hand-off.
+    #[inline]
+    pub(crate) fn is_frozen(&self) -> bool {
+        !matches!(self.handing, Handing::Serving)
+    }
+
+    /// True if the driver is to export this pass (after its own
+    /// preparation: io_uring cancels what the movable have in flight).
+    pub(crate) fn export_due(&self) -> bool {
+        matches!(self.handing, Handing::Exporting(_))
+    }
+
+    /// Stops accepting and gives the listener up (as a std listener).
+    fn give_up_listener(&mut self) -> Option<StdTcpListener> {
+        let mut listener = self.accepting.listener.take()?;
+        self.io.stop_accepting(&mut listener);
+        Some(std_listener(listener))
+    }
+
+    /// True if the connection can move to another process: plain (a TLS
+    /// session lives inside rustls), no compression context of its own,
+    /// not ending, not between an upgrade and its verdict, and nothing of
+    /// it in flight in the driver.
+    pub(crate) fn is_movable(&self, slot: usize) -> bool {
+        let conn = &self.table.conns[slot];
+        let key = slot as u32;
+        matches!(conn.stage, Stage::Serving | Stage::Pinged | Stage::Paused)
+            && matches!(conn.session.phase(), Phase::Handshake | Phase::Open)
+            && conn.session.to_state().is_some()
+            && !self.table.is_tls(slot)
+            && !self.table.deflaters.has_own(key)
+            && !self.table.inflaters.has_own(key)
+    }
+
+    /// Writes what members are owed, then takes every movable connection
+    /// out of the loop and answers the `Export` with them.
+    pub(crate) fn export_all(&mut self) {
+        let Handing::Exporting(reply) = std::mem::replace(&mut self.handing, Handing::Exported) else { return };
+        self.deliver_local();
+        while !self.fanout.owed.is_empty() {
+            self.write_owed();
+        }
+        let slots: Vec<usize> = self.table.conns.iter().map(|(s, _)| s).collect();
+        let mut moved = Vec::with_capacity(slots.len());
+        let mut kept = 0;
+        for slot in slots {
+            if !self.table.conns.contains(slot) {
+                continue;
+            }
+            if self.is_movable(slot) && self.io.can_hand_over(slot) {
+                moved.push(self.export_one(slot));
+            } else {
+                kept += 1;
+            }
+        }
+        self.env.stats.handed_off.add(moved.len() as u64);
+        log::info!("loop {}: handing over {} connections; {kept} stay and drain", self.env.id, moved.len());
+        let _ = reply.send(Exported { moved, kept });
+    }
+
+    /// Takes one movable connection out: its state, its socket.
+    fn export_one(&mut self, slot: usize) -> Moved {
+        let unsent = self.io.hand_over(&mut self.table.conns[slot], slot, &mut self.pool, &self.env.stats);
+        self.forget_input(slot);
+        let now = self.table.wheel.now();
+        let conn = &self.table.conns[slot];
+        let timer_ms = conn.timer.deadline().map(|deadline| {
+            let left = self.table.wheel.duration_of(deadline.saturating_sub(now));
+            left.as_millis().min(u32::MAX as u128 - 1) as u32
+        });
+        let stage = match conn.stage {
+            Stage::Pinged => CarriedStage::Pinged,
+            Stage::Paused => CarriedStage::Paused,
+            _ => CarriedStage::Serving,
+        };
+        let session = conn.session.to_state().unwrap_or_else(|| unreachable!("checked by is_movable"));
+        let opened = conn.has(OPENED);
+        let rooms = self.table.rooms.rooms_of(slot as u32);
+        let id = ConnId { loop_id: self.env.id, slot: slot as u32, generation: conn.generation };
+        let mut handler = if opened { self.handler.on_handoff(id) } else { Vec::new() };
+        if handler.len() > MAX_HANDLER_STATE {
+            log::warn!("loop {}: a handler's hand-off state of {} bytes was dropped", self.env.id, handler.len());
+            handler.clear();
+        }
+        let removed = self.table.remove(slot);
+        let mut conn = removed.conn;
+        let input = conn.rbuf.clone();
+        if conn.rbuf.capacity() > 0 {
+            self.pool.give(std::mem::take(&mut conn.rbuf));
+        }
+        self.env.stats.connections.sub(1);
+        self.env.shared.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = removed.peer {
+            self.env.shared.address_limits.release(ip);
+        }
+        let state = ConnState {
+            session,
+            stage,
+            flags: if opened { CARRIED_OPENED } else { 0 },
+            timer_ms,
+            input,
+            assembly: std::mem::take(&mut conn.assembly),
+            unsent,
+            rooms,
+            handler,
+        };
+        Moved { fd: OwnedFd::from(std_stream(conn.socket)), state }
+    }
+
+    /// Takes carried connections in; returns how many were.
+    pub(crate) fn adopt_all(&mut self, moved: Vec<Moved>) -> usize {
+        let mut adopted = 0;
+        for m in moved {
+            match self.adopt_one(m) {
+                Ok(()) => adopted += 1,
+                Err(e) => {
+                    self.env.stats.adopt_failed.add(1);
+                    log::warn!("loop {}: could not adopt a connection: {e}", self.env.id);
+                }
+            }
+        }
+        self.env.stats.adopted.add(adopted as u64);
+        adopted
+    }
+
+    /// Takes one carried connection in: its socket registered, its rooms
+    /// joined, its timer armed with what was left of it, its unsent bytes
+    /// written first, then its unhandled input handled.
+    fn adopt_one(&mut self, m: Moved) -> Result<(), AdoptError> {
+        let Moved { fd, state } = m;
+        let session = Session::from_state(&state.session).ok_or(AdoptError::BadSession)?;
+        let socket = std::net::TcpStream::from(fd);
+        socket.set_nonblocking(true).map_err(AdoptError::Socket)?;
+        let _ = socket.set_nodelay(true);
+        let socket = mio::net::TcpStream::from_std(socket);
+        let peer = self.count_adopted_peer(&socket);
+        let generation = self.table.next_generation();
+        let mut conn = Conn::new(socket, generation);
+        conn.session = session;
+        conn.stage = match state.stage {
+            CarriedStage::Pinged => Stage::Pinged,
+            // Paused again below if its backlog is still over the cap.
+            CarriedStage::Serving | CarriedStage::Paused => Stage::Serving,
+        };
+        let opened = state.flags & CARRIED_OPENED != 0;
+        if opened {
+            conn.flags |= OPENED;
+        }
+        if !state.input.is_empty() {
+            let mut buf = self.pool.take();
+            buf.extend_from_slice(&state.input);
+            conn.rbuf = buf;
+        }
+        conn.assembly = state.assembly;
+        let slot = self.table.insert(conn, None, peer);
+        if let Err(e) = self.io.attach(&mut self.table.conns[slot], slot) {
+            let removed = self.table.remove(slot);
+            if let Some(buf) = Some(removed.conn.rbuf).filter(|b| b.capacity() > 0) {
+                self.pool.give(buf);
+            }
+            if let Some(ip) = removed.peer {
+                self.env.shared.address_limits.release(ip);
+            }
+            return Err(AdoptError::Socket(e));
+        }
+        self.env.shared.open.fetch_add(1, Ordering::Relaxed);
+        self.env.stats.connections.add(1);
+        self.join_carried_rooms(slot, &state.rooms);
+        self.arm_carried_timer(slot, state.timer_ms);
+        if opened {
+            let id = ConnId { loop_id: self.env.id, slot: slot as u32, generation };
+            self.handler.on_adopt(id, &state.handler);
+        }
+        self.count_input(slot);
+        self.resume_carried(slot, &state.unsent);
+        Ok(())
+    }
+
+    /// Counts an adopted connection's address when `--max-conns-per-ip`
+    /// counts them (it was admitted once already: never refused here).
+    fn count_adopted_peer(&self, socket: &mio::net::TcpStream) -> Option<std::net::IpAddr> {
+        let limits = &self.env.shared.address_limits;
+        if !limits.counts_conns() {
+            return None;
+        }
+        let ip = socket.peer_addr().ok()?.ip();
+        limits.count(ip);
+        Some(ip)
+    }
+
+    fn join_carried_rooms(&mut self, slot: usize, rooms: &[String]) {
+        for room in rooms {
+            if let Err(e) = self.table.rooms.join(slot as u32, room, &self.env.cfg.rooms) {
+                log::warn!("loop {}: an adopted connection could not rejoin {room:?}: {e:?}", self.env.id);
+            }
+        }
+    }
+
+    /// Arms the timer the connection's stage runs, with what was left of
+    /// it in the old process (or a full one).
+    fn arm_carried_timer(&mut self, slot: usize, timer_ms: Option<u32>) {
+        let conn = &self.table.conns[slot];
+        let timeout = match (conn.stage, conn.session.phase()) {
+            (Stage::Pinged, _) => Timeout::Pong,
+            (_, Phase::Handshake) => Timeout::Handshake,
+            _ => Timeout::Idle,
+        };
+        match timer_ms {
+            Some(ms) => {
+                let wheel = &mut self.table.wheel;
+                let ticks = wheel.ticks(std::time::Duration::from_millis(ms as u64));
+                let deadline = wheel.now() + ticks.min(self.env.ticks.of(timeout));
+                wheel.schedule(&mut self.table.conns, slot as u32, deadline);
+            }
+            None => self.arm(slot, timeout),
+        }
+    }
+
+    /// The carried connection goes on: its unsent bytes first, then the
+    /// input the old process had read but not handled.
+    fn resume_carried(&mut self, slot: usize, unsent: &[u8]) {
+        let generation = self.table.conns[slot].generation;
+        if !unsent.is_empty() {
+            let conn = &mut self.table.conns[slot];
+            let written = self.io.write(conn, slot, &[Part::Copy(unsent)], &mut self.pool, &self.env.stats);
+            let signal = match written {
+                Ok(_) => Signal::Published { earlier_unsent: 0 },
+                Err(reason) => Signal::Fault(reason),
+            };
+            self.signal(slot, signal);
+        }
+        if !self.is_live(slot, generation) || self.table.conns[slot].rbuf.is_empty() {
+            return;
+        }
+        let before = match self.begin_turn(slot) {
+            Turn::Handle(phase) => phase,
+            Turn::Discard | Turn::Wait | Turn::Gone => return,
+        };
+        let mut buf = std::mem::take(&mut self.table.conns[slot].rbuf);
+        let (consumed, handled) = self.handle_input(slot, &mut buf);
+        buf.drain(..consumed);
+        self.keep_or_return(slot, buf);
+        let signal = self.finish_turn(slot, before, handled.err().map(Signal::Fault));
+        self.signal(slot, signal);
+    }
+}
+
+/// mio's listener as std's (same descriptor).
+fn std_listener(listener: mio::net::TcpListener) -> StdTcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is taken out of mio's listener, which gives
+    // up owning it; std's owns it from here on.
+    unsafe { StdTcpListener::from_raw_fd(listener.into_raw_fd()) }
+}
+
+/// mio's stream as std's (same descriptor).
+fn std_stream(stream: mio::net::TcpStream) -> std::net::TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: as above.
+    unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) }
+}

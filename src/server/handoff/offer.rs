@@ -1,0 +1,267 @@
+//! The old process's side: a thread listening on the hand-off socket.
+//! For each new process that connects: say what this one is, wait for
+//! Ready or Refuse, freeze every loop, send the listeners and the
+//! connections, and wait for Adopted; then the loops finish. If anything
+//! breaks before Adopted, the loops take everything back and serve on.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::wire::{Kind, Link};
+use super::{Command, Controls, Exported, Frozen, Moved, BATCH, FORMAT};
+
+/// How long the new process may take to answer each step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a loop may take to freeze or export.
+const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the hand-off socket could not be offered.
+#[derive(Debug)]
+pub enum OfferError {
+    /// Another process is listening on the path already.
+    InUse(PathBuf),
+    /// The path exists and is not a socket: refused rather than removed.
+    NotASocket(PathBuf),
+    /// Binding or setting up the socket failed.
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for OfferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OfferError::InUse(p) => write!(f, "--takeover {}: another process listens there", p.display()),
+            OfferError::NotASocket(p) => write!(f, "--takeover {}: exists and is not a socket", p.display()),
+            OfferError::Io(p, e) => write!(f, "--takeover {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for OfferError {}
+
+/// The hand-off socket, offered by a running server.
+pub struct Offer {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl Offer {
+    /// Listens on `path` (mode 0600) for a new process to hand over to.
+    /// A stale socket there (nobody listening) is replaced.
+    pub(crate) fn start(path: &Path, controls: Controls, addr: std::net::SocketAddr) -> Result<Offer, OfferError> {
+        let err = |e| OfferError::Io(path.to_owned(), e);
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(OfferError::NotASocket(path.to_owned()));
+            }
+            if UnixStream::connect(path).is_ok() {
+                return Err(OfferError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        let inode = std::fs::metadata(path).map_err(err)?.ino();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop2, done2) = (stop.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("wsloop-handoff".into())
+            .spawn(move || serve(listener, controls, addr, &stop2, &done2))
+            .map_err(err)?;
+        Ok(Offer { stop, done, thread: Some(thread), path: path.to_owned(), inode })
+    }
+
+    /// True once every movable connection was handed over.
+    pub fn handed_over(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Offer {
+    /// Stops listening; the socket file is removed unless a newer process
+    /// has bound its own there since.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The thread: one new process at a time, until one takes over.
+fn serve(listener: UnixListener, controls: Controls, addr: std::net::SocketAddr, stop: &AtomicBool, done: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => {
+                log::warn!("hand-off: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        match hand_off(stream, &controls, addr) {
+            Ok(n) => {
+                log::info!("hand-off: {n} connections now live in the new process; draining the rest and exiting");
+                done.store(true, Ordering::Release);
+                for i in 0..controls.len() {
+                    controls.send(i, Command::Finish);
+                }
+                return;
+            }
+            Err(e) => log::warn!("hand-off: {e}; still serving here"),
+        }
+    }
+}
+
+/// Why one hand-off did not happen; the old process keeps serving.
+#[derive(Debug)]
+enum Failed {
+    /// The new process said no, and why.
+    Refused(String),
+    /// A loop did not answer.
+    LoopSilent,
+    /// The link broke (the new process failed or went away).
+    Link(io::Error),
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failed::Refused(why) => write!(f, "the new process refused: {why}"),
+            Failed::LoopSilent => f.write_str("a loop did not answer in time"),
+            Failed::Link(e) => write!(f, "the new process went away ({e})"),
+        }
+    }
+}
+
+impl From<io::Error> for Failed {
+    fn from(e: io::Error) -> Self {
+        Failed::Link(e)
+    }
+}
+
+/// One hand-off to the new process on `stream`; the connections moved.
+fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr) -> Result<usize, Failed> {
+    stream.set_nonblocking(false)?;
+    let mut link = Link::new(stream);
+    link.set_timeout(Some(STEP_TIMEOUT))?;
+    let mut hello = FORMAT.to_le_bytes().to_vec();
+    hello.extend_from_slice(&(controls.len() as u32).to_le_bytes());
+    hello.extend_from_slice(addr.to_string().as_bytes());
+    link.send(Kind::Hello, &hello, &[])?;
+    let answer = link.recv()?;
+    match answer.kind {
+        Kind::Ready => {}
+        Kind::Refuse => return Err(Failed::Refused(String::from_utf8_lossy(&answer.body).into_owned())),
+        _ => return Err(Failed::Refused("an unexpected answer".into())),
+    }
+    log::info!("hand-off: a new process is taking over; freezing the loops");
+    let listeners = freeze(controls)?;
+    let exported = match export(controls) {
+        Ok(exported) => exported,
+        Err(e) => {
+            resume(controls, listeners, Vec::new());
+            return Err(e);
+        }
+    };
+    match send_all(&mut link, &listeners, &exported) {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            resume(controls, listeners, exported.into_iter().map(|e| e.moved).collect());
+            Err(e)
+        }
+    }
+}
+
+/// Freezes every loop; their listeners, by loop.
+fn freeze(controls: &Controls) -> Result<Vec<Option<std::net::TcpListener>>, Failed> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Frozen>();
+    for i in 0..controls.len() {
+        controls.send(i, Command::Freeze(tx.clone()));
+    }
+    // Answers come in any order; each loop's listener goes back to it.
+    let mut listeners = Vec::new();
+    for _ in 0..controls.len() {
+        let frozen = rx.recv_timeout(LOOP_TIMEOUT).map_err(|_| Failed::LoopSilent)?;
+        listeners.push(frozen.listener);
+    }
+    Ok(listeners)
+}
+
+/// Every loop's movable connections, by loop.
+fn export(controls: &Controls) -> Result<Vec<Exported>, Failed> {
+    let mut all = Vec::new();
+    for i in 0..controls.len() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        controls.send(i, Command::Export(tx));
+        all.push(rx.recv_timeout(LOOP_TIMEOUT).map_err(|_| Failed::LoopSilent)?);
+    }
+    Ok(all)
+}
+
+/// Sends the listeners, the connections in batches, Done; waits for
+/// Adopted. The descriptors stay open here until then.
+fn send_all(
+    link: &mut Link,
+    listeners: &[Option<std::net::TcpListener>],
+    exported: &[Exported],
+) -> Result<usize, Failed> {
+    let fds: Vec<i32> = listeners.iter().flatten().map(|l| l.as_raw_fd()).collect();
+    link.send(Kind::Listeners, &[], &fds)?;
+    let moved: Vec<&Moved> = exported.iter().flat_map(|e| &e.moved).collect();
+    let kept: usize = exported.iter().map(|e| e.kept).sum();
+    let mut body = Vec::new();
+    for batch in moved.chunks(BATCH) {
+        body.clear();
+        body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        let mut record = Vec::new();
+        for m in batch {
+            record.clear();
+            m.state.encode(&mut record);
+            body.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            body.extend_from_slice(&record);
+        }
+        let fds: Vec<i32> = batch.iter().map(|m| m.fd.as_raw_fd()).collect();
+        link.send(Kind::Conns, &body, &fds)?;
+    }
+    link.send(Kind::Done, &(moved.len() as u64).to_le_bytes(), &[])?;
+    let answer = link.recv()?;
+    if answer.kind != Kind::Adopted {
+        return Err(Failed::Refused("no Adopted".into()));
+    }
+    let adopted = answer.body.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    if adopted as usize != moved.len() {
+        log::warn!("hand-off: sent {} connections, the new process adopted {adopted}", moved.len());
+    }
+    log::info!("hand-off: {} connections sent; {kept} stay here and drain", moved.len());
+    Ok(moved.len())
+}
+
+/// The hand-off failed: every loop takes back its listener and its
+/// connections and serves on.
+fn resume(controls: &Controls, listeners: Vec<Option<std::net::TcpListener>>, moved: Vec<Vec<Moved>>) {
+    let mut listeners = listeners.into_iter().flatten();
+    let mut moved = moved.into_iter();
+    for i in 0..controls.len() {
+        let cmd = Command::Resume { moved: moved.next().unwrap_or_default(), listener: listeners.next() };
+        controls.send(i, cmd);
+    }
+}

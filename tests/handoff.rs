@@ -1,0 +1,195 @@
+//! Live hand-off through the binary (`serve --takeover PATH`): a second
+//! process takes every connection of the first, with pings and room
+//! publishes in flight, and nobody reconnects; a hand-off that breaks off
+//! or a build that cannot read the format leaves the first serving.
+//! Runs on the driver `WSLOOP_IO` names (both in CI).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{sample, spawn_binary_with_metrics, RawClient, ServerProcess};
+use wsloop::ws::frame::opcode;
+
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("wsloop-handoff-{tag}-{}.sock", std::process::id()))
+}
+
+fn text(c: &mut RawClient) -> String {
+    let f = c.read_frame().expect("a frame");
+    assert_eq!(f.opcode, opcode::TEXT, "{f:?}");
+    String::from_utf8(f.payload).unwrap()
+}
+
+fn ping(c: &mut RawClient, n: usize) {
+    c.send_frame(true, opcode::TEXT, format!(r#"{{"type":"ping","payload":{n}}}"#).as_bytes());
+}
+
+fn publish(c: &mut RawClient, n: usize) {
+    c.send_frame(true, opcode::TEXT, format!(r#"{{"type":"publish","room":"r","data":{n},"echo":false}}"#).as_bytes());
+}
+
+/// Waits up to `within` for the process to exit; its status.
+fn exits_within(p: &mut ServerProcess, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = p.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let (_, body) = common::http_get(addr, "/metrics");
+    sample(&body, series).unwrap_or(0.0)
+}
+
+#[test]
+fn every_connection_moves_with_pings_and_publishes_in_flight() {
+    wsloop::tune::rlimit::raise_nofile().expect("raise RLIMIT_NOFILE");
+    let path = socket_path("all");
+    let p = path.to_str().unwrap();
+    let args = ["--takeover", p, "--idle-timeout", "120s"];
+    let (mut old, addr, _) = spawn_binary_with_metrics(&args, Some(8192));
+    const N: usize = 2000;
+    let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(addr)).collect();
+    // Every tenth is in room "r"; the last one publishes to it.
+    for c in clients.iter_mut().step_by(10) {
+        c.send_frame(true, opcode::TEXT, br#"{"type":"join","room":"r"}"#);
+        assert!(text(c).contains("joined"));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        ping(c, i);
+        assert!(text(c).contains(&format!(r#""payload":{i}"#)));
+    }
+    // In flight across the hand-off: a ping from everyone, five publishes.
+    for (i, c) in clients.iter_mut().enumerate() {
+        ping(c, N + i);
+    }
+    let publisher = clients.last_mut().unwrap();
+    for k in 0..5 {
+        publish(publisher, k);
+    }
+    let (mut new, new_addr, new_metrics) = spawn_binary_with_metrics(&args, Some(8192));
+    assert_eq!(new_addr, addr, "the new process serves the same listeners");
+    let status = exits_within(&mut old, Duration::from_secs(20)).expect("the old process exits once it holds nothing");
+    assert!(status.success(), "{status}");
+    assert_eq!(metric(new_metrics, "wsloop_adopted_total"), N as f64);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let member = i % 10 == 0 && i != N - 1;
+        let mut got = Vec::new();
+        for _ in 0..(1 + if member { 5 } else { 0 }) {
+            got.push(text(c));
+        }
+        let pongs: Vec<_> = got.iter().filter(|m| m.contains(&format!(r#""payload":{}"#, N + i))).collect();
+        assert_eq!(pongs.len(), 1, "client {i}: {got:?}");
+        let messages: Vec<_> = got.iter().filter(|m| m.contains(r#""type":"message""#)).collect();
+        let expected: Vec<String> = (0..if member { 5 } else { 0 }).map(|k| format!(r#""data":{k}"#)).collect();
+        assert_eq!(messages.len(), expected.len(), "client {i}: {got:?}");
+        for (m, e) in messages.iter().zip(&expected) {
+            assert!(m.contains(e.as_str()), "client {i}: out of order: {got:?}");
+        }
+        // Nothing repeated: the next frame answers the next ping.
+        ping(c, 2 * N + i);
+        assert!(text(c).contains(&format!(r#""payload":{}"#, 2 * N + i)), "client {i}");
+    }
+    // Rooms stayed joined: a publish after the hand-off reaches the members.
+    let publisher = clients.last_mut().unwrap();
+    publish(publisher, 99);
+    for c in clients.iter_mut().step_by(10) {
+        assert!(text(c).contains(r#""data":99"#));
+    }
+    // The new process offers the next hand-off on the same path.
+    let listener_there = std::os::unix::net::UnixStream::connect(&path).is_ok();
+    assert!(listener_there, "the new process listens on {p}");
+    let _ = new.kill();
+}
+
+#[test]
+fn a_hand_off_that_breaks_off_leaves_every_connection_with_the_old_process() {
+    let path = socket_path("broken");
+    let p = path.to_str().unwrap();
+    let (_old, addr, metrics) = spawn_binary_with_metrics(&["--takeover", p], None);
+    let mut clients: Vec<RawClient> = (0..50).map(|_| RawClient::connect(addr)).collect();
+    for c in clients.iter_mut().step_by(5) {
+        c.send_frame(true, opcode::TEXT, br#"{"type":"join","room":"r"}"#);
+        assert!(text(c).contains("joined"));
+    }
+    // A "new process" that says Ready, takes the listeners, then dies.
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 7];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let mut hello = vec![0u8; len - 3];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(head[4], 1, "a hello first");
+    s.write_all(&[3, 0, 0, 0, 2, 0, 0]).unwrap(); // Ready
+    s.read_exact(&mut head).unwrap(); // the listeners' message
+    drop(s);
+    // Everyone is served again: pings answered, rooms joined, new
+    // connections accepted.
+    for (i, c) in clients.iter_mut().enumerate() {
+        ping(c, i);
+        assert!(text(c).contains(&format!(r#""payload":{i}"#)), "client {i}");
+    }
+    publish(&mut clients[1], 7);
+    for c in clients.iter_mut().step_by(5) {
+        assert!(text(c).contains(r#""data":7"#));
+    }
+    let mut late = RawClient::connect(addr);
+    ping(&mut late, 1);
+    assert!(text(&mut late).contains("pong"));
+    assert_eq!(metric(metrics, "wsloop_adopted_total"), 50.0, "taken back");
+}
+
+#[test]
+fn a_new_binary_that_cannot_read_the_format_refuses_before_anything_moves() {
+    // The "old process" here is the test, speaking format 999.
+    let path = socket_path("format");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let old = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut body = 999u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(b"127.0.0.1:9");
+        let mut msg = ((body.len() + 3) as u32).to_le_bytes().to_vec();
+        msg.extend_from_slice(&[1, 0, 0]);
+        msg.extend_from_slice(&body);
+        s.write_all(&msg).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        answer
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--takeover", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hand-off format 999"), "{stderr}");
+    let answer = old.join().unwrap();
+    assert_eq!(answer.get(4), Some(&3), "a Refuse, with the reason: {answer:?}");
+    assert!(String::from_utf8_lossy(&answer).contains("format 999"));
+}
+
+#[test]
+fn a_new_binary_with_a_bad_flag_leaves_the_old_one_serving() {
+    let path = socket_path("badflag");
+    let p = path.to_str().unwrap();
+    let (_old, addr, _) = spawn_binary_with_metrics(&["--takeover", p], None);
+    let mut c = RawClient::connect(addr);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["serve", "--takeover", p, "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    ping(&mut c, 5);
+    assert!(text(&mut c).contains(r#""payload":5"#));
+}
