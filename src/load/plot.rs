@@ -192,7 +192,14 @@ mod tests {
         write_svg(&path, "test", &timeline).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("client open"));
-        for label in ["round trip p99", "reconnects per second", "slab unreclaimable", "load generator anonymous", "900k", "2 GB"] {
+        for label in [
+            "round trip p99",
+            "reconnects per second",
+            "slab unreclaimable",
+            "load generator anonymous",
+            "900k",
+            "2 GB",
+        ] {
             assert!(svg.contains(label), "the plot shows {label}");
         }
         assert!(!svg.contains("900000"), "no raw tick numbers");
