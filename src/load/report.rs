@@ -140,15 +140,19 @@ pub struct LeakCheck {
     pub detail: String,
 }
 
-/// What `--reconnect` saw: every connection the server ended either came
-/// back (a reconnect, with its gap) or never did by the end of the run.
+/// What `--reconnect` saw: every connection the server ended came back (a
+/// reconnect, with its gap), was no longer wanted by the plan before it
+/// was back, or never came back by the end of the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reconnects {
     /// Lost connections open again.
     pub reconnects: u64,
-    /// Lost connections not open again when the run (or the plan's need
-    /// for them) ended.
+    /// Lost connections not open again when the run ended (an error).
     pub never_back: u64,
+    /// Lost connections the plan no longer wanted (its target fell) before
+    /// they were open again.
+    #[serde(default)]
+    pub unwanted: u64,
     /// Retries that failed before their 101, by reason (each is retried).
     pub retries_failed: BTreeMap<String, u64>,
     /// From losing a connection to its 101 again, every reconnect.
@@ -162,6 +166,7 @@ impl Reconnects {
     fn merge(&mut self, other: &Reconnects) {
         self.reconnects += other.reconnects;
         self.never_back += other.never_back;
+        self.unwanted += other.unwanted;
         for (k, v) in &other.retries_failed {
             *self.retries_failed.entry(k.clone()).or_default() += v;
         }
@@ -181,6 +186,9 @@ impl Reconnects {
     /// The summary's lines: reconnects, those never back, the gap.
     fn lines(&self, s: &mut String) {
         let _ = writeln!(s, "  {:<28} {} ({} never back)", "reconnects", self.reconnects, self.never_back);
+        if self.unwanted > 0 {
+            let _ = writeln!(s, "    {:<26} {}", "no longer wanted", self.unwanted);
+        }
         if let Some(p) = self.gap_ms {
             let _ = writeln!(
                 s,
@@ -535,7 +543,7 @@ mod tests {
         let part = |gap_us: u64, never_back: u64| {
             let mut h = new_histogram();
             h.record(gap_us).unwrap();
-            let mut r = Reconnects { reconnects: 1, never_back, ..Default::default() };
+            let mut r = Reconnects { reconnects: 1, never_back, unwanted: 1, ..Default::default() };
             r.set_gap(&h);
             r.retries_failed.insert("refused".into(), 2);
             let mut report = Report { reconnect: Some(r), ..Default::default() };
@@ -543,10 +551,10 @@ mod tests {
             report
         };
         let mut a = part(100_000, 0);
-        assert!(a.is_clean_run(), "every lost connection came back");
+        assert!(a.is_clean_run(), "every lost connection came back, or the plan let it go");
         a.merge(&part(900_000, 1));
         let r = a.reconnect.as_ref().unwrap();
-        assert_eq!((r.reconnects, r.never_back, r.retries_failed["refused"]), (2, 1, 4));
+        assert_eq!((r.reconnects, r.never_back, r.unwanted, r.retries_failed["refused"]), (2, 1, 2, 4));
         let p = r.gap_ms.unwrap();
         assert_eq!(p.count, 2);
         assert!((p.max_ms - 900.0).abs() < 1.0 && (p.p50_ms - 100.0).abs() < 0.2, "{p:?}");
@@ -557,6 +565,7 @@ mod tests {
         assert!(s.contains("reconnects                   2 (1 never back)"), "{s}");
         assert!(s.contains("max 900"), "{s}");
         assert!(s.contains("retry failed: refused"), "{s}");
+        assert!(s.contains(&format!("{:<26} 2", "no longer wanted")), "{s}");
     }
 
     #[test]

@@ -99,10 +99,10 @@ impl Fleet<'_> {
 
     /// Begins closing up to `n` open connections (and drops connecting
     /// ones when `n` is `usize::MAX`: everything).
-    /// Those waiting for a retry go first (never back).
+    /// Those waiting for a retry go first.
     pub(crate) fn close_clients(&mut self, n: usize) {
         let all = n == usize::MAX;
-        let n = n - self.cancel_waiting(n);
+        let n = n - self.cancel_waiting(n, all);
         let mut chosen = Vec::new();
         for (slot, c) in self.table.iter() {
             if chosen.len() >= n {
@@ -137,7 +137,7 @@ impl Fleet<'_> {
     /// Drops every connection left (after the wind-down's deadline), and
     /// gives up on those waiting for a retry.
     pub(crate) fn drop_all(&mut self) {
-        self.cancel_waiting(usize::MAX);
+        self.cancel_waiting(usize::MAX, true);
         let leftover: Vec<usize> = self.table.iter().map(|(s, _)| s).collect();
         for slot in leftover {
             self.remove(slot);

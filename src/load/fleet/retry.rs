@@ -46,12 +46,16 @@ impl Fleet<'_> {
         }
     }
 
-    /// Gives up on up to `n` connections waiting for a retry (they count
-    /// as never back); how many.
-    pub(super) fn cancel_waiting(&mut self, n: usize) -> usize {
+    /// Gives up on up to `n` connections waiting for a retry, the latest
+    /// due first: at the `end` of the run they count as never back, before
+    /// it (the plan's target fell) as no longer wanted; how many.
+    pub(super) fn cancel_waiting(&mut self, n: usize, end: bool) -> usize {
         let cancelled = self.waiting.cancel(n);
         self.tally.waiting -= cancelled as u64;
-        self.tally.never_back(cancelled as u64);
+        match end {
+            true => self.tally.never_back(cancelled as u64),
+            false => self.tally.unwanted(cancelled as u64),
+        }
         cancelled
     }
 }

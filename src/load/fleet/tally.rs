@@ -97,6 +97,14 @@ impl Tally {
         }
     }
 
+    /// `n` lost connections will not be open again: the plan's target
+    /// fell while they waited.
+    pub(super) fn unwanted(&mut self, n: u64) {
+        if let Some(r) = &mut self.report.reconnect {
+            r.unwanted += n;
+        }
+    }
+
     /// A retry failed before its 101, for `reason` (it will be retried).
     pub(super) fn retry_failed(&mut self, reason: &str) {
         if let Some(r) = &mut self.report.reconnect {
