@@ -186,3 +186,50 @@ fn load_js_fails_when_pongs_are_wrong() {
     assert_eq!(code, 99, "{out}");
     assert!(out.contains("ws_pong_success"), "{out}");
 }
+
+/// Answers pings like the echo app, but ends the first `budget`
+/// connections that ping with 1012 and a `reconnect in 300 ms` hint, as a
+/// server being restarted would.
+struct Restarting(std::sync::Arc<std::sync::atomic::AtomicI64>);
+impl Handler for Restarting {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+            return ctx.close(1012, "service restart; reconnect in 300 ms");
+        }
+        let Message::Text(text) = msg else { return };
+        let ping: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        ctx.send_text(&serde_json::json!({ "type": "pong", "payload": ping["payload"], "ts": 0 }).to_string());
+    }
+}
+
+/// The value after `key=` on `line` of a k6 summary, in ms (`226.1ms`, `1.2s`, `900µs`).
+fn summary_ms(line: &str, key: &str) -> f64 {
+    let text = line.split(&format!("{key}=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap();
+    let n: f64 = text[..split].parse().unwrap();
+    match &text[split..] {
+        "ms" => n,
+        "s" => n * 1000.0,
+        "µs" => n / 1000.0,
+        unit => panic!("unit {unit} in {line}"),
+    }
+}
+
+#[test]
+fn load_js_reconnects_after_the_servers_hint() {
+    if !k6_available() {
+        return;
+    }
+    let closes = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(10));
+    let handler = closes.clone();
+    let server = server::start(test_config(1), move |_| Restarting(handler.clone())).unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let (code, out) = k6_with("load.js", &url, None, &[("RECONNECT", "1"), ("SESSION", "3s")]);
+    assert_eq!(code, 0, "{out}");
+    // Every connection the server ended came back, after the hint.
+    let line = |name: &str| out.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{out}"));
+    let counted = line("ws_reconnects").split_whitespace().nth(1).unwrap();
+    assert_eq!(counted, "10", "{out}");
+    assert!(summary_ms(line("ws_reconnect_gap"), "min") >= 300.0, "{out}");
+    assert!(!out.contains("ws_never_back"), "{out}");
+}

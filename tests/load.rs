@@ -358,3 +358,208 @@ fn ctrl_c_stops_with_a_partial_report() {
     let _ = std::fs::remove_dir_all(&dir);
     stop(child);
 }
+
+/// `wsloop serve` on `port` of 127.0.0.1 (so a new one can take the old
+/// one's place), once it listens.
+fn serve_on(port: u16) -> ServerProcess {
+    use std::io::BufRead;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
+    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--workers", "2", "--metrics-addr", "off"]);
+    cmd.args(["--shutdown-timeout", "3s"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = ServerProcess(cmd.spawn().expect("spawn wsloop serve"));
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("wsloop serve exited before listening").unwrap();
+        if line.contains("listening on ws://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Starts `wsloop load` with `args` (and a JSON report) in the background;
+/// the handle gives its [`Run`].
+fn load_in_background(args: &[&str]) -> std::thread::JoinHandle<Run> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || load(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &ServerProcess, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn reconnect_brings_every_connection_back_across_restarts() {
+    use nix::sys::signal::Signal;
+    let port = free_port();
+    let mut first = serve_on(port);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let run = load_in_background(&[
+        "--url",
+        &url,
+        "--scenario",
+        "ping",
+        "--interval",
+        "200ms",
+        "--conns",
+        "100",
+        "--duration",
+        "10s",
+        "--reconnect",
+        "--reconnect-min",
+        "50ms",
+        "--reconnect-max",
+        "500ms",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A graceful stop (1001 to every connection), then a new server.
+    signal(&first, Signal::SIGTERM);
+    first.wait().unwrap();
+    let mut second = serve_on(port);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // A crash (no close frame: EOF or reset), then a new server.
+    signal(&second, Signal::SIGKILL);
+    second.wait().unwrap();
+    let third = serve_on(port);
+    let run = run.join().unwrap();
+    assert_eq!(run.code, 0, "every connection came back: {}\n{}", run.stdout, run.stderr);
+    let r = &run.report;
+    assert_eq!(r["disconnects"]["1001"], 100, "{}", r["disconnects"]);
+    assert_eq!(r["disconnects"]["1006"], 100, "{}", r["disconnects"]);
+    assert_eq!(r["reconnect"]["reconnects"], 200, "{}", r["reconnect"]);
+    assert_eq!(r["reconnect"]["never_back"], 0);
+    assert_eq!(r["established"], 300, "100 connections, each back twice");
+    assert_eq!(r["server_closed"].as_object().map(|m| m.len()), Some(0), "reconnected, not counted as errors");
+    let gap = &r["reconnect"]["gap_ms"];
+    assert_eq!(gap["count"], 200);
+    assert!(gap["p50_ms"].as_f64().unwrap() > 0.0 && gap["max_ms"].as_f64() >= gap["p99_ms"].as_f64(), "{gap}");
+    assert_eq!((r["mismatches"].as_u64(), r["pong_timeouts"].as_u64()), (Some(0), Some(0)));
+    let per_second: u64 = r["timeline"].as_array().unwrap().iter().map(|s| s["reconnects"].as_u64().unwrap()).sum();
+    assert!(per_second > 0 && per_second <= 200, "{per_second} reconnects in the timeline");
+    assert!(run.stderr.contains("reconnects"), "progress lines show reconnects: {}", run.stderr);
+    for line in ["disconnects", "by close code 1001: 100, 1006: 100", "gap (lost to open again)"] {
+        assert!(run.stdout.contains(line), "summary has {line}: {}", run.stdout);
+    }
+    stop(third);
+}
+
+#[test]
+fn without_reconnect_a_crash_counts_the_disconnects() {
+    use nix::sys::signal::Signal;
+    let port = free_port();
+    let first = serve_on(port);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let run = load_in_background(&["--url", &url, "--conns", "50", "--duration", "4s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(&first, Signal::SIGKILL);
+    stop(first);
+    let second = serve_on(port);
+    let run = run.join().unwrap();
+    assert_eq!(run.code, 1, "lost connections are errors without --reconnect: {}", run.stderr);
+    let r = &run.report;
+    assert_eq!(r["disconnects"]["1006"], 50, "{}", r["disconnects"]);
+    let closed = &r["server_closed"];
+    let lost = closed["dropped"].as_u64().unwrap_or(0) + closed["reset"].as_u64().unwrap_or(0);
+    assert_eq!(lost, 50, "counted as before: {closed}");
+    assert!(r["reconnect"].is_null());
+    assert!(run.stdout.contains("by close code 1006: 50"), "{}", run.stdout);
+    stop(second);
+}
+
+/// A server that upgrades every connection, ends each of the first
+/// `first` with close 1012 and `reason` once all of them are open, and
+/// holds every later one until the client leaves.
+fn restarting_server(first: usize, reason: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opened = std::sync::Arc::new(std::sync::Barrier::new(first));
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { continue };
+            let opened = opened.clone();
+            std::thread::spawn(move || {
+                if !accept_upgrade(&mut s) {
+                    return;
+                }
+                if i < first {
+                    opened.wait();
+                    let mut frame = vec![0x88, (2 + reason.len()) as u8];
+                    frame.extend_from_slice(&1012u16.to_be_bytes());
+                    frame.extend_from_slice(reason.as_bytes());
+                    let _ = s.write_all(&frame);
+                }
+                let mut buf = [0u8; 1024];
+                while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// Reads an upgrade request off `s` and answers it with a 101.
+fn accept_upgrade(s: &mut std::net::TcpStream) -> bool {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    while let Ok(n) = s.read(&mut buf[len..]) {
+        if n == 0 {
+            return false;
+        }
+        len += n;
+        let mut scanned = 0;
+        let cfg = wsloop::ws::HandshakeConfig::default();
+        if let Ok(Some(req)) = wsloop::ws::handshake::parse_request(&buf[..len], &mut scanned, &cfg) {
+            let mut reply = Vec::new();
+            wsloop::ws::handshake::write_accept(&mut reply, &req);
+            return s.write_all(&reply).is_ok();
+        }
+    }
+    false
+}
+
+#[test]
+fn reconnect_waits_for_the_servers_hint() {
+    let addr = restarting_server(20, "service restart; reconnect in 700 ms");
+    let url = format!("ws://{addr}/ws");
+    let run = load(&["--url", &url, "--conns", "20", "--duration", "3s", "--reconnect", "--reconnect-min", "50ms"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.report;
+    assert_eq!(r["disconnects"]["1012"], 20, "{}", r["disconnects"]);
+    assert_eq!((r["reconnect"]["reconnects"].as_u64(), r["reconnect"]["never_back"].as_u64()), (Some(20), Some(0)));
+    // Every client waited what the server asked (its own jitter on top).
+    let gap = &r["reconnect"]["gap_ms"];
+    let least = wsloop::load::report::Latency::to_hist(&serde_json::from_value(r["reconnect"]["gap"].clone()).unwrap());
+    assert!(least.min() >= 700_000, "{gap}");
+}
+
+#[test]
+fn a_hint_past_reconnect_max_is_cut_to_it_and_children_merge_the_figures() {
+    // A hint of 11 days: without the bound the clients would never be back.
+    let addr = restarting_server(40, "service restart; reconnect in 999999999 ms");
+    let url = format!("ws://{addr}/ws");
+    let run = load(&[
+        "--url",
+        &url,
+        "--conns",
+        "40",
+        "--duration",
+        "3s",
+        "--reconnect",
+        "--reconnect-max",
+        "300ms",
+        "--processes",
+        "2",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = &run.report;
+    assert_eq!(r["processes"], 2);
+    assert_eq!(r["disconnects"]["1012"], 40, "{}", r["disconnects"]);
+    assert_eq!((r["reconnect"]["reconnects"].as_u64(), r["reconnect"]["never_back"].as_u64()), (Some(40), Some(0)));
+    let gap = &r["reconnect"]["gap_ms"];
+    assert_eq!(gap["count"], 40, "{gap}");
+    assert!(gap["max_ms"].as_f64().unwrap() < 2000.0, "the hint was cut to --reconnect-max: {gap}");
+}

@@ -32,6 +32,12 @@ export const INTERVAL = env('INTERVAL', '10s');
 // self-signed one): TLS_INSECURE=1. For a private CA, prefer pointing
 // SSL_CERT_FILE at it: the check then stays on.
 export const TLS_INSECURE = env('TLS_INSECURE', '0') === '1';
+// RECONNECT=1: connect again when the server ends a connection, after a
+// backoff from RECONNECT_MIN doubling to RECONNECT_MAX, with full jitter,
+// or after the server's `reconnect in N ms` hint (lib/backoff.js).
+export const RECONNECT = env('RECONNECT', '0') === '1';
+export const RECONNECT_MIN = durationMs(env('RECONNECT_MIN', '100ms'));
+export const RECONNECT_MAX = durationMs(env('RECONNECT_MAX', '10s'));
 
 // Thresholds every scenario shares: the run fails when one is crossed.
 export function thresholds(overrides = {}) {

@@ -42,6 +42,9 @@ pub struct FleetConfig {
     pub payload: Payload,
     /// `wss://`: the TLS client every connection speaks through.
     pub tls: Option<super::tls::TlsClient>,
+    /// `--reconnect`: connect again after the server closes a connection,
+    /// this far apart; `None`: a closed connection stays closed.
+    pub reconnect: Option<super::backoff::Backoff>,
 }
 
 /// What each connection does once open.

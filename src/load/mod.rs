@@ -9,6 +9,7 @@
 //! server's connections, memory and descriptors over time. When the per-process file limit is below the target it splits the
 //! work over child processes and merges their results.
 
+pub mod backoff;
 mod children;
 mod config;
 pub mod delivery;
@@ -30,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+
+use backoff::Backoff;
 
 pub use config::FleetConfig;
 pub use config::{Payload, Scenario};
@@ -114,6 +117,18 @@ pub struct LoadArgs {
     /// its FDs and RSS return near their baseline (needs --metrics-url).
     #[arg(long, requires = "metrics_url")]
     pub expect_clean: bool,
+    /// Connect again when the server closes a connection (any close code,
+    /// EOF or reset), after an exponential backoff with full jitter, or
+    /// after the server's `reconnect in N ms` hint; the report shows the
+    /// reconnects and each connection's gap.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// --reconnect: the first retry waits up to this (doubled per failed retry).
+    #[arg(long, default_value = "100ms", value_parser = crate::units::parse_duration)]
+    pub reconnect_min: Duration,
+    /// --reconnect: no retry waits longer, whatever the server's hint says.
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub reconnect_max: Duration,
     /// Internal: this process is child I of N.
     #[arg(long, hide = true, requires = "child_count")]
     pub child_index: Option<usize>,
@@ -228,6 +243,9 @@ fn fleet_config(args: &LoadArgs) -> Result<FleetConfig, String> {
     if args.depth == 0 {
         return Err("--depth must be at least 1".into());
     }
+    if args.reconnect_max < args.reconnect_min {
+        return Err("--reconnect-max must be at least --reconnect-min".into());
+    }
     let (plan, rate, publish_rate) = match args.segment {
         Some(plan::Segment { k, n }) => (
             plan.share(k - 1, n),
@@ -253,6 +271,7 @@ fn fleet_config(args: &LoadArgs) -> Result<FleetConfig, String> {
         compression: args.compression,
         payload: args.payload,
         tls,
+        reconnect: args.reconnect.then_some(Backoff { min: args.reconnect_min, max: args.reconnect_max }),
     })
 }
 
@@ -269,11 +288,13 @@ pub fn run(args: &LoadArgs) -> Result<Report, String> {
     let watch = Watch::start(&urls, baseline.server);
     let start = Instant::now();
     let mut timeline = Vec::new();
+    let mut prev: Option<Progress> = None;
     let mut record = |p: &Progress| {
         let view = watch.latest();
-        let sample = sample(p, view);
-        eprintln!("{}", p.line(view.as_ref()));
+        let sample = sample(p, prev.as_ref(), view);
+        eprintln!("{}", p.line(view.as_ref(), prev.as_ref()));
         timeline.push(sample);
+        prev = Some(p.clone());
     };
     if let Some(plan::Segment { k, n }) = args.segment {
         eprintln!("wsloop load: segment {k}/{n} of the plan: {} connections at its peak", cfg.plan.peak());
@@ -332,9 +353,13 @@ impl Baseline {
     }
 }
 
-/// A second of the run: the load's progress, the server's `view`, the host.
-fn sample(p: &Progress, view: Option<ServerView>) -> Sample {
+/// A second of the run: the load's progress (after `prev`), the server's
+/// `view`, the host.
+fn sample(p: &Progress, prev: Option<&Progress>, view: Option<ServerView>) -> Sample {
+    let (disconnects, reconnects) = p.per_second(prev);
     Sample {
+        disconnects,
+        reconnects,
         t: p.t,
         open: p.open,
         server_connections: view.map(|v| v.connections),

@@ -1,5 +1,6 @@
 //! The picture an operator wants after a ramp, as one SVG: connections
-//! (client and server), the round trip's p99 second by second, user-space
+//! (client and server, and those lost and back each second during a
+//! deploy), the round trip's p99 second by second, user-space
 //! memory (servers and load generator), the kernel's memory (slab, TCP
 //! buffers) and server descriptors over time. Tick labels read like the
 //! figures people quote: 250k, 1M, 512 MB, 8 GB.
@@ -64,7 +65,8 @@ pub fn write_svg(path: &Path, title: &str, timeline: &[Sample]) -> Result<(), St
     root.present().map_err(|e| e.to_string())
 }
 
-/// The charts, top to bottom: connections, the round trip's p99,
+/// The charts, top to bottom: connections (and, during a deploy, those
+/// lost and back each second), the round trip's p99,
 /// user-space memory, the kernel's memory, server descriptors.
 fn panels() -> [Panel<'static>; 5] {
     [
@@ -74,6 +76,8 @@ fn panels() -> [Panel<'static>; 5] {
             series: vec![
                 ("client open", BLUE, Box::new(|s: &Sample| Some(s.open as f64))),
                 ("server", RED, Box::new(|s: &Sample| s.server_connections)),
+                ("lost per second", MAGENTA, Box::new(|s: &Sample| Some(s.disconnects as f64))),
+                ("reconnects per second", GREEN, Box::new(|s: &Sample| Some(s.reconnects as f64))),
             ],
         },
         Panel {
@@ -181,12 +185,21 @@ mod tests {
                 rtt_p99_ms: Some(2.5),
                 load_anon: Some(4e6),
                 host: Some(HostView { slab: 2e9, slab_unreclaimable: 1e9, tcp_sockets: 10.0, tcp_buffers: 1e6 }),
+                disconnects: if i == 5 { 400_000 } else { 0 },
+                reconnects: if i == 6 { 400_000 } else { 0 },
             })
             .collect();
         write_svg(&path, "test", &timeline).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("client open"));
-        for label in ["round trip p99", "slab unreclaimable", "load generator anonymous", "900k", "2 GB"] {
+        for label in [
+            "round trip p99",
+            "reconnects per second",
+            "slab unreclaimable",
+            "load generator anonymous",
+            "900k",
+            "2 GB",
+        ] {
             assert!(svg.contains(label), "the plot shows {label}");
         }
         assert!(!svg.contains("900000"), "no raw tick numbers");

@@ -89,6 +89,9 @@ impl<S: Script> Process<'_, S> {
         self.fleet.tally().at_peak =
             self.pace.wind_down.is_none() && self.cfg.plan.target_at(elapsed) == peak && peak > 0;
         self.fleet.fire_timers(now, &mut self.script);
+        if self.pace.wind_down.is_none() {
+            self.fleet.reconnect_due(now);
+        }
         let ended = elapsed >= self.pace.plan_end || stopped;
         if self.pace.wind_down.is_none() && ended {
             self.end(now, elapsed, stopped);
@@ -127,7 +130,8 @@ impl<S: Script> Process<'_, S> {
         let rate = f64::from(self.cfg.rate);
         self.pace.tokens = (self.pace.tokens + dt * rate).min(rate / 10.0 + 1.0);
         let target = self.cfg.plan.target_at(elapsed) as u64;
-        let live = self.fleet.tally().live;
+        // Connections waiting for a retry are still the plan's.
+        let live = self.fleet.tally().live + self.fleet.tally().waiting;
         if live < target {
             let n = ((target - live) as f64).min(self.pace.tokens.floor()) as u64;
             self.pace.tokens -= n as f64;

@@ -25,6 +25,15 @@ pub struct Progress {
     /// Round trips completed since the last snapshot.
     #[serde(default)]
     pub rtt_window: Option<Latency>,
+    /// Open connections the server has ended so far.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// `--reconnect`: lost connections open again so far.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// `--reconnect`: lost connections waiting for their retry now.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 impl Progress {
@@ -40,16 +49,32 @@ impl Progress {
             received: a.received + p.received,
             rss_anon: a.rss_anon + p.rss_anon,
             rtt_window: None,
+            disconnects: a.disconnects + p.disconnects,
+            reconnects: a.reconnects + p.reconnects,
+            waiting: a.waiting + p.waiting,
         })
     }
 
-    /// The progress line, with the server's view when scraped.
-    pub(crate) fn line(&self, server: Option<&ServerView>) -> String {
+    /// Disconnects and reconnects in the second since `prev` (since the
+    /// start for the first): what a deploy looks like from the clients, per second.
+    pub(crate) fn per_second(&self, prev: Option<&Progress>) -> (u64, u64) {
+        let (d, r) = prev.map_or((0, 0), |p| (p.disconnects, p.reconnects));
+        (self.disconnects.saturating_sub(d), self.reconnects.saturating_sub(r))
+    }
+
+    /// The progress line, with the server's view when scraped; once a
+    /// connection was lost, the second's disconnects and reconnects
+    /// (since `prev`) and those waiting for a retry.
+    pub(crate) fn line(&self, server: Option<&ServerView>, prev: Option<&Progress>) -> String {
         let p = self;
         let mut line = format!(
             "[{:>6.1}s] open {:>7}/{:<7} established {:>8} failed {:>6} received {:>10}",
             p.t, p.open, p.target, p.established, p.failed, p.received
         );
+        if p.disconnects > 0 {
+            let (lost, back) = p.per_second(prev);
+            line.push_str(&format!(" | lost {lost:>6}/s reconnects {back:>6}/s waiting {:>6}", p.waiting));
+        }
         if let Some(v) = server {
             line.push_str(&format!(
                 " | server conns {:>7.0} rss {:>7.1} MB fds {:>7.0}",

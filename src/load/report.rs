@@ -94,6 +94,12 @@ pub struct Sample {
     /// This host's kernel: slab, TCP sockets and buffers (see [`HostView`]).
     #[serde(default)]
     pub host: Option<HostView>,
+    /// Open connections the server ended in this second.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// `--reconnect`: lost connections open again in this second.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// What this host's kernel holds: where most of a connection's memory is
@@ -132,6 +138,68 @@ pub struct LeakCheck {
     pub clean: bool,
     /// What was found, in words.
     pub detail: String,
+}
+
+/// What `--reconnect` saw: every connection the server ended came back (a
+/// reconnect, with its gap), was no longer wanted by the plan before it
+/// was back, or never came back by the end of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reconnects {
+    /// Lost connections open again.
+    pub reconnects: u64,
+    /// Lost connections not open again when the run ended (an error).
+    pub never_back: u64,
+    /// Lost connections the plan no longer wanted (its target fell) before
+    /// they were open again.
+    #[serde(default)]
+    pub unwanted: u64,
+    /// Retries that failed before their 101, by reason (each is retried).
+    pub retries_failed: BTreeMap<String, u64>,
+    /// From losing a connection to its 101 again, every reconnect.
+    pub gap: Option<Latency>,
+    /// The gap's percentiles (of `gap`, kept beside it for readers of the JSON).
+    pub gap_ms: Option<Percentiles>,
+}
+
+impl Reconnects {
+    /// Adds another process's figures into these.
+    fn merge(&mut self, other: &Reconnects) {
+        self.reconnects += other.reconnects;
+        self.never_back += other.never_back;
+        self.unwanted += other.unwanted;
+        for (k, v) in &other.retries_failed {
+            *self.retries_failed.entry(k.clone()).or_default() += v;
+        }
+        if let Some(theirs) = &other.gap {
+            let mut h = self.gap.as_ref().map_or_else(new_histogram, Latency::to_hist);
+            let _ = h.add(theirs.to_hist());
+            self.set_gap(&h);
+        }
+    }
+
+    /// Sets the gap histogram and its percentiles.
+    pub(crate) fn set_gap(&mut self, h: &Histogram<u64>) {
+        self.gap = (!h.is_empty()).then(|| Latency::from_hist(h));
+        self.gap_ms = (!h.is_empty()).then(|| Percentiles::of(h));
+    }
+
+    /// The summary's lines: reconnects, those never back, the gap.
+    fn lines(&self, s: &mut String) {
+        let _ = writeln!(s, "  {:<28} {} ({} never back)", "reconnects", self.reconnects, self.never_back);
+        if self.unwanted > 0 {
+            let _ = writeln!(s, "    {:<26} {}", "no longer wanted", self.unwanted);
+        }
+        if let Some(p) = self.gap_ms {
+            let _ = writeln!(
+                s,
+                "  {:<28} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                "  gap (lost to open again)", p.p50_ms, p.p99_ms, p.max_ms
+            );
+        }
+        for (reason, n) in &self.retries_failed {
+            let _ = writeln!(s, "    {:<26} {n}", format!("retry failed: {reason}"));
+        }
+    }
 }
 
 /// Everything a run measured.
@@ -175,6 +243,15 @@ pub struct Report {
     /// This host's kernel before the run.
     #[serde(default)]
     pub host_baseline: Option<HostView>,
+    /// Open connections the server ended, by close code: the frame's
+    /// code, 1005 for a close frame without one, 1006 for a connection
+    /// that ended without a close frame (EOF or reset). With or without
+    /// `--reconnect`.
+    #[serde(default)]
+    pub disconnects: BTreeMap<String, u64>,
+    /// `--reconnect`: how the lost connections came back.
+    #[serde(default)]
+    pub reconnect: Option<Reconnects>,
     /// The leak check, if asked for.
     pub leak_check: Option<LeakCheck>,
     /// True if Ctrl-C cut the run short.
@@ -195,6 +272,7 @@ impl Report {
             && self.server_closed.is_empty()
             && self.mismatches == 0
             && self.pong_timeouts == 0
+            && self.reconnect.as_ref().is_none_or(|r| r.never_back == 0)
             && self.leak_check.as_ref().is_none_or(|l| l.clean)
     }
 
@@ -206,6 +284,12 @@ impl Report {
         }
         for (k, v) in &other.server_closed {
             *self.server_closed.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.disconnects {
+            *self.disconnects.entry(k.clone()).or_default() += v;
+        }
+        if let Some(theirs) = &other.reconnect {
+            self.reconnect.get_or_insert_with(Reconnects::default).merge(theirs);
         }
         self.mismatches += other.mismatches;
         self.pong_timeouts += other.pong_timeouts;
@@ -315,6 +399,14 @@ impl Report {
             for (reason, n) in &self.server_closed {
                 let _ = writeln!(s, "    {reason:<26} {n}");
             }
+        }
+        if !self.disconnects.is_empty() {
+            let codes: Vec<String> = self.disconnects.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+            let total = self.disconnects.values().sum::<u64>();
+            let _ = writeln!(s, "  {:<28} {total} (by close code {})", "disconnects", codes.join(", "));
+        }
+        if let Some(r) = &self.reconnect {
+            r.lines(s);
         }
     }
 
@@ -444,6 +536,36 @@ mod tests {
         assert!(s.contains("9000 bytes per connection, 4500 per TCP socket (2000 sockets)"), "{s}");
         assert!(s.contains("7000 bytes per connection"), "{s}");
         assert!(s.contains("2.0 MB at peak: 2000 bytes per connection"), "{s}");
+    }
+
+    #[test]
+    fn reconnects_merge_and_show_their_gap_and_codes() {
+        let part = |gap_us: u64, never_back: u64| {
+            let mut h = new_histogram();
+            h.record(gap_us).unwrap();
+            let mut r = Reconnects { reconnects: 1, never_back, unwanted: 1, ..Default::default() };
+            r.set_gap(&h);
+            r.retries_failed.insert("refused".into(), 2);
+            let mut report = Report { reconnect: Some(r), ..Default::default() };
+            report.disconnects.insert("1012".into(), 1 + never_back);
+            report
+        };
+        let mut a = part(100_000, 0);
+        assert!(a.is_clean_run(), "every lost connection came back, or the plan let it go");
+        a.merge(&part(900_000, 1));
+        let r = a.reconnect.as_ref().unwrap();
+        assert_eq!((r.reconnects, r.never_back, r.unwanted, r.retries_failed["refused"]), (2, 1, 2, 4));
+        let p = r.gap_ms.unwrap();
+        assert_eq!(p.count, 2);
+        assert!((p.max_ms - 900.0).abs() < 1.0 && (p.p50_ms - 100.0).abs() < 0.2, "{p:?}");
+        assert_eq!(a.disconnects["1012"], 3);
+        assert!(!a.is_clean_run(), "a connection never came back");
+        let s = a.summary();
+        assert!(s.contains("3 (by close code 1012: 3)"), "{s}");
+        assert!(s.contains("reconnects                   2 (1 never back)"), "{s}");
+        assert!(s.contains("max 900"), "{s}");
+        assert!(s.contains("retry failed: refused"), "{s}");
+        assert!(s.contains(&format!("{:<26} 2", "no longer wanted")), "{s}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use slab::Slab;
 use crate::runtime::{Links, TimerLink};
 use crate::ws::Session;
 
+use super::waiting::Lost;
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -53,6 +55,9 @@ pub(crate) struct Client {
     pub(crate) generation: u32,
     /// Its place in the fleet's timer wheel.
     pub(super) timer: TimerLink,
+    /// `--reconnect`: the lost connection this one brings back, until its
+    /// 101 (boxed: most connections are not retries).
+    pub(super) retry: Option<Box<Lost>>,
 }
 
 impl Links for Slab<Client> {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::super::backoff::parse_hint;
 use super::client::State;
 use super::Fleet;
 
@@ -11,12 +12,23 @@ use super::Fleet;
 /// connection is dropped.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The close code a disconnect is counted under when the server's close
+/// frame had none (RFC 6455, 7.4.1: no status received).
+const NO_STATUS: u16 = 1005;
+/// The close code a disconnect is counted under when the connection ended
+/// without a close frame (EOF or reset: an abnormal closure).
+const ABNORMAL: u16 = 1006;
+
 impl Fleet<'_> {
     /// Removes a connection, keeping the live/open counts right.
     pub(super) fn remove(&mut self, slot: usize) {
         self.wheel.remove(&mut self.table, slot as u32);
         self.codecs.forget(slot);
         let c = self.table.remove(slot);
+        if c.retry.is_some() {
+            // A retry dropped before its 101 (the run or the plan is done with it).
+            self.tally.never_back(1);
+        }
         match c.state {
             State::Connecting | State::Handshaking => self.tally.live -= 1,
             State::Open => {
@@ -27,19 +39,30 @@ impl Fleet<'_> {
         }
     }
 
-    /// A connection failed before its 101, for `reason`.
+    /// A connection failed before its 101, for `reason`: counted, or for
+    /// a retry, retried later.
     pub(super) fn fail(&mut self, slot: usize, reason: &str) {
-        self.tally.count_failure(reason);
-        self.remove(slot);
+        match self.table[slot].retry.take() {
+            Some(lost) => {
+                self.remove(slot);
+                self.retry_failed(*lost, reason);
+            }
+            None => {
+                self.tally.count_failure(reason);
+                self.remove(slot);
+            }
+        }
     }
 
     /// The connection broke: a failure before the 101, a server-side close
-    /// while open, nothing while we were closing.
+    /// while open (1006: no close frame), nothing while we were closing.
     pub(super) fn lost(&mut self, slot: usize, reason: &str) {
         match self.table[slot].state {
             State::Connecting | State::Handshaking => self.fail(slot, reason),
             State::Open => {
-                self.tally.count_server_close(if reason == "reset" { "reset".into() } else { "dropped".into() });
+                if !self.disconnected(ABNORMAL, None) {
+                    self.tally.count_server_close(if reason == "reset" { "reset".into() } else { "dropped".into() });
+                }
                 self.remove(slot);
             }
             State::Closing | State::Draining => self.remove(slot),
@@ -57,11 +80,15 @@ impl Fleet<'_> {
     }
 
     /// The server's close frame arrived: counted if the connection was
-    /// open; it drains until the server's FIN, for a while at most.
-    pub(super) fn closed_by_server(&mut self, slot: usize, code: Option<u16>) {
+    /// open (and retried after a while with `--reconnect`, or after the
+    /// `reconnect in N ms` its `reason` asks); it drains until the
+    /// server's FIN, for a while at most.
+    pub(super) fn closed_by_server(&mut self, slot: usize, code: Option<u16>, reason: &str) {
         if self.table[slot].state == State::Open {
-            let code = code.map_or("close_no_code".to_string(), |c| format!("close_{c}"));
-            self.tally.count_server_close(code);
+            if !self.disconnected(code.unwrap_or(NO_STATUS), parse_hint(reason)) {
+                let code = code.map_or("close_no_code".to_string(), |c| format!("close_{c}"));
+                self.tally.count_server_close(code);
+            }
             self.tally.live -= 1;
             self.tally.open -= 1;
         }
@@ -72,8 +99,10 @@ impl Fleet<'_> {
 
     /// Begins closing up to `n` open connections (and drops connecting
     /// ones when `n` is `usize::MAX`: everything).
+    /// Those waiting for a retry go first.
     pub(crate) fn close_clients(&mut self, n: usize) {
         let all = n == usize::MAX;
+        let n = n - self.cancel_waiting(n, all);
         let mut chosen = Vec::new();
         for (slot, c) in self.table.iter() {
             if chosen.len() >= n {
@@ -105,8 +134,10 @@ impl Fleet<'_> {
         self.flush(slot);
     }
 
-    /// Drops every connection left (after the wind-down's deadline).
+    /// Drops every connection left (after the wind-down's deadline), and
+    /// gives up on those waiting for a retry.
     pub(crate) fn drop_all(&mut self) {
+        self.cancel_waiting(usize::MAX, true);
         let leftover: Vec<usize> = self.table.iter().map(|(s, _)| s).collect();
         for slot in leftover {
             self.remove(slot);

@@ -145,6 +145,9 @@ impl Fleet<'_> {
                 }
                 c.state = State::Open;
                 self.tally.established(c.started.elapsed());
+                if let Some(lost) = c.retry.take() {
+                    self.tally.reconnected(lost.since.elapsed());
+                }
                 self.tally.open += 1;
                 // The connect deadline is over; the script may set its own.
                 self.wheel.remove(&mut self.table, slot as u32);
@@ -197,7 +200,7 @@ impl Fleet<'_> {
             match event {
                 Event::Text(t) => self.on_message(slot, t.as_bytes(), true, script),
                 Event::Binary(b) => self.on_message(slot, b, false, script),
-                Event::Close { code, .. } => self.closed_by_server(slot, code),
+                Event::Close { code, reason } => self.closed_by_server(slot, code, reason),
                 Event::Ping(_) | Event::Pong(_) | Event::Upgrade(_) => {}
             }
             if !self.table.contains(slot) {

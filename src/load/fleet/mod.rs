@@ -11,8 +11,10 @@ mod codecs;
 mod connect;
 mod input;
 mod output;
+mod retry;
 mod socket;
 mod tally;
+mod waiting;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ pub(crate) use client::InFlight;
 use client::{Client, State};
 use codecs::Codecs;
 pub(crate) use tally::Tally;
+use waiting::Waiting;
 
 /// How long the loop waits for I/O at most, and the finest timer tick.
 const TICK: Duration = Duration::from_millis(10);
@@ -55,6 +58,8 @@ pub(crate) struct Fleet<'a> {
     /// Frames on their way to one connection's socket (see `flush`).
     out: Vec<u8>,
     tally: Tally,
+    /// `--reconnect`: connections the server ended, waiting for their retry.
+    waiting: Waiting,
     /// The clock (µs since the epoch) at the current socket read, once
     /// something in it needed it: read once per socket read, not per message.
     read_at_us: Option<u128>,
@@ -74,7 +79,8 @@ impl<'a> Fleet<'a> {
             ws: Config::default(),
             codecs: Codecs::new(),
             out: Vec::new(),
-            tally: Tally::new(cfg.scenario.name()),
+            tally: Tally::new(cfg.scenario.name(), cfg.reconnect.is_some()),
+            waiting: Waiting::default(),
             read_at_us: None,
             next_generation: 0,
             next_source: 0,
@@ -134,7 +140,7 @@ impl<'a> Fleet<'a> {
         self.tally
     }
 
-    /// No connection is left.
+    /// No connection is left (none waits for a retry either).
     pub(crate) fn is_empty(&self) -> bool {
         self.table.is_empty()
     }

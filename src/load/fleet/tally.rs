@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::super::progress::{own_anon_bytes, Progress};
-use super::super::report::{new_histogram, Latency, Report};
+use super::super::report::{new_histogram, Latency, Reconnects, Report};
 
 /// The counters and histograms of one load process.
 pub(crate) struct Tally {
@@ -26,13 +26,24 @@ pub(crate) struct Tally {
     pub(crate) live: u64,
     /// Connections past their handshake and not closing.
     pub(crate) open: u64,
+    /// `--reconnect`: connections lost and waiting for their retry (they
+    /// count toward the plan's target, beside `live`).
+    pub(crate) waiting: u64,
+    /// `--reconnect`: from losing a connection to its 101 again.
+    gap: Histogram<u64>,
 }
 
 impl Tally {
-    /// Nothing counted yet, for a run of `scenario`.
-    pub(super) fn new(scenario: &str) -> Tally {
+    /// Nothing counted yet, for a run of `scenario` (that reconnects if
+    /// `reconnect`).
+    pub(super) fn new(scenario: &str, reconnect: bool) -> Tally {
         Tally {
-            report: Report { scenario: scenario.into(), processes: 1, ..Report::default() },
+            report: Report {
+                scenario: scenario.into(),
+                processes: 1,
+                reconnect: reconnect.then(Reconnects::default),
+                ..Report::default()
+            },
             handshake: new_histogram(),
             rtt: new_histogram(),
             rtt_window: new_histogram(),
@@ -40,6 +51,8 @@ impl Tally {
             at_peak: false,
             live: 0,
             open: 0,
+            waiting: 0,
+            gap: new_histogram(),
         }
     }
 
@@ -61,6 +74,42 @@ impl Tally {
     /// The server closed (or broke) an open connection, for `reason`.
     pub(super) fn count_server_close(&mut self, reason: String) {
         *self.report.server_closed.entry(reason).or_default() += 1;
+    }
+
+    /// The server ended an open connection: `code` is its close code (see
+    /// `Report::disconnects`).
+    pub(super) fn count_disconnect(&mut self, code: u16) {
+        *self.report.disconnects.entry(code.to_string()).or_default() += 1;
+    }
+
+    /// A lost connection is open again, `gap` after it was lost.
+    pub(super) fn reconnected(&mut self, gap: Duration) {
+        let _ = self.gap.record(gap.as_micros().max(1) as u64);
+        if let Some(r) = &mut self.report.reconnect {
+            r.reconnects += 1;
+        }
+    }
+
+    /// `n` lost connections will not be open again.
+    pub(super) fn never_back(&mut self, n: u64) {
+        if let Some(r) = &mut self.report.reconnect {
+            r.never_back += n;
+        }
+    }
+
+    /// `n` lost connections will not be open again: the plan's target
+    /// fell while they waited.
+    pub(super) fn unwanted(&mut self, n: u64) {
+        if let Some(r) = &mut self.report.reconnect {
+            r.unwanted += n;
+        }
+    }
+
+    /// A retry failed before its 101, for `reason` (it will be retried).
+    pub(super) fn retry_failed(&mut self, reason: &str) {
+        if let Some(r) = &mut self.report.reconnect {
+            *r.retries_failed.entry(reason.to_string()).or_default() += 1;
+        }
     }
 
     /// A handshake completed, `took` after the connect began.
@@ -112,6 +161,9 @@ impl Tally {
             received: self.report.messages_received,
             rss_anon: own_anon_bytes(),
             rtt_window: (!self.rtt_window.is_empty()).then(|| Latency::from_hist(&self.rtt_window)),
+            disconnects: self.report.disconnects.values().sum(),
+            reconnects: self.report.reconnect.as_ref().map_or(0, |r| r.reconnects),
+            waiting: self.waiting,
         };
         self.rtt_window.reset();
         self.report.peak_open = self.report.peak_open.max(self.open);
@@ -124,6 +176,9 @@ impl Tally {
         self.report.handshake = Some(Latency::from_hist(&self.handshake));
         self.report.rtt = Some(Latency::from_hist(&self.rtt));
         self.report.rtt_at_peak = (!self.rtt_at_peak.is_empty()).then(|| Latency::from_hist(&self.rtt_at_peak));
+        if let Some(r) = &mut self.report.reconnect {
+            r.set_gap(&self.gap);
+        }
         self.report
     }
 }

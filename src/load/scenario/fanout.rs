@@ -81,9 +81,13 @@ impl Fanout {
 }
 
 impl Script for Fanout {
-    /// Joins the room; the first connection open is the publisher.
+    /// Joins the room (again, for a reconnected member); the first
+    /// connection open is the publisher, and once it is gone (the server
+    /// ended it), the next to open.
     fn on_open(&mut self, fleet: &mut Fleet<'_>, slot: usize) {
-        self.publisher.get_or_insert(slot);
+        if self.publisher.is_none_or(|p| p == slot || !fleet.is_open(p)) {
+            self.publisher = Some(slot);
+        }
         fleet.write(slot, opcode::TEXT, br#"{"type":"join","room":"fanout"}"#);
         fleet.flush(slot);
     }
