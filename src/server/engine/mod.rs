@@ -18,12 +18,15 @@
 //! walked in docs/LIFECYCLE.md.
 
 mod admit;
+mod aging;
 pub(crate) mod conn;
 mod delivery;
+mod drain;
 mod input;
 mod memory;
 mod output;
 mod pass;
+mod retire;
 mod signals;
 pub(crate) mod table;
 pub(crate) mod transport;
@@ -162,6 +165,8 @@ struct Scratch {
     owed_slice: Vec<Owed>,
     /// Timers that fired this tick.
     expired: Vec<u32>,
+    /// Connections asked to leave this pass (paced drain, aging).
+    retiring: Vec<(u32, u32)>,
 }
 
 /// Room deliveries on their way: publishes made while handling input, and
@@ -230,6 +235,11 @@ pub(crate) struct Engine<H, T> {
     /// Large input holders and the connections not read over the memory
     /// budget's soft mark.
     holders: Holders,
+    /// Connections being closed at a steady pace (shutdown with
+    /// `--drain-period`, or a hand-off), if any.
+    drain: Option<drain::Drain>,
+    /// Connections' maximum-age deadlines (`--max-connection-age` only).
+    aging: Option<aging::Aging>,
 }
 
 /// What `start` hands each loop besides its driver and listener.
@@ -266,6 +276,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shutdown_deadline: None,
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
+            drain: None,
+            aging: retire::aging_for(&cfg),
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, ticks },
         }
     }
@@ -282,9 +294,14 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn wait_timeout(&self) -> Duration {
         let busy = !self.ready.is_empty() || !self.fanout.owed.is_empty();
         if busy {
-            Duration::ZERO
-        } else {
-            self.table.wheel.until_next_tick(Instant::now())
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let tick = self.table.wheel.until_next_tick(now);
+        // Never sleep past a paced close: a late wake would make a burst.
+        match self.next_retire_due() {
+            Some(at) => tick.min(at.saturating_duration_since(now)),
+            None => tick,
         }
     }
 

@@ -43,6 +43,7 @@ where
             self.accept_all();
         }
         self.fire_timers(now);
+        self.retire_due(now);
         self.keep_to_budget(now);
         self.publish_gauges();
         if handled_any {
@@ -124,6 +125,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         self.shutdown_deadline = Some(Instant::now() + self.env.cfg.shutdown_timeout);
         if let Some(mut listener) = self.accepting.listener.take() {
             self.io.stop_accepting(&mut listener);
+        }
+        let period = self.env.cfg.drain_period;
+        if !period.is_zero() {
+            // Paced: 1012 a few at a time (`retire.rs`), all within the period.
+            let all = self.all_conns();
+            return self.begin_paced_drain(all, period);
         }
         let slots: Vec<usize> = self.table.conns.iter().map(|(s, _)| s).collect();
         for slot in slots {
