@@ -43,8 +43,7 @@ impl Fleet {
     /// Opens and upgrades `n` connections to `addr`.
     fn open(addr: SocketAddr, n: usize) -> Fleet {
         let poll = Poll::new().unwrap();
-        let mut fleet =
-            Fleet { poll, socks: Vec::new(), opened: Vec::new(), bufs: Vec::new(), endings: vec![None; n] };
+        let mut fleet = Fleet { poll, socks: Vec::new(), opened: Vec::new(), bufs: Vec::new(), endings: vec![None; n] };
         for i in 0..n {
             // Before the upgrade: the server's clock for it starts later.
             fleet.opened.push(Instant::now());

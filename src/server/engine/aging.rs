@@ -16,6 +16,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use crate::server::config::ServerConfig;
+
 /// How far behind its pace a late loop may catch up at once.
 const CATCH_UP: Duration = Duration::from_millis(20);
 
@@ -37,6 +39,17 @@ pub(crate) struct Aging {
 }
 
 impl Aging {
+    /// The aging a loop of `cfg` runs: none unless `--max-connection-age`;
+    /// the loop's share of `--drain-rate`.
+    pub(crate) fn for_loop(cfg: &ServerConfig) -> Option<Aging> {
+        if cfg.max_connection_age.is_zero() {
+            return None;
+        }
+        let loops = cfg.worker_count().max(1) as u32;
+        let rate = cfg.drain_rate.div_ceil(loops).max(1);
+        Some(Aging::new(cfg.max_connection_age, cfg.connection_age_jitter, rate, Instant::now()))
+    }
+
     /// Aging after `age`, +- `jitter_percent`, at most `rate` closes a
     /// second on this loop (at least one).
     pub(crate) fn new(age: Duration, jitter_percent: u8, rate: u32, now: Instant) -> Aging {

@@ -174,7 +174,8 @@ mod tests {
     #[test]
     fn next_due_is_exactly_when_the_next_one_is_owed() {
         let t0 = Instant::now();
-        for (n, period) in [(2000, Duration::from_secs(10)), (3, Duration::from_secs(7)), (1, Duration::from_millis(1))] {
+        for (n, period) in [(2000, Duration::from_secs(10)), (3, Duration::from_secs(7)), (1, Duration::from_millis(1))]
+        {
             let mut d = Drain::new(conns(n), period, t0, counter_random());
             let mut handed = 0;
             while let Some(at) = d.next_due() {

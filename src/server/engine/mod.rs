@@ -277,7 +277,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
             drain: None,
-            aging: retire::aging_for(&cfg),
+            aging: aging::Aging::for_loop(&cfg),
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, ticks },
         }
     }

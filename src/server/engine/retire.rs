@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::config::ServerConfig;
 use crate::server::handler::Handler;
 use crate::server::life::{CloseReason, Signal};
 use crate::ws::mask::random_u64;
@@ -16,16 +15,6 @@ use super::aging::Aging;
 use super::drain::Drain;
 use super::transport::Transport;
 use super::Engine;
-
-/// The aging a loop of `cfg` runs: none unless `--max-connection-age`.
-pub(super) fn aging_for(cfg: &ServerConfig) -> Option<Aging> {
-    if cfg.max_connection_age.is_zero() {
-        return None;
-    }
-    let loops = cfg.worker_count().max(1) as u32;
-    let rate = cfg.drain_rate.div_ceil(loops).max(1);
-    Some(Aging::new(cfg.max_connection_age, cfg.connection_age_jitter, rate, Instant::now()))
-}
 
 impl<H: Handler, T: Transport> Engine<H, T> {
     /// Closes `conns` (slot, generation) at a steady pace over `period`, in

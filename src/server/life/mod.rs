@@ -684,7 +684,8 @@ mod retire_tests {
     #[test]
     fn a_paused_one_is_told_behind_its_backlog_and_read_again() {
         let mut s = Stage::Paused;
-        let told: Vec<Action> = s.on(Signal::Retire(CloseReason::MaxAge), facts(Phase::Open, 5000, false)).iter().collect();
+        let told: Vec<Action> =
+            s.on(Signal::Retire(CloseReason::MaxAge), facts(Phase::Open, 5000, false)).iter().collect();
         assert_eq!(told, [QueueClose(Goodbye::Restart), Finish(CloseReason::MaxAge)]);
         let fault = Signal::Fault(CloseReason::MaxAge);
         let finished: Vec<Action> = s.on(fault, facts(Phase::CloseSent, 5000, false)).iter().collect();
