@@ -149,6 +149,20 @@ fn densest(times: &[Instant], width: Duration) -> usize {
     most
 }
 
+/// True if a new connection to `addr` is upgraded (101).
+fn upgrades(addr: SocketAddr) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    if s.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 101")
+}
+
 /// Raises this process's open-file limit (the server it spawns inherits
 /// it) and checks that `needed` fit.
 fn room_for_descriptors(needed: u64) {
@@ -181,11 +195,13 @@ fn a_paced_drain_of_2000_over_10_s_closes_about_200_a_second_with_1012_and_a_hin
     let (mut server, addr, metrics) = spawn_binary_with_metrics(&args, None);
     let mut fleet = Fleet::open(addr, N);
     assert_eq!(http_get(metrics, "/healthz").0, 200);
+    assert!(upgrades(addr), "a new connection is served before the drain");
 
     let began = Instant::now();
     sigterm(&server);
     // The balancer is told at once, before the drain is through.
     assert!(eventually(Duration::from_secs(2), || http_get(metrics, "/healthz").0 == 503), "healthz stays 200");
+    assert!(!upgrades(addr), "a new connection was served during the drain");
     fleet.wait_for_endings(Duration::from_secs(3));
     let m = http_get(metrics, "/metrics").1;
     let remaining = sample(&m, "wsloop_drain_remaining").unwrap();
@@ -201,14 +217,17 @@ fn a_paced_drain_of_2000_over_10_s_closes_about_200_a_second_with_1012_and_a_hin
     let first = *times.iter().min().unwrap();
     let last = *times.iter().max().unwrap();
     let busiest = densest(&times, Duration::from_secs(1));
+    let burst = densest(&times, Duration::from_millis(250));
     eprintln!(
-        "drain: first close {:?} after SIGTERM, last {:?}, busiest second {busiest} closes",
+        "drain: first close {:?} after SIGTERM, last {:?}, busiest second {busiest} closes, busiest 250 ms {burst}",
         first - began,
         last - began
     );
     assert!(first - began < Duration::from_secs(2), "the drain starts at once: {:?}", first - began);
     assert!(last - first >= Duration::from_secs(8), "2000 closes over 10 s took only {:?}", last - first);
     assert!(busiest <= 2 * N / 10, "a burst: {busiest} closes in one second (pace 200/s)");
+    // A loop that slept to its next timer tick (1 s) would close in bursts.
+    assert!(burst <= 3 * N / 40, "a burst: {burst} closes in 250 ms (pace 50 per 250 ms)");
     assert!(hints.iter().all(|h| (500..=5000).contains(h)), "hints out of 0.5-5 s");
     let spread = hints.iter().max().unwrap() - hints.iter().min().unwrap();
     assert!(spread >= 2000, "hints barely jittered: spread {spread} ms");

@@ -88,6 +88,13 @@ impl Aging {
         }
     }
 
+    /// Drops every stale entry and the heap's spare capacity: after a
+    /// ramp-down, when the loop gives its peak's memory back.
+    pub(crate) fn release_memory(&mut self, is_live: impl Fn(u32, u32) -> bool) {
+        self.heap.retain(|Reverse((_, slot, generation))| is_live(*slot, *generation));
+        self.heap.shrink_to_fit();
+    }
+
     /// The connections to retire now: past their deadline, live, and
     /// within the pace. A stale entry at the top is dropped without
     /// costing a turn.
@@ -193,5 +200,7 @@ mod tests {
         a.opened(1, 3, t0, 0);
         a.compact(0, |_, _| false);
         assert_eq!(a.len(), 1, "under the floor: left alone");
+        a.release_memory(|_, _| false);
+        assert_eq!((a.len(), a.heap.capacity()), (0, 0), "a ramp-down gives it all back");
     }
 }

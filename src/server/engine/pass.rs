@@ -172,7 +172,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             }
         }
         scratch.expired.shrink_to_fit();
+        scratch.retiring = Vec::new();
         self.ready.shrink_to_fit();
+        if let Some(aging) = &mut self.aging {
+            let table = &self.table;
+            aging.release_memory(|slot, generation| table.is_live(slot as usize, generation));
+        }
         trim_heap();
         self.shrink.released(self.table.conns.len(), self.table.conns.capacity());
         self.env.stats.memory_releases.add(1);
