@@ -131,6 +131,22 @@ pub struct ServeArgs {
     /// binary at the same path, with the same flags, to take over.
     #[arg(long, env = "WSLOOP_TAKEOVER", value_name = "PATH")]
     pub takeover: Option<std::path::PathBuf>,
+    /// On shutdown, close connections at a steady pace over this period, in random
+    /// order, with 1012 and a reconnect hint (0: all at once, 1001). At most
+    /// --shutdown-timeout (a longer one is refused at start).
+    #[arg(long, env = "WSLOOP_DRAIN_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    pub drain_period: Duration,
+    /// Ask connections older than this to leave (1012 with a reconnect hint), paced by
+    /// --drain-rate (0: never).
+    #[arg(long, env = "WSLOOP_MAX_CONNECTION_AGE", default_value = "0s", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// Jitter of --max-connection-age, in percent: each connection's age is the
+    /// age +- up to this much.
+    #[arg(long, env = "WSLOOP_CONNECTION_AGE_JITTER", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub connection_age_jitter: u8,
+    /// Aged connections closed per second at most in this process (split over the loops).
+    #[arg(long, env = "WSLOOP_DRAIN_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub drain_rate: u32,
     /// Size of a pooled I/O buffer.
     #[arg(long, env = "WSLOOP_BUFFER_SIZE", default_value = "16KiB", value_parser = parse_size)]
     pub buffer_size: usize,
@@ -260,6 +276,10 @@ impl ServeArgs {
             pong_timeout: self.pong_timeout,
             close_timeout: self.close_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            drain_period: self.drain_period,
+            max_connection_age: self.max_connection_age,
+            connection_age_jitter: self.connection_age_jitter,
+            drain_rate: self.drain_rate,
             rooms: crate::server::RoomLimits {
                 max_name_len: self.max_room_name,
                 max_rooms_per_conn: self.max_rooms_per_conn,

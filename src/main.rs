@@ -171,6 +171,7 @@ fn start_server(
 ) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
+    cfg.check().map_err(fail)?;
     let workers = cfg.worker_count();
     let (policy, refusals) = (args.publish_policy(), refusals.clone());
     let handle = match args.app {

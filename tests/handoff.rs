@@ -193,3 +193,51 @@ fn a_new_binary_with_a_bad_flag_leaves_the_old_one_serving() {
     ping(&mut c, 5);
     assert!(text(&mut c).contains(r#""payload":5"#));
 }
+
+/// Upgrades a raw client offering permessage-deflate (`extensions`).
+fn connect_offering(addr: std::net::SocketAddr, extensions: &str) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let key = wsloop::ws::client::generate_key();
+    let mut req = Vec::new();
+    wsloop::ws::client::write_request_offering(&mut req, &addr.to_string(), "/ws", &key, Some(extensions));
+    s.write_all(&req).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101") && head.contains("permessage-deflate"), "{head}");
+    s
+}
+
+#[test]
+fn what_cannot_move_is_drained_with_1012_and_what_can_moves() {
+    let path = socket_path("drained");
+    let p = path.to_str().unwrap();
+    let args = ["--takeover", p, "--compression", "dedicated", "--shutdown-timeout", "4s"];
+    let (mut old, addr, _) = spawn_binary_with_metrics(&args, None);
+    // Context takeover both ways: a compression context of its own.
+    let mut dedicated: Vec<_> = (0..5).map(|_| connect_offering(addr, "permessage-deflate")).collect();
+    let mut plain = RawClient::connect(addr);
+    let (mut new, _, new_metrics) = spawn_binary_with_metrics(&args, None);
+    assert_eq!(metric(new_metrics, "wsloop_adopted_total"), 1.0, "only the plain one moves");
+    for s in &mut dedicated {
+        // A close frame (not a reset): 1012 with a reconnect hint.
+        let mut frame = [0u8; 2];
+        s.read_exact(&mut frame).unwrap();
+        assert_eq!(frame[0], 0x88, "a close frame");
+        let mut payload = vec![0u8; (frame[1] & 0x7f) as usize];
+        s.read_exact(&mut payload).unwrap();
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1012);
+        assert!(String::from_utf8_lossy(&payload[2..]).contains("reconnect in"), "{payload:?}");
+    }
+    ping(&mut plain, 3);
+    assert!(text(&mut plain).contains(r#""payload":3"#));
+    drop(dedicated);
+    let status = exits_within(&mut old, Duration::from_secs(10)).expect("the old process exits");
+    assert!(status.success(), "{status}");
+    let _ = new.kill();
+}

@@ -114,6 +114,27 @@ impl Handler for ChatApp {
         }
     }
 
+    /// A live hand-off carries the nickname to the new process.
+    fn on_handoff(&mut self, id: ConnId) -> Vec<u8> {
+        let mut members = self.members();
+        let nick = members.by_conn.remove(&id);
+        if let Some(nick) = &nick {
+            members.by_nick.remove(nick);
+        }
+        nick.map(String::into_bytes).unwrap_or_default()
+    }
+
+    /// ... where the connection, under its new id, has it again.
+    fn on_adopt(&mut self, id: ConnId, carried: &[u8]) {
+        let Ok(nick) = std::str::from_utf8(carried) else { return };
+        if nick.is_empty() || nick.chars().count() > MAX_NICK {
+            return;
+        }
+        let mut members = self.members();
+        members.by_nick.insert(nick.to_owned(), id);
+        members.by_conn.insert(id, nick.to_owned());
+    }
+
     fn on_close(&mut self, ctx: &mut CloseCtx<'_>, _reason: CloseReason) {
         let gone = {
             let mut members = self.members();

@@ -111,6 +111,24 @@ const FAMILIES: &[Family<Source>] = &[
         },
     },
     Family {
+        name: "wsloop_drain_remaining",
+        help: "Connections a paced drain (--drain-period, or a hand-off's unmovable ones) has still to ask to leave.",
+        kind: MetricType::GAUGE,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.drain_remaining.get())),
+    },
+    Family {
+        name: "wsloop_drained_total",
+        help: "Connections asked to leave with 1012 and a reconnect hint, by why: a paced drain (drain) or --max-connection-age (age).",
+        kind: MetricType::COUNTER,
+        label: Some("why"),
+        read: |src, kind| {
+            let drain = sample(kind, vec![label("why", "drain")], src.sum(|s| s.drained_by_drain.get()));
+            let age = sample(kind, vec![label("why", "age")], src.sum(|s| s.drained_by_age.get()));
+            Some(vec![drain, age])
+        },
+    },
+    Family {
         name: "wsloop_handshake_failures_total",
         help: "Refused or timed-out upgrades, by reason.",
         kind: MetricType::COUNTER,

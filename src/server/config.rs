@@ -48,6 +48,19 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Time graceful shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
+    /// Graceful shutdown closes connections at a steady pace over this
+    /// period, in random order, with 1012 and a reconnect hint; zero: all
+    /// at once with 1001. At most `shutdown_timeout` ([`ServerConfig::check`]).
+    pub drain_period: Duration,
+    /// Connections older than this (jittered) are asked to leave, 1012
+    /// with a reconnect hint, at most `drain_rate` a second; zero: never.
+    pub max_connection_age: Duration,
+    /// Jitter of `max_connection_age`, in percent (each connection's age
+    /// falls in `age * (1 +- jitter)`); at most 100.
+    pub connection_age_jitter: u8,
+    /// Aged connections closed per second in the process at most, split
+    /// over the loops (at least one each); at least 1.
+    pub drain_rate: u32,
     /// The listen(2) backlog.
     pub listen_backlog: u32,
     /// Room name length and rooms-per-connection limits.
@@ -94,6 +107,10 @@ impl Default for ServerConfig {
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            drain_period: Duration::ZERO,
+            max_connection_age: Duration::ZERO,
+            connection_age_jitter: 10,
+            drain_rate: 1000,
             listen_backlog: 4096,
             rooms: super::pubsub::RoomLimits::default(),
             compression: crate::ws::compression::CompressionConfig::default(),
@@ -108,7 +125,56 @@ impl Default for ServerConfig {
     }
 }
 
+/// A setting the server refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A paced drain that the shutdown deadline would cut short.
+    DrainLongerThanShutdown {
+        /// `drain_period`.
+        drain: Duration,
+        /// `shutdown_timeout`.
+        shutdown: Duration,
+    },
+    /// `drain_rate` of 0: aged connections would never be closed.
+    ZeroDrainRate,
+    /// `connection_age_jitter` over 100 %.
+    JitterOver100(u8),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::DrainLongerThanShutdown { drain, shutdown } => write!(
+                f,
+                "--drain-period {drain:?} is longer than --shutdown-timeout {shutdown:?}, which would drop the \
+                 connections left at its deadline: shorten the drain or lengthen the timeout"
+            ),
+            ConfigError::ZeroDrainRate => write!(f, "--drain-rate must be at least 1 (closes a second)"),
+            ConfigError::JitterOver100(p) => write!(f, "--connection-age-jitter {p} is over 100 (percent)"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl ServerConfig {
+    /// Refuses settings that contradict each other, before anything starts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.drain_period > self.shutdown_timeout {
+            return Err(ConfigError::DrainLongerThanShutdown {
+                drain: self.drain_period,
+                shutdown: self.shutdown_timeout,
+            });
+        }
+        if self.drain_rate == 0 {
+            return Err(ConfigError::ZeroDrainRate);
+        }
+        if self.connection_age_jitter > 100 {
+            return Err(ConfigError::JitterOver100(self.connection_age_jitter));
+        }
+        Ok(())
+    }
+
     /// Sets the compression settings and the terms the handshake offers.
     pub fn set_compression(&mut self, compression: crate::ws::compression::CompressionConfig) {
         self.compression = compression;
@@ -133,5 +199,26 @@ impl ServerConfig {
                 .min()
                 .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_longer_than_the_shutdown_timeout_is_refused() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.check(), Ok(()));
+        cfg.drain_period = cfg.shutdown_timeout;
+        assert_eq!(cfg.check(), Ok(()), "equal is allowed");
+        cfg.drain_period += Duration::from_millis(1);
+        let e = cfg.check().unwrap_err();
+        assert!(matches!(e, ConfigError::DrainLongerThanShutdown { .. }));
+        assert!(e.to_string().contains("--drain-period") && !e.to_string().contains('\n'), "{e}");
+        let cfg = ServerConfig { drain_rate: 0, ..ServerConfig::default() };
+        assert_eq!(cfg.check(), Err(ConfigError::ZeroDrainRate));
+        let cfg = ServerConfig { connection_age_jitter: 101, ..ServerConfig::default() };
+        assert_eq!(cfg.check(), Err(ConfigError::JitterOver100(101)));
     }
 }

@@ -234,6 +234,7 @@ where
     H: Handler + 'static,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
+    cfg.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let workers = cfg.worker_count();
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),

@@ -95,6 +95,13 @@ pub struct LoopStats {
     pub budget_throttled: Counter,
     /// Connections closed as the largest holders over the memory budget.
     pub budget_shed: Counter,
+    /// Connections a paced drain has still to ask to leave (some may have
+    /// left on their own before their turn). Gauge.
+    pub drain_remaining: Counter,
+    /// Connections a paced drain asked to leave (1012), when asked.
+    pub drained_by_drain: Counter,
+    /// Connections asked to leave at their maximum age (1012), when asked.
+    pub drained_by_age: Counter,
     /// Times accepting paused because the process ran out of descriptors.
     pub accept_pauses: Counter,
     /// Connections handed to a new process (live hand-off).

@@ -21,24 +21,10 @@ use crate::ws::{Phase, Session};
 
 use super::conn::{Conn, OPENED};
 use super::transport::{Part, Transport};
-use super::{Engine, Turn};
+use super::{Engine, Handing, Turn};
 
 /// What the handler may carry per connection (`Handler::on_handoff`).
 pub(crate) const MAX_HANDLER_STATE: usize = 64 * 1024;
-
-/// Where a loop is in a hand-off.
-#[derive(Default)]
-pub(crate) enum Handing {
-    /// Not handing off: serving as usual.
-    #[default]
-    Serving,
-    /// Not accepting, not handling input.
-    Frozen,
-    /// Frozen, and the driver is to export at the end of this pass.
-    Exporting(crossbeam_channel::Sender<Exported>),
-    /// Frozen, its connections exported: waiting for `Finish` or `Resume`.
-    Exported,
-}
 
 /// Why a carried connection could not be adopted.
 #[derive(Debug)]
@@ -101,12 +87,18 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         self.accepting.resume_at = Some(std::time::Instant::now());
     }
 
-    /// The hand-off is done: what stayed is finished the way shutdown
-    /// finishes it, and the loop ends once it is empty.
+    /// The hand-off is done: what stayed (TLS, dedicated compression) is
+    /// drained at a steady pace with 1012 and a reconnect hint, over
+    /// `--drain-period` (or, without one, half of `--shutdown-timeout`),
+    /// and the loop ends once it is empty or the shutdown timeout is up.
     fn finish_handoff(&mut self) {
         self.handing = Handing::Serving;
         self.read_all_again();
-        self.begin_shutdown();
+        let cfg = &self.env.cfg;
+        let period = if cfg.drain_period.is_zero() { cfg.shutdown_timeout / 2 } else { cfg.drain_period };
+        self.shutdown_deadline = Some(std::time::Instant::now() + cfg.shutdown_timeout);
+        let all = self.all_conns();
+        self.begin_paced_drain(all, period);
     }
 
     /// Every connection gets a read turn: input that waited while the loop

@@ -18,13 +18,16 @@
 //! walked in docs/LIFECYCLE.md.
 
 mod admit;
+mod aging;
 pub(crate) mod conn;
 mod delivery;
+mod drain;
 mod handoff;
 mod input;
 mod memory;
 mod output;
 mod pass;
+mod retire;
 mod signals;
 pub(crate) mod table;
 pub(crate) mod transport;
@@ -166,6 +169,8 @@ struct Scratch {
     owed_slice: Vec<Owed>,
     /// Timers that fired this tick.
     expired: Vec<u32>,
+    /// Connections asked to leave this pass (paced drain, aging).
+    retiring: Vec<(u32, u32)>,
 }
 
 /// Room deliveries on their way: publishes made while handling input, and
@@ -189,6 +194,20 @@ struct Holders {
     /// Connections not read while over the soft mark: (slot, generation,
     /// since when).
     throttled: Vec<(u32, u32, Instant)>,
+}
+
+/// Where a loop is in a hand-off.
+#[derive(Default)]
+pub(crate) enum Handing {
+    /// Not handing off: serving as usual.
+    #[default]
+    Serving,
+    /// Not accepting, not handling input.
+    Frozen,
+    /// Frozen, and the driver is to export at the end of this pass.
+    Exporting(crossbeam_channel::Sender<crate::server::handoff::Exported>),
+    /// Frozen, its connections exported: waiting for `Finish` or `Resume`.
+    Exported,
 }
 
 /// TLS at accept: where sessions come from, and this pass's handshake turns.
@@ -235,7 +254,12 @@ pub(crate) struct Engine<H, T> {
     /// budget's soft mark.
     holders: Holders,
     /// Where the loop is in a live hand-off.
-    handing: handoff::Handing,
+    handing: Handing,
+    /// Connections being closed at a steady pace (shutdown with
+    /// `--drain-period`, or a hand-off), if any.
+    drain: Option<drain::Drain>,
+    /// Connections' maximum-age deadlines (`--max-connection-age` only).
+    aging: Option<aging::Aging>,
 }
 
 /// What `start` hands each loop besides its driver and listener.
@@ -273,7 +297,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shutdown_deadline: None,
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
-            handing: handoff::Handing::default(),
+            handing: Handing::default(),
+            drain: None,
+            aging: aging::Aging::for_loop(&cfg),
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, control, ticks },
         }
     }
@@ -290,9 +316,14 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn wait_timeout(&self) -> Duration {
         let busy = !self.ready.is_empty() || !self.fanout.owed.is_empty();
         if busy {
-            Duration::ZERO
-        } else {
-            self.table.wheel.until_next_tick(Instant::now())
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let tick = self.table.wheel.until_next_tick(now);
+        // Never sleep past a paced close: a late wake would make a burst.
+        match self.next_retire_due() {
+            Some(at) => tick.min(at.saturating_duration_since(now)),
+            None => tick,
         }
     }
 

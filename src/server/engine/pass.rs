@@ -43,6 +43,7 @@ where
             self.accept_all();
         }
         self.fire_timers(now);
+        self.retire_due(now);
         self.keep_to_budget(now);
         self.publish_gauges();
         if handled_any {
@@ -126,6 +127,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         if let Some(mut listener) = self.accepting.listener.take() {
             self.io.stop_accepting(&mut listener);
         }
+        let period = self.env.cfg.drain_period;
+        if !period.is_zero() {
+            // Paced: 1012 a few at a time (`retire.rs`), all within the period.
+            let all = self.all_conns();
+            return self.begin_paced_drain(all, period);
+        }
         let slots: Vec<usize> = self.table.conns.iter().map(|(s, _)| s).collect();
         for slot in slots {
             self.signal(slot, Signal::Shutdown);
@@ -166,7 +173,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             }
         }
         scratch.expired.shrink_to_fit();
+        scratch.retiring = Vec::new();
         self.ready.shrink_to_fit();
+        if let Some(aging) = &mut self.aging {
+            let table = &self.table;
+            aging.release_memory(|slot, generation| table.is_live(slot as usize, generation));
+        }
         trim_heap();
         self.shrink.released(self.table.conns.len(), self.table.conns.capacity());
         self.env.stats.memory_releases.add(1);

@@ -7,10 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::server::handler::{CloseCtx, ConnId, Handler};
-use crate::server::life::{Action, Actions, CloseReason, Facts, Signal, Timeout};
+use crate::server::life::{Action, Actions, CloseReason, Facts, Goodbye, Signal, Timeout};
 use crate::server::tls::TlsFailure;
+use crate::ws::mask::random_u64;
+use crate::ws::Phase;
 
 use super::conn::OPENED;
+use super::drain::restart_reason;
 use super::transport::{Part, Transport};
 use super::Engine;
 
@@ -26,6 +29,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shutting_down: self.shutdown_deadline.is_some(),
         };
         let actions = conn.stage.on(signal, facts);
+        if let Signal::Handled { before: Phase::Handshake, after: Phase::Open } = signal {
+            self.start_aging(slot);
+        }
         self.apply(slot, actions);
     }
 
@@ -37,7 +43,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                     None
                 }
                 Action::QueueClose(goodbye) => {
-                    let (code, reason) = goodbye.frame();
+                    let (code, said) = goodbye.frame();
+                    let mut text = [0u8; 64];
+                    let reason = match goodbye {
+                        Goodbye::Restart => restart_reason(said, random_u64(), &mut text),
+                        _ => said,
+                    };
                     self.table.conns[slot].session.write_close(&mut self.scratch.out, code, reason);
                     self.flush(slot).err()
                 }

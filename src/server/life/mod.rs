@@ -17,7 +17,8 @@
 //!     |   (its replies, or a publish)
 //!     |                        | send timer: 1008 queued
 //!     +--fault / close--> Draining(reason) --backlog empty--> Lingering(reason) --EOF--> closed
-//!                             | (normal: closed at once)           | close timer: closed
+//!     |                       | (normal: closed at once)           | close timer: closed
+//!     +--retire (paced drain, max age): 1012 queued --> Draining(restart | max_age)
 //! ```
 //!
 //! Size: 2 bytes (a tag and a reason).
@@ -94,6 +95,10 @@ pub enum Signal {
     /// The process is over its memory budget and this connection is among
     /// the largest holders: it is told why, then finished.
     OverBudget(Goodbye),
+    /// The server asks it to leave and come back (a paced drain, or its
+    /// maximum age): 1012 with a reconnect hint, then finished, counted
+    /// under the reason given (`Restart` or `MaxAge`).
+    Retire(CloseReason),
 }
 
 /// What the driver knows about the connection when it signals.
@@ -186,6 +191,8 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::TlsFailed
             | CloseReason::Shutdown
             | CloseReason::MemoryBudget
+            | CloseReason::Restart
+            | CloseReason::MaxAge
     )
 }
 
@@ -201,6 +208,9 @@ pub enum Goodbye {
     TooBig,
     /// 1013: the server is over its memory budget; try again later.
     TryAgainLater,
+    /// 1012: service restart. The engine adds a jittered reconnect hint to
+    /// the reason text (`service restart; reconnect in 1234 ms`).
+    Restart,
 }
 
 impl Goodbye {
@@ -211,6 +221,7 @@ impl Goodbye {
             Goodbye::Shutdown => (1001, "server shutting down"),
             Goodbye::TooBig => (1009, "message too big for the server's memory budget"),
             Goodbye::TryAgainLater => (1013, "server over its memory budget, try again later"),
+            Goodbye::Restart => (1012, "service restart"),
         }
     }
 }
@@ -261,6 +272,25 @@ impl Stage {
                 actions.push(Action::Finish(CloseReason::MemoryBudget));
                 actions
             }
+            Signal::Retire(reason) => self.on_retire(reason, facts),
+        }
+    }
+
+    /// Asked to leave: an open connection is told 1012 and finished like
+    /// any other graceful ending (its close frame drains, FIN, linger, all
+    /// bounded by the close timeout); one mid-handshake has nobody to tell
+    /// and closes now; one already ending, or whose close handshake is
+    /// under way, is left to it.
+    fn on_retire(&mut self, reason: CloseReason, facts: Facts) -> Actions {
+        match facts.phase {
+            _ if self.is_ending() => Actions::default(),
+            Phase::Open => {
+                let mut actions = Actions::one(Action::QueueClose(Goodbye::Restart));
+                actions.push(Action::Finish(reason));
+                actions
+            }
+            Phase::CloseSent => Actions::default(),
+            Phase::Handshake | Phase::Closed => Actions::one(Action::Close(reason)),
         }
     }
 
@@ -620,6 +650,62 @@ mod tests {
         // A normal finish that waited out its close timeout timed out.
         let mut s = Stage::Draining(CloseReason::Normal);
         assert_eq!(run(&mut s, Signal::Timer, Phase::Closed, 10), [Close(CloseReason::CloseTimeout)]);
+    }
+}
+
+#[cfg(test)]
+mod retire_tests {
+    use super::Action::*;
+    use super::*;
+
+    fn facts(phase: Phase, queued: usize, shutting_down: bool) -> Facts {
+        Facts { phase, queued, max_backlog: 1000, shutting_down }
+    }
+
+    #[test]
+    fn an_open_connection_is_told_1012_then_lingers_under_its_reason() {
+        for (reason, shutting_down) in [(CloseReason::Restart, true), (CloseReason::MaxAge, false)] {
+            let mut s = Stage::Serving;
+            let told: Vec<Action> = s.on(Signal::Retire(reason), facts(Phase::Open, 0, shutting_down)).iter().collect();
+            assert_eq!(told, [QueueClose(Goodbye::Restart), Finish(reason)]);
+            assert_eq!(Goodbye::Restart.frame().0, 1012);
+            // The close frame went out at once: FIN, then wait for the EOF.
+            let fault = Signal::Fault(reason);
+            let finished: Vec<Action> = s.on(fault, facts(Phase::CloseSent, 0, shutting_down)).iter().collect();
+            assert_eq!(finished, [Arm(Timeout::Close), ShutdownWrite]);
+            assert_eq!(s, Stage::Lingering(reason));
+            // The peer's echo and EOF end it, counted as it was retired
+            // (not as a shutdown, not as normal).
+            let eof: Vec<Action> = s.on(Signal::Eof, facts(Phase::CloseSent, 0, shutting_down)).iter().collect();
+            assert_eq!(eof, [Close(reason)]);
+        }
+    }
+
+    #[test]
+    fn a_paused_one_is_told_behind_its_backlog_and_read_again() {
+        let mut s = Stage::Paused;
+        let told: Vec<Action> =
+            s.on(Signal::Retire(CloseReason::MaxAge), facts(Phase::Open, 5000, false)).iter().collect();
+        assert_eq!(told, [QueueClose(Goodbye::Restart), Finish(CloseReason::MaxAge)]);
+        let fault = Signal::Fault(CloseReason::MaxAge);
+        let finished: Vec<Action> = s.on(fault, facts(Phase::CloseSent, 5000, false)).iter().collect();
+        assert_eq!(finished, [Arm(Timeout::Close), ReadAgain]);
+        assert_eq!(s, Stage::Draining(CloseReason::MaxAge));
+        // It never reads: the close timeout ends it, still counted as aged.
+        let timer: Vec<Action> = s.on(Signal::Timer, facts(Phase::CloseSent, 5000, false)).iter().collect();
+        assert_eq!(timer, [Close(CloseReason::MaxAge)]);
+    }
+
+    #[test]
+    fn by_phase_and_once() {
+        let retire = Signal::Retire(CloseReason::Restart);
+        let mut s = Stage::Serving;
+        let handshaking: Vec<Action> = s.on(retire, facts(Phase::Handshake, 0, true)).iter().collect();
+        assert_eq!(handshaking, [Close(CloseReason::Restart)]);
+        let mut s = Stage::Serving;
+        assert_eq!(s.on(retire, facts(Phase::CloseSent, 0, true)).iter().count(), 0, "its close is under way");
+        let mut s = Stage::Lingering(CloseReason::SlowConsumer);
+        assert_eq!(s.on(retire, facts(Phase::CloseSent, 0, true)).iter().count(), 0, "told once, by one reason");
     }
 }
 

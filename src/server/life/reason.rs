@@ -33,11 +33,17 @@ pub enum CloseReason {
     /// its largest holders (1009 for an unfinished message, else 1013), or
     /// it was refused at accept past the soft mark (503).
     MemoryBudget,
+    /// A paced drain asked it to leave (1012 with a reconnect hint): the
+    /// server shuts down with `--drain-period`, or hands its connections on.
+    Restart,
+    /// It reached `--max-connection-age` and was asked to leave (1012 with
+    /// a reconnect hint), at the paced `--drain-rate`.
+    MaxAge,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -51,6 +57,8 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::TlsFailed,
         CloseReason::MemoryBudget,
+        CloseReason::Restart,
+        CloseReason::MaxAge,
     ];
 
     /// The metric label.
@@ -69,6 +77,8 @@ impl CloseReason {
             CloseReason::IoError => "io_error",
             CloseReason::TlsFailed => "tls_failed",
             CloseReason::MemoryBudget => "memory_budget",
+            CloseReason::Restart => "restart",
+            CloseReason::MaxAge => "max_age",
         }
     }
 }

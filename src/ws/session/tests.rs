@@ -675,3 +675,46 @@ fn the_handshake_turns_deflate_on_only_when_agreed() {
         assert_eq!(s.deflate_window(), agreed.then_some(15));
     }
 }
+
+#[test]
+fn a_session_carried_mid_message_goes_on_where_it_stopped() {
+    // A fragmented text message whose first fragment ends inside "é".
+    let mut s = open();
+    let first = client_frame(false, opcode::TEXT, &[b'a', 0xC3]);
+    let (events, _, err) = run(&mut s, &first, &cfg());
+    assert!(events.is_empty() && err.is_none());
+    let state = s.to_state().expect("carriable between turns");
+    let mut carried = Session::from_state(&state).expect("a state a session can be in");
+    let rest = client_frame(true, opcode::CONTINUATION, &[0xA9, b'b']);
+    let mut asm = b"a\xC3".to_vec();
+    let mut input = rest.clone();
+    let mut out = Vec::new();
+    let d = carried.decode(&mut input, &mut asm, &mut out, &cfg()).unwrap();
+    assert_eq!(d.event, Some(Event::Text("aéb")));
+}
+
+#[test]
+fn session_states_no_session_could_be_in_are_refused() {
+    let good = open().to_state().unwrap();
+    assert!(Session::from_state(&good).is_some());
+    let bad = |i: usize, v: u8| {
+        let mut b = good;
+        b[i] = v;
+        Session::from_state(&b)
+    };
+    assert!(bad(10, 9).is_none(), "unknown phase");
+    assert!(bad(8, 0x9).is_none(), "a ping cannot be a fragmented message");
+    assert!(bad(9, 2).is_none(), "compressed without deflate");
+    assert!(bad(3, 3).is_none(), "three carried bytes need a 4-byte lead byte");
+    let mut closed_with_progress = good;
+    closed_with_progress[10] = 3;
+    closed_with_progress[4] = 1;
+    assert!(Session::from_state(&closed_with_progress).is_none());
+    // Between an upgrade and its verdict there is no state to carry.
+    let mut s = Session::server();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    let (mut asm, mut out) = (Vec::new(), Vec::new());
+    let d = s.decode(&mut req, &mut asm, &mut out, &cfg()).unwrap();
+    assert!(matches!(d.event, Some(Event::Upgrade(_))));
+    assert!(s.to_state().is_none());
+}
