@@ -241,3 +241,81 @@ fn what_cannot_move_is_drained_with_1012_and_what_can_moves() {
     assert!(status.success(), "{status}");
     let _ = new.kill();
 }
+
+/// A Redis server on a free port for this test, stopped on drop.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    /// `None` when redis-server is not installed (CI installs it).
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            assert!(std::env::var_os("CI").is_none(), "redis-server is needed under CI");
+            return None;
+        };
+        let up =
+            common::eventually(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "redis-server did not start");
+        Some(Redis(child, port))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn join(c: &mut RawClient) {
+    c.send_frame(true, opcode::TEXT, br#"{"type":"join","room":"r"}"#);
+    assert!(text(c).contains("joined"));
+}
+
+#[test]
+fn publishes_from_another_host_during_a_hand_off_arrive_exactly_once_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let path = socket_path("redis");
+    let p = path.to_str().unwrap();
+    let a_args = ["--takeover", p, "--redis-url", url.as_str()];
+    let (mut a, a_addr, a_metrics) = spawn_binary_with_metrics(&a_args, None);
+    let (_b, b_addr, b_metrics) = spawn_binary_with_metrics(&["--redis-url", url.as_str()], None);
+    let mut on_a: Vec<RawClient> = (0..20).map(|_| RawClient::connect(a_addr)).collect();
+    let mut on_b: Vec<RawClient> = (0..5).map(|_| RawClient::connect(b_addr)).collect();
+    on_a.iter_mut().chain(on_b.iter_mut()).for_each(join);
+    let mut publisher = RawClient::connect(b_addr);
+    // Both hosts have subscribed to the room before the test starts.
+    for m in [a_metrics, b_metrics] {
+        let subscribed = || metric(m, "wsloop_redis_subscribed_rooms") >= 1.0;
+        assert!(common::eventually(Duration::from_secs(5), subscribed), "{m} subscribed");
+    }
+    const M: usize = 300;
+    let sender = std::thread::spawn(move || {
+        for k in 0..M {
+            publish(&mut publisher, k);
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        publisher
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let (mut a2, a2_addr, a2_metrics) = spawn_binary_with_metrics(&a_args, None);
+    assert_eq!(a2_addr, a_addr);
+    let _publisher = sender.join().unwrap();
+    assert!(exits_within(&mut a, Duration::from_secs(20)).is_some_and(|s| s.success()), "the old host exits");
+    assert_eq!(metric(a2_metrics, "wsloop_adopted_total"), 20.0);
+    for (i, c) in on_a.iter_mut().chain(on_b.iter_mut()).enumerate() {
+        for k in 0..M {
+            let m = text(c);
+            assert!(m.contains(&format!(r#""data":{k}}}"#)), "member {i}: expected {k}, got {m}");
+        }
+        // Nothing repeated after the last one.
+        ping(c, 7);
+        assert!(text(c).contains(r#""payload":7"#), "member {i}");
+    }
+    let _ = a2.kill();
+}

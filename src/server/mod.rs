@@ -272,17 +272,19 @@ where
         loops.push(prepare_loop(model, listener, control, &mut hub)?);
     }
     let mut bridge_stats = None;
+    let mut cut = None;
     let pending = bridge.map(|(bridge, pending)| {
         let stats = bridge.stats().clone();
         let queued = stats.clone();
         shared.budget.watch_redis(Arc::new(move || queued.queued_bytes()));
         bridge_stats = Some(stats);
+        cut = Some(bridge.cut().clone());
         let directory = bridge.directory().clone();
         hub.set_outbox(Box::new(bridge), directory);
         pending
     });
     let hub = Arc::new(hub);
-    let controls = handoff::Controls::new(control_senders, hub.clone());
+    let controls = handoff::Controls::new(control_senders, hub.clone(), cut);
     let mut handle = ServerHandle {
         addr,
         stats: Vec::new(),

@@ -42,6 +42,7 @@
 //! scheduler for two sockets.
 
 mod channel;
+pub mod cut;
 pub(crate) mod envelope;
 mod stats;
 mod url;
@@ -58,6 +59,8 @@ pub use channel::{check_prefix, PrefixError};
 pub use stats::BridgeStats;
 pub use url::{redacted, RedisUrl};
 use worker::Outgoing;
+
+pub use cut::Cut;
 
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
@@ -187,6 +190,8 @@ impl std::error::Error for BridgeError {}
 pub(crate) struct Bridge {
     outbox: Sender<Outgoing>,
     directory: Arc<Directory>,
+    /// A live hand-off's cut through Redis's order of messages.
+    cut: Arc<Cut>,
     stats: Arc<BridgeStats>,
     /// The channel prefix, to size a publish as Redis will.
     prefix: Arc<str>,
@@ -216,7 +221,7 @@ impl Outbox for Bridge {
             self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self.outbox.try_send(Outgoing { room: room.clone(), frame: frame.clone(), cost }) {
+        match self.outbox.try_send(Outgoing { room: room.clone(), frame: frame.clone(), cost, raw: false }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.release(cost);
@@ -251,6 +256,11 @@ impl Bridge {
     pub(crate) fn stats(&self) -> &Arc<BridgeStats> {
         &self.stats
     }
+
+    /// Where a live hand-off cuts the stream of other hosts' publishes.
+    pub(crate) fn cut(&self) -> &Arc<Cut> {
+        &self.cut
+    }
 }
 
 /// What [`Bridge::new`] leaves for [`Bridge::spawn`]: the threads' ends.
@@ -260,6 +270,7 @@ pub(crate) struct Pending {
     inbox: Receiver<Outgoing>,
     directory: Arc<Directory>,
     stats: Arc<BridgeStats>,
+    cut: Arc<Cut>,
 }
 
 impl Bridge {
@@ -271,15 +282,17 @@ impl Bridge {
         let (outbox, inbox) = crossbeam_channel::bounded(QUEUE_LEN);
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(BridgeStats::new(cfg.max_publish_bytes as u64));
+        let cut = Arc::new(Cut::new(outbox.clone(), &cfg.prefix));
         let bridge = Bridge {
             outbox,
             directory: directory.clone(),
+            cut: cut.clone(),
             stats: stats.clone(),
             prefix: cfg.prefix.as_str().into(),
             max_queue_bytes: cfg.max_queue_bytes as u64,
             max_room_name: cfg.max_room_name,
         };
-        Ok((bridge, Pending { cfg, client, inbox, directory, stats }))
+        Ok((bridge, Pending { cfg, client, inbox, directory, stats, cut }))
     }
 
     /// Starts the publisher and subscriber threads.
@@ -305,7 +318,7 @@ impl Bridge {
             stop: stop.clone(),
         };
         let publisher = worker::Publisher { link: link.clone(), inbox: pending.inbox };
-        let subscriber = worker::Subscriber { link, hub, directory: pending.directory };
+        let subscriber = worker::Subscriber { link, hub, directory: pending.directory, cut: pending.cut };
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());
         let threads = vec![
             spawn("wsloop-redis-pub").spawn(move || publisher.run()).map_err(BridgeError::Spawn)?,

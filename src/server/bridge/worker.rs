@@ -24,6 +24,9 @@ pub(super) struct Outgoing {
     pub(super) frame: Arc<Publication>,
     /// The bytes it holds of the queue's bound, given back once sent or dropped.
     pub(super) cost: u64,
+    /// A hand-off's marker: `room` is the whole channel name and the
+    /// payload goes as it is, without an envelope.
+    pub(super) raw: bool,
 }
 
 impl fmt::Debug for Outgoing {
@@ -372,9 +375,15 @@ impl Batch {
     fn pipeline(&mut self, link: &Link) -> u64 {
         self.pipe.clear();
         for out in self.outgoing.drain(..) {
-            link.channel_into(&mut self.channel, &out.room);
             self.body.clear();
-            envelope::encode(&mut self.body, link.origin, out.frame.op(), out.frame.payload());
+            if out.raw {
+                self.channel.clear();
+                self.channel.push_str(&out.room);
+                self.body.extend_from_slice(out.frame.payload());
+            } else {
+                link.channel_into(&mut self.channel, &out.room);
+                envelope::encode(&mut self.body, link.origin, out.frame.op(), out.frame.payload());
+            }
             self.pipe.cmd("PUBLISH").arg(self.channel.as_str()).arg(self.body.as_slice()).ignore();
         }
         self.pipe.cmd_iter().count() as u64
@@ -386,6 +395,8 @@ pub(super) struct Subscriber {
     pub link: Link,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
+    /// A live hand-off's marker, and what the new side holds back.
+    pub cut: Arc<super::cut::Cut>,
 }
 
 impl Subscriber {
@@ -425,8 +436,11 @@ impl Subscriber {
         let mut pubsub = con.as_pubsub();
         let mut subscribed: HashSet<Arc<str>> = HashSet::new();
         let mut seen = None;
+        let mut marker = MarkerSub::default();
+        self.cut.set_marker_subscribed(false);
         let mut pinged = Instant::now();
         while !self.link.stopped() {
+            marker.follow(&self.cut, &mut pubsub)?;
             let generation = self.directory.generation();
             if seen != Some(generation) {
                 let (generation, rooms) = self.directory.snapshot();
@@ -443,6 +457,7 @@ impl Subscriber {
                 }
                 subscribed = rooms;
                 seen = Some(generation);
+                self.cut.set_applied(generation);
                 self.link.stats.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
                 self.link.stats.subscriber_up.store(true, Ordering::Relaxed);
                 pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
@@ -468,8 +483,12 @@ impl Subscriber {
         name
     }
 
-    /// A channel message: to every loop, unless it is our own.
+    /// A channel message: to every loop, unless it is our own (or a live
+    /// hand-off's marker, or held back by one: `cut.rs`).
     fn deliver(&self, name: &str, bytes: &[u8]) {
+        if self.cut.take_marker(name, bytes) {
+            return;
+        }
         let Some(room) = channel::room_of(&self.link.prefix, name) else {
             log::debug!("redis bridge: dropped a message on {name:?}: no room's channel");
             self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
@@ -487,7 +506,43 @@ impl Subscriber {
             }
         };
         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
-        self.hub.publish_to_all(&Arc::from(room), &frame);
+        if let Some((room, frame)) = self.cut.pass(Arc::from(room), frame) {
+            self.hub.publish_to_all(&room, &frame);
+        }
+    }
+}
+
+/// The marker channel a subscriber holds for a live hand-off.
+#[derive(Default)]
+struct MarkerSub {
+    /// `Cut::version` last acted on.
+    version: Option<u64>,
+    /// The channel subscribed now.
+    channel: Option<String>,
+}
+
+impl MarkerSub {
+    /// Subscribes or leaves the marker channel when the cut's wish moved.
+    fn follow(&mut self, cut: &super::cut::Cut, pubsub: &mut redis::PubSub<'_>) -> redis::RedisResult<()> {
+        let version = cut.version();
+        if self.version == Some(version) {
+            return Ok(());
+        }
+        let wanted = cut.wanted();
+        if wanted != self.channel {
+            pubsub.set_read_timeout(Some(REDIS_TIMEOUT))?;
+            if let Some(old) = self.channel.take() {
+                pubsub.unsubscribe(old)?;
+            }
+            if let Some(new) = &wanted {
+                pubsub.subscribe(new)?;
+            }
+            pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+            self.channel = wanted;
+        }
+        cut.set_marker_subscribed(self.channel.is_some());
+        self.version = Some(version);
+        Ok(())
     }
 }
 
@@ -521,7 +576,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         for (i, &size) in sizes.iter().enumerate() {
             let frame = Publication::new(crate::ws::frame::opcode::BINARY, &vec![i as u8; size]);
-            tx.send(Outgoing { room: Arc::from(format!("r{i}")), frame, cost: size as u64 }).unwrap();
+            tx.send(Outgoing { room: Arc::from(format!("r{i}")), frame, cost: size as u64, raw: false }).unwrap();
         }
         (tx, rx)
     }

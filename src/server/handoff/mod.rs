@@ -7,11 +7,16 @@
 //!    Hello {format, loops, address} ------------>  same format? enough loops?
 //!    <------------------------------------ Ready | Refuse(why): old keeps serving
 //!    loops: Freeze (stop accepting and reading)
-//!    Listeners (descriptors) ------------------->  loops accept on them
+//!    Rooms {marker token, rooms} --------------->  (Redis bridge) subscribe, hold back
+//!    <------------------------------------------- Subscribed
+//!    publish the marker, see it come back (redis_cut.rs: every earlier
+//!    publish from another host is in the loops' inboxes now)
+//!    Listeners (descriptors) ------------------->
 //!    loops: Export (owed deliveries written, each movable connection
 //!           taken out with its state; io_uring's requests cancelled first)
-//!    Conns {records} + descriptors, in batches -->  loops adopt them
-//!    Done {count} ------------------------------>
+//!    Conns {records} + descriptors, in batches -->
+//!    Done {count} ------------------------------>  loops take the listeners and adopt;
+//!                                                  what came after the marker is delivered
 //!    <--------------------------------------------- Adopted {count}
 //!    Finish: what could not move (TLS, dedicated        listens on P itself
 //!    compression, connections already ending)
@@ -30,6 +35,7 @@
 //! that it is taken in order with the publishes before it.
 
 mod offer;
+mod redis_cut;
 pub(crate) mod state;
 mod take;
 mod wire;
@@ -40,6 +46,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use crate::server::bridge::Cut;
+use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::{Hub, LoopMsg};
 
 pub use offer::{Offer, OfferError};
@@ -99,16 +107,19 @@ pub(crate) struct Exported {
     pub(crate) kept: usize,
 }
 
-/// The loops' control channels.
+/// The loops' control channels, and the Redis bridge's cut and rooms
+/// when there is a bridge.
 #[derive(Clone)]
 pub struct Controls {
     senders: Vec<Sender<Command>>,
     hub: Arc<Hub>,
+    redis: Option<(Arc<Cut>, Arc<Directory>)>,
 }
 
 impl Controls {
-    pub(crate) fn new(senders: Vec<Sender<Command>>, hub: Arc<Hub>) -> Controls {
-        Controls { senders, hub }
+    pub(crate) fn new(senders: Vec<Sender<Command>>, hub: Arc<Hub>, cut: Option<Arc<Cut>>) -> Controls {
+        let redis = cut.zip(hub.directory().cloned());
+        Controls { senders, hub, redis }
     }
 
     /// The number of loops.

@@ -175,7 +175,14 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
     }
     log::info!("hand-off: a new process is taking over; freezing the loops");
     let listeners = freeze(controls)?;
-    let exported = match export(controls) {
+    if let Err(e) = super::redis_cut::old_side(&mut link, controls) {
+        super::redis_cut::old_done(controls);
+        resume(controls, listeners, Vec::new());
+        return Err(e.into());
+    }
+    let exported = export(controls);
+    super::redis_cut::old_done(controls);
+    let exported = match exported {
         Ok(exported) => exported,
         Err(e) => {
             resume(controls, listeners, Vec::new());

@@ -143,6 +143,7 @@ impl Takeover {
     /// has come and been checked. Returns how many were adopted.
     pub(crate) fn run(mut self, controls: &Controls) -> Result<usize, TakeoverError> {
         self.link.send(Kind::Ready, &[], &[])?;
+        let held = super::redis_cut::new_side(&mut self.link, controls)?;
         let listeners = self.link.recv()?;
         if listeners.kind != Kind::Listeners {
             return Err(TakeoverError::Malformed("no listeners"));
@@ -171,6 +172,7 @@ impl Takeover {
         for _ in 0..sent {
             adopted += rx.recv_timeout(STEP_TIMEOUT).map_err(|_| TakeoverError::Malformed("no loop answered"))?;
         }
+        super::redis_cut::release(controls, held);
         self.link.send(Kind::Adopted, &(adopted as u64).to_le_bytes(), &[])?;
         Ok(adopted)
     }

@@ -44,6 +44,11 @@ pub(crate) enum Kind {
     Done = 6,
     /// New -> old: every connection was adopted (the count).
     Adopted = 7,
+    /// Old -> new: the Redis cut's marker token (empty: no cut) and the
+    /// rooms with members here (each u16 length + UTF-8).
+    Rooms = 8,
+    /// New -> old: subscribed to those rooms and the marker (1) or not (0).
+    Subscribed = 9,
 }
 
 impl Kind {
@@ -56,6 +61,8 @@ impl Kind {
             5 => Kind::Conns,
             6 => Kind::Done,
             7 => Kind::Adopted,
+            8 => Kind::Rooms,
+            9 => Kind::Subscribed,
             _ => return None,
         })
     }

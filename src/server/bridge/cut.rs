@@ -1,0 +1,260 @@
+//! The Redis side of a live hand-off: one point in Redis's order of
+//! messages that both processes' subscribers see, so a publish from
+//! another host reaches each moved member exactly once.
+//!
+//! Redis sends every subscriber connection its messages in the one order
+//! in which it ran the `PUBLISH` commands. So: the new process subscribes
+//! to the old one's rooms and to a marker channel, then the old process
+//! publishes a marker (through its publish queue, behind its own earlier
+//! publishes). The old process delivers what came before the marker (its
+//! loops take it before they export) and nothing after it until its loops
+//! have exported; the new one drops what came before it, keeps what came
+//! after (bounded), and delivers that once its loops have adopted the
+//! members.
+//!
+//! ```text
+//!   old subscriber:  m1 m2 [marker] m3 ...   delivers m1 m2 to the members before they move
+//!   new subscriber:  m1 m2 [marker] m3 ...   drops m1 m2, keeps m3.. until adopted
+//! ```
+//!
+//! (The old process's connections that stay, TLS ones say, miss what comes
+//! between the marker and the end of the export: a few milliseconds, while
+//! they are being drained.)
+//!
+//! The marker channel is `prefix + ":handoff"`, which no room's channel
+//! can be (a room's `:` is escaped).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::Sender;
+
+use crate::server::pubsub::hub::Hub;
+use crate::server::pubsub::publication::Publication;
+use crate::ws::frame::opcode;
+
+use super::worker::Outgoing;
+
+/// Bytes of messages the new process keeps between the marker and the
+/// end of adoption; more are dropped and counted.
+const MAX_HELD_BYTES: usize = 64 << 20;
+
+/// What the new process's subscriber does with room messages.
+#[derive(Default)]
+enum Holding {
+    /// Delivers them (no hand-off, or it is over).
+    #[default]
+    Off,
+    /// Before the marker: the old side delivers (true), the new side drops
+    /// (false: the old process delivers these).
+    BeforeMarker(bool),
+    /// New side, after the marker: kept for the adopted members.
+    AfterMarker(Vec<(Arc<str>, Arc<Publication>)>, usize),
+    /// Old side, after the marker: dropped (the new process delivers
+    /// these), until the export is over.
+    Past,
+}
+
+/// See the module docs. Shared by the subscriber thread and the hand-off.
+#[derive(Default)]
+pub struct Cut {
+    /// Set while a hand-off runs: the subscriber's per-message check is
+    /// one load when none does.
+    active: AtomicBool,
+    /// Moves at every `arm` and `release`: the subscriber looks at the
+    /// marker channel again when it does.
+    version: AtomicU64,
+    /// The publish queue, for the marker (behind this process's own
+    /// earlier publishes).
+    outbox: Option<Sender<Outgoing>>,
+    /// The marker channel (`prefix + ":handoff"`).
+    channel: String,
+    /// The marker channel to stay subscribed to, while a hand-off runs.
+    marker: Mutex<Option<(String, Vec<u8>)>>,
+    /// The subscriber has confirmed the marker channel's subscription.
+    marker_subscribed: AtomicBool,
+    /// The directory generation the subscriber has subscribed up to.
+    applied: AtomicU64,
+    /// The marker came.
+    seen: AtomicBool,
+    holding: Mutex<Holding>,
+    /// Messages dropped past [`MAX_HELD_BYTES`].
+    dropped: AtomicU64,
+}
+
+impl Cut {
+    /// Over the publish queue `outbox`, with channels under `prefix`.
+    pub(super) fn new(outbox: Sender<Outgoing>, prefix: &str) -> Cut {
+        Cut { outbox: Some(outbox), channel: format!("{prefix}:handoff"), ..Cut::default() }
+    }
+
+    /// Queues the marker's publish behind this process's own publishes;
+    /// false if the queue is gone or full.
+    pub(crate) fn publish_marker(&self) -> bool {
+        let marker = self.marker.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (Some((channel, token)), Some(outbox)) = (marker, &self.outbox) else { return false };
+        let frame = Publication::new(opcode::BINARY, &token);
+        outbox.try_send(Outgoing { room: channel.into(), frame, cost: 0, raw: true }).is_ok()
+    }
+
+    /// Moves whenever the marker channel to hold changes.
+    pub(super) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Starts watching for the marker `token`; the new side also drops
+    /// room messages until it comes.
+    pub(crate) fn arm(&self, token: Vec<u8>, new_side: bool) {
+        let channel = self.channel.clone();
+        self.seen.store(false, Ordering::Release);
+        self.marker_subscribed.store(false, Ordering::Release);
+        *self.marker.lock().unwrap_or_else(PoisonError::into_inner) = Some((channel, token));
+        *self.holding.lock().unwrap_or_else(PoisonError::into_inner) = Holding::BeforeMarker(!new_side);
+        self.active.store(true, Ordering::Release);
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The marker channel the subscriber should hold, if any.
+    pub(super) fn wanted(&self) -> Option<String> {
+        self.marker.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// The subscriber subscribed (or left) the marker channel.
+    pub(super) fn set_marker_subscribed(&self, yes: bool) {
+        self.marker_subscribed.store(yes, Ordering::Release);
+    }
+
+    /// The subscriber's subscriptions now match directory generation `g`.
+    pub(super) fn set_applied(&self, g: u64) {
+        self.applied.store(g, Ordering::Release);
+    }
+
+    /// True once the subscriber holds the marker channel and the rooms of
+    /// directory generation `g` (or later).
+    pub(crate) fn subscribed(&self, g: u64) -> bool {
+        self.marker_subscribed.load(Ordering::Acquire) && self.applied.load(Ordering::Acquire) >= g
+    }
+
+    /// True once the marker came.
+    pub(crate) fn seen(&self) -> bool {
+        self.seen.load(Ordering::Acquire)
+    }
+
+    /// A message on `channel`: true if it was the marker's (taken here).
+    pub(super) fn take_marker(&self, channel: &str, payload: &[u8]) -> bool {
+        if !self.active.load(Ordering::Acquire) {
+            return false;
+        }
+        let marker = self.marker.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((name, token)) = marker.as_ref() else { return false };
+        if name != channel {
+            return false;
+        }
+        if payload == token.as_slice() {
+            let mut holding = self.holding.lock().unwrap_or_else(PoisonError::into_inner);
+            match *holding {
+                Holding::BeforeMarker(false) => *holding = Holding::AfterMarker(Vec::new(), 0),
+                Holding::BeforeMarker(true) => *holding = Holding::Past,
+                _ => {}
+            }
+            self.seen.store(true, Ordering::Release);
+        }
+        true
+    }
+
+    /// A room message: `Some` to deliver it now, `None` when it is dropped
+    /// (the other process delivers it) or kept (new side, after the
+    /// marker, until [`release`](Self::release)).
+    pub(super) fn pass(&self, room: Arc<str>, frame: Arc<Publication>) -> Option<(Arc<str>, Arc<Publication>)> {
+        if !self.active.load(Ordering::Acquire) {
+            return Some((room, frame));
+        }
+        let mut holding = self.holding.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *holding {
+            Holding::Off | Holding::BeforeMarker(true) => Some((room, frame)),
+            Holding::BeforeMarker(false) | Holding::Past => None,
+            Holding::AfterMarker(kept, bytes) => {
+                let size = frame.payload().len() + room.len();
+                if *bytes + size > MAX_HELD_BYTES {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    *bytes += size;
+                    kept.push((room, frame));
+                }
+                None
+            }
+        }
+    }
+
+    /// The hand-off is over: what came after the marker goes to the loops
+    /// (in order), and messages flow again. Returns how many were kept.
+    pub(crate) fn release(&self, hub: &Hub) -> usize {
+        *self.marker.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.active.store(false, Ordering::Release);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        let held = std::mem::take(&mut *self.holding.lock().unwrap_or_else(PoisonError::into_inner));
+        let Holding::AfterMarker(kept, _) = held else { return 0 };
+        for (room, frame) in &kept {
+            hub.publish_to_all(room, frame);
+        }
+        kept.len()
+    }
+
+    /// Messages dropped because too much came between the marker and the
+    /// end of adoption.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cut").field("active", &self.active).field("seen", &self.seen).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u8) -> (Arc<str>, Arc<Publication>) {
+        (Arc::from("r"), Publication::new(opcode::TEXT, &[n]))
+    }
+
+    #[test]
+    fn the_new_side_drops_before_the_marker_and_keeps_after_it() {
+        let cut = Cut { channel: "p::handoff".into(), ..Cut::default() };
+        cut.arm(b"tok".to_vec(), true);
+        let (r, f) = msg(1);
+        assert!(cut.pass(r, f).is_none(), "before the marker: the old process has it");
+        assert!(cut.take_marker("p::handoff", b"other"), "another hand-off's marker is not ours");
+        assert!(!cut.seen());
+        assert!(!cut.take_marker("p:lobby", b"tok"));
+        assert!(cut.take_marker("p::handoff", b"tok"));
+        assert!(cut.seen());
+        let (r, f) = msg(2);
+        assert!(cut.pass(r, f).is_none(), "kept");
+        let mut hub = Hub::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        hub.add(tx, crate::server::pubsub::hub::LoopWaker::EventFd(std::fs::File::open("/dev/null").unwrap().into()));
+        assert_eq!(cut.release(&hub), 1);
+        assert!(matches!(rx.try_recv(), Ok(crate::server::pubsub::hub::LoopMsg::Publish { .. })));
+        let (r, f) = msg(3);
+        assert!(cut.pass(r, f).is_some(), "flowing again");
+    }
+
+    #[test]
+    fn the_old_side_delivers_before_the_marker_and_nothing_after_it_until_released() {
+        let cut = Cut { channel: "p::handoff".into(), ..Cut::default() };
+        cut.arm(b"tok".to_vec(), false);
+        let (r, f) = msg(1);
+        assert!(cut.pass(r, f).is_some());
+        assert!(cut.take_marker("p::handoff", b"tok"));
+        let (r, f) = msg(2);
+        assert!(cut.pass(r, f).is_none(), "the new process delivers it");
+        let hub = Hub::default();
+        assert_eq!(cut.release(&hub), 0);
+        let (r, f) = msg(3);
+        assert!(cut.pass(r, f).is_some());
+    }
+}
