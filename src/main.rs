@@ -63,12 +63,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     // The publishes the echo app refuses, counted by every loop's instance.
     let refusals = std::sync::Arc::new(PublishRefusals::default());
+    let took_over = takeover.is_some();
     let handle = match start_server(args, tokens, &tls, &refusals, takeover) {
         Ok(handle) => handle,
         Err(code) => return code,
     };
     let _metrics = match serve_metrics(args.metrics_addr, &handle, refusals) {
         Ok(metrics) => metrics,
+        // Connections taken over are never dropped for want of metrics.
+        Err(_) if took_over => None,
         Err(code) => {
             handle.shutdown();
             let _ = handle.join();
@@ -80,6 +83,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     let _offer = match offer_handoff(args, &handle) {
         Ok(offer) => offer,
+        // ... nor for want of a hand-off socket for the next deploy.
+        Err(_) if took_over => None,
         Err(code) => {
             handle.shutdown();
             let _ = handle.join();
@@ -288,21 +293,45 @@ fn notify_systemd(state: &str) {
 /// through `--takeover`. If it fails, this process serves on; its exit is
 /// logged.
 fn start_successor(args: &ServeArgs) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set while a successor runs: a second SIGUSR2 starts no second one.
+    static RUNNING: AtomicBool = AtomicBool::new(false);
     if args.takeover.is_none() {
         return log::warn!("SIGUSR2: no --takeover socket: nothing to hand over to (restart instead)");
     }
-    let Some(exe) = std::env::args_os().next() else { return };
-    let exe = std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.into());
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return log::warn!("SIGUSR2: a new process is already taking over; ignored");
+    }
+    let exe = own_path();
     let child = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).spawn();
     match child {
         Ok(mut child) => {
             log::info!("SIGUSR2: started {} (pid {}) to take over", exe.display(), child.id());
-            std::thread::spawn(move || match child.wait() {
-                Ok(status) => log::warn!("the new process exited ({status}); this one serves on"),
-                Err(e) => log::warn!("the new process could not be waited for: {e}"),
+            std::thread::spawn(move || {
+                match child.wait() {
+                    Ok(status) => log::warn!("the new process exited ({status}); this one serves on"),
+                    Err(e) => log::warn!("the new process could not be waited for: {e}"),
+                }
+                RUNNING.store(false, Ordering::Release);
             });
         }
-        Err(e) => log::warn!("SIGUSR2: cannot start {}: {e}; serving on", exe.display()),
+        Err(e) => {
+            RUNNING.store(false, Ordering::Release);
+            log::warn!("SIGUSR2: cannot start {}: {e}; serving on", exe.display());
+        }
+    }
+}
+
+/// The path this binary was started from (a deploy puts the new binary
+/// there): /proc/self/exe's target, less the " (deleted)" the kernel adds
+/// once the file was replaced.
+fn own_path() -> std::path::PathBuf {
+    let target =
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
+    use std::os::unix::ffi::OsStrExt;
+    match target.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        Some(kept) => std::path::PathBuf::from(std::ffi::OsStr::from_bytes(kept)),
+        None => target,
     }
 }
 

@@ -120,17 +120,24 @@ fn a_hand_off_that_breaks_off_leaves_every_connection_with_the_old_process() {
         c.send_frame(true, opcode::TEXT, br#"{"type":"join","room":"r"}"#);
         assert!(text(c).contains("joined"));
     }
-    // A "new process" that says Ready, takes the listeners, then dies.
+    // A "new process" that says Ready, takes the listeners and the first
+    // batch of connections, then dies before it says Adopted.
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = [0u8; 7];
-    s.read_exact(&mut head).unwrap();
-    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-    let mut hello = vec![0u8; len - 3];
-    s.read_exact(&mut hello).unwrap();
-    assert_eq!(head[4], 1, "a hello first");
+    let mut read_message = |s: &mut std::os::unix::net::UnixStream| {
+        let mut head = [0u8; 7];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 3];
+        s.read_exact(&mut body).unwrap();
+        head[4]
+    };
+    assert_eq!(read_message(&mut s), 1, "a hello first");
     s.write_all(&[3, 0, 0, 0, 2, 0, 0]).unwrap(); // Ready
-    s.read_exact(&mut head).unwrap(); // the listeners' message
+    assert_eq!(read_message(&mut s), 8, "the rooms: the loops are frozen now");
+    s.write_all(&[4, 0, 0, 0, 9, 0, 0, 0]).unwrap(); // Subscribed: no
+    assert_eq!(read_message(&mut s), 4, "the listeners");
+    assert_eq!(read_message(&mut s), 5, "connections: exported now");
     drop(s);
     // Everyone is served again: pings answered, rooms joined, new
     // connections accepted.

@@ -49,29 +49,47 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn take_commands(&mut self) {
         while let Ok(cmd) = self.env.control.try_recv() {
             match cmd {
-                Command::Freeze(reply) => {
-                    let listener = self.give_up_listener();
-                    self.handing = Handing::Frozen;
-                    let _ = reply.send(Frozen { listener });
-                }
+                Command::Freeze(reply) => self.freeze(&reply),
                 Command::Export(reply) => self.handing = Handing::Exporting(reply),
                 Command::Finish => self.finish_handoff(),
-                Command::Resume { moved, listener } => {
-                    self.handing = Handing::Serving;
-                    if let Some(listener) = listener {
-                        self.listen(listener);
-                    }
-                    let adopted = self.adopt_all(moved);
-                    log::warn!("loop {}: hand-off failed; took back {adopted} connections", self.env.id);
-                    self.read_all_again();
-                }
+                Command::Resume { moved, listener } => self.resume_serving(moved, listener),
                 Command::Listen(listener) => self.listen(listener),
                 Command::Adopt(moved, reply) => {
-                    let adopted = self.adopt_all(moved);
-                    let _ = reply.send(adopted);
+                    let taken = self.take_in_all(moved);
+                    let _ = reply.send(taken);
                 }
+                Command::Start => self.go_live_all(),
+                Command::Abandon => self.abandon_adopted(),
             }
         }
+    }
+
+    /// Stops accepting and handling input. If the hand-off thread has
+    /// given up already (its answer channel is gone), carries on serving.
+    fn freeze(&mut self, reply: &crossbeam_channel::Sender<Frozen>) {
+        let listener = self.give_up_listener();
+        self.handing = Handing::Frozen;
+        if let Err(unwanted) = reply.send(Frozen { loop_id: self.env.id as usize, listener }) {
+            self.resume_serving(Vec::new(), unwanted.0.listener);
+        }
+    }
+
+    /// Serves on after a failed hand-off: the listener and connections
+    /// back, input read again.
+    fn resume_serving(&mut self, moved: Vec<Moved>, listener: Option<StdTcpListener>) {
+        let was_frozen = self.is_frozen();
+        self.handing = Handing::Serving;
+        if let Some(listener) = listener {
+            self.listen(listener);
+        }
+        let back = moved.len();
+        for m in moved {
+            self.adopt_now(m);
+        }
+        if was_frozen || back > 0 {
+            log::warn!("loop {}: hand-off failed; serving on ({back} connections taken back)", self.env.id);
+        }
+        self.read_all_again();
     }
 
     /// Accepts on `listener` (handed over by the old process, or given
@@ -92,6 +110,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// `--drain-period` (or, without one, half of `--shutdown-timeout`),
     /// and the loop ends once it is empty or the shutdown timeout is up.
     fn finish_handoff(&mut self) {
+        if let Handing::Exported(moved) = self.handing {
+            self.env.stats.handed_off.add(moved as u64);
+        }
         self.handing = Handing::Serving;
         self.read_all_again();
         let cfg = &self.env.cfg;
@@ -147,7 +168,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// Writes what members are owed, then takes every movable connection
     /// out of the loop and answers the `Export` with them.
     pub(crate) fn export_all(&mut self) {
-        let Handing::Exporting(reply) = std::mem::replace(&mut self.handing, Handing::Exported) else { return };
+        let Handing::Exporting(reply) = std::mem::take(&mut self.handing) else { return };
         self.deliver_local();
         while !self.fanout.owed.is_empty() {
             self.write_owed();
@@ -165,9 +186,13 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 kept += 1;
             }
         }
-        self.env.stats.handed_off.add(moved.len() as u64);
         log::info!("loop {}: handing over {} connections; {kept} stay and drain", self.env.id, moved.len());
-        let _ = reply.send(Exported { moved, kept });
+        self.handing = Handing::Exported(moved.len());
+        if let Err(unwanted) = reply.send(Exported { loop_id: self.env.id as usize, moved, kept }) {
+            // The hand-off thread gave up before this answer came: the
+            // loop keeps its connections.
+            self.resume_serving(unwanted.0.moved, None);
+        }
     }
 
     /// Takes one movable connection out: its state, its socket.
@@ -219,26 +244,72 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         Moved { fd: OwnedFd::from(std_stream(conn.socket)), state }
     }
 
-    /// Takes carried connections in; returns how many were.
-    pub(crate) fn adopt_all(&mut self, moved: Vec<Moved>) -> usize {
-        let mut adopted = 0;
+    /// New side: takes carried connections into the table, not yet live
+    /// (see [`Handing::Adopting`]); returns how many were taken.
+    fn take_in_all(&mut self, moved: Vec<Moved>) -> usize {
+        let mut pending = match std::mem::take(&mut self.handing) {
+            Handing::Adopting(pending) => pending,
+            _ => Vec::new(),
+        };
+        let before = pending.len();
         for m in moved {
-            match self.adopt_one(m) {
-                Ok(()) => adopted += 1,
+            match self.take_in(m) {
+                Ok((slot, unsent)) => pending.push((slot as u32, self.table.conns[slot].generation, unsent)),
                 Err(e) => {
                     self.env.stats.adopt_failed.add(1);
                     log::warn!("loop {}: could not adopt a connection: {e}", self.env.id);
                 }
             }
         }
-        self.env.stats.adopted.add(adopted as u64);
-        adopted
+        let taken = pending.len() - before;
+        self.handing = Handing::Adopting(pending);
+        taken
     }
 
-    /// Takes one carried connection in: its socket registered, its rooms
-    /// joined, its timer armed with what was left of it, its unsent bytes
-    /// written first, then its unhandled input handled.
-    fn adopt_one(&mut self, m: Moved) -> Result<(), AdoptError> {
+    /// The old process committed: every connection taken in goes live.
+    fn go_live_all(&mut self) {
+        let Handing::Adopting(pending) = std::mem::take(&mut self.handing) else { return };
+        let mut live = 0;
+        for (slot, generation, unsent) in pending {
+            if self.is_live(slot as usize, generation) && self.go_live(slot as usize, &unsent) {
+                live += 1;
+            }
+        }
+        self.env.stats.adopted.add(live);
+    }
+
+    /// The old process did not commit: the connections taken in are let
+    /// go without a byte read or written (their descriptors closed here
+    /// only; the old process serves them on).
+    fn abandon_adopted(&mut self) {
+        let Handing::Adopting(pending) = std::mem::take(&mut self.handing) else { return };
+        for (slot, generation, _) in pending {
+            if self.is_live(slot as usize, generation) {
+                self.forget_taken_in(slot as usize);
+            }
+        }
+    }
+
+    /// Takes a connection in and makes it live at once (the old side
+    /// taking its own back after a failed hand-off).
+    fn adopt_now(&mut self, m: Moved) {
+        match self.take_in(m) {
+            Ok((slot, unsent)) => {
+                if self.go_live(slot, &unsent) {
+                    self.env.stats.adopted.add(1);
+                }
+            }
+            Err(e) => {
+                self.env.stats.adopt_failed.add(1);
+                log::warn!("loop {}: could not take a connection back: {e}", self.env.id);
+            }
+        }
+    }
+
+    /// Takes one carried connection into the table: its rooms joined, its
+    /// timer armed with what was left of it, the handler told; not yet
+    /// registered with the driver. Returns its slot and unsent bytes.
+    fn take_in(&mut self, m: Moved) -> Result<(usize, Vec<u8>), AdoptError> {
         let Moved { fd, state } = m;
         let session = Session::from_state(&state.session).ok_or(AdoptError::BadSession)?;
         let socket = std::net::TcpStream::from(fd);
@@ -251,7 +322,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         conn.session = session;
         conn.stage = match state.stage {
             CarriedStage::Pinged => Stage::Pinged,
-            // Paused again below if its backlog is still over the cap.
+            // Paused again once live if its backlog is still over the cap.
             CarriedStage::Serving | CarriedStage::Paused => Stage::Serving,
         };
         let opened = state.flags & CARRIED_OPENED != 0;
@@ -265,16 +336,6 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         conn.assembly = state.assembly;
         let slot = self.table.insert(conn, None, peer);
-        if let Err(e) = self.io.attach(&mut self.table.conns[slot], slot) {
-            let removed = self.table.remove(slot);
-            if let Some(buf) = Some(removed.conn.rbuf).filter(|b| b.capacity() > 0) {
-                self.pool.give(buf);
-            }
-            if let Some(ip) = removed.peer {
-                self.env.shared.address_limits.release(ip);
-            }
-            return Err(AdoptError::Socket(e));
-        }
         self.env.shared.open.fetch_add(1, Ordering::Relaxed);
         self.env.stats.connections.add(1);
         self.join_carried_rooms(slot, &state.rooms);
@@ -284,8 +345,36 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             self.handler.on_adopt(id, &state.handler);
         }
         self.count_input(slot);
-        self.resume_carried(slot, &state.unsent);
-        Ok(())
+        Ok((slot, state.unsent))
+    }
+
+    /// Registers a taken-in connection with the driver and lets it go on:
+    /// its unsent bytes first, then its unhandled input. False if it could
+    /// not be registered (it is let go).
+    fn go_live(&mut self, slot: usize, unsent: &[u8]) -> bool {
+        if let Err(e) = self.io.attach(&mut self.table.conns[slot], slot) {
+            log::warn!("loop {}: could not register an adopted connection: {e}", self.env.id);
+            self.env.stats.adopt_failed.add(1);
+            self.forget_taken_in(slot);
+            return false;
+        }
+        self.resume_carried(slot, unsent);
+        true
+    }
+
+    /// Removes a taken-in connection that never went live, undoing its
+    /// counts; its descriptor is closed with nothing sent.
+    fn forget_taken_in(&mut self, slot: usize) {
+        self.forget_input(slot);
+        let removed = self.table.remove(slot);
+        if removed.conn.rbuf.capacity() > 0 {
+            self.pool.give(removed.conn.rbuf);
+        }
+        if let Some(ip) = removed.peer {
+            self.env.shared.address_limits.release(ip);
+        }
+        self.env.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.env.stats.connections.sub(1);
     }
 
     /// Counts an adopted connection's address when `--max-conns-per-ip`

@@ -206,8 +206,13 @@ pub(crate) enum Handing {
     Frozen,
     /// Frozen, and the driver is to export at the end of this pass.
     Exporting(crossbeam_channel::Sender<crate::server::handoff::Exported>),
-    /// Frozen, its connections exported: waiting for `Finish` or `Resume`.
-    Exported,
+    /// Frozen, this many connections exported: waiting for `Finish` or
+    /// `Resume`.
+    Exported(usize),
+    /// New side: connections taken into the table but not yet live (not
+    /// registered with the driver, nothing read or written): (slot,
+    /// generation, unsent bytes) each, until `Start` (or `Abandon`).
+    Adopting(Vec<(u32, u32, Vec<u8>)>),
 }
 
 /// TLS at accept: where sessions come from, and this pass's handshake turns.

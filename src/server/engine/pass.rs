@@ -67,6 +67,11 @@ where
 
 impl<H: Handler, T: Transport> Engine<H, T> {
     fn fire_timers(&mut self, now: Instant) {
+        if self.is_frozen() {
+            // A hand-off: nothing is read now, so no deadline is fair;
+            // they fire (late) once the loop thaws.
+            return;
+        }
         let wheel = &mut self.table.wheel;
         let tick = wheel.tick_at(now);
         if tick <= wheel.now() {

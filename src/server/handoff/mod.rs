@@ -81,8 +81,15 @@ pub(crate) enum Command {
     },
     /// New side: accept on this listener.
     Listen(StdTcpListener),
-    /// New side: adopt these connections.
+    /// New side: take these connections in, not yet live (nothing read
+    /// or written until `Start`); answers how many were taken.
     Adopt(Vec<Moved>, Sender<usize>),
+    /// New side, the old process committed: the adopted connections go
+    /// live (their unsent bytes first, then their unhandled input).
+    Start,
+    /// New side, the old process did not commit (it serves them on): the
+    /// adopted connections are let go without a byte read or written.
+    Abandon,
 }
 
 /// A connection on its way between processes: its socket and its state.
@@ -94,12 +101,16 @@ pub(crate) struct Moved {
 
 /// A loop's answer to `Freeze`.
 pub(crate) struct Frozen {
+    /// The loop's index.
+    pub(crate) loop_id: usize,
     /// Its listener, if it had one.
     pub(crate) listener: Option<StdTcpListener>,
 }
 
 /// A loop's answer to `Export`.
 pub(crate) struct Exported {
+    /// The loop's index.
+    pub(crate) loop_id: usize,
     /// The connections that move.
     pub(crate) moved: Vec<Moved>,
     /// The connections that stay and drain (TLS, dedicated compression,

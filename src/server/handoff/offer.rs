@@ -12,15 +12,18 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wire::{Kind, Link};
 use super::{Command, Controls, Exported, Frozen, Moved, BATCH, FORMAT};
 
 /// How long the new process may take to answer each step.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a loop may take to freeze or export.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the loops may take to freeze, or to export.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long sending the connections may take in all: a new process that
+/// reads slowly cannot keep the loops frozen longer.
+const FROZEN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Why the hand-off socket could not be offered.
 #[derive(Debug)]
@@ -66,12 +69,18 @@ impl Offer {
             if UnixStream::connect(path).is_ok() {
                 return Err(OfferError::InUse(path.to_owned()));
             }
-            std::fs::remove_file(path).map_err(err)?;
         }
-        let listener = UnixListener::bind(path).map_err(err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        // Bound under a name of its own, made 0600, then renamed into
+        // place: the path never lacks a listening socket (a successor
+        // never finds it missing and starts as a second server) and is
+        // never open to others.
+        let staging = staging_path(path);
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(err)?;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let inode = std::fs::symlink_metadata(&staging).map_err(err)?.ino();
+        std::fs::rename(&staging, path).map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
-        let inode = std::fs::metadata(path).map_err(err)?.ino();
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
         let (stop2, done2) = (stop.clone(), done.clone());
@@ -88,6 +97,13 @@ impl Offer {
     }
 }
 
+/// Where the offer's socket is bound before it is renamed to `path`.
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}", std::process::id()));
+    PathBuf::from(name)
+}
+
 impl Drop for Offer {
     /// Stops listening; the socket file is removed unless a newer process
     /// has bound its own there since.
@@ -96,16 +112,25 @@ impl Drop for Offer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// The thread: one new process at a time, until one takes over.
+/// The thread: one new process at a time, until one takes over; after
+/// that, any other that comes is told so (this process holds nothing).
 fn serve(listener: UnixListener, controls: Controls, addr: std::net::SocketAddr, stop: &AtomicBool, done: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let stream = match listener.accept() {
+            Ok((stream, _)) if !same_user(&stream) => {
+                log::warn!("hand-off: refused a peer of another user on the hand-off socket");
+                continue;
+            }
+            Ok((stream, _)) if done.load(Ordering::Acquire) => {
+                refuse_late(stream);
+                continue;
+            }
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50));
@@ -124,11 +149,29 @@ fn serve(listener: UnixListener, controls: Controls, addr: std::net::SocketAddr,
                 for i in 0..controls.len() {
                     controls.send(i, Command::Finish);
                 }
-                return;
             }
             Err(e) => log::warn!("hand-off: {e}; still serving here"),
         }
     }
+}
+
+/// True if the peer on `stream` runs as this process's user (or root):
+/// nobody else may take connections or hand them in.
+pub(super) fn same_user(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(creds) = getsockopt(stream, PeerCredentials) else { return false };
+    let me = nix::unistd::geteuid().as_raw();
+    creds.uid() == me || creds.uid() == 0
+}
+
+/// A process that comes after the hand-off is over hears why it cannot
+/// take over from here (best effort).
+fn refuse_late(stream: UnixStream) {
+    let _ = stream.set_nonblocking(false);
+    let mut link = Link::new(stream);
+    let _ = link.set_timeout(Some(Duration::from_secs(1)));
+    let why = "this process has handed its connections over already; the newer process offers them";
+    let _ = link.send(Kind::Refuse, why.as_bytes(), &[]);
 }
 
 /// Why one hand-off did not happen; the old process keeps serving.
@@ -140,6 +183,8 @@ enum Failed {
     LoopSilent,
     /// The link broke (the new process failed or went away).
     Link(io::Error),
+    /// The new process took the connections too slowly.
+    Slow,
 }
 
 impl fmt::Display for Failed {
@@ -148,6 +193,7 @@ impl fmt::Display for Failed {
             Failed::Refused(why) => write!(f, "the new process refused: {why}"),
             Failed::LoopSilent => f.write_str("a loop did not answer in time"),
             Failed::Link(e) => write!(f, "the new process went away ({e})"),
+            Failed::Slow => f.write_str("the new process took the connections too slowly"),
         }
     }
 }
@@ -167,14 +213,14 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
     hello.extend_from_slice(&(controls.len() as u32).to_le_bytes());
     hello.extend_from_slice(addr.to_string().as_bytes());
     link.send(Kind::Hello, &hello, &[])?;
-    let answer = link.recv()?;
+    let answer = link.recv_answer()?;
     match answer.kind {
         Kind::Ready => {}
         Kind::Refuse => return Err(Failed::Refused(String::from_utf8_lossy(&answer.body).into_owned())),
         _ => return Err(Failed::Refused("an unexpected answer".into())),
     }
     log::info!("hand-off: a new process is taking over; freezing the loops");
-    let listeners = freeze(controls)?;
+    let mut listeners = freeze(controls).inspect_err(|_| resume(controls, Vec::new(), Vec::new()))?;
     if let Err(e) = super::redis_cut::old_side(&mut link, controls) {
         super::redis_cut::old_done(controls);
         resume(controls, listeners, Vec::new());
@@ -182,15 +228,20 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
     }
     let exported = export(controls);
     super::redis_cut::old_done(controls);
-    let exported = match exported {
+    let mut exported = match exported {
         Ok(exported) => exported,
-        Err(e) => {
-            resume(controls, listeners, Vec::new());
+        Err((e, some)) => {
+            resume(controls, listeners, some);
             return Err(e);
         }
     };
     match send_all(&mut link, &listeners, &exported) {
-        Ok(n) => Ok(n),
+        Ok(n) => {
+            // Committed: the descriptors here close; nothing goes back.
+            listeners.clear();
+            exported.clear();
+            Ok(n)
+        }
         Err(e) => {
             resume(controls, listeners, exported.into_iter().map(|e| e.moved).collect());
             Err(e)
@@ -198,48 +249,73 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
     }
 }
 
-/// Freezes every loop; their listeners, by loop.
+/// Freezes every loop; their listeners, by loop. On a silent loop, the
+/// answer channel is dropped first, so a loop that answers late serves on
+/// by itself (and the others are resumed by the caller).
 fn freeze(controls: &Controls) -> Result<Vec<Option<std::net::TcpListener>>, Failed> {
     let (tx, rx) = crossbeam_channel::unbounded::<Frozen>();
     for i in 0..controls.len() {
         controls.send(i, Command::Freeze(tx.clone()));
     }
-    // Answers come in any order; each loop's listener goes back to it.
-    let mut listeners = Vec::new();
+    drop(tx);
+    let mut listeners: Vec<Option<std::net::TcpListener>> = (0..controls.len()).map(|_| None).collect();
+    let deadline = Instant::now() + LOOP_TIMEOUT;
     for _ in 0..controls.len() {
-        let frozen = rx.recv_timeout(LOOP_TIMEOUT).map_err(|_| Failed::LoopSilent)?;
-        listeners.push(frozen.listener);
+        let frozen = rx.recv_deadline(deadline).map_err(|_| Failed::LoopSilent)?;
+        listeners[frozen.loop_id] = frozen.listener;
     }
     Ok(listeners)
 }
 
-/// Every loop's movable connections, by loop.
-fn export(controls: &Controls) -> Result<Vec<Exported>, Failed> {
-    let mut all = Vec::new();
+/// Every loop's movable connections, by loop, asked of all loops at once.
+/// On a silent loop: the error, and what the others exported (to give
+/// back); the silent one keeps its own when it answers.
+fn export(controls: &Controls) -> Result<Vec<Exported>, (Failed, Vec<Vec<Moved>>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Exported>();
     for i in 0..controls.len() {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        controls.send(i, Command::Export(tx));
-        all.push(rx.recv_timeout(LOOP_TIMEOUT).map_err(|_| Failed::LoopSilent)?);
+        controls.send(i, Command::Export(tx.clone()));
     }
-    Ok(all)
+    drop(tx);
+    let mut all: Vec<Option<Exported>> = (0..controls.len()).map(|_| None).collect();
+    let deadline = Instant::now() + LOOP_TIMEOUT;
+    for _ in 0..controls.len() {
+        match rx.recv_deadline(deadline) {
+            Ok(exported) => {
+                let i = exported.loop_id;
+                all[i] = Some(exported);
+            }
+            Err(_) => {
+                drop(rx);
+                let some = all.into_iter().map(|e| e.map(|e| e.moved).unwrap_or_default()).collect();
+                return Err((Failed::LoopSilent, some));
+            }
+        }
+    }
+    Ok(all.into_iter().flatten().collect())
 }
 
 /// Sends the listeners, the connections in batches, Done; waits for
-/// Adopted. The descriptors stay open here until then.
+/// Adopted, then commits. Until the commit is sent the descriptors stay
+/// open here and the new process has read and written nothing, so any
+/// failure gives everything back; after it, nothing goes back.
 fn send_all(
     link: &mut Link,
     listeners: &[Option<std::net::TcpListener>],
     exported: &[Exported],
 ) -> Result<usize, Failed> {
+    let deadline = Instant::now() + FROZEN_LIMIT;
     let fds: Vec<i32> = listeners.iter().flatten().map(|l| l.as_raw_fd()).collect();
     link.send(Kind::Listeners, &[], &fds)?;
     let moved: Vec<&Moved> = exported.iter().flat_map(|e| &e.moved).collect();
     let kept: usize = exported.iter().map(|e| e.kept).sum();
     let mut body = Vec::new();
+    let mut record = Vec::new();
     for batch in moved.chunks(BATCH) {
+        if Instant::now() > deadline {
+            return Err(Failed::Slow);
+        }
         body.clear();
         body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-        let mut record = Vec::new();
         for m in batch {
             record.clear();
             m.state.encode(&mut record);
@@ -250,11 +326,12 @@ fn send_all(
         link.send(Kind::Conns, &body, &fds)?;
     }
     link.send(Kind::Done, &(moved.len() as u64).to_le_bytes(), &[])?;
-    let answer = link.recv()?;
+    let answer = link.recv_answer()?;
     if answer.kind != Kind::Adopted {
         return Err(Failed::Refused("no Adopted".into()));
     }
     let adopted = answer.body.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    link.send(Kind::Commit, &[], &[])?;
     if adopted as usize != moved.len() {
         log::warn!("hand-off: sent {} connections, the new process adopted {adopted}", moved.len());
     }
@@ -265,10 +342,10 @@ fn send_all(
 /// The hand-off failed: every loop takes back its listener and its
 /// connections and serves on.
 fn resume(controls: &Controls, listeners: Vec<Option<std::net::TcpListener>>, moved: Vec<Vec<Moved>>) {
-    let mut listeners = listeners.into_iter().flatten();
+    let mut listeners = listeners.into_iter();
     let mut moved = moved.into_iter();
     for i in 0..controls.len() {
-        let cmd = Command::Resume { moved: moved.next().unwrap_or_default(), listener: listeners.next() };
+        let cmd = Command::Resume { moved: moved.next().unwrap_or_default(), listener: listeners.next().flatten() };
         controls.send(i, cmd);
     }
 }

@@ -31,7 +31,9 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
 /// none after it: [`old_done`] lets them through again).
 pub(super) fn old_side(link: &mut Link, controls: &Controls) -> std::io::Result<()> {
     let Some((cut, directory)) = &controls.redis else {
-        return link.send(Kind::Rooms, &0u16.to_le_bytes(), &[]);
+        link.send(Kind::Rooms, &0u16.to_le_bytes(), &[])?;
+        // No cut without a bridge; the answer says nothing more.
+        return link.recv_answer().map(drop);
     };
     let token = format!("{:016x}{:016x}", crate::ws::mask::random_u64(), crate::ws::mask::random_u64());
     let (_, rooms) = directory.snapshot();
@@ -42,7 +44,7 @@ pub(super) fn old_side(link: &mut Link, controls: &Controls) -> std::io::Result<
         body.extend_from_slice(room.as_bytes());
     }
     link.send(Kind::Rooms, &body, &[])?;
-    let answer = link.recv()?;
+    let answer = link.recv_answer()?;
     if answer.kind != Kind::Subscribed || answer.body.first() != Some(&1) {
         log::warn!("hand-off: the new process could not subscribe in Redis; publishes from other hosts in the next moments may be missed");
         return Ok(());

@@ -129,6 +129,7 @@ impl ConnState {
         }
         let timer_ms = Some(r.u32()?).filter(|&ms| ms != u32::MAX);
         let input = r.bytes()?.to_vec();
+        check_progress(&session, &input)?;
         let assembly = r.bytes()?.to_vec();
         let unsent = r.bytes()?.to_vec();
         let rooms = r.rooms()?;
@@ -138,6 +139,32 @@ impl ConnState {
         }
         Ok(ConnState { session, stage, flags, timer_ms, input, assembly, unsent, rooms, handler })
     }
+}
+
+/// The session's progress names bytes the carried input holds: the
+/// request bytes scanned (handshake), or the payload of the frame at the
+/// front of the input already checked; never more, so a record cannot make
+/// the session index past its input.
+fn check_progress(session: &[u8; SESSION_STATE_LEN], input: &[u8]) -> Result<(), StateError> {
+    let progress = u32::from_le_bytes([session[4], session[5], session[6], session[7]]) as usize;
+    if progress == 0 {
+        return Ok(());
+    }
+    let held = match session[10] {
+        // The handshake: request bytes scanned.
+        0 => input.len(),
+        _ => match crate::ws::frame::FrameHead::decode(input) {
+            Ok(Some(head)) => {
+                let payload = input.len() - head.header_len as usize;
+                payload.min(usize::try_from(head.payload_len).unwrap_or(usize::MAX))
+            }
+            _ => 0,
+        },
+    };
+    if progress > held {
+        return Err(StateError::BadSession);
+    }
+    Ok(())
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -258,6 +285,28 @@ mod tests {
         let mut flags = bytes;
         flags[12] = 0x80;
         assert_eq!(ConnState::decode(&flags), Err(StateError::BadStage));
+    }
+
+    #[test]
+    fn progress_past_the_carried_input_is_refused() {
+        let mut state = sample();
+        // Open, 100 bytes of a frame "checked", but only 2 payload bytes held.
+        state.session = crate::ws::Session::server().to_state().unwrap();
+        state.session[10] = 1;
+        state.session[4..8].copy_from_slice(&100u32.to_le_bytes());
+        state.input = vec![0x81, 0x80 | 120, 1, 2, 3, 4, b'h', b'i'];
+        let mut bytes = Vec::new();
+        state.encode(&mut bytes);
+        assert_eq!(ConnState::decode(&bytes), Err(StateError::BadSession));
+        state.session[4..8].copy_from_slice(&2u32.to_le_bytes());
+        bytes.clear();
+        state.encode(&mut bytes);
+        assert!(ConnState::decode(&bytes).is_ok());
+        // No frame head at all.
+        state.input.clear();
+        bytes.clear();
+        state.encode(&mut bytes);
+        assert_eq!(ConnState::decode(&bytes), Err(StateError::BadSession));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum TakeoverError {
     Io(io::Error),
     /// The old process sent something this side cannot read.
     Malformed(&'static str),
+    /// The process at the socket will not hand over (and says why).
+    Refused(String),
+    /// The process at the socket runs as another user.
+    Stranger,
 }
 
 impl fmt::Display for TakeoverError {
@@ -55,6 +59,8 @@ impl fmt::Display for TakeoverError {
             ),
             TakeoverError::Io(e) => write!(f, "the hand-off broke off: {e}"),
             TakeoverError::Malformed(what) => write!(f, "the running process sent {what}"),
+            TakeoverError::Refused(why) => write!(f, "the process at the socket refused: {why}"),
+            TakeoverError::Stranger => f.write_str("the process at the socket runs as another user: refused"),
         }
     }
 }
@@ -92,11 +98,16 @@ pub fn take_over(path: &Path) -> Result<Option<Takeover>, TakeoverError> {
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    if !super::offer::same_user(&stream) {
+        return Err(TakeoverError::Stranger);
+    }
     let mut link = Link::new(stream);
     link.set_timeout(Some(STEP_TIMEOUT))?;
     let msg = link.recv()?;
-    if msg.kind != Kind::Hello {
-        return Err(TakeoverError::Malformed("no hello"));
+    match msg.kind {
+        Kind::Hello => {}
+        Kind::Refuse => return Err(TakeoverError::Refused(String::from_utf8_lossy(&msg.body).into_owned())),
+        _ => return Err(TakeoverError::Malformed("no hello")),
     }
     let mut r = Reader { rest: &msg.body };
     let format = r.u32().map_err(|_| TakeoverError::Malformed("a short hello"))?;
@@ -148,6 +159,9 @@ impl Takeover {
         if listeners.kind != Kind::Listeners {
             return Err(TakeoverError::Malformed("no listeners"));
         }
+        if !listeners.fds.iter().all(|fd| is_tcp(fd, true)) {
+            return Err(TakeoverError::Malformed("a descriptor that is not a listening TCP socket"));
+        }
         // Every batch is read and checked before any is adopted: a hand-off
         // that breaks off here leaves every connection with the old process.
         let mut batches = Vec::new();
@@ -159,10 +173,6 @@ impl Takeover {
                 _ => return Err(TakeoverError::Malformed("an unexpected message")),
             }
         }
-        // Connections wait in the listeners' queues meanwhile, not lost.
-        for (i, fd) in listeners.fds.into_iter().enumerate() {
-            controls.send(i % controls.len(), Command::Listen(std::net::TcpListener::from(fd)));
-        }
         let (tx, rx) = crossbeam_channel::unbounded();
         let sent = batches.len();
         for (i, moved) in batches.into_iter().enumerate() {
@@ -170,12 +180,53 @@ impl Takeover {
         }
         let mut adopted = 0;
         for _ in 0..sent {
-            adopted += rx.recv_timeout(STEP_TIMEOUT).map_err(|_| TakeoverError::Malformed("no loop answered"))?;
+            match rx.recv_timeout(STEP_TIMEOUT) {
+                Ok(n) => adopted += n,
+                Err(_) => return Err(abandon(controls, TakeoverError::Malformed("no loop answered"))),
+            }
+        }
+        // Nothing of theirs has been read or written yet: until the old
+        // process commits, it may still take them back.
+        let committed = self
+            .link
+            .send(Kind::Adopted, &(adopted as u64).to_le_bytes(), &[])
+            .and_then(|()| self.link.recv())
+            .map_err(TakeoverError::Io)
+            .and_then(|m| if m.kind == Kind::Commit { Ok(()) } else { Err(TakeoverError::Malformed("no commit")) });
+        if let Err(e) = committed {
+            return Err(abandon(controls, e));
+        }
+        for i in 0..controls.len() {
+            controls.send(i, Command::Start);
+        }
+        // Connections waited in the listeners' queues meanwhile, not lost.
+        for (i, fd) in listeners.fds.into_iter().enumerate() {
+            controls.send(i % controls.len(), Command::Listen(std::net::TcpListener::from(fd)));
         }
         super::redis_cut::release(controls, held);
-        self.link.send(Kind::Adopted, &(adopted as u64).to_le_bytes(), &[])?;
         Ok(adopted)
     }
+}
+
+/// True if `fd` is a TCP socket (IPv4 or IPv6), listening or not as
+/// `listening` says: what the old process may hand over, nothing else.
+fn is_tcp(fd: &std::os::fd::OwnedFd, listening: bool) -> bool {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+    let stream = getsockopt(fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
+    let inet = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(fd))
+        .is_ok_and(|a| matches!(a.family(), Some(AddressFamily::Inet | AddressFamily::Inet6)));
+    let accepts = getsockopt(fd, sockopt::AcceptConn).unwrap_or(false);
+    stream && inet && accepts == listening
+}
+
+/// The hand-off broke off before the old process committed: the loops
+/// let the taken-in connections go untouched (the old process serves them
+/// on). Returns `e`.
+fn abandon(controls: &Controls, e: TakeoverError) -> TakeoverError {
+    for i in 0..controls.len() {
+        controls.send(i, Command::Abandon);
+    }
+    e
 }
 
 /// A `Conns` body (count, then each record's length and bytes) with its
@@ -187,6 +238,9 @@ fn decode_batch(body: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Vec<Moved
         return Err(TakeoverError::Malformed("a batch whose records and descriptors differ in number"));
     }
     let mut moved = Vec::with_capacity(count);
+    if !fds.iter().all(|fd| is_tcp(fd, false)) {
+        return Err(TakeoverError::Malformed("a descriptor that is not a TCP connection"));
+    }
     for fd in fds {
         let record = r.bytes().map_err(|_| TakeoverError::Malformed("a cut record"))?;
         let state = ConnState::decode(record).map_err(|_| TakeoverError::Malformed("a bad connection record"))?;

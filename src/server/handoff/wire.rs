@@ -26,6 +26,8 @@ pub(crate) const MAX_MESSAGE: usize = 256 << 20;
 pub(crate) const MAX_FDS_PER_SEND: usize = 200;
 /// Descriptors one message may name.
 const MAX_FDS_PER_MESSAGE: usize = 4096;
+/// Bytes of an answer from the new process.
+const MAX_ANSWER: usize = 4096;
 
 /// What a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,9 @@ pub(crate) enum Kind {
     Rooms = 8,
     /// New -> old: subscribed to those rooms and the marker (1) or not (0).
     Subscribed = 9,
+    /// Old -> new: the connections are the new process's now; the old one
+    /// will never take them back (the point of no return).
+    Commit = 10,
 }
 
 impl Kind {
@@ -63,6 +68,7 @@ impl Kind {
             7 => Kind::Adopted,
             8 => Kind::Rooms,
             9 => Kind::Subscribed,
+            10 => Kind::Commit,
             _ => return None,
         })
     }
@@ -131,18 +137,28 @@ impl Link {
 
     /// Reads the next message (blocking, within the timeout).
     pub(crate) fn recv(&mut self) -> io::Result<Message> {
+        self.recv_within(MAX_MESSAGE, MAX_FDS_PER_MESSAGE)
+    }
+
+    /// Reads an answer (Ready, Refuse, Subscribed, Adopted): small, and
+    /// never with descriptors.
+    pub(crate) fn recv_answer(&mut self) -> io::Result<Message> {
+        self.recv_within(MAX_ANSWER, 0)
+    }
+
+    fn recv_within(&mut self, max_len: usize, max_fds: usize) -> io::Result<Message> {
         let mut head = [0u8; 7];
         self.read_exact(&mut head)?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let kind = Kind::of(head[4]).ok_or_else(|| bad("unknown message kind"))?;
         let nfds = u16::from_le_bytes([head[5], head[6]]) as usize;
-        if !(3..=MAX_MESSAGE).contains(&len) || nfds > MAX_FDS_PER_MESSAGE {
+        if !(3..=max_len).contains(&len) || nfds > max_fds {
             return Err(bad("message length or descriptor count out of bounds"));
         }
         let mut body = vec![0u8; len - 3];
         self.read_exact(&mut body)?;
-        if self.fds.len() < nfds {
-            return Err(bad("a message names descriptors that did not come with it"));
+        if self.fds.len() < nfds || (max_fds == 0 && !self.fds.is_empty()) {
+            return Err(bad("a message's descriptors are not the ones that came with it"));
         }
         let fds = self.fds.drain(..nfds).collect();
         Ok(Message { kind, body, fds })

@@ -118,7 +118,9 @@ impl UringIo {
     /// Starts the send of everything queued for a connection, unless one
     /// is in flight (its completion starts the next).
     pub(super) fn start_send(&mut self, conn: &mut Conn, slot: usize) {
-        if self.has(slot, SENDING) {
+        if self.has(slot, SENDING | LEAVING) {
+            // One in flight (its completion starts the next), or leaving
+            // for another process (what is queued goes with it).
             return;
         }
         if let Some(chain) = self.take_chain(slot) {
@@ -236,8 +238,14 @@ impl Transport for UringIo {
         if self.has(slot, RECV_ARMED) {
             self.ring.cancel(user_data(Op::Recv, slot as u32, conn.generation));
         }
+        let key = user_data(Op::Send, slot as u32, conn.generation);
         if self.has(slot, SENDING) {
-            self.ring.cancel(user_data(Op::Send, slot as u32, conn.generation));
+            self.ring.cancel(key);
+        } else if let Some(parked) = self.ring.sending.remove(&key) {
+            // The parked rest of a send (a hand-off that did not take this
+            // connection): nothing of it is in flight.
+            stats.backlog_bytes.sub(parked.unsent() as u64);
+            stats.shared_backlog_bytes.sub(parked.shared_len() as u64);
         }
         if let Some(f) = self.flags.get_mut(slot) {
             *f = 0;

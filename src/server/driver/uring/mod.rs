@@ -84,6 +84,7 @@ impl<H: Handler> UringDriver<H> {
             if engine.export_due() {
                 engine.quiesce_leaving();
                 engine.export_all();
+                engine.stay_after_export();
             }
             if done {
                 engine.release_listener();
@@ -202,9 +203,27 @@ impl<H: Handler> Engine<H, UringIo> {
         for &slot in &slots {
             if self.table.conns.contains(slot) && !self.io.can_hand_over(slot) {
                 log::warn!("loop {}: connection {slot} still busy in io_uring: it stays and drains", self.env.id);
-                self.io.clear(slot, LEAVING);
-                self.unpark_send(slot);
             }
+        }
+    }
+
+    /// After the export: whatever was set leaving but stayed (busy at the
+    /// deadline, or no longer movable: it began to close meanwhile) sends
+    /// its parked rest again and receives again.
+    fn stay_after_export(&mut self) {
+        let stayed: Vec<(usize, u32)> = self
+            .table
+            .conns
+            .iter()
+            .filter(|&(slot, _)| self.io.has(slot, LEAVING))
+            .map(|(slot, conn)| (slot, conn.generation))
+            .collect();
+        for (slot, generation) in stayed {
+            self.io.clear(slot, LEAVING);
+            self.unpark_send(slot);
+            // What queued behind it while it was leaving.
+            self.io.start_send(&mut self.table.conns[slot], slot);
+            self.rearm_recv(slot, generation);
         }
     }
 
