@@ -124,7 +124,7 @@ fn a_hand_off_that_breaks_off_leaves_every_connection_with_the_old_process() {
     // batch of connections, then dies before it says Adopted.
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut read_message = |s: &mut std::os::unix::net::UnixStream| {
+    let read_message = |s: &mut std::os::unix::net::UnixStream| {
         let mut head = [0u8; 7];
         s.read_exact(&mut head).unwrap();
         let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;

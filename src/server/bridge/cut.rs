@@ -33,7 +33,7 @@ use crate::server::pubsub::hub::Hub;
 use crate::server::pubsub::publication::Publication;
 use crate::ws::frame::opcode;
 
-use super::worker::Outgoing;
+use super::outgoing::Outgoing;
 
 /// Bytes of messages the new process keeps between the marker and the
 /// end of adoption; more are dropped and counted.

@@ -44,6 +44,7 @@
 mod channel;
 pub mod cut;
 pub(crate) mod envelope;
+mod outgoing;
 mod stats;
 mod url;
 mod worker;
@@ -56,9 +57,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use channel::{check_prefix, PrefixError};
+use outgoing::Outgoing;
 pub use stats::BridgeStats;
 pub use url::{redacted, RedisUrl};
-use worker::Outgoing;
 
 pub use cut::Cut;
 

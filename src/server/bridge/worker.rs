@@ -3,7 +3,6 @@
 //! own connection and its own reconnect-with-backoff.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,28 +11,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::channel;
 use super::envelope::{self, Envelope};
+use super::outgoing::Outgoing;
 use super::stats::BridgeStats;
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
 use crate::server::pubsub::publication::Publication;
-
-/// A publish on its way to Redis: the frame is the one local members got,
-/// shared, and the envelope is made on the publisher's thread.
-pub(super) struct Outgoing {
-    pub(super) room: Arc<str>,
-    pub(super) frame: Arc<Publication>,
-    /// The bytes it holds of the queue's bound, given back once sent or dropped.
-    pub(super) cost: u64,
-    /// A hand-off's marker: `room` is the whole channel name and the
-    /// payload goes as it is, without an envelope.
-    pub(super) raw: bool,
-}
-
-impl fmt::Debug for Outgoing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outgoing").field("room", &self.room).finish_non_exhaustive()
-    }
-}
 
 /// Publishes sent in one pipeline at most.
 const MAX_BATCH: usize = 1024;
