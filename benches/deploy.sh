@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A deploy under load: what clients see. TARGET connections (default
 # 100,000) on SERVERS wsloop processes sharing one SO_REUSEPORT port (the
-# c100k setup: a process holds at most 20,000), each pinging every second
+# c100k setup: a process holds at most 20,000), each pinging every
+# INTERVAL (10s: 10,000 pings a second in all, which two shared cores carry)
 # through `wsloop load --reconnect` (backoff with jitter, the server's
 # reconnect hint honoured). Once they are all open, the deploy:
 #
@@ -18,7 +19,7 @@
 #
 #   MODE=handoff benches/deploy.sh [TARGET]
 #
-# Results: benches/results/deploy-$MODE.{json,svg,txt,log}.
+# Results: benches/results/deploy-$TAG.{json,svg,txt,log} (TAG defaults to MODE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +29,15 @@ SERVERS=${SERVERS:-6}
 PORT=${PORT:-18090}
 METRICS_BASE=${METRICS_BASE:-19200}
 RAMP=${RAMP:-40s}
+INTERVAL=${INTERVAL:-10s}
 SETTLE=${SETTLE:-15}
 HOLD=${HOLD:-120s}
 DRAIN=${DRAIN:-60s}
+# MODE=handoff: seconds between one process's SIGUSR2 and the next (0: all at once).
+STAGGER=${STAGGER:-0}
 OUT=benches/results
-LOG="$OUT/deploy-$MODE.log"
+TAG=${TAG:-$MODE}
+LOG="$OUT/deploy-$TAG.log"
 
 cargo build --release --quiet
 BIN=target/release/wsloop
@@ -70,18 +75,22 @@ done
 sleep 1
 
 ramp_s=${RAMP%s}
-"$BIN" load --url "ws://127.0.0.1:$PORT/ws" --scenario ping --interval 1s \
+"$BIN" load --url "ws://127.0.0.1:$PORT/ws" --scenario ping --interval "$INTERVAL" \
   --stage "$RAMP:$TARGET" --stage "$HOLD:$TARGET" --stage "10s:0" \
   --rate 4000 --connect-timeout 30s --source-ips 127.0.0.2-127.0.0.9 \
   --reconnect --reconnect-min 100ms --reconnect-max 10s \
-  --json "$OUT/deploy-$MODE.json" --plot "$OUT/deploy-$MODE.svg" > "$OUT/deploy-$MODE.txt" 2>&1 &
+  --json "$OUT/deploy-$TAG.json" --plot "$OUT/deploy-$TAG.svg" > "$OUT/deploy-$TAG.txt" 2>&1 &
 load=$!
+started=$(date +%s.%N)
 sleep $((ramp_s + SETTLE))
 
 echo "deploy ($MODE) at $(date +%T)" | tee -a "$LOG"
 case $MODE in
   handoff)
-    for pid in "${old[@]}"; do kill -USR2 "$pid"; done
+    for pid in "${old[@]}"; do
+      kill -USR2 "$pid"
+      sleep "$STAGGER"
+    done
     ;;
   drain | close)
     for pid in "${old[@]}"; do kill -TERM "$pid"; done
@@ -91,6 +100,24 @@ case $MODE in
     ;;
 esac
 
+deployed=$(date +%s.%N)
 wait "$load" || true
-cat "$OUT/deploy-$MODE.txt"
-grep -E "took over|handing over|hand-off" "$LOG" | head -40 || true
+cat "$OUT/deploy-$TAG.txt"
+grep -E "took over|handing over|connections sent" "$LOG" | head -40 || true
+# Per second around the deploy: open, disconnects, reconnects, ping p99.
+python3 - "$OUT/deploy-$TAG.json" "$(echo "$deployed - $started" | bc)" > "$OUT/deploy-$TAG.around.txt" <<'PY'
+import json, sys
+timeline = json.load(open(sys.argv[1]))["timeline"]
+at = float(sys.argv[2])
+print(f"deploy at t={at:.1f}s; per second from 10 s before to 70 s after:")
+print("     t     open  disconnects  reconnects  p99 ms")
+for s in timeline:
+    if at - 10 <= s["t"] <= at + 70:
+        p99 = s.get("rtt_p99_ms")
+        print(f"{s['t']:6.1f} {s['open']:8} {s['disconnects']:12} {s['reconnects']:11}  {p99 if p99 is not None else '-'}")
+before = [s["rtt_p99_ms"] for s in timeline if at - 10 <= s["t"] < at and s.get("rtt_p99_ms")]
+during = [s["rtt_p99_ms"] for s in timeline if at <= s["t"] < at + 5 and s.get("rtt_p99_ms")]
+worst = lambda xs: max(xs) if xs else float("nan")
+print(f"ping p99, worst second: 10 s before {worst(before):.1f} ms, 5 s from the deploy {worst(during):.1f} ms")
+PY
+cat "$OUT/deploy-$TAG.around.txt"
