@@ -41,6 +41,7 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
+    remember_launch();
     logging::init(args.log_level);
     // Flags that name files are checked before anything starts.
     let tokens = match auth_tokens(args) {
@@ -81,7 +82,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if let Some(line) = tune::doctor::one_line(&tune::doctor::Host::live(), handle.max_conns() as u64) {
         log::warn!("{line}");
     }
-    let _offer = match offer_handoff(args, &handle) {
+    let _offer = match offer_handoff(args, &handle, took_over) {
         Ok(offer) => offer,
         // ... nor for want of a hand-off socket for the next deploy.
         Err(_) if took_over => None,
@@ -242,26 +243,28 @@ where
 }
 
 /// Offers this process's connections at `--takeover`, once it serves.
-/// The socket of the process it took over from may still be closing:
-/// tried for a few seconds.
-fn offer_handoff(args: &ServeArgs, handle: &server::ServerHandle) -> Result<Option<server::handoff::Offer>, ExitCode> {
+/// A process that `took_over` replaces the socket of the one it took
+/// over from (which may still be draining what could not move).
+fn offer_handoff(
+    args: &ServeArgs,
+    handle: &server::ServerHandle,
+    took_over: bool,
+) -> Result<Option<server::handoff::Offer>, ExitCode> {
     let Some(path) = &args.takeover else {
         notify_systemd("READY=1");
         return Ok(None);
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match handle.offer_handoff(path) {
-            Ok(offer) => {
-                log::info!("offering a live hand-off on {} (SIGUSR2 starts the new binary)", path.display());
-                notify_systemd("READY=1");
-                return Ok(Some(offer));
-            }
-            Err(server::handoff::OfferError::InUse(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(fail(e)),
+    match handle.offer_handoff(path, took_over) {
+        Ok(offer) => {
+            log::info!("offering a live hand-off on {} (SIGUSR2 starts the new binary)", path.display());
+            notify_systemd("READY=1");
+            Ok(Some(offer))
         }
+        Err(e) if took_over => {
+            log::error!("serving what was taken over, but no hand-off for the next deploy: {e}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => Err(fail(e)),
     }
 }
 
@@ -302,7 +305,7 @@ fn start_successor(args: &ServeArgs) {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return log::warn!("SIGUSR2: a new process is already taking over; ignored");
     }
-    let exe = own_path();
+    let exe = successor_path();
     let child = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).spawn();
     match child {
         Ok(mut child) => {
@@ -322,13 +325,35 @@ fn start_successor(args: &ServeArgs) {
     }
 }
 
-/// The path this binary was started from (a deploy puts the new binary
-/// there): /proc/self/exe's target, less the " (deleted)" the kernel adds
-/// once the file was replaced.
-fn own_path() -> std::path::PathBuf {
-    let target =
-        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
+/// How this process was started: `argv[0]` and the directory it was
+/// started in, kept at start (a deploy may change what they lead to; that
+/// is the point).
+static LAUNCHED: std::sync::OnceLock<(std::ffi::OsString, std::path::PathBuf)> = std::sync::OnceLock::new();
+
+/// Remembers how this process was started, for [`successor_path`].
+fn remember_launch() {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let _ = LAUNCHED.set((argv0, cwd));
+}
+
+/// The binary a deploy put where this one was started from: `argv[0]`
+/// resolved now (a path against the start directory, so a symlink switched
+/// to a new release leads to it; a bare name through `PATH`), or, if that
+/// is gone, `/proc/self/exe`'s path less the kernel's " (deleted)".
+fn successor_path() -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
+    if let Some((argv0, cwd)) = LAUNCHED.get() {
+        let path = std::path::Path::new(argv0);
+        if !argv0.as_bytes().contains(&b'/') {
+            return path.to_owned();
+        }
+        let full = cwd.join(path);
+        if full.exists() {
+            return full;
+        }
+    }
+    let target = std::fs::read_link("/proc/self/exe").unwrap_or_default();
     match target.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
         Some(kept) => std::path::PathBuf::from(std::ffi::OsStr::from_bytes(kept)),
         None => target,

@@ -243,10 +243,19 @@ fn what_cannot_move_is_drained_with_1012_and_what_can_moves() {
     }
     ping(&mut plain, 3);
     assert!(text(&mut plain).contains(r#""payload":3"#));
+    // While the old process still drains, the new one offers the socket
+    // already: the next deploy can come at once, and the plain connection
+    // moves on a second time.
+    let (mut third, _, third_metrics) = spawn_binary_with_metrics(&args, None);
+    assert_eq!(metric(third_metrics, "wsloop_adopted_total"), 1.0);
+    ping(&mut plain, 4);
+    assert!(text(&mut plain).contains(r#""payload":4"#));
     drop(dedicated);
     let status = exits_within(&mut old, Duration::from_secs(10)).expect("the old process exits");
     assert!(status.success(), "{status}");
-    let _ = new.kill();
+    let status = exits_within(&mut new, Duration::from_secs(10)).expect("the second process exits");
+    assert!(status.success(), "{status}");
+    let _ = third.kill();
 }
 
 /// A Redis server on a free port for this test, stopped on drop.

@@ -121,8 +121,10 @@ impl ServerHandle {
     /// Offers this server's connections to a newer process on the Unix
     /// socket `path` (`--takeover`): see [`handoff`]. Dropping the offer
     /// stops it.
-    pub fn offer_handoff(&self, path: &std::path::Path) -> Result<handoff::Offer, handoff::OfferError> {
-        handoff::Offer::start(path, self.controls.clone(), self.addr)
+    /// `replace`: this server took over from the process offering there
+    /// (which may still be draining): its socket is replaced.
+    pub fn offer_handoff(&self, path: &std::path::Path, replace: bool) -> Result<handoff::Offer, handoff::OfferError> {
+        handoff::Offer::start(path, self.controls.clone(), self.addr, replace)
     }
 
     /// The connection limit in effect.
@@ -243,22 +245,8 @@ where
         address_limits: address_limits::AddressLimits::new(cfg.address_limits),
         budget: Arc::new(budget::MemoryBudget::new(memory_limit(&cfg), cfg.buffer_size)),
     });
-    let (addr, listeners) = match handed {
-        None => {
-            let (addr, listeners) = bind_all(&cfg, workers)?;
-            (addr, listeners.into_iter().map(Some).collect())
-        }
-        Some(addr) => (addr, (0..workers).map(|_| None).collect::<Vec<_>>()),
-    };
-    // A bad Redis URL fails here, before any thread starts.
-    let bridge = match &cfg.bridge {
-        Some(bridge_cfg) => {
-            // The bridge refuses the room names join refuses: the server's.
-            let bridge_cfg = BridgeConfig { max_room_name: cfg.rooms.max_name_len, ..bridge_cfg.clone() };
-            Some(Bridge::new(bridge_cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?)
-        }
-        None => None,
-    };
+    let (addr, listeners) = listeners_for(&cfg, workers, handed)?;
+    let bridge = new_bridge(&cfg)?;
     let (model, why) = driver::resolve(cfg.io).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.0))?;
     log::info!("I/O driver: {} ({why})", model.label());
     // Every driver and waker exists before any loop runs, so each loop can
@@ -353,6 +341,32 @@ fn max_conns(cfg: &ServerConfig) -> io::Result<usize> {
     }
     let (soft, _) = crate::tune::rlimit::nofile()?;
     Ok((soft as usize).saturating_sub(FD_RESERVE).max(1))
+}
+
+/// The Redis bridge `--redis-url` asks for, not started yet; a bad URL
+/// fails here, before any thread starts.
+fn new_bridge(cfg: &ServerConfig) -> io::Result<Option<(Bridge, bridge::Pending)>> {
+    let Some(bridge_cfg) = &cfg.bridge else { return Ok(None) };
+    // The bridge refuses the room names join refuses: the server's.
+    let bridge_cfg = BridgeConfig { max_room_name: cfg.rooms.max_name_len, ..bridge_cfg.clone() };
+    let made = Bridge::new(bridge_cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(Some(made))
+}
+
+/// Each loop's listener, bound here, or none (`handed`: they come from a
+/// hand-off, on that address).
+fn listeners_for(
+    cfg: &ServerConfig,
+    workers: usize,
+    handed: Option<SocketAddr>,
+) -> io::Result<(SocketAddr, Vec<Option<std::net::TcpListener>>)> {
+    Ok(match handed {
+        None => {
+            let (addr, listeners) = bind_all(cfg, workers)?;
+            (addr, listeners.into_iter().map(Some).collect())
+        }
+        Some(addr) => (addr, (0..workers).map(|_| None).collect()),
+    })
 }
 
 /// One listener per loop on the same port; the first resolves port 0.

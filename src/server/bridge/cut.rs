@@ -39,20 +39,43 @@ use super::outgoing::Outgoing;
 /// end of adoption; more are dropped and counted.
 const MAX_HELD_BYTES: usize = 64 << 20;
 
-/// What the new process's subscriber does with room messages.
+/// Messages kept back, in order, up to [`MAX_HELD_BYTES`].
+#[derive(Default)]
+struct Kept {
+    list: Vec<(Arc<str>, Arc<Publication>)>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Keeps one; false (and not kept) past the bound.
+    fn push(&mut self, room: Arc<str>, frame: Arc<Publication>) -> bool {
+        let size = frame.payload().len() + room.len();
+        if self.bytes + size > MAX_HELD_BYTES {
+            return false;
+        }
+        self.bytes += size;
+        self.list.push((room, frame));
+        true
+    }
+}
+
+/// What a subscriber does with room messages during a hand-off.
 #[derive(Default)]
 enum Holding {
     /// Delivers them (no hand-off, or it is over).
     #[default]
     Off,
-    /// Before the marker: the old side delivers (true), the new side drops
-    /// (false: the old process delivers these).
-    BeforeMarker(bool),
-    /// New side, after the marker: kept for the adopted members.
-    AfterMarker(Vec<(Arc<str>, Arc<Publication>)>, usize),
-    /// Old side, after the marker: dropped (the new process delivers
-    /// these), until the export is over.
-    Past,
+    /// Old side, before the marker: delivers them.
+    Delivering,
+    /// New side, before the marker: kept apart; the old process delivers
+    /// these, so they are dropped when the marker comes (delivered only if
+    /// it never does: a repeat rather than a loss).
+    Early(Kept),
+    /// New side, after the marker: kept for the members being adopted.
+    Late(Kept),
+    /// Old side, after the marker: kept until the hand-off ends; dropped
+    /// if it commits (the new process delivers them), delivered if it fails.
+    Past(Kept),
 }
 
 /// See the module docs. Shared by the subscriber thread and the hand-off.
@@ -109,7 +132,8 @@ impl Cut {
         self.seen.store(false, Ordering::Release);
         self.marker_subscribed.store(false, Ordering::Release);
         *self.marker.lock().unwrap_or_else(PoisonError::into_inner) = Some((channel, token));
-        *self.holding.lock().unwrap_or_else(PoisonError::into_inner) = Holding::BeforeMarker(!new_side);
+        *self.holding.lock().unwrap_or_else(PoisonError::into_inner) =
+            if new_side { Holding::Early(Kept::default()) } else { Holding::Delivering };
         self.active.store(true, Ordering::Release);
         self.version.fetch_add(1, Ordering::AcqRel);
     }
@@ -153,8 +177,8 @@ impl Cut {
         if payload == token.as_slice() {
             let mut holding = self.holding.lock().unwrap_or_else(PoisonError::into_inner);
             match *holding {
-                Holding::BeforeMarker(false) => *holding = Holding::AfterMarker(Vec::new(), 0),
-                Holding::BeforeMarker(true) => *holding = Holding::Past,
+                Holding::Early(_) => *holding = Holding::Late(Kept::default()),
+                Holding::Delivering => *holding = Holding::Past(Kept::default()),
                 _ => {}
             }
             self.seen.store(true, Ordering::Release);
@@ -162,42 +186,47 @@ impl Cut {
         true
     }
 
-    /// A room message: `Some` to deliver it now, `None` when it is dropped
-    /// (the other process delivers it) or kept (new side, after the
-    /// marker, until [`release`](Self::release)).
+    /// A room message: `Some` to deliver it now, `None` when it is kept
+    /// back until [`release`](Self::release).
     pub(super) fn pass(&self, room: Arc<str>, frame: Arc<Publication>) -> Option<(Arc<str>, Arc<Publication>)> {
         if !self.active.load(Ordering::Acquire) {
             return Some((room, frame));
         }
         let mut holding = self.holding.lock().unwrap_or_else(PoisonError::into_inner);
-        match &mut *holding {
-            Holding::Off | Holding::BeforeMarker(true) => Some((room, frame)),
-            Holding::BeforeMarker(false) | Holding::Past => None,
-            Holding::AfterMarker(kept, bytes) => {
-                let size = frame.payload().len() + room.len();
-                if *bytes + size > MAX_HELD_BYTES {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    *bytes += size;
-                    kept.push((room, frame));
-                }
-                None
-            }
+        let kept = match &mut *holding {
+            Holding::Off | Holding::Delivering => return Some((room, frame)),
+            Holding::Early(kept) | Holding::Late(kept) | Holding::Past(kept) => kept,
+        };
+        if !kept.push(room, frame) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        None
     }
 
-    /// The hand-off is over: what came after the marker goes to the loops
-    /// (in order), and messages flow again. Returns how many were kept.
-    pub(crate) fn release(&self, hub: &Hub) -> usize {
+    /// The hand-off is over: what was kept back goes to the loops, in
+    /// order and before anything that comes after it (the lock is held
+    /// meanwhile), and messages flow again. The old side's messages from
+    /// after the marker go too only if `failed` (the new process has not
+    /// taken the members). Returns how many were delivered.
+    pub(crate) fn release(&self, hub: &Hub, failed: bool) -> usize {
+        let mut holding = self.holding.lock().unwrap_or_else(PoisonError::into_inner);
+        let deliver = match std::mem::take(&mut *holding) {
+            Holding::Late(kept) => kept.list,
+            Holding::Early(kept) => {
+                log::warn!("hand-off: the Redis marker never came; delivering every publish since the subscription (some may repeat)");
+                kept.list
+            }
+            Holding::Past(kept) if failed => kept.list,
+            Holding::Past(_) | Holding::Off | Holding::Delivering => Vec::new(),
+        };
+        for (room, frame) in &deliver {
+            hub.publish_to_all(room, frame);
+        }
         *self.marker.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.active.store(false, Ordering::Release);
         self.version.fetch_add(1, Ordering::AcqRel);
-        let held = std::mem::take(&mut *self.holding.lock().unwrap_or_else(PoisonError::into_inner));
-        let Holding::AfterMarker(kept, _) = held else { return 0 };
-        for (room, frame) in &kept {
-            hub.publish_to_all(room, frame);
-        }
-        kept.len()
+        drop(holding);
+        deliver.len()
     }
 
     /// Messages dropped because too much came between the marker and the
@@ -226,7 +255,7 @@ mod tests {
         let cut = Cut { channel: "p::handoff".into(), ..Cut::default() };
         cut.arm(b"tok".to_vec(), true);
         let (r, f) = msg(1);
-        assert!(cut.pass(r, f).is_none(), "before the marker: the old process has it");
+        assert!(cut.pass(r, f).is_none(), "before the marker: kept apart (the old process has it)");
         assert!(cut.take_marker("p::handoff", b"other"), "another hand-off's marker is not ours");
         assert!(!cut.seen());
         assert!(!cut.take_marker("p:lobby", b"tok"));
@@ -237,8 +266,9 @@ mod tests {
         let mut hub = Hub::default();
         let (tx, rx) = crossbeam_channel::unbounded();
         hub.add(tx, crate::server::pubsub::hub::LoopWaker::EventFd(std::fs::File::open("/dev/null").unwrap().into()));
-        assert_eq!(cut.release(&hub), 1);
+        assert_eq!(cut.release(&hub, false), 1, "only what came after the marker");
         assert!(matches!(rx.try_recv(), Ok(crate::server::pubsub::hub::LoopMsg::Publish { .. })));
+        assert!(rx.try_recv().is_err());
         let (r, f) = msg(3);
         assert!(cut.pass(r, f).is_some(), "flowing again");
     }
@@ -251,10 +281,34 @@ mod tests {
         assert!(cut.pass(r, f).is_some());
         assert!(cut.take_marker("p::handoff", b"tok"));
         let (r, f) = msg(2);
-        assert!(cut.pass(r, f).is_none(), "the new process delivers it");
+        assert!(cut.pass(r, f).is_none(), "kept: the new process delivers it if the hand-off commits");
         let hub = Hub::default();
-        assert_eq!(cut.release(&hub), 0);
+        assert_eq!(cut.release(&hub, false), 0, "committed: dropped");
         let (r, f) = msg(3);
         assert!(cut.pass(r, f).is_some());
+    }
+
+    #[test]
+    fn a_failed_hand_off_delivers_what_the_old_side_kept_and_a_lost_marker_repeats_rather_than_loses() {
+        let (hub, rx) = hub_of_one();
+        let old = Cut { channel: "p::handoff".into(), ..Cut::default() };
+        old.arm(b"tok".to_vec(), false);
+        old.take_marker("p::handoff", b"tok");
+        let (r, f) = msg(2);
+        assert!(old.pass(r, f).is_none());
+        assert_eq!(old.release(&hub, true), 1, "the members stayed: they get it");
+        let new = Cut { channel: "p::handoff".into(), ..Cut::default() };
+        new.arm(b"tok".to_vec(), true);
+        let (r, f) = msg(1);
+        assert!(new.pass(r, f).is_none());
+        assert_eq!(new.release(&hub, false), 1, "no marker: delivered rather than lost");
+        assert_eq!(rx.len(), 2);
+    }
+
+    fn hub_of_one() -> (Hub, crossbeam_channel::Receiver<crate::server::pubsub::hub::LoopMsg>) {
+        let mut hub = Hub::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        hub.add(tx, crate::server::pubsub::hub::LoopWaker::EventFd(std::fs::File::open("/dev/null").unwrap().into()));
+        (hub, rx)
     }
 }

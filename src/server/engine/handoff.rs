@@ -55,10 +55,14 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 Command::Resume { moved, listener } => self.resume_serving(moved, listener),
                 Command::Listen(listener) => self.listen(listener),
                 Command::Adopt(moved, reply) => {
-                    let taken = self.take_in_all(moved);
-                    let _ = reply.send(taken);
+                    let held = self.hold_adopted(moved);
+                    let _ = reply.send(held);
                 }
-                Command::Start => self.go_live_all(),
+                Command::Attach(reply) => {
+                    let attached = self.attach_adopted();
+                    let _ = reply.send(attached);
+                }
+                Command::Thaw => self.thaw_adopted(),
                 Command::Abandon => self.abandon_adopted(),
             }
         }
@@ -244,49 +248,64 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         Moved { fd: OwnedFd::from(std_stream(conn.socket)), state }
     }
 
-    /// New side: takes carried connections into the table, not yet live
-    /// (see [`Handing::Adopting`]); returns how many were taken.
-    fn take_in_all(&mut self, moved: Vec<Moved>) -> usize {
-        let mut pending = match std::mem::take(&mut self.handing) {
-            Handing::Adopting(pending) => pending,
+    /// New side: holds carried connections until the old process commits
+    /// (see [`Handing::Adopting`]); returns how many are held.
+    fn hold_adopted(&mut self, moved: Vec<Moved>) -> usize {
+        let mut held = match std::mem::take(&mut self.handing) {
+            Handing::Adopting(held) => held,
             _ => Vec::new(),
         };
-        let before = pending.len();
-        for m in moved {
+        held.extend(moved);
+        let n = held.len();
+        self.handing = Handing::Adopting(held);
+        n
+    }
+
+    /// Committed: every held connection into the table and the driver,
+    /// its unsent bytes written; the loop stays frozen until `Thaw`.
+    fn attach_adopted(&mut self) -> usize {
+        let Handing::Adopting(held) = std::mem::take(&mut self.handing) else { return 0 };
+        let mut attached = Vec::with_capacity(held.len());
+        for m in held {
             match self.take_in(m) {
-                Ok((slot, unsent)) => pending.push((slot as u32, self.table.conns[slot].generation, unsent)),
+                Ok((slot, unsent, timer_ms)) => {
+                    let generation = self.table.conns[slot].generation;
+                    if self.attach_carried(slot, &unsent) {
+                        attached.push((slot as u32, generation, timer_ms));
+                    }
+                }
                 Err(e) => {
                     self.env.stats.adopt_failed.add(1);
                     log::warn!("loop {}: could not adopt a connection: {e}", self.env.id);
                 }
             }
         }
-        let taken = pending.len() - before;
-        self.handing = Handing::Adopting(pending);
-        taken
+        let n = attached.len();
+        self.handing = Handing::Attached(attached);
+        n
     }
 
-    /// The old process committed: every connection taken in goes live.
-    fn go_live_all(&mut self) {
-        let Handing::Adopting(pending) = std::mem::take(&mut self.handing) else { return };
+    /// Every loop has its members: timers run with what was left of them,
+    /// and each connection's carried input is handled, then its socket read.
+    fn thaw_adopted(&mut self) {
+        let Handing::Attached(attached) = std::mem::take(&mut self.handing) else { return };
         let mut live = 0;
-        for (slot, generation, unsent) in pending {
-            if self.is_live(slot as usize, generation) && self.go_live(slot as usize, &unsent) {
+        for (slot, generation, timer_ms) in attached {
+            if self.is_live(slot as usize, generation) {
+                self.thaw_carried(slot as usize, timer_ms);
                 live += 1;
             }
         }
         self.env.stats.adopted.add(live);
+        self.read_all_again();
     }
 
-    /// The old process did not commit: the connections taken in are let
-    /// go without a byte read or written (their descriptors closed here
-    /// only; the old process serves them on).
+    /// The old process did not commit: the held connections are let go
+    /// without a byte read or written (their descriptors closed here only;
+    /// the old process serves them on).
     fn abandon_adopted(&mut self) {
-        let Handing::Adopting(pending) = std::mem::take(&mut self.handing) else { return };
-        for (slot, generation, _) in pending {
-            if self.is_live(slot as usize, generation) {
-                self.forget_taken_in(slot as usize);
-            }
+        if let Handing::Adopting(held) = std::mem::take(&mut self.handing) {
+            drop(held);
         }
     }
 
@@ -294,8 +313,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// taking its own back after a failed hand-off).
     fn adopt_now(&mut self, m: Moved) {
         match self.take_in(m) {
-            Ok((slot, unsent)) => {
-                if self.go_live(slot, &unsent) {
+            Ok((slot, unsent, timer_ms)) => {
+                if self.attach_carried(slot, &unsent) {
+                    self.thaw_carried(slot, timer_ms);
                     self.env.stats.adopted.add(1);
                 }
             }
@@ -307,9 +327,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     }
 
     /// Takes one carried connection into the table: its rooms joined, its
-    /// timer armed with what was left of it, the handler told; not yet
-    /// registered with the driver. Returns its slot and unsent bytes.
-    fn take_in(&mut self, m: Moved) -> Result<(usize, Vec<u8>), AdoptError> {
+    /// age counted from now, the handler told; not yet registered with the
+    /// driver, its timer not armed. Returns its slot, unsent bytes and the
+    /// time its timer had left.
+    fn take_in(&mut self, m: Moved) -> Result<(usize, Vec<u8>, Option<u32>), AdoptError> {
         let Moved { fd, state } = m;
         let session = Session::from_state(&state.session).ok_or(AdoptError::BadSession)?;
         let socket = std::net::TcpStream::from(fd);
@@ -339,27 +360,44 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         self.env.shared.open.fetch_add(1, Ordering::Relaxed);
         self.env.stats.connections.add(1);
         self.join_carried_rooms(slot, &state.rooms);
-        self.arm_carried_timer(slot, state.timer_ms);
         if opened {
+            self.start_aging(slot);
             let id = ConnId { loop_id: self.env.id, slot: slot as u32, generation };
             self.handler.on_adopt(id, &state.handler);
         }
         self.count_input(slot);
-        Ok((slot, state.unsent))
+        Ok((slot, state.unsent, state.timer_ms))
     }
 
-    /// Registers a taken-in connection with the driver and lets it go on:
-    /// its unsent bytes first, then its unhandled input. False if it could
-    /// not be registered (it is let go).
-    fn go_live(&mut self, slot: usize, unsent: &[u8]) -> bool {
+    /// Registers a taken-in connection with the driver and writes its
+    /// unsent bytes, before anything else is written to it. False if it
+    /// could not be registered (it is let go).
+    fn attach_carried(&mut self, slot: usize, unsent: &[u8]) -> bool {
         if let Err(e) = self.io.attach(&mut self.table.conns[slot], slot) {
             log::warn!("loop {}: could not register an adopted connection: {e}", self.env.id);
             self.env.stats.adopt_failed.add(1);
             self.forget_taken_in(slot);
             return false;
         }
-        self.resume_carried(slot, unsent);
+        if !unsent.is_empty() {
+            let conn = &mut self.table.conns[slot];
+            let written = self.io.write(conn, slot, &[Part::Copy(unsent)], &mut self.pool, &self.env.stats);
+            let signal = match written {
+                Ok(_) => Signal::Published { earlier_unsent: 0 },
+                Err(reason) => Signal::Fault(reason),
+            };
+            self.signal(slot, signal);
+        }
         true
+    }
+
+    /// The carried connection goes on: its timer armed with what was left
+    /// of it, then the input the old process had read but not handled.
+    fn thaw_carried(&mut self, slot: usize, timer_ms: Option<u32>) {
+        if matches!(self.table.conns[slot].stage, Stage::Serving | Stage::Pinged) {
+            self.arm_carried_timer(slot, timer_ms);
+        }
+        self.handle_carried_input(slot);
     }
 
     /// Removes a taken-in connection that never went live, undoing its
@@ -417,20 +455,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
     }
 
-    /// The carried connection goes on: its unsent bytes first, then the
-    /// input the old process had read but not handled.
-    fn resume_carried(&mut self, slot: usize, unsent: &[u8]) {
-        let generation = self.table.conns[slot].generation;
-        if !unsent.is_empty() {
-            let conn = &mut self.table.conns[slot];
-            let written = self.io.write(conn, slot, &[Part::Copy(unsent)], &mut self.pool, &self.env.stats);
-            let signal = match written {
-                Ok(_) => Signal::Published { earlier_unsent: 0 },
-                Err(reason) => Signal::Fault(reason),
-            };
-            self.signal(slot, signal);
-        }
-        if !self.is_live(slot, generation) || self.table.conns[slot].rbuf.is_empty() {
+    /// Handles the input the old process had read but not handled.
+    fn handle_carried_input(&mut self, slot: usize) {
+        if self.table.conns[slot].rbuf.is_empty() {
             return;
         }
         let before = match self.begin_turn(slot) {

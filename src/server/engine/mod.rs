@@ -209,10 +209,15 @@ pub(crate) enum Handing {
     /// Frozen, this many connections exported: waiting for `Finish` or
     /// `Resume`.
     Exported(usize),
-    /// New side: connections taken into the table but not yet live (not
-    /// registered with the driver, nothing read or written): (slot,
-    /// generation, unsent bytes) each, until `Start` (or `Abandon`).
-    Adopting(Vec<(u32, u32, Vec<u8>)>),
+    /// New side, before the old process commits: connections held, not
+    /// in the table (nothing can be read, written or delivered to them),
+    /// until `Attach` (or `Abandon`).
+    Adopting(Vec<crate::server::handoff::Moved>),
+    /// New side, committed: connections in the table, registered, their
+    /// unsent bytes written; still frozen (no input handled, no timer)
+    /// until `Thaw`, so no loop's member can publish before every loop has
+    /// its members: (slot, generation, timer left) each.
+    Attached(Vec<(u32, u32, Option<u32>)>),
 }
 
 /// TLS at accept: where sessions come from, and this pass's handshake turns.

@@ -56,7 +56,7 @@ pub use take::{take_over, Takeover, TakeoverError};
 
 /// The hand-off format this build speaks: the records of `state.rs` and
 /// the messages of `wire.rs`. A change to either bumps it.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Connections per `Conns` message.
 const BATCH: usize = 200;
@@ -81,14 +81,18 @@ pub(crate) enum Command {
     },
     /// New side: accept on this listener.
     Listen(StdTcpListener),
-    /// New side: take these connections in, not yet live (nothing read
-    /// or written until `Start`); answers how many were taken.
+    /// New side: hold these connections (checked already), frozen, until
+    /// the old process commits; answers how many are held.
     Adopt(Vec<Moved>, Sender<usize>),
-    /// New side, the old process committed: the adopted connections go
-    /// live (their unsent bytes first, then their unhandled input).
-    Start,
+    /// New side, the old process committed: the held connections go into
+    /// the table and the driver, their unsent bytes written first; the
+    /// loop stays frozen. Answers how many are in.
+    Attach(Sender<usize>),
+    /// New side, every loop attached: timers run, input is handled (the
+    /// carried input first).
+    Thaw,
     /// New side, the old process did not commit (it serves them on): the
-    /// adopted connections are let go without a byte read or written.
+    /// held connections are let go without a byte read or written.
     Abandon,
 }
 

@@ -19,11 +19,17 @@ use super::{Command, Controls, Exported, Frozen, Moved, BATCH, FORMAT};
 
 /// How long the new process may take to answer each step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The loops' listeners, by loop (a loop may have none).
+type Listeners = Vec<Option<std::net::TcpListener>>;
+
 /// How long the loops may take to freeze, or to export.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sending the connections may take in all: a new process that
 /// reads slowly cannot keep the loops frozen longer.
 const FROZEN_LIMIT: Duration = Duration::from_secs(30);
+/// Bytes of records a `Conns` message carries at most (a connection's
+/// unsent bytes and unfinished message may be large).
+const BATCH_BYTES: usize = 32 << 20;
 
 /// Why the hand-off socket could not be offered.
 #[derive(Debug)]
@@ -60,13 +66,22 @@ pub struct Offer {
 impl Offer {
     /// Listens on `path` (mode 0600) for a new process to hand over to.
     /// A stale socket there (nobody listening) is replaced.
-    pub(crate) fn start(path: &Path, controls: Controls, addr: std::net::SocketAddr) -> Result<Offer, OfferError> {
+    ///
+    /// With `replace` (a process that took over from the one listening
+    /// there, which may still be draining), the path is taken over even
+    /// though someone listens on it.
+    pub(crate) fn start(
+        path: &Path,
+        controls: Controls,
+        addr: std::net::SocketAddr,
+        replace: bool,
+    ) -> Result<Offer, OfferError> {
         let err = |e| OfferError::Io(path.to_owned(), e);
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
                 return Err(OfferError::NotASocket(path.to_owned()));
             }
-            if UnixStream::connect(path).is_ok() {
+            if !replace && UnixStream::connect(path).is_ok() {
                 return Err(OfferError::InUse(path.to_owned()));
             }
         }
@@ -220,18 +235,23 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
         _ => return Err(Failed::Refused("an unexpected answer".into())),
     }
     log::info!("hand-off: a new process is taking over; freezing the loops");
-    let mut listeners = freeze(controls).inspect_err(|_| resume(controls, Vec::new(), Vec::new()))?;
+    let mut listeners = match freeze(controls) {
+        Ok(listeners) => listeners,
+        Err((e, some)) => {
+            resume(controls, some, Vec::new());
+            return Err(e);
+        }
+    };
     if let Err(e) = super::redis_cut::old_side(&mut link, controls) {
-        super::redis_cut::old_done(controls);
         resume(controls, listeners, Vec::new());
+        super::redis_cut::old_done(controls, true);
         return Err(e.into());
     }
-    let exported = export(controls);
-    super::redis_cut::old_done(controls);
-    let mut exported = match exported {
+    let mut exported = match export(controls) {
         Ok(exported) => exported,
         Err((e, some)) => {
             resume(controls, listeners, some);
+            super::redis_cut::old_done(controls, true);
             return Err(e);
         }
     };
@@ -240,36 +260,44 @@ fn hand_off(stream: UnixStream, controls: &Controls, addr: std::net::SocketAddr)
             // Committed: the descriptors here close; nothing goes back.
             listeners.clear();
             exported.clear();
+            super::redis_cut::old_done(controls, false);
             Ok(n)
         }
         Err(e) => {
+            // The members come back first, then what Redis brought them.
             resume(controls, listeners, exported.into_iter().map(|e| e.moved).collect());
+            super::redis_cut::old_done(controls, true);
             Err(e)
         }
     }
 }
 
-/// Freezes every loop; their listeners, by loop. On a silent loop, the
-/// answer channel is dropped first, so a loop that answers late serves on
-/// by itself (and the others are resumed by the caller).
-fn freeze(controls: &Controls) -> Result<Vec<Option<std::net::TcpListener>>, Failed> {
+/// Freezes every loop; their listeners, by loop. On a silent loop: the
+/// error and the listeners that came (to give back); a late answer is
+/// turned into that loop's `Resume` by [`reap_late`].
+fn freeze(controls: &Controls) -> Result<Listeners, (Failed, Listeners)> {
     let (tx, rx) = crossbeam_channel::unbounded::<Frozen>();
     for i in 0..controls.len() {
         controls.send(i, Command::Freeze(tx.clone()));
     }
     drop(tx);
-    let mut listeners: Vec<Option<std::net::TcpListener>> = (0..controls.len()).map(|_| None).collect();
+    let mut listeners: Listeners = (0..controls.len()).map(|_| None).collect();
     let deadline = Instant::now() + LOOP_TIMEOUT;
     for _ in 0..controls.len() {
-        let frozen = rx.recv_deadline(deadline).map_err(|_| Failed::LoopSilent)?;
-        listeners[frozen.loop_id] = frozen.listener;
+        match rx.recv_deadline(deadline) {
+            Ok(frozen) => listeners[frozen.loop_id] = frozen.listener,
+            Err(_) => {
+                reap_late(controls, rx, |f| (f.loop_id, Command::Resume { moved: Vec::new(), listener: f.listener }));
+                return Err((Failed::LoopSilent, listeners));
+            }
+        }
     }
     Ok(listeners)
 }
 
 /// Every loop's movable connections, by loop, asked of all loops at once.
 /// On a silent loop: the error, and what the others exported (to give
-/// back); the silent one keeps its own when it answers.
+/// back); a late answer is given back to its loop by [`reap_late`].
 fn export(controls: &Controls) -> Result<Vec<Exported>, (Failed, Vec<Vec<Moved>>)> {
     let (tx, rx) = crossbeam_channel::unbounded::<Exported>();
     for i in 0..controls.len() {
@@ -285,13 +313,33 @@ fn export(controls: &Controls) -> Result<Vec<Exported>, (Failed, Vec<Vec<Moved>>
                 all[i] = Some(exported);
             }
             Err(_) => {
-                drop(rx);
+                reap_late(controls, rx, |e| (e.loop_id, Command::Resume { moved: e.moved, listener: None }));
                 let some = all.into_iter().map(|e| e.map(|e| e.moved).unwrap_or_default()).collect();
                 return Err((Failed::LoopSilent, some));
             }
         }
     }
     Ok(all.into_iter().flatten().collect())
+}
+
+/// After a loop was too slow: answers that still come (each loop drops
+/// its sender once it has answered, or with its channel if it ended) are
+/// given back to their loops, so nothing a late loop handed out is lost.
+fn reap_late<A: Send + 'static>(
+    controls: &Controls,
+    rx: crossbeam_channel::Receiver<A>,
+    give_back: impl Fn(A) -> (usize, Command) + Send + 'static,
+) {
+    let controls = controls.clone();
+    let spawned = std::thread::Builder::new().name("wsloop-handoff-reaper".into()).spawn(move || {
+        for late in rx.iter() {
+            let (i, cmd) = give_back(late);
+            controls.send(i, cmd);
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("hand-off: cannot start the thread that gives late answers back: {e}");
+    }
 }
 
 /// Sends the listeners, the connections in batches, Done; waits for
@@ -310,21 +358,30 @@ fn send_all(
     let kept: usize = exported.iter().map(|e| e.kept).sum();
     let mut body = Vec::new();
     let mut record = Vec::new();
-    for batch in moved.chunks(BATCH) {
-        if Instant::now() > deadline {
-            return Err(Failed::Slow);
-        }
+    let mut rest = &moved[..];
+    while !rest.is_empty() {
+        // No send may wait past the deadline: a reader that trickles cannot
+        // keep the loops frozen.
+        let left = deadline.checked_duration_since(Instant::now()).ok_or(Failed::Slow)?;
+        link.set_timeout(Some(left.min(STEP_TIMEOUT).max(Duration::from_millis(1))))?;
+        // At most BATCH connections and BATCH_BYTES of records a message
+        // (one record over it goes alone).
         body.clear();
-        body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-        for m in batch {
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let mut n = 0;
+        while n < rest.len().min(BATCH) && (n == 0 || body.len() < BATCH_BYTES) {
             record.clear();
-            m.state.encode(&mut record);
+            rest[n].state.encode(&mut record);
             body.extend_from_slice(&(record.len() as u32).to_le_bytes());
             body.extend_from_slice(&record);
+            n += 1;
         }
-        let fds: Vec<i32> = batch.iter().map(|m| m.fd.as_raw_fd()).collect();
+        body[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        let fds: Vec<i32> = rest[..n].iter().map(|m| m.fd.as_raw_fd()).collect();
         link.send(Kind::Conns, &body, &fds)?;
+        rest = &rest[n..];
     }
+    link.set_timeout(Some(STEP_TIMEOUT))?;
     link.send(Kind::Done, &(moved.len() as u64).to_le_bytes(), &[])?;
     let answer = link.recv_answer()?;
     if answer.kind != Kind::Adopted {
@@ -341,7 +398,7 @@ fn send_all(
 
 /// The hand-off failed: every loop takes back its listener and its
 /// connections and serves on.
-fn resume(controls: &Controls, listeners: Vec<Option<std::net::TcpListener>>, moved: Vec<Vec<Moved>>) {
+fn resume(controls: &Controls, listeners: Listeners, moved: Vec<Vec<Moved>>) {
     let mut listeners = listeners.into_iter();
     let mut moved = moved.into_iter();
     for i in 0..controls.len() {

@@ -57,11 +57,12 @@ pub(super) fn old_side(link: &mut Link, controls: &Controls) -> std::io::Result<
     Ok(())
 }
 
-/// Old side, the loops exported (or the hand-off failed): messages
-/// reach what stays here again.
-pub(super) fn old_done(controls: &Controls) {
+/// Old side, the hand-off over: messages reach what is here again; those
+/// kept since the marker are delivered if it `failed` (the members are
+/// still here), dropped if it committed (the new process has them).
+pub(super) fn old_done(controls: &Controls, failed: bool) {
     if let Some((cut, _)) = &controls.redis {
-        cut.release(&controls.hub);
+        cut.release(&controls.hub, failed);
     }
 }
 
@@ -98,8 +99,8 @@ pub(super) fn new_side(link: &mut Link, controls: &Controls) -> std::io::Result<
     let ok = wait_for(|| cut.subscribed(generation));
     link.send(Kind::Subscribed, &[u8::from(ok)], &[])?;
     if !ok {
+        // Still kept back until the members are in: some may repeat.
         log::warn!("hand-off: could not subscribe to the rooms in Redis in time; taking over without the cut");
-        cut.release(&controls.hub);
     }
     Ok(rooms)
 }
@@ -108,10 +109,10 @@ pub(super) fn new_side(link: &mut Link, controls: &Controls) -> std::io::Result<
 /// to the members, and the rooms held for them are theirs now.
 pub(super) fn release(controls: &Controls, held: Vec<std::sync::Arc<str>>) {
     let Some((cut, directory)) = &controls.redis else { return };
-    if !held.is_empty() && !wait_for(|| cut.seen()) {
-        log::warn!("hand-off: the Redis marker never came; delivering what came since the subscription");
+    if !held.is_empty() {
+        wait_for(|| cut.seen());
     }
-    let kept = cut.release(&controls.hub);
+    let kept = cut.release(&controls.hub, false);
     log::info!("hand-off: {kept} publishes from other hosts arrived during the hand-off; delivered");
     for room in &held {
         directory.closed(room);

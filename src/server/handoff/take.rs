@@ -196,15 +196,25 @@ impl Takeover {
         if let Err(e) = committed {
             return Err(abandon(controls, e));
         }
+        // Every loop has its members before any thaws: none can publish
+        // to a room whose members on another loop are not in yet.
+        let (tx, rx) = crossbeam_channel::unbounded();
         for i in 0..controls.len() {
-            controls.send(i, Command::Start);
+            controls.send(i, Command::Attach(tx.clone()));
+        }
+        let mut live = 0;
+        for _ in 0..controls.len() {
+            live += rx.recv_timeout(STEP_TIMEOUT).unwrap_or(0);
+        }
+        for i in 0..controls.len() {
+            controls.send(i, Command::Thaw);
         }
         // Connections waited in the listeners' queues meanwhile, not lost.
         for (i, fd) in listeners.fds.into_iter().enumerate() {
             controls.send(i % controls.len(), Command::Listen(std::net::TcpListener::from(fd)));
         }
         super::redis_cut::release(controls, held);
-        Ok(adopted)
+        Ok(live)
     }
 }
 

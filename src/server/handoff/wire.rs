@@ -157,7 +157,9 @@ impl Link {
         }
         let mut body = vec![0u8; len - 3];
         self.read_exact(&mut body)?;
-        if self.fds.len() < nfds || (max_fds == 0 && !self.fds.is_empty()) {
+        // Descriptors come with the bytes of their own message, and a
+        // message is read to its end only: exactly its own are queued.
+        if self.fds.len() != nfds {
             return Err(bad("a message's descriptors are not the ones that came with it"));
         }
         let fds = self.fds.drain(..nfds).collect();
