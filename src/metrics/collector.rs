@@ -476,6 +476,7 @@ const FAMILIES: &[Family<Source>] = &[
                 ("too_large", &b.dropped_too_large),
                 ("bad_room", &b.dropped_bad_room),
                 ("malformed", &b.dropped_malformed),
+                ("handoff_held", &b.dropped_handoff_held),
             ];
             Some(reasons.iter().map(|(r, n)| sample(kind, vec![label("reason", r)], n.load(Relaxed) as f64)).collect())
         },

@@ -34,6 +34,7 @@ use crate::server::pubsub::publication::Publication;
 use crate::ws::frame::opcode;
 
 use super::outgoing::Outgoing;
+use super::stats::BridgeStats;
 
 /// Bytes of messages the new process keeps between the marker and the
 /// end of adoption; more are dropped and counted.
@@ -101,14 +102,15 @@ pub struct Cut {
     /// The marker came.
     seen: AtomicBool,
     holding: Mutex<Holding>,
-    /// Messages dropped past [`MAX_HELD_BYTES`].
-    dropped: AtomicU64,
+    /// Where messages dropped past [`MAX_HELD_BYTES`] are counted
+    /// (`wsloop_redis_publishes_dropped_total{reason="handoff_held"}`).
+    stats: Option<Arc<BridgeStats>>,
 }
 
 impl Cut {
     /// Over the publish queue `outbox`, with channels under `prefix`.
-    pub(super) fn new(outbox: Sender<Outgoing>, prefix: &str) -> Cut {
-        Cut { outbox: Some(outbox), channel: format!("{prefix}:handoff"), ..Cut::default() }
+    pub(super) fn new(outbox: Sender<Outgoing>, prefix: &str, stats: Arc<BridgeStats>) -> Cut {
+        Cut { outbox: Some(outbox), channel: format!("{prefix}:handoff"), stats: Some(stats), ..Cut::default() }
     }
 
     /// Queues the marker's publish behind this process's own publishes;
@@ -198,7 +200,9 @@ impl Cut {
             Holding::Early(kept) | Holding::Late(kept) | Holding::Past(kept) => kept,
         };
         if !kept.push(room, frame) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(stats) = &self.stats {
+                stats.dropped_handoff_held.fetch_add(1, Ordering::Relaxed);
+            }
         }
         None
     }
@@ -227,12 +231,6 @@ impl Cut {
         self.version.fetch_add(1, Ordering::AcqRel);
         drop(holding);
         deliver.len()
-    }
-
-    /// Messages dropped because too much came between the marker and the
-    /// end of adoption.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -303,6 +301,23 @@ mod tests {
         assert!(new.pass(r, f).is_none());
         assert_eq!(new.release(&hub, false), 1, "no marker: delivered rather than lost");
         assert_eq!(rx.len(), 2);
+    }
+
+    #[test]
+    fn what_is_held_back_is_bounded_and_the_rest_is_counted() {
+        let stats = Arc::new(BridgeStats::new(1 << 20));
+        let cut = Cut { channel: "p::handoff".into(), stats: Some(stats.clone()), ..Cut::default() };
+        cut.arm(b"tok".to_vec(), true);
+        cut.take_marker("p::handoff", b"tok");
+        let big = Publication::new(opcode::BINARY, &vec![0; 1 << 20]);
+        for _ in 0..70 {
+            assert!(cut.pass(Arc::from("r"), big.clone()).is_none());
+        }
+        // 63 of 1 MiB (and a room name) fit under 64 MiB; 7 are dropped.
+        assert_eq!(stats.dropped_handoff_held.load(Ordering::Relaxed), 7);
+        let (hub, rx) = hub_of_one();
+        assert_eq!(cut.release(&hub, false), 63);
+        assert_eq!(rx.len(), 63);
     }
 
     fn hub_of_one() -> (Hub, crossbeam_channel::Receiver<crate::server::pubsub::hub::LoopMsg>) {

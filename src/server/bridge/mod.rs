@@ -283,7 +283,7 @@ impl Bridge {
         let (outbox, inbox) = crossbeam_channel::bounded(QUEUE_LEN);
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(BridgeStats::new(cfg.max_publish_bytes as u64));
-        let cut = Arc::new(Cut::new(outbox.clone(), &cfg.prefix));
+        let cut = Arc::new(Cut::new(outbox.clone(), &cfg.prefix, stats.clone()));
         let bridge = Bridge {
             outbox,
             directory: directory.clone(),

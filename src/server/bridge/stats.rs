@@ -34,6 +34,9 @@ pub struct BridgeStats {
     pub dropped_bad_room: AtomicU64,
     /// Channel messages that were not an envelope this build reads.
     pub dropped_malformed: AtomicU64,
+    /// Other hosts' publishes a live hand-off could not hold back (past
+    /// 64 MiB held between the marker and the end of adoption).
+    pub dropped_handoff_held: AtomicU64,
     /// Connections to Redis made again after one was lost or refused.
     pub reconnects: AtomicU64,
     /// Bytes of the publishes waiting for, or being sent by, the publisher.

@@ -151,7 +151,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     fn give_up_listener(&mut self) -> Option<StdTcpListener> {
         let mut listener = self.accepting.listener.take()?;
         self.io.stop_accepting(&mut listener);
-        Some(std_listener(listener))
+        Some(StdTcpListener::from(listener))
     }
 
     /// True if the connection can move to another process: plain (a TLS
@@ -245,7 +245,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             rooms,
             handler,
         };
-        Moved { fd: OwnedFd::from(std_stream(conn.socket)), state }
+        Moved { fd: OwnedFd::from(conn.socket), state }
     }
 
     /// New side: holds carried connections until the old process commits
@@ -471,19 +471,4 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let signal = self.finish_turn(slot, before, handled.err().map(Signal::Fault));
         self.signal(slot, signal);
     }
-}
-
-/// mio's listener as std's (same descriptor).
-fn std_listener(listener: mio::net::TcpListener) -> StdTcpListener {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: the descriptor is taken out of mio's listener, which gives
-    // up owning it; std's owns it from here on.
-    unsafe { StdTcpListener::from_raw_fd(listener.into_raw_fd()) }
-}
-
-/// mio's stream as std's (same descriptor).
-fn std_stream(stream: mio::net::TcpStream) -> std::net::TcpStream {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: as above.
-    unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) }
 }

@@ -265,8 +265,14 @@ pub(crate) struct Engine<H, T> {
     holders: Holders,
     /// Where the loop is in a live hand-off.
     handing: Handing,
+    /// Connections asked to leave at a steady pace (see `retire.rs`).
+    retiring: Retiring,
+}
+
+/// The paced closes a loop runs: a drain and connection aging.
+struct Retiring {
     /// Connections being closed at a steady pace (shutdown with
-    /// `--drain-period`, or a hand-off), if any.
+    /// `--drain-period`, or what a hand-off could not move), if any.
     drain: Option<drain::Drain>,
     /// Connections' maximum-age deadlines (`--max-connection-age` only).
     aging: Option<aging::Aging>,
@@ -308,8 +314,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
             handing: Handing::default(),
-            drain: None,
-            aging: aging::Aging::for_loop(&cfg),
+            retiring: Retiring { drain: None, aging: aging::Aging::for_loop(&cfg) },
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, control, ticks },
         }
     }

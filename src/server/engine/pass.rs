@@ -180,7 +180,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         scratch.expired.shrink_to_fit();
         scratch.retiring = Vec::new();
         self.ready.shrink_to_fit();
-        if let Some(aging) = &mut self.aging {
+        if let Some(aging) = &mut self.retiring.aging {
             let table = &self.table;
             aging.release_memory(|slot, generation| table.is_live(slot as usize, generation));
         }

@@ -24,7 +24,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn begin_paced_drain(&mut self, conns: Vec<(u32, u32)>, period: Duration) {
         let drain = Drain::new(conns, period, Instant::now(), random_u64);
         self.env.stats.drain_remaining.set(drain.remaining() as u64);
-        self.drain = Some(drain);
+        self.retiring.drain = Some(drain);
     }
 
     /// Every live connection, for a drain of them all.
@@ -34,7 +34,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
     /// Starts the age clock of a connection that just opened.
     pub(super) fn start_aging(&mut self, slot: usize) {
-        if let Some(aging) = &mut self.aging {
+        if let Some(aging) = &mut self.retiring.aging {
             let generation = self.table.conns[slot].generation;
             aging.opened(slot as u32, generation, Instant::now(), random_u64());
         }
@@ -42,8 +42,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
     /// When the next paced close is owed, if any.
     pub(super) fn next_retire_due(&self) -> Option<Instant> {
-        let drain = self.drain.as_ref().and_then(Drain::next_due);
-        let aged = if self.shutdown_deadline.is_none() { self.aging.as_ref().and_then(Aging::next_due) } else { None };
+        let drain = self.retiring.drain.as_ref().and_then(Drain::next_due);
+        let aged = if self.shutdown_deadline.is_none() {
+            self.retiring.aging.as_ref().and_then(Aging::next_due)
+        } else {
+            None
+        };
         match (drain, aged) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -55,17 +59,17 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// down: the shutdown decides then).
     pub(super) fn retire_due(&mut self, now: Instant) {
         let mut retiring = std::mem::take(&mut self.scratch.retiring);
-        if let Some(drain) = &mut self.drain {
+        if let Some(drain) = &mut self.retiring.drain {
             retiring.extend(drain.due(now));
             self.env.stats.drain_remaining.set(drain.remaining() as u64);
             if drain.is_done() {
-                self.drain = None;
+                self.retiring.drain = None;
             }
             let asked = self.retire(&retiring, CloseReason::Restart);
             self.env.stats.drained_by_drain.add(asked);
             retiring.clear();
         }
-        if let (Some(aging), None) = (&mut self.aging, self.shutdown_deadline) {
+        if let (Some(aging), None) = (&mut self.retiring.aging, self.shutdown_deadline) {
             let table = &self.table;
             aging.compact(table.conns.len(), |slot, generation| table.is_live(slot as usize, generation));
             aging.due(now, |slot, generation| table.is_live(slot as usize, generation), &mut retiring);

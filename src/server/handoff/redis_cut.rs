@@ -76,11 +76,11 @@ pub(super) fn new_side(link: &mut Link, controls: &Controls) -> std::io::Result<
     }
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "hand-off: a bad rooms message");
     let mut r = Reader { rest: &msg.body };
-    let token_len = u16::from_le_bytes(r.take(2).map_err(|_| bad())?.try_into().map_err(|_| bad())?) as usize;
+    let token_len = r.u16().map_err(|_| bad())? as usize;
     let token = r.take(token_len).map_err(|_| bad())?.to_vec();
     let mut rooms: Vec<std::sync::Arc<str>> = Vec::new();
     while !r.rest.is_empty() {
-        let len = u16::from_le_bytes(r.take(2).map_err(|_| bad())?.try_into().map_err(|_| bad())?) as usize;
+        let len = r.u16().map_err(|_| bad())? as usize;
         if len > super::state::MAX_ROOM_NAME {
             return Err(bad());
         }
