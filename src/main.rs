@@ -52,6 +52,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(tls) => tls,
         Err(code) => return code,
     };
+    let jwt = match jwt_verifier(args) {
+        Ok(jwt) => jwt,
+        Err(code) => return code,
+    };
     let signals = match prepare_process() {
         Ok(signals) => signals,
         Err(code) => return code,
@@ -65,11 +69,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     // The publishes the echo app refuses, counted by every loop's instance.
     let refusals = std::sync::Arc::new(PublishRefusals::default());
     let took_over = takeover.is_some();
-    let handle = match start_server(args, tokens, &tls, &refusals, takeover) {
+    let handle = match start_server(args, tokens, &tls, &jwt, &refusals, takeover) {
         Ok(handle) => handle,
         Err(code) => return code,
     };
-    let _metrics = match serve_metrics(args.metrics_addr, &handle, refusals) {
+    let _metrics = match serve_metrics(args.metrics_addr, &handle, refusals, jwt.clone()) {
         Ok(metrics) => metrics,
         // Connections taken over are never dropped for want of metrics.
         Err(_) if took_over => None,
@@ -92,7 +96,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return code;
         }
     };
-    spawn_signal_thread(signals, handle.trigger(), tls, args);
+    spawn_signal_thread(signals, handle.trigger(), Reloadable { tls, jwt }, args);
     match handle.join() {
         Ok(()) => {
             log::info!("shut down cleanly");
@@ -130,6 +134,20 @@ fn tls_certs(args: &ServeArgs) -> Result<Option<std::sync::Arc<server::tls::TlsC
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
     match server::tls::TlsCerts::load(cert, key) {
         Ok(certs) => Ok(Some(std::sync::Arc::new(certs))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// The token verifier of `--jwt-key`, when given; a key file that will not
+/// load ends the process (the exit code).
+fn jwt_verifier(args: &ServeArgs) -> Result<Option<std::sync::Arc<server::identity::Verifier>>, ExitCode> {
+    let Some(config) = args.jwt_config() else { return Ok(None) };
+    let path = config.key_file.clone();
+    match server::identity::Verifier::load(config) {
+        Ok(verifier) => {
+            log::info!("upgrades must present a JWT signed with a key in {}", path.display());
+            Ok(Some(std::sync::Arc::new(verifier)))
+        }
         Err(e) => Err(fail(e)),
     }
 }
@@ -172,11 +190,13 @@ fn start_server(
     args: &ServeArgs,
     tokens: Option<std::sync::Arc<Tokens>>,
     tls: &Option<std::sync::Arc<server::tls::TlsCerts>>,
+    jwt: &Option<std::sync::Arc<server::identity::Verifier>>,
     refusals: &std::sync::Arc<PublishRefusals>,
     takeover: Option<server::handoff::Takeover>,
 ) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
+    cfg.jwt = jwt.clone();
     cfg.check().map_err(fail)?;
     let workers = cfg.worker_count();
     let (policy, refusals) = (args.publish_policy(), refusals.clone());
@@ -366,9 +386,10 @@ fn serve_metrics(
     addr: MetricsAddr,
     handle: &server::ServerHandle,
     refusals: std::sync::Arc<PublishRefusals>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
 ) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
     let MetricsAddr::On(addr) = addr else { return Ok(None) };
-    let source = metrics::Source::of(handle).with_publish_refusals(refusals);
+    let source = metrics::Source::of(handle).with_publish_refusals(refusals).with_jwt(jwt);
     let probe = handle.trigger();
     match metrics::start(addr, source, move || !probe.is_shutting_down()) {
         Ok(m) => {
@@ -379,16 +400,17 @@ fn serve_metrics(
     }
 }
 
+/// What SIGHUP reloads: the TLS certificate and key, the JWT keys.
+struct Reloadable {
+    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+}
+
 /// Starts the thread that takes the blocked `signals`: SIGHUP reloads the
-/// TLS certificate, SIGUSR2 starts a successor to hand over to (`--takeover`),
+/// TLS certificate and the JWT keys, SIGUSR2 starts a successor to hand over to (`--takeover`),
 /// the first SIGINT or SIGTERM begins a graceful shutdown
 /// (up to `--shutdown-timeout`), a second one exits at once.
-fn spawn_signal_thread(
-    signals: SigSet,
-    trigger: server::ShutdownTrigger,
-    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
-    args: &ServeArgs,
-) {
+fn spawn_signal_thread(signals: SigSet, trigger: server::ShutdownTrigger, reloadable: Reloadable, args: &ServeArgs) {
     let timeout = args.shutdown_timeout;
     let args = args.clone();
     std::thread::Builder::new()
@@ -397,7 +419,10 @@ fn spawn_signal_thread(
             let mut asked_to_stop = false;
             while let Ok(sig) = signals.wait() {
                 match sig {
-                    Signal::SIGHUP => reload_tls(tls.as_deref()),
+                    Signal::SIGHUP => {
+                        reload_tls(reloadable.tls.as_deref());
+                        reload_jwt(reloadable.jwt.as_deref());
+                    }
                     Signal::SIGUSR2 => start_successor(&args),
                     _ if !asked_to_stop => {
                         asked_to_stop = true;
@@ -412,6 +437,17 @@ fn spawn_signal_thread(
             }
         })
         .expect("spawn the signal thread");
+}
+
+/// SIGHUP: reloads the JWT keys for new upgrades and refreshes; the keys
+/// in use stay when the file will not load.
+fn reload_jwt(jwt: Option<&server::identity::Verifier>) {
+    if let Some(jwt) = jwt {
+        match jwt.reload() {
+            Ok(n) => log::info!("SIGHUP: reloaded the JWT key file ({n} keys); new upgrades use them"),
+            Err(e) => log::warn!("SIGHUP: kept the JWT keys in use: {e}"),
+        }
+    }
 }
 
 /// SIGHUP: reloads the TLS certificate and key for new handshakes; the
