@@ -114,7 +114,8 @@ fn only_a_valid_token_opens_a_connection_and_each_refusal_is_counted_by_reason()
         encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     };
     let valid = signed(&good, "k1", SECRET);
-    let unsigned = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#), b64(good.to_string().as_bytes()));
+    let unsigned =
+        format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#), b64(good.to_string().as_bytes()));
     let cases: Vec<(&str, String, String, u16)> = vec![
         ("valid, header", "/ws".into(), bearer(&valid), 101),
         ("valid, query", format!("/ws?room=x&token={valid}"), String::new(), 101),
@@ -272,7 +273,8 @@ fn es256_keys_are_reloaded_on_sighup_and_a_bad_file_keeps_the_old() {
     assert_eq!(status(addr, "/ws", &bearer(&es256(&old_private))), 101);
     assert_eq!(status(addr, "/ws", &bearer(&es256(&new_private))), 401);
     assert_eq!(status(addr, "/ws", &bearer(&confused)), 401);
-    let hup = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::SIGHUP).unwrap();
+    let hup =
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::SIGHUP).unwrap();
     write(&d.join("key.pem"), &new_public);
     hup();
     assert!(eventually(Duration::from_secs(5), || status(addr, "/ws", &bearer(&es256(&new_private))) == 101));
