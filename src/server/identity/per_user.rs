@@ -51,6 +51,18 @@ impl UserCounts {
         }
     }
 
+    /// Counts one more connection of `user` whatever it holds (one carried
+    /// over by a live hand-off, admitted once already).
+    pub(crate) fn charge(&self, user: &str) {
+        let mut shard = self.shard(user);
+        match shard.get_mut(user) {
+            Some(n) => *n += 1,
+            None => {
+                shard.insert(Arc::from(user), 1);
+            }
+        }
+    }
+
     /// One connection of `user` is gone.
     pub(crate) fn release(&self, user: &str) {
         let mut shard = self.shard(user);

@@ -138,12 +138,27 @@ impl Identities {
                 return Err(Rejection::UserLimit);
             }
         }
+        self.keep(slot, verified);
+        Ok(())
+    }
+
+    /// Gives `slot` the identity a live hand-off carried: charged to the
+    /// per-user cap but never refused by it (the connection was admitted
+    /// once; refusing it now would drop it).
+    pub(crate) fn attach_carried(&mut self, slot: usize, verified: &Verified) {
+        debug_assert!(self.get(slot).is_none(), "a slot gets one identity");
+        if let Some(per_user) = &self.per_user {
+            per_user.charge(&verified.sub);
+        }
+        self.keep(slot, verified);
+    }
+
+    fn keep(&mut self, slot: usize, verified: &Verified) {
         if self.by_slot.len() <= slot {
             self.by_slot.resize(slot + 1, EMPTY);
         }
         let user = self.users.hold(&verified.sub, || Arc::from(verified.sub.as_str()));
         self.by_slot[slot] = self.entry(user, verified);
-        Ok(())
     }
 
     fn entry(&mut self, user: u32, verified: &Verified) -> Entry {

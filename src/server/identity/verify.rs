@@ -36,7 +36,8 @@ pub struct JwtConfig {
 }
 
 /// What a valid token says about its connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Verified {
     /// The user id (`sub`), 1 to [`MAX_SUB_LEN`] bytes.
     pub sub: String,
