@@ -419,10 +419,7 @@ fn spawn_signal_thread(signals: SigSet, trigger: server::ShutdownTrigger, reload
             let mut asked_to_stop = false;
             while let Ok(sig) = signals.wait() {
                 match sig {
-                    Signal::SIGHUP => {
-                        reload_tls(reloadable.tls.as_deref());
-                        reload_jwt(reloadable.jwt.as_deref());
-                    }
+                    Signal::SIGHUP => reloadable.reload(),
                     Signal::SIGUSR2 => start_successor(&args),
                     _ if !asked_to_stop => {
                         asked_to_stop = true;
@@ -439,25 +436,25 @@ fn spawn_signal_thread(signals: SigSet, trigger: server::ShutdownTrigger, reload
         .expect("spawn the signal thread");
 }
 
-/// SIGHUP: reloads the JWT keys for new upgrades and refreshes; the keys
-/// in use stay when the file will not load.
-fn reload_jwt(jwt: Option<&server::identity::Verifier>) {
-    if let Some(jwt) = jwt {
-        match jwt.reload() {
-            Ok(n) => log::info!("SIGHUP: reloaded the JWT key file ({n} keys); new upgrades use them"),
-            Err(e) => log::warn!("SIGHUP: kept the JWT keys in use: {e}"),
+impl Reloadable {
+    /// SIGHUP: reloads the TLS certificate and key for new handshakes, and
+    /// the JWT keys for new upgrades and refreshes; what is in use stays
+    /// when a new file will not load.
+    fn reload(&self) {
+        if let Some(certs) = &self.tls {
+            match certs.reload() {
+                Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them"),
+                Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
+            }
         }
-    }
-}
-
-/// SIGHUP: reloads the TLS certificate and key for new handshakes; the
-/// ones in use stay when the new files will not load.
-fn reload_tls(tls: Option<&server::tls::TlsCerts>) {
-    match tls {
-        Some(certs) => match certs.reload() {
-            Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them"),
-            Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
-        },
-        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+        if let Some(jwt) = &self.jwt {
+            match jwt.reload() {
+                Ok(n) => log::info!("SIGHUP: reloaded the JWT key file ({n} keys); new upgrades use them"),
+                Err(e) => log::warn!("SIGHUP: kept the JWT keys in use: {e}"),
+            }
+        }
+        if self.tls.is_none() && self.jwt.is_none() {
+            log::info!("SIGHUP: nothing to reload (no --tls-cert, no --jwt-key)");
+        }
     }
 }
