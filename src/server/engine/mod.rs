@@ -27,6 +27,7 @@ mod input;
 mod memory;
 mod output;
 mod pass;
+mod rate;
 mod retire;
 mod signals;
 pub(crate) mod table;
@@ -295,7 +296,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let LoopParts { id, cfg, stats, shared, inbox, control, hub } = parts;
         let wheel = TimerWheel::new(cfg.timer_tick());
         let ticks = Ticks::new(&cfg, &wheel);
-        let table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression);
+        let mut table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression);
+        let limit = &cfg.rate_limit;
+        let rates = rate::Rates::new(limit.messages, limit.message_burst_milli(), limit.bytes, limit.byte_burst());
+        table.rates = rate::RateTable::new(rates, Instant::now());
         Engine {
             io,
             table,

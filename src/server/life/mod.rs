@@ -193,6 +193,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::MemoryBudget
             | CloseReason::Restart
             | CloseReason::MaxAge
+            | CloseReason::RateLimited
     )
 }
 

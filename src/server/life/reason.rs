@@ -39,11 +39,14 @@ pub enum CloseReason {
     /// It reached `--max-connection-age` and was asked to leave (1012 with
     /// a reconnect hint), at the paced `--drain-rate`.
     MaxAge,
+    /// It kept sending over its message rate (`--rate-messages`,
+    /// `--rate-bytes`) until it owed a second burst: 1008 "rate limit".
+    RateLimited,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -59,6 +62,7 @@ impl CloseReason {
         CloseReason::MemoryBudget,
         CloseReason::Restart,
         CloseReason::MaxAge,
+        CloseReason::RateLimited,
     ];
 
     /// The metric label.
@@ -79,6 +83,7 @@ impl CloseReason {
             CloseReason::MemoryBudget => "memory_budget",
             CloseReason::Restart => "restart",
             CloseReason::MaxAge => "max_age",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 }
