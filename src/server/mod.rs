@@ -16,6 +16,7 @@ mod engine;
 pub mod handler;
 pub mod handoff;
 mod life;
+pub mod proxy_protocol;
 mod pubsub;
 mod shrink;
 pub mod stats;
