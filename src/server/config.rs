@@ -88,6 +88,9 @@ pub struct ServerConfig {
     /// How long a loop must stay mostly empty (its slab at most 1/8 full)
     /// before it gives its peak's memory back; zero: never.
     pub release_memory_after: Duration,
+    /// Clients behind proxies: a PROXY protocol header, trusted proxies,
+    /// the forwarding header believed from them; off by default.
+    pub proxy: super::forwarded::ProxyConfig,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             tls_handshakes_per_pass: 4,
             bridge: None,
             release_memory_after: Duration::from_secs(10),
+            proxy: Default::default(),
         }
     }
 }
@@ -139,6 +143,12 @@ pub enum ConfigError {
     ZeroDrainRate,
     /// `connection_age_jitter` over 100 %.
     JitterOver100(u8),
+    /// `--proxy-protocol` without `--trusted-proxies`: every connection
+    /// would be refused.
+    ProxyProtocolTrustsNoOne,
+    /// `--proxy-protocol` with TLS: the header would come before the TLS
+    /// records, which this listener does not read.
+    ProxyProtocolOverTls,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -151,6 +161,13 @@ impl std::fmt::Display for ConfigError {
             ),
             ConfigError::ZeroDrainRate => write!(f, "--drain-rate must be at least 1 (closes a second)"),
             ConfigError::JitterOver100(p) => write!(f, "--connection-age-jitter {p} is over 100 (percent)"),
+            ConfigError::ProxyProtocolTrustsNoOne => {
+                write!(f, "--proxy-protocol needs --trusted-proxies (the proxies' CIDRs): it would refuse everyone")
+            }
+            ConfigError::ProxyProtocolOverTls => write!(
+                f,
+                "--proxy-protocol with --tls-cert is not supported: terminate TLS at the proxy, or drop the PROXY header"
+            ),
         }
     }
 }
@@ -171,6 +188,12 @@ impl ServerConfig {
         }
         if self.connection_age_jitter > 100 {
             return Err(ConfigError::JitterOver100(self.connection_age_jitter));
+        }
+        if self.proxy.proxy_protocol && self.proxy.trusted.is_empty() {
+            return Err(ConfigError::ProxyProtocolTrustsNoOne);
+        }
+        if self.proxy.proxy_protocol && self.tls.is_some() {
+            return Err(ConfigError::ProxyProtocolOverTls);
         }
         Ok(())
     }
@@ -220,5 +243,10 @@ mod tests {
         assert_eq!(cfg.check(), Err(ConfigError::ZeroDrainRate));
         let cfg = ServerConfig { connection_age_jitter: 101, ..ServerConfig::default() };
         assert_eq!(cfg.check(), Err(ConfigError::JitterOver100(101)));
+        let mut cfg = ServerConfig::default();
+        cfg.proxy.proxy_protocol = true;
+        assert_eq!(cfg.check(), Err(ConfigError::ProxyProtocolTrustsNoOne));
+        cfg.proxy.trusted = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(cfg.check(), Ok(()));
     }
 }

@@ -13,6 +13,7 @@ mod budget;
 pub mod config;
 pub mod driver;
 mod engine;
+pub mod forwarded;
 pub mod handler;
 pub mod handoff;
 mod life;

@@ -20,6 +20,7 @@ use crate::server::life::{Signal, Stage, Timeout};
 use crate::ws::{Phase, Session};
 
 use super::conn::{Conn, OPENED};
+use super::table::Client;
 use super::transport::{Part, Transport};
 use super::{Engine, Handing, Turn};
 
@@ -167,6 +168,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             && !self.table.is_tls(slot)
             && !self.table.deflaters.has_own(key)
             && !self.table.inflaters.has_own(key)
+            && matches!(self.table.client(slot), Client::Socket | Client::Known(_))
     }
 
     /// Writes what members are owed, then takes every movable connection

@@ -17,8 +17,10 @@ use crate::server::stats::LoopStats;
 use crate::ws::compression::Inflaters;
 use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
+use super::client::{HeaderTurn, Judge};
 use super::conn::{OPENED, OWED, THROTTLED};
 use super::output::{write_via, Seal};
+use super::table::Client;
 use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT, MAX_OWED};
 
@@ -179,11 +181,19 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// Returns how many bytes it consumed, and the buffer length the next
     /// frame needs or why the connection must end.
     pub(crate) fn handle_input(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
-        let handled = self.decode_and_handle(slot, buf);
+        let mut header = 0;
+        if self.table.client(slot) == Client::AwaitingHeader {
+            match self.take_proxy_header(slot, buf) {
+                HeaderTurn::Wait(wanted) => return (0, Ok(wanted)),
+                HeaderTurn::Refused(reason) => return (0, Err(reason)),
+                HeaderTurn::Took(len) => header = len,
+            }
+        }
+        let (consumed, handled) = self.decode_and_handle(slot, &mut buf[header..]);
         if !self.fanout.local.is_empty() {
             self.deliver_local();
         }
-        handled
+        (header + consumed, handled)
     }
 
     fn decode_and_handle(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
@@ -208,7 +218,11 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 break Ok(decoded.wanted);
             };
             if let Event::Upgrade(request) = &event {
-                if let Err(refused) = judge_upgrade(handler, &mut conn.session, &conn.socket, out, request) {
+                let judge = Judge { env, clients: &mut table.clients, peers: &mut table.peers };
+                let upgraded = judge
+                    .client(slot, &conn.socket, &mut conn.session, request, out)
+                    .and_then(|client| judge_upgrade(handler, &mut conn.session, &conn.socket, client, out, request));
+                if let Err(refused) = upgraded {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
             }
@@ -258,10 +272,11 @@ fn judge_upgrade<H: Handler>(
     handler: &mut H,
     session: &mut Session,
     socket: &mio::net::TcpStream,
+    client: Option<std::net::SocketAddr>,
     out: &mut Vec<u8>,
     request: &Request<'_>,
 ) -> Result<(), WsError> {
-    let upgrade = Upgrade { request, socket };
+    let upgrade = Upgrade { request, socket, client };
     if let Err(refusal) = handler.on_upgrade(&upgrade) {
         return Err(session.refuse(out, refusal.error(), refusal.retry_after()));
     }
