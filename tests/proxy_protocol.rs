@@ -314,3 +314,31 @@ fn peer_addr_is_the_client_the_header_names() {
     assert_eq!(seen[2].map(|a| a.ip()), Some(ip(PROXY)), "LOCAL: the socket's peer");
     server.shutdown();
 }
+
+#[test]
+fn a_hand_off_does_not_count_a_proxys_clients_under_the_proxy() {
+    let path = std::env::temp_dir().join(format!("wsloop-proxy-handoff-{}.sock", std::process::id()));
+    let p = path.to_str().unwrap();
+    let args = ["--takeover", p, "--trusted-proxies", "127.0.0.1/32", "--max-conns-per-ip", "1"];
+    let (mut old, addr, _) = spawn_binary_with_metrics(&args, None);
+    let xff = |client: &str| upgrade_request(&format!("X-Forwarded-For: {client}\r\n"));
+    let mut moved = Vec::new();
+    for client in ["203.0.113.5", "203.0.113.6"] {
+        let (status, s) = send_from(addr, PROXY, &[&xff(client)]);
+        assert_eq!(status, 101);
+        moved.push(s);
+    }
+    let (_new, new_addr, new_metrics) = spawn_binary_with_metrics(&args, None);
+    assert_eq!(new_addr, addr);
+    let gone = eventually(Duration::from_secs(20), || old.try_wait().unwrap().is_some());
+    assert!(gone, "the old process exits once it holds nothing");
+    assert_eq!(metric(new_metrics, "wsloop_adopted_total"), 2.0);
+    for s in &mut moved {
+        assert!(echoes(s, "moved"));
+    }
+    // The proxy's own address holds nothing: its clients were not counted
+    // under it (the hand-off does not carry their addresses).
+    let (status, _own) = send_from(addr, PROXY, &[&upgrade_request("")]);
+    assert_eq!(status, 101);
+    let _ = std::fs::remove_file(&path);
+}

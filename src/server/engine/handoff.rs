@@ -419,12 +419,17 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
     /// Counts an adopted connection's address when `--max-conns-per-ip`
     /// counts them (it was admitted once already: never refused here).
+    /// One from a trusted proxy is not counted: the hand-off does not carry
+    /// the client's address, and the proxy's own must not fill with them.
     fn count_adopted_peer(&self, socket: &mio::net::TcpStream) -> Option<std::net::IpAddr> {
         let limits = &self.env.shared.address_limits;
         if !limits.counts_conns() {
             return None;
         }
         let ip = socket.peer_addr().ok()?.ip();
+        if self.env.cfg.proxy.trusted.contains(ip) {
+            return None;
+        }
         limits.count(ip);
         Some(ip)
     }
