@@ -4,13 +4,13 @@
 # corpus earlier runs grew (fuzz/corpus, not kept). Exits 1 on any crash,
 # leak, timeout or assertion; the input is saved under fuzz/artifacts/.
 #
-# usage: fuzz/run.sh [SECONDS_PER_TARGET]      default 25 (CI: 6 targets, ~3 min)
-#   env: TARGETS="handshake http_head session deflate utf8 client"   which targets
+# usage: fuzz/run.sh [SECONDS_PER_TARGET]      default 25 (CI: 7 targets, ~3.5 min)
+#   env: TARGETS="handshake http_head session deflate utf8 client proxy_header"   which targets
 #        PARALLEL=1                                run the targets at once
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-25}"
-TARGETS="${TARGETS:-handshake http_head session deflate utf8 client}"
+TARGETS="${TARGETS:-handshake http_head session deflate utf8 client proxy_header}"
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2

@@ -64,6 +64,17 @@ AUTOBAHN_6_4 = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited"
 BAD_UTF8 = [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ab\x80cd", b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"]
 GOOD_UTF8 = ["κόσμε and 𝄞 and 中文 and ascii".encode(), "Hello-µ@ßöäüàá-UTF-8!! 𝄞".encode(), "€uro".encode()]
 
+# PROXY protocol headers (src/server/proxy_protocol.rs's unit tests).
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2(command, family, body):
+    return V2_SIG + bytes([0x20 | command, family]) + struct.pack(">H", len(body)) + body
+
+
+V4_BODY = bytes([192, 0, 2, 7, 10, 0, 0, 1, 0x30, 0x39, 0, 80])
+V6_BODY = bytes(15) + b"\x07" + bytes(15) + b"\x01" + bytes([0xD4, 0x31, 0x1F, 0x90])
+
 corpora = {
     "handshake": {
         "request": seed(body=REQUEST + b"\r\n"),
@@ -145,6 +156,18 @@ corpora = {
         **{f"bad-{i}-bytewise": seed([1], t) for i, t in enumerate(BAD_UTF8)},
         "autobahn-6.4": seed([11, 1, 1, 1, 1], AUTOBAHN_6_4),
         "truncated": seed([2], b"ab\xe2\x82"),
+    },
+    "proxy_header": {
+        "v1-tcp4": seed(body=b"PROXY TCP4 192.0.2.7 10.0.0.1 12345 80\r\nGET / HTTP/1.1\r\n"),
+        "v1-tcp6-bytewise": seed([1], b"PROXY TCP6 2001:db8::7 2001:db8::1 54321 8080\r\n"),
+        "v1-unknown": seed(body=b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"),
+        "v1-long": seed(body=b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n"),
+        "v2-tcp4": seed([13, 3], proxy_v2(1, 0x11, V4_BODY)),
+        "v2-tcp6": seed(body=proxy_v2(1, 0x21, V6_BODY)),
+        "v2-local": seed(body=proxy_v2(0, 0x00, b"")),
+        "v2-tlvs": seed(body=proxy_v2(1, 0x11, V4_BODY + b"\x01\x00\x02h2\x04\x00\x00")),
+        "v2-bad-tlv": seed(body=proxy_v2(1, 0x11, V4_BODY + b"\x01\x00\x05h")),
+        "http": seed(body=b"GET / HTTP/1.1\r\n"),
     },
     "client": {
         # RFC 6455 5.7, as a client receives them (unmasked), after the 101.

@@ -244,6 +244,20 @@ pub struct ServeArgs {
     /// at once, as a time at that rate (2s: two seconds' worth).
     #[arg(long, env = "WSLOOP_RATE_BURST", default_value = "1s", value_parser = parse_duration)]
     pub rate_burst: Duration,
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy-v2 writes) naming the client, whose address then
+    /// counts for the per-address limits and peer_addr(). Needs
+    /// --trusted-proxies: connections from elsewhere are closed at accept.
+    #[arg(long, env = "WSLOOP_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: bool,
+    /// Proxies (comma-separated CIDRs: 10.0.0.0/8,fd00::/8) allowed to send
+    /// the PROXY header, and whose --forwarded-header is believed (the
+    /// rightmost hop not in this list is the client).
+    #[arg(long, env = "WSLOOP_TRUSTED_PROXIES", value_name = "CIDR,...", value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: Option<crate::server::forwarded::TrustedProxies>,
+    /// The header that names the client when the peer is a trusted proxy.
+    #[arg(long, env = "WSLOOP_FORWARDED_HEADER", value_enum, default_value_t = Default::default())]
+    pub forwarded_header: crate::server::forwarded::ForwardedHeader,
     /// Share rooms with other wsloop processes and hosts through this Redis
     /// (`redis://[user:password@]host:port[/db]`): publishes go to every
     /// member on every host. Redis down: rooms stay local until it is back.
@@ -335,6 +349,11 @@ impl ServeArgs {
                 bytes: self.rate_bytes as u64,
                 burst: self.rate_burst,
             },
+            proxy: crate::server::forwarded::ProxyConfig {
+                proxy_protocol: self.proxy_protocol,
+                trusted: self.trusted_proxies.clone().unwrap_or_default(),
+                header: self.forwarded_header,
+            },
             ..ServerConfig::default()
         };
         cfg.set_compression(CompressionConfig {
@@ -362,6 +381,11 @@ impl ServeArgs {
             leeway: self.jwt_leeway,
         })
     }
+}
+
+/// `--trusted-proxies`: a list of CIDRs, each checked (the error names it).
+fn parse_trusted_proxies(s: &str) -> Result<crate::server::forwarded::TrustedProxies, String> {
+    s.parse().map_err(|e: crate::server::forwarded::CidrError| e.to_string())
 }
 
 /// Checks `--redis-url` the way the bridge will use it. Its errors show

@@ -168,6 +168,10 @@ struct Cluster {
     /// Flags every start of Redis gets beyond the test's own.
     redis_args: Vec<String>,
     haproxy: Option<Child>,
+    /// The hosts expect HAProxy's PROXY v2 header (`--proxy-protocol`, as
+    /// deploy/haproxy.cfg sends it) and count per client address; else the
+    /// header is taken off HAProxy's lines and tests may reach hosts directly.
+    proxied: bool,
     front: SocketAddr,
     stats: SocketAddr,
     namespaces: Vec<String>,
@@ -204,6 +208,11 @@ impl Cluster {
 
     /// [`start`](Self::start), Redis run with `redis_args` too.
     fn start_with(redis_args: &[&str]) -> Cluster {
+        Cluster::start_as(redis_args, false)
+    }
+
+    /// [`start_with`](Self::start_with); `proxied`: see the field.
+    fn start_as(redis_args: &[&str], proxied: bool) -> Cluster {
         let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("wsloop-cluster-{pid}-{n}"));
@@ -214,6 +223,7 @@ impl Cluster {
             redis_port: free_port(),
             redis_args: redis_args.iter().map(|a| a.to_string()).collect(),
             haproxy: None,
+            proxied,
             front: SocketAddr::from(([127, 0, 0, 1], free_port())),
             stats: SocketAddr::from(([127, 0, 0, 1], free_port())),
             namespaces: Vec::new(),
@@ -262,6 +272,11 @@ impl Cluster {
                 .args(["--max-publish-size", "8MiB"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
+            if cluster.proxied {
+                // HAProxy reaches a host from the address Redis is reached at.
+                let haproxy = format!("{}/32", redis.ip());
+                cmd.args(["--proxy-protocol", "--trusted-proxies", &haproxy, "--max-conns-per-ip", "2"]);
+            }
             let process = cmd.spawn().expect("start wsloop");
             cluster.hosts.push(Host { addr, metrics, process: Some(process) });
         }
@@ -369,8 +384,14 @@ impl Cluster {
                     .map(|(i, h)| format!("    server ws{} {} port {}\n", i + 1, h.addr, h.metrics.port()))
                     .collect()
             } else if trimmed.starts_with("default-server") {
+                assert!(line.ends_with(" send-proxy-v2"), "deploy/haproxy.cfg sends no PROXY header: {line}");
                 // Quicker checks than production's, so the test is short.
-                line.replace("inter 2s fall 3 rise 2", "inter 100ms fall 2 rise 1")
+                let line = line.replace("inter 2s fall 3 rise 2", "inter 100ms fall 2 rise 1");
+                if self.proxied {
+                    line
+                } else {
+                    line.replace(" send-proxy-v2", "")
+                }
             } else if trimmed.starts_with("log stdout") {
                 continue;
             } else if trimmed == "maxconn 200000" {
@@ -700,6 +721,54 @@ fn a_host_killed_its_clients_move_and_the_others_never_notice() {
         got.extend(m.messages_for(Duration::from_millis(300)));
         assert_once_in_order(&m.name, &got, &publishers, 1);
     }
+}
+
+/// Sends an upgrade to `front` from `source`; the reply's status and the
+/// connection (kept open by the caller while it counts).
+fn upgrade_from(front: SocketAddr, source: &str) -> (u16, TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = common::tcp_from(front, Some(source.parse().unwrap()));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, s)
+}
+
+#[test]
+fn through_haproxys_proxy_header_each_client_address_gets_its_own_limit() {
+    if !tools_present() {
+        return;
+    }
+    let cluster = Cluster::start_as(&[], true);
+    // --max-conns-per-ip 2 on each of three hosts, HAProxy's leastconn
+    // spreading one client's connections 2/2/2: its seventh is refused.
+    // Keyed on HAProxy's address instead, the second client would be too.
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let (status, s) = upgrade_from(cluster.front, "127.0.0.1");
+        assert_eq!(status, 101, "client 127.0.0.1, connection {i}");
+        held.push(s);
+    }
+    assert_eq!(upgrade_from(cluster.front, "127.0.0.1").0, 429, "127.0.0.1's seventh");
+    for i in 0..3 {
+        let (status, s) = upgrade_from(cluster.front, "127.0.0.2");
+        assert_eq!(status, 101, "client 127.0.0.2, connection {i}: its own limit");
+        held.push(s);
+    }
+    let refused: f64 =
+        cluster.hosts.iter().map(|h| h.value("wsloop_handshake_failures_total{reason=\"per_ip_conns\"}")).sum();
+    assert_eq!(refused, 1.0);
+    let untrusted: f64 =
+        cluster.hosts.iter().map(|h| h.value("wsloop_proxy_refused_total{reason=\"untrusted\"}")).sum();
+    assert_eq!(untrusted, 0.0, "HAProxy is trusted");
+    assert_eq!(cluster.hosts.iter().map(Host::connections).sum::<f64>(), 9.0);
 }
 
 #[test]

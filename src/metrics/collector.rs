@@ -20,7 +20,7 @@ use crate::server::bridge::BridgeStats;
 use crate::server::handler::{PublishRefusal, PublishRefusals};
 use crate::server::identity::{Denied, Rejection, Verifier};
 use crate::server::stats::{
-    handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
+    handshake_failure_labels, Counter as LoopCounter, LoopStats, ProxyRefusal, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
 use crate::server::tls::TlsFailure;
 use crate::server::{CloseReason, MemoryBudget, ServerHandle};
@@ -326,6 +326,23 @@ const FAMILIES: &[Family<Source>] = &[
             let by = |f: &TlsFailure| sample(kind, vec![label("reason", f.label())], src.sum(|s| s.tls_failures_by(*f)));
             Some(TlsFailure::ALL.iter().map(by).collect())
         },
+    },
+    Family {
+        name: "wsloop_proxy_refused_total",
+        help: "Connections refused for their PROXY protocol header, by reason: from outside --trusted-proxies (untrusted), a broken or missing header (malformed), none by the handshake deadline (timeout).",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let by = |r: &ProxyRefusal| sample(kind, vec![label("reason", r.label())], src.sum(|s| s.proxy_refused_by(*r)));
+            Some(ProxyRefusal::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_forwarded_unusable_total",
+        help: "Upgrades from a trusted proxy whose X-Forwarded-For or Forwarded named no usable client (the proxy's address was kept).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.forwarded_unusable.get())),
     },
     Family {
         name: "wsloop_tls_handshake_seconds",

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     pub max_conns_per_user: u32,
     /// The message rate each connection may send at (off by default).
     pub rate_limit: RateLimitConfig,
+    /// Clients behind proxies: a PROXY protocol header, trusted proxies,
+    /// the forwarding header believed from them; off by default.
+    pub proxy: super::forwarded::ProxyConfig,
 }
 
 /// How fast one connection may send: messages and payload bytes a second,
@@ -202,6 +205,7 @@ impl Default for ServerConfig {
             jwt: None,
             max_conns_per_user: 0,
             rate_limit: RateLimitConfig::default(),
+            proxy: Default::default(),
         }
     }
 }
@@ -244,6 +248,12 @@ pub enum ConfigError {
         /// `rate_limit.burst`.
         burst: Duration,
     },
+    /// `--proxy-protocol` without `--trusted-proxies`: every connection
+    /// would be refused.
+    ProxyProtocolTrustsNoOne,
+    /// `--proxy-protocol` with TLS: the header would come before the TLS
+    /// records, which this listener does not read.
+    ProxyProtocolOverTls,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -279,6 +289,13 @@ impl std::fmt::Display for ConfigError {
                      --rate-bytes) at once: lower it"
                 )
             }
+            ConfigError::ProxyProtocolTrustsNoOne => {
+                write!(f, "--proxy-protocol needs --trusted-proxies (the proxies' CIDRs): it would refuse everyone")
+            }
+            ConfigError::ProxyProtocolOverTls => write!(
+                f,
+                "--proxy-protocol with --tls-cert is not supported: terminate TLS at the proxy, or drop the PROXY header"
+            ),
         }
     }
 }
@@ -302,6 +319,12 @@ impl ServerConfig {
         }
         if self.max_conns_per_user > 0 && self.jwt.is_none() {
             return Err(ConfigError::UserCapWithoutJwt);
+        }
+        if self.proxy.proxy_protocol && self.proxy.trusted.is_empty() {
+            return Err(ConfigError::ProxyProtocolTrustsNoOne);
+        }
+        if self.proxy.proxy_protocol && self.tls.is_some() {
+            return Err(ConfigError::ProxyProtocolOverTls);
         }
         self.rate_limit.check(self.ws.limits.max_message)
     }
@@ -351,6 +374,11 @@ mod tests {
         assert_eq!(cfg.check(), Err(ConfigError::ZeroDrainRate));
         let cfg = ServerConfig { connection_age_jitter: 101, ..ServerConfig::default() };
         assert_eq!(cfg.check(), Err(ConfigError::JitterOver100(101)));
+        let mut cfg = ServerConfig::default();
+        cfg.proxy.proxy_protocol = true;
+        assert_eq!(cfg.check(), Err(ConfigError::ProxyProtocolTrustsNoOne));
+        cfg.proxy.trusted = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(cfg.check(), Ok(()));
     }
 
     #[test]

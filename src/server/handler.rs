@@ -65,13 +65,18 @@ pub struct Upgrade<'a> {
     pub request: &'a Request<'a>,
     pub(crate) socket: &'a mio::net::TcpStream,
     pub(crate) user: Option<&'a Verified>,
+    /// The client behind a trusted proxy (PROXY header, forwarding
+    /// header), if one names it; else the socket's peer is.
+    pub(crate) client: Option<SocketAddr>,
 }
 
 impl Upgrade<'_> {
-    /// The peer's address; `None` if the peer is already gone. Asked of
-    /// the kernel on each call (the engine does not keep it per connection).
+    /// The client's address: behind a trusted proxy (`--proxy-protocol`,
+    /// `--trusted-proxies`) the one it names (port 0 where a forwarding
+    /// header gave none), else the socket's peer, asked of the kernel on
+    /// each call. `None` if the peer is already gone.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.socket.peer_addr().ok()
+        self.client.or_else(|| self.socket.peer_addr().ok())
     }
 
     /// What the request's token says (`--jwt-key`): the user id, its

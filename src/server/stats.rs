@@ -167,6 +167,37 @@ pub struct LoopStats {
     pub rate_warned: Counter,
     /// Connections closed 1008 for owing a second burst over the rate.
     pub rate_closed: Counter,
+    /// Connections refused for their PROXY protocol header, by
+    /// `ProxyRefusal` (its discriminant).
+    pub proxy_refused: [Counter; ProxyRefusal::ALL.len()],
+    /// Upgrades from a trusted proxy whose forwarding header named no
+    /// usable client (a bad hop, too many hops): the proxy's address stands.
+    pub forwarded_unusable: Counter,
+}
+
+/// Why a connection was refused for its PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// From an address outside `--trusted-proxies`: closed at accept.
+    Untrusted,
+    /// A header that is not one, or is broken (or the connection ended first).
+    Malformed,
+    /// No whole header within the handshake deadline.
+    Timeout,
+}
+
+impl ProxyRefusal {
+    /// Every refusal, in counter order.
+    pub const ALL: [ProxyRefusal; 3] = [ProxyRefusal::Untrusted, ProxyRefusal::Malformed, ProxyRefusal::Timeout];
+
+    /// Its `reason` label in `wsloop_proxy_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyRefusal::Untrusted => "untrusted",
+            ProxyRefusal::Malformed => "malformed",
+            ProxyRefusal::Timeout => "timeout",
+        }
+    }
 }
 
 impl LoopStats {
@@ -188,6 +219,16 @@ impl LoopStats {
         self.tls_handshake_buckets[i].add(1);
         self.tls_handshake_nanos.add(elapsed.as_nanos() as u64);
         self.tls_handshakes.add(1);
+    }
+
+    /// Counts a connection refused for its PROXY header.
+    pub(crate) fn count_proxy_refusal(&self, why: ProxyRefusal) {
+        self.proxy_refused[why as usize].add(1);
+    }
+
+    /// Connections refused for their PROXY header, for `why`.
+    pub fn proxy_refused_by(&self, why: ProxyRefusal) -> u64 {
+        self.proxy_refused[why as usize].get()
     }
 
     /// Counts a failed TLS handshake.

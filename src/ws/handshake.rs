@@ -88,6 +88,16 @@ impl<'a> Request<'a> {
         header_lines(self.head).find_map(|(n, v)| n.eq_ignore_ascii_case(name).then_some(v))
     }
 
+    /// The values of every header named `name` (any case), in the order
+    /// they came: for a header that may repeat (`X-Forwarded-For`), whose
+    /// lines read as one comma-separated list (RFC 9110 5.3).
+    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        header_lines(self.head).filter_map(move |(n, v)| n.eq_ignore_ascii_case(name).then_some(v))
+    }
+
     /// The raw (still percent-encoded) value of the first query parameter
     /// named `name`: `?a=1&token=xyz` gives `xyz` for `token`.
     pub fn query_param(&self, name: &str) -> Option<&'a str> {
@@ -588,6 +598,15 @@ mod tests {
         assert_eq!(req.query_param("token"), Some("t%2B1"));
         assert_eq!(req.query_param("flag"), Some(""));
         assert_eq!(req.query_param("tok"), None);
+    }
+
+    #[test]
+    fn a_repeated_header_gives_every_value_in_order() {
+        let raw = request("X-Forwarded-For: 1.1.1.1\r\nx-forwarded-for:  2.2.2.2, 3.3.3.3\r\n");
+        let req = parse(raw.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap();
+        let values: Vec<&str> = req.header_values("X-Forwarded-For").collect();
+        assert_eq!(values, ["1.1.1.1", "2.2.2.2, 3.3.3.3"]);
+        assert_eq!(req.header_values("forwarded").count(), 0);
     }
 
     /// Every header httparse finds in `head`, in order: what the parser

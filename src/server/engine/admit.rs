@@ -14,6 +14,7 @@ use crate::server::life::{CloseReason, Timeout};
 use crate::ws::HandshakeError;
 
 use super::conn::Conn;
+use super::table::Client;
 use super::transport::Transport;
 use super::{Engine, ACCEPT_PAUSE};
 
@@ -82,9 +83,13 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             let reason = CloseReason::MemoryBudget;
             return self.refuse_at_accept(socket, HandshakeError::MemoryBudget, 1, reason);
         }
+        let Some(client) = self.client_at_accept(&socket, peer) else {
+            return; // Refused (counted), or gone: dropping it closes it.
+        };
         let mut counted = None;
         let limits = &self.env.shared.address_limits;
-        if limits.is_enabled() {
+        // Behind a trusted proxy, the client is judged at its upgrade.
+        if limits.is_enabled() && client == Client::Socket {
             // io_uring's accept gives no address: ask the kernel (only here).
             let Some(ip) = peer.or_else(|| socket.peer_addr().ok()).map(|p| p.ip()) else {
                 return; // Gone already: dropping it closes it.
@@ -102,7 +107,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             self.refuse_at_accept(socket, HandshakeError::Overloaded, 1, CloseReason::Overloaded);
             false
         } else {
-            let registered = self.register(socket, counted);
+            let registered = self.register(socket, counted, client);
             registered.map_err(|e| log::warn!("loop {}: cannot register a connection: {e}", self.env.id)).is_ok()
         };
         if !registered {
@@ -137,8 +142,14 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     }
 
     /// Takes the connection into the table and the driver, its handshake
-    /// timer armed; `peer` is its counted address, if any.
-    fn register(&mut self, socket: mio::net::TcpStream, peer: Option<std::net::IpAddr>) -> io::Result<usize> {
+    /// timer armed; `peer` is its counted address, if any, `client` where
+    /// its client comes from.
+    fn register(
+        &mut self,
+        socket: mio::net::TcpStream,
+        peer: Option<std::net::IpAddr>,
+        client: Client,
+    ) -> io::Result<usize> {
         socket.set_nodelay(true)?;
         let tls = match &mut self.tls.acceptor {
             Some(acceptor) => Some(acceptor.accept(Instant::now()).map_err(io::Error::other)?),
@@ -146,6 +157,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         };
         let generation = self.table.next_generation();
         let slot = self.table.insert(Conn::new(socket, generation), tls, peer);
+        if client != Client::Socket {
+            self.table.set_client(slot, client);
+        }
         if let Err(e) = self.io.attach(&mut self.table.conns[slot], slot) {
             // Undone as if it never came: the caller releases its counts.
             let removed = self.table.remove(slot);

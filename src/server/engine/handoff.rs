@@ -21,6 +21,7 @@ use crate::server::life::{Signal, Stage, Timeout};
 use crate::ws::{Phase, Session};
 
 use super::conn::{Conn, OPENED};
+use super::table::Client;
 use super::transport::{Part, Transport};
 use super::{Engine, Handing, Turn};
 
@@ -168,6 +169,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             && !self.table.is_tls(slot)
             && !self.table.deflaters.has_own(key)
             && !self.table.inflaters.has_own(key)
+            && matches!(self.table.client(slot), Client::Socket | Client::Known(_))
     }
 
     /// Writes what members are owed, then takes every movable connection
@@ -427,12 +429,17 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
     /// Counts an adopted connection's address when `--max-conns-per-ip`
     /// counts them (it was admitted once already: never refused here).
+    /// One from a trusted proxy is not counted: the hand-off does not carry
+    /// the client's address, and the proxy's own must not fill with them.
     fn count_adopted_peer(&self, socket: &mio::net::TcpStream) -> Option<std::net::IpAddr> {
         let limits = &self.env.shared.address_limits;
         if !limits.counts_conns() {
             return None;
         }
         let ip = socket.peer_addr().ok()?.ip();
+        if self.env.cfg.proxy.trusted.contains(ip) {
+            return None;
+        }
         limits.count(ip);
         Some(ip)
     }

@@ -4,6 +4,7 @@
 //! line without the token); connections whose token has expired are asked
 //! to leave (1008 `token expired`).
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::server::handler::Handler;
@@ -20,11 +21,12 @@ pub(super) fn unix_now() -> u64 {
 }
 
 /// Checks the token `request` presents; a refusal is counted and logged
-/// (the reason and the peer, never the token).
+/// (the reason and the client, never the token).
 pub(super) fn check_token(
     jwt: &Verifier,
     request: &Request<'_>,
     socket: &mio::net::TcpStream,
+    client: Option<SocketAddr>,
     loop_id: u32,
 ) -> Result<Verified, Rejection> {
     let verified = match request.credential() {
@@ -32,16 +34,24 @@ pub(super) fn check_token(
         None => Err(Rejection::Missing),
     };
     if let Err(why) = verified {
-        refused(jwt, why, socket, loop_id);
+        refused(jwt, why, socket, client, loop_id);
     }
     verified
 }
 
-/// Counts and logs (within the log's budget) a refused token.
-pub(super) fn refused(jwt: &Verifier, why: Rejection, socket: &mio::net::TcpStream, loop_id: u32) {
+/// Counts and logs (within the log's budget) a refused token; the log
+/// names the client (behind a trusted proxy: the one it names).
+pub(super) fn refused(
+    jwt: &Verifier,
+    why: Rejection,
+    socket: &mio::net::TcpStream,
+    client: Option<SocketAddr>,
+    loop_id: u32,
+) {
     jwt.counts.refuse(why);
     if jwt.counts.may_log(unix_now()) {
-        let peer = socket.peer_addr().map_or_else(|_| "a gone peer".to_string(), |a| a.to_string());
+        let peer = client.or_else(|| socket.peer_addr().ok());
+        let peer = peer.map_or_else(|| "a gone peer".to_string(), |a| a.to_string());
         log::info!("loop {loop_id}: upgrade from {peer} refused {}: token {}", status(why), why.label());
     }
 }

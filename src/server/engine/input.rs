@@ -20,9 +20,11 @@ use crate::server::stats::LoopStats;
 use crate::ws::compression::Inflaters;
 use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
+use super::client::{HeaderTurn, Judge};
 use super::conn::{OPENED, OWED, THROTTLED};
 use super::identity;
 use super::output::{write_via, Seal};
+use super::table::Client;
 use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT, MAX_OWED};
 
@@ -192,11 +194,19 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// Returns how many bytes it consumed, and the buffer length the next
     /// frame needs or why the connection must end.
     pub(crate) fn handle_input(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
-        let handled = self.decode_and_handle(slot, buf);
+        let mut header = 0;
+        if self.table.client(slot) == Client::AwaitingHeader {
+            match self.take_proxy_header(slot, buf) {
+                HeaderTurn::Wait(wanted) => return (0, Ok(wanted)),
+                HeaderTurn::Refused(reason) => return (0, Err(reason)),
+                HeaderTurn::Took(len) => header = len,
+            }
+        }
+        let (consumed, handled) = self.decode_and_handle(slot, &mut buf[header..]);
         if !self.fanout.local.is_empty() {
             self.deliver_local();
         }
-        handled
+        (header + consumed, handled)
     }
 
     fn decode_and_handle(&mut self, slot: usize, buf: &mut [u8]) -> (usize, Result<usize, CloseReason>) {
@@ -223,8 +233,12 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             };
             let jwt = env.cfg.jwt.as_deref();
             if let Event::Upgrade(request) = &event {
+                let judge = Judge { env, clients: &mut table.clients, peers: &mut table.peers };
                 let gate = Gate { jwt, identities: &mut table.identities, slot, loop_id: env.id };
-                if let Err(refused) = judge_upgrade(handler, &mut conn.session, &conn.socket, out, request, gate) {
+                let upgraded = judge.client(slot, &conn.socket, &mut conn.session, request, out).and_then(|client| {
+                    judge_upgrade(handler, &mut conn.session, &conn.socket, client, out, request, gate)
+                });
+                if let Err(refused) = upgraded {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
             }
@@ -292,22 +306,24 @@ fn judge_upgrade<H: Handler>(
     handler: &mut H,
     session: &mut Session,
     socket: &mio::net::TcpStream,
+    client: Option<std::net::SocketAddr>,
     out: &mut Vec<u8>,
     request: &Request<'_>,
     gate: Gate<'_>,
 ) -> Result<(), WsError> {
-    let verified = match gate.jwt.map(|jwt| identity::check_token(jwt, request, socket, gate.loop_id)) {
+    let checked = gate.jwt.map(|jwt| identity::check_token(jwt, request, socket, client, gate.loop_id));
+    let verified = match checked {
         None => None,
         Some(Ok(verified)) => Some(verified),
         Some(Err(why)) => return Err(session.refuse(out, identity::handshake_error(why), 1)),
     };
-    let upgrade = Upgrade { request, socket, user: verified.as_ref() };
+    let upgrade = Upgrade { request, socket, client, user: verified.as_ref() };
     if let Err(refusal) = handler.on_upgrade(&upgrade) {
         return Err(session.refuse(out, refusal.error(), refusal.retry_after()));
     }
     if let (Some(jwt), Some(verified)) = (gate.jwt, &verified) {
         if let Err(why) = gate.identities.attach(gate.slot, verified) {
-            identity::refused(jwt, why, socket, gate.loop_id);
+            identity::refused(jwt, why, socket, client, gate.loop_id);
             return Err(session.refuse(out, identity::handshake_error(why), USER_LIMIT_RETRY_AFTER));
         }
     }

@@ -19,6 +19,7 @@
 
 mod admit;
 mod aging;
+mod client;
 pub(crate) mod conn;
 mod delivery;
 mod drain;

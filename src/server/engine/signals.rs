@@ -97,6 +97,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn close(&mut self, slot: usize, reason: CloseReason) {
         self.io.detach(&self.table.conns[slot], slot, &self.env.stats);
         self.forget_input(slot);
+        self.count_missing_header(slot, reason);
         let removed = self.table.remove(slot);
         self.limit_dedicated();
         let conn = removed.conn;

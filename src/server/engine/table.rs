@@ -1,8 +1,8 @@
 //! Everything a connection owns, in one table keyed by its slot: the
 //! `Conn` itself (socket, protocol state, buffers, timer link), and the
 //! side tables only some connections need (peer address for the
-//! per-address count, TLS session, room memberships, compression codecs,
-//! message-rate buckets).
+//! per-address count, the client behind a proxy, TLS session, room
+//! memberships, compression codecs, message-rate buckets, identities).
 //!
 //! The invariant: [`ConnTable::remove`] undoes all of it and
 //! [`ConnTable::release_memory`] shrinks all of it, so a new per-connection
@@ -13,7 +13,7 @@
 //! never walks them; and a driver's own per-slot flags (io_uring's armed
 //! receive, send in flight), which its `Transport::detach` clears.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use slab::Slab;
 
@@ -39,7 +39,10 @@ pub(crate) struct ConnTable {
     next_generation: u32,
     /// Each slot's peer address while `--max-conns-per-ip` counts
     /// connections (its count is released at close); else empty.
-    peers: Vec<Option<IpAddr>>,
+    pub(crate) peers: Vec<Option<IpAddr>>,
+    /// Each slot's client behind a proxy while `--proxy-protocol` or
+    /// `--trusted-proxies` is on (see `engine/client.rs`); else empty.
+    pub(crate) clients: Vec<Client>,
     /// Each slot's TLS session (boxed: only TLS servers pay for it).
     pub(crate) tls: Vec<Option<Box<TlsConn>>>,
     /// The connections' timers; each `Conn` holds its link.
@@ -54,6 +57,24 @@ pub(crate) struct ConnTable {
     pub(crate) identities: Identities,
     /// Each slot's message-rate buckets, while a rate limit is on.
     pub(crate) rates: RateTable,
+}
+
+/// Who a connection's client is, where a proxy may stand between: the
+/// default (and the only value while the feature is off) is the socket's
+/// peer, admitted at accept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Client {
+    /// The socket's peer, admitted by its address at accept.
+    #[default]
+    Socket,
+    /// A trusted proxy's connection whose PROXY header has not come yet.
+    AwaitingHeader,
+    /// Admission by address waits for the upgrade; the client the PROXY
+    /// header named, if it named one (else the socket's peer, a trusted
+    /// proxy whose forwarding header may name the client).
+    Deferred(Option<SocketAddr>),
+    /// Judged at the upgrade: the client's address.
+    Known(SocketAddr),
 }
 
 /// What a removed connection leaves for the engine to account for.
@@ -85,6 +106,7 @@ impl ConnTable {
             conns: Slab::new(),
             next_generation: 0,
             peers: Vec::new(),
+            clients: Vec::new(),
             tls: Vec::new(),
             wheel,
             rooms: Rooms::new(directory),
@@ -118,6 +140,21 @@ impl ConnTable {
             self.peers[slot] = Some(ip);
         }
         slot
+    }
+
+    /// Records where the connection's client comes from (only called while
+    /// the feature is on: the table stays empty otherwise).
+    pub(crate) fn set_client(&mut self, slot: usize, client: Client) {
+        if self.clients.len() <= slot {
+            self.clients.resize(slot + 1, Client::Socket);
+        }
+        self.clients[slot] = client;
+    }
+
+    /// Where the connection's client comes from.
+    #[inline]
+    pub(crate) fn client(&self, slot: usize) -> Client {
+        self.clients.get(slot).copied().unwrap_or_default()
     }
 
     /// True if `slot` holds the connection of `generation`.
@@ -155,6 +192,9 @@ impl ConnTable {
         self.rates.forget(slot);
         let tls = self.tls.get_mut(slot).and_then(Option::take);
         let peer = self.peers.get_mut(slot).and_then(Option::take);
+        if let Some(client) = self.clients.get_mut(slot) {
+            *client = Client::Socket;
+        }
         let conn = self.conns.remove(slot);
         Removed { conn, peer, tls }
     }
@@ -167,11 +207,24 @@ impl ConnTable {
         let end = self.conns.iter().map(|(slot, _)| slot + 1).max().unwrap_or(0);
         self.peers.truncate(end);
         self.peers.shrink_to_fit();
+        self.clients.truncate(end);
+        self.clients.shrink_to_fit();
         self.tls.truncate(end);
         self.tls.shrink_to_fit();
         self.rooms.shrink_to_fit();
         self.identities.release_memory();
         self.rates.truncate(end);
         end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_entry_costs_what_the_docs_say() {
+        // ARCHITECTURE.md's memory table: 36 bytes a slot, feature on only.
+        assert_eq!(std::mem::size_of::<Client>(), 36);
     }
 }
