@@ -261,8 +261,29 @@ pub struct ServeArgs {
     pub tls_handshakes_per_pass: u32,
     /// Upgrades must present a secret from this file (one per line), as
     /// `Authorization: Bearer TOKEN` or `?token=TOKEN`; others get 401.
-    #[arg(long, env = "WSLOOP_AUTH_TOKEN_FILE")]
+    #[arg(long, env = "WSLOOP_AUTH_TOKEN_FILE", conflicts_with = "jwt_key")]
     pub auth_token_file: Option<std::path::PathBuf>,
+    /// Upgrades must present a JWT (`Authorization: Bearer` or `?token=`)
+    /// signed with a key in this file: an HMAC secret (HS256/384/512, at
+    /// least 32 bytes), a PEM public key (RS*/PS*, ES256/384, EdDSA) or a
+    /// JWKS (several keys by `kid`). Its `sub` is the user id; its `wsloop`
+    /// claim the rooms it may join and publish to and whether it may
+    /// broadcast (none without it). 401/403 otherwise. SIGHUP reloads it.
+    #[arg(long, env = "WSLOOP_JWT_KEY")]
+    pub jwt_key: Option<std::path::PathBuf>,
+    /// Accepted `aud` values, comma-separated; when set, a token must name one.
+    #[arg(long, env = "WSLOOP_JWT_AUDIENCE", value_delimiter = ',', requires = "jwt_key")]
+    pub jwt_audience: Vec<String>,
+    /// Accepted `iss` values, comma-separated; when set, a token must name one.
+    #[arg(long, env = "WSLOOP_JWT_ISSUER", value_delimiter = ',', requires = "jwt_key")]
+    pub jwt_issuer: Vec<String>,
+    /// Clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "WSLOOP_JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+    /// Open connections one user id (a token's `sub`) may hold in this
+    /// process, across loops (0: no limit); past it, 429. Needs --jwt-key.
+    #[arg(long, env = "WSLOOP_MAX_CONNS_PER_USER", default_value_t = 0, requires = "jwt_key")]
+    pub max_conns_per_user: u32,
     /// Open connections one source address (IPv6: one /64) may hold (0: no
     /// limit); past it, 429.
     #[arg(long, env = "WSLOOP_MAX_CONNS_PER_IP", default_value_t = 0)]
@@ -361,6 +382,7 @@ impl ServeArgs {
             io: self.io,
             tls_handshakes_per_pass: self.tls_handshakes_per_pass,
             release_memory_after: self.release_memory_after,
+            max_conns_per_user: self.max_conns_per_user,
             address_limits: crate::server::address_limits::AddressLimitConfig {
                 max_conns: self.max_conns_per_ip,
                 handshake_rate: self.handshake_rate_per_ip,
@@ -381,6 +403,16 @@ impl ServeArgs {
             max_room_name: self.max_room_name,
         });
         cfg
+    }
+
+    /// How tokens are checked, when `--jwt-key` is given.
+    pub fn jwt_config(&self) -> Option<crate::server::identity::JwtConfig> {
+        Some(crate::server::identity::JwtConfig {
+            key_file: self.jwt_key.clone()?,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway: self.jwt_leeway,
+        })
     }
 }
 

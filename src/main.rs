@@ -105,6 +105,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         },
         None => None,
     };
+    let jwt = match jwt_verifier(args) {
+        Ok(jwt) => jwt,
+        Err(code) => return code,
+    };
     let signals = match prepare_process() {
         Ok(signals) => signals,
         Err(code) => return code,
@@ -118,22 +122,27 @@ fn serve(args: &ServeArgs) -> ExitCode {
     // The publishes the echo app refuses, counted by every loop's instance.
     let refusals = std::sync::Arc::new(PublishRefusals::default());
     let took_over = takeover.is_some();
-    let handle = match start_server(args, tokens, &tls, &refusals, takeover) {
+    let handle = match start_server(args, tokens, &tls, &jwt, &refusals, takeover) {
         Ok(handle) => handle,
         Err(code) => return code,
     };
     let admin_stats = std::sync::Arc::new(metrics::admin::AdminStats::default());
-    let _metrics =
-        match serve_metrics(args.metrics_addr, &handle, refusals, args.admin_addr.map(|_| admin_stats.clone())) {
-            Ok(metrics) => metrics,
-            // Connections taken over are never dropped for want of metrics.
-            Err(_) if took_over => None,
-            Err(code) => {
-                handle.shutdown();
-                let _ = handle.join();
-                return code;
-            }
-        };
+    let _metrics = match serve_metrics(
+        args.metrics_addr,
+        &handle,
+        refusals,
+        jwt.clone(),
+        args.admin_addr.map(|_| admin_stats.clone()),
+    ) {
+        Ok(metrics) => metrics,
+        // Connections taken over are never dropped for want of metrics.
+        Err(_) if took_over => None,
+        Err(code) => {
+            handle.shutdown();
+            let _ = handle.join();
+            return code;
+        }
+    };
     let _admin = match serve_admin(args.admin_addr.zip(admin_token), &handle, admin_stats) {
         Ok(admin) => admin,
         // Connections taken over are never dropped for want of the API.
@@ -157,7 +166,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return code;
         }
     };
-    spawn_signal_thread(signals, handle.trigger(), tls, args);
+    spawn_signal_thread(signals, handle.trigger(), Reloadable { tls, jwt }, args);
     match handle.join() {
         Ok(()) => {
             log::info!("shut down cleanly");
@@ -195,6 +204,20 @@ fn tls_certs(args: &ServeArgs) -> Result<Option<std::sync::Arc<server::tls::TlsC
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
     match server::tls::TlsCerts::load(cert, key) {
         Ok(certs) => Ok(Some(std::sync::Arc::new(certs))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// The token verifier of `--jwt-key`, when given; a key file that will not
+/// load ends the process (the exit code).
+fn jwt_verifier(args: &ServeArgs) -> Result<Option<std::sync::Arc<server::identity::Verifier>>, ExitCode> {
+    let Some(config) = args.jwt_config() else { return Ok(None) };
+    let path = config.key_file.clone();
+    match server::identity::Verifier::load(config) {
+        Ok(verifier) => {
+            log::info!("upgrades must present a JWT signed with a key in {}", path.display());
+            Ok(Some(std::sync::Arc::new(verifier)))
+        }
         Err(e) => Err(fail(e)),
     }
 }
@@ -237,11 +260,13 @@ fn start_server(
     args: &ServeArgs,
     tokens: Option<std::sync::Arc<Tokens>>,
     tls: &Option<std::sync::Arc<server::tls::TlsCerts>>,
+    jwt: &Option<std::sync::Arc<server::identity::Verifier>>,
     refusals: &std::sync::Arc<PublishRefusals>,
     takeover: Option<server::handoff::Takeover>,
 ) -> Result<server::ServerHandle, ExitCode> {
     let mut cfg = args.to_config();
     cfg.tls = tls.clone();
+    cfg.jwt = jwt.clone();
     cfg.check().map_err(fail)?;
     let workers = cfg.worker_count();
     let (policy, refusals) = (args.publish_policy(), refusals.clone());
@@ -431,10 +456,11 @@ fn serve_metrics(
     addr: MetricsAddr,
     handle: &server::ServerHandle,
     refusals: std::sync::Arc<PublishRefusals>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
     admin: Option<std::sync::Arc<metrics::admin::AdminStats>>,
 ) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
     let MetricsAddr::On(addr) = addr else { return Ok(None) };
-    let mut source = metrics::Source::of(handle).with_publish_refusals(refusals);
+    let mut source = metrics::Source::of(handle).with_publish_refusals(refusals).with_jwt(jwt);
     if let Some(admin) = admin {
         source = source.with_admin(admin);
     }
@@ -470,16 +496,17 @@ fn serve_admin(
     }
 }
 
+/// What SIGHUP reloads: the TLS certificate and key, the JWT keys.
+struct Reloadable {
+    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+}
+
 /// Starts the thread that takes the blocked `signals`: SIGHUP reloads the
-/// TLS certificate, SIGUSR2 starts a successor to hand over to (`--takeover`),
+/// TLS certificate and the JWT keys, SIGUSR2 starts a successor to hand over to (`--takeover`),
 /// the first SIGINT or SIGTERM begins a graceful shutdown
 /// (up to `--shutdown-timeout`), a second one exits at once.
-fn spawn_signal_thread(
-    signals: SigSet,
-    trigger: server::ShutdownTrigger,
-    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
-    args: &ServeArgs,
-) {
+fn spawn_signal_thread(signals: SigSet, trigger: server::ShutdownTrigger, reloadable: Reloadable, args: &ServeArgs) {
     let timeout = args.shutdown_timeout;
     let args = args.clone();
     std::thread::Builder::new()
@@ -488,7 +515,7 @@ fn spawn_signal_thread(
             let mut asked_to_stop = false;
             while let Ok(sig) = signals.wait() {
                 match sig {
-                    Signal::SIGHUP => reload_tls(tls.as_deref()),
+                    Signal::SIGHUP => reloadable.reload(),
                     Signal::SIGUSR2 => start_successor(&args),
                     _ if !asked_to_stop => {
                         asked_to_stop = true;
@@ -505,14 +532,25 @@ fn spawn_signal_thread(
         .expect("spawn the signal thread");
 }
 
-/// SIGHUP: reloads the TLS certificate and key for new handshakes; the
-/// ones in use stay when the new files will not load.
-fn reload_tls(tls: Option<&server::tls::TlsCerts>) {
-    match tls {
-        Some(certs) => match certs.reload() {
-            Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them"),
-            Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
-        },
-        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+impl Reloadable {
+    /// SIGHUP: reloads the TLS certificate and key for new handshakes, and
+    /// the JWT keys for new upgrades and refreshes; what is in use stays
+    /// when a new file will not load.
+    fn reload(&self) {
+        if let Some(certs) = &self.tls {
+            match certs.reload() {
+                Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key; new handshakes use them"),
+                Err(e) => log::warn!("SIGHUP: kept the TLS certificate in use: {e}"),
+            }
+        }
+        if let Some(jwt) = &self.jwt {
+            match jwt.reload() {
+                Ok(n) => log::info!("SIGHUP: reloaded the JWT key file ({n} keys); new upgrades use them"),
+                Err(e) => log::warn!("SIGHUP: kept the JWT keys in use: {e}"),
+            }
+        }
+        if self.tls.is_none() && self.jwt.is_none() {
+            log::info!("SIGHUP: nothing to reload (no --tls-cert, no --jwt-key)");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! A real browser: headless Chromium (Debian's package, driven by
 //! playwright-core from tests/browser/) against the binary with compression
-//! on, in both modes. The page checks what it can see (the negotiated
+//! on, in both modes, and JWT identities on: the page connects with its
+//! token in the query (`?token=`: a browser cannot set headers on a
+//! WebSocket), which allows it the room it publishes to. The page checks what it can see (the negotiated
 //! extension, every echo, a room publish from another connection); this
 //! test checks what only the server sees: exactly the three messages over
 //! the threshold went out compressed.
@@ -34,12 +36,24 @@ fn browser_available() -> bool {
 }
 
 fn run_page(mode: &str, expect_extension: &str) {
-    let (_server, addr, metrics) = spawn_binary_with_metrics(&["--compression", mode], None);
+    let secret = "browser-test-secret-of-32-bytes-or-more";
+    let key =
+        std::env::temp_dir().join(format!("wsloop-browser-jwt-{}-{}", std::process::id(), mode.replace(':', "-")));
+    std::fs::write(&key, secret).unwrap();
+    let args = ["--compression", mode, "--jwt-key", key.to_str().unwrap()];
+    let (_server, addr, metrics) = spawn_binary_with_metrics(&args, None);
+    let claims = serde_json::json!({
+        "sub": "chromium",
+        "exp": jsonwebtoken::get_current_timestamp() + 600,
+        "wsloop": {"join": ["browser"], "publish": ["browser"]},
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/deflate.mjs");
     let out = Command::new("timeout")
         .args(["120", "node"])
         .arg(&script)
-        .arg(format!("ws://{addr}/ws"))
+        .arg(format!("ws://{addr}/ws?token={token}"))
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -52,6 +66,12 @@ fn run_page(mode: &str, expect_extension: &str) {
     // under it: the small echoes and the join acks.
     let compressed = || sample(&http_get(metrics, "/metrics").1, "wsloop_compressed_messages_total");
     assert!(common::eventually(Duration::from_secs(5), || compressed() == Some(3.0)), "{mode}: {:?}", compressed());
+    let body = http_get(metrics, "/metrics").1;
+    assert_eq!(
+        sample(&body, r#"wsloop_auth_refused_total{reason="missing"}"#),
+        Some(0.0),
+        "every page connection had its token"
+    );
 }
 
 #[test]

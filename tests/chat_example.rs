@@ -103,3 +103,48 @@ fn refusals_are_answered_and_cost_nothing_else() {
     send(&mut ann, json!({"type": "who"}));
     assert_eq!(expect(&mut ann, "members")["members"], json!(["ann", "bo"]));
 }
+
+#[test]
+fn with_tokens_a_members_name_is_its_user_id() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use wsloop::server::identity::{JwtConfig, Verifier};
+    let secret = "chat-example-secret-of-32-bytes-or-more";
+    let key_file = std::env::temp_dir().join(format!("wsloop-chat-jwt-{}", std::process::id()));
+    std::fs::write(&key_file, secret).unwrap();
+    let config = JwtConfig { key_file, audience: vec![], issuer: vec![], leeway: std::time::Duration::ZERO };
+    let jwt = Arc::new(Verifier::load(config).unwrap());
+    let members = Arc::new(Mutex::new(app::Members::default()));
+    let cfg = server::ServerConfig { jwt: Some(jwt), ..test_config(2) };
+    let server = server::start(cfg, move |_| app::ChatApp::new(members.clone())).unwrap();
+    let addr = server.local_addr();
+    let token = |sub: &str, rooms: Value| {
+        let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600, "wsloop": rooms});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let connect = |token: &str| {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        tungstenite::client(format!("ws://{addr}/ws?token={token}"), stream).expect("a token the chat takes").0
+    };
+    let chat = json!({"join": ["chat"], "publish": ["chat"]});
+    let mut ann = connect(&token("ann", chat.clone()));
+    send(&mut ann, json!({"type": "hello"}));
+    assert_eq!(expect(&mut ann, "welcome")["nick"], "ann");
+    let mut bob = connect(&token("bob", chat.clone()));
+    send(&mut bob, json!({"type": "hello", "nick": "ann"}));
+    assert_eq!(expect(&mut bob, "error")["error"], "not_your_name");
+    send(&mut bob, json!({"type": "hello", "nick": "bob"}));
+    assert_eq!(expect(&mut bob, "welcome")["members"], json!(["ann", "bob"]));
+    send(&mut bob, json!({"type": "say", "text": "hi"}));
+    assert_eq!(expect(&mut ann, "said"), json!({"type": "said", "nick": "bob", "text": "hi"}));
+    // A token without the right to the room gets its name, not the room.
+    let mut eve = connect(&token("eve", json!({})));
+    send(&mut eve, json!({"type": "hello"}));
+    let refused = expect(&mut eve, "error");
+    assert_eq!(refused["error"], "room", "{refused}");
+    send(&mut ann, json!({"type": "who"}));
+    assert_eq!(expect(&mut ann, "members")["members"], json!(["ann", "bob"]), "eve is not in the chat");
+    // No token: no connection.
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    assert!(tungstenite::client(format!("ws://{addr}/ws"), stream).is_err());
+}

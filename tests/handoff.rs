@@ -335,3 +335,49 @@ fn publishes_from_another_host_during_a_hand_off_arrive_exactly_once_in_order() 
     }
     let _ = a2.kill();
 }
+
+/// A tungstenite client whose upgrade carries `token`.
+fn connect_with_token(addr: std::net::SocketAddr, token: &str) -> common::Tung {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tungstenite::client(format!("ws://{addr}/ws?token={token}"), stream).expect("an upgrade with the token").0
+}
+
+fn ask(ws: &mut common::Tung, command: &str) -> serde_json::Value {
+    ws.send(tungstenite::Message::text(command)).unwrap();
+    serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap()
+}
+
+#[test]
+fn identities_move_with_their_connections_rights_and_per_user_count_included() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let path = socket_path("identity");
+    let secret = "handoff-identity-secret-of-32-bytes!";
+    let key = std::env::temp_dir().join(format!("wsloop-handoff-jwt-{}", std::process::id()));
+    std::fs::write(&key, secret).unwrap();
+    let args = ["--takeover", path.to_str().unwrap(), "--jwt-key", key.to_str().unwrap(), "--max-conns-per-user", "1"];
+    let (mut old, addr, _) = spawn_binary_with_metrics(&args, None);
+    let token = |sub: &str| {
+        let rights = serde_json::json!({"join": ["chat:*"], "publish": ["chat:*"]});
+        let claims =
+            serde_json::json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600, "wsloop": rights});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let (mut alice, mut bob) = (connect_with_token(addr, &token("alice")), connect_with_token(addr, &token("bob")));
+    assert_eq!(ask(&mut bob, r#"{"type":"join","room":"chat:1"}"#)["type"], "joined");
+    let (_new, _, new_metrics) = spawn_binary_with_metrics(&args, None);
+    assert!(exits_within(&mut old, Duration::from_secs(20)).expect("the old process exits").success());
+    assert_eq!(metric(new_metrics, "wsloop_adopted_total"), 2.0);
+    // Their rights came along: what the token allows, and only that.
+    assert_eq!(ask(&mut alice, r#"{"type":"join","room":"chat:2"}"#)["type"], "joined");
+    assert_eq!(ask(&mut alice, r#"{"type":"join","room":"admin"}"#)["error"], "forbidden");
+    alice.send(tungstenite::Message::text(r#"{"type":"publish","room":"chat:1","data":"hi","echo":false}"#)).unwrap();
+    let got: serde_json::Value = serde_json::from_str(bob.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(got, serde_json::json!({"type":"message","room":"chat:1","data":"hi"}));
+    // Alice's connection counts against her cap in the new process too.
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    match tungstenite::client(format!("ws://{addr}/ws?token={}", token("alice")), stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 429),
+        other => panic!("expected 429, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}

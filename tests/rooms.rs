@@ -169,7 +169,7 @@ impl Handler for Broadcast {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
         match msg {
             Message::Binary(b) => ctx.publish_binary("all", b, false).expect("a name join took"),
-            Message::Text(t) => ctx.broadcast_text(t, false),
+            Message::Text(t) => ctx.broadcast_text(t, false).expect("identities are off"),
         }
     }
 }

@@ -11,6 +11,11 @@
 //!    (alice disconnects)               others <- {"type":"left","nick":"alice"}
 //! errors: <- {"type":"error","error":"bad_request"|"bad_nick"|"nick_taken"|"already_named"|"no_nick","message":...}
 //! ```
+//!
+//! With JWT identities on (the server's `--jwt-key`; `main.rs` takes a key
+//! file), a member's name is its token's `sub`: `{"type":"hello"}` needs no
+//! nick, and one that names another is refused (`not_your_name`). Its token
+//! must allow joining and publishing to the room `chat`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,8 +41,13 @@ pub struct Members {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Request {
-    Hello { nick: String },
-    Say { text: String },
+    Hello {
+        #[serde(default)]
+        nick: Option<String>,
+    },
+    Say {
+        text: String,
+    },
     Who,
 }
 
@@ -57,7 +67,24 @@ impl ChatApp {
         self.members.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn hello(&mut self, ctx: &mut Ctx<'_>, nick: String) {
+    /// The name a hello asks for: the token's user id when there is one
+    /// (a nick may only repeat it), else the nick given.
+    fn name(ctx: &Ctx<'_>, nick: Option<String>) -> Result<String, (&'static str, String)> {
+        match (ctx.user(), nick) {
+            (Some(user), Some(nick)) if nick != user.id => {
+                Err(("not_your_name", format!("your token names you {}", user.id)))
+            }
+            (Some(user), _) => Ok(user.id.to_owned()),
+            (None, Some(nick)) => Ok(nick),
+            (None, None) => Err(("bad_nick", "say hello with a nick".to_owned())),
+        }
+    }
+
+    fn hello(&mut self, ctx: &mut Ctx<'_>, nick: Option<String>) {
+        let nick = match Self::name(ctx, nick) {
+            Ok(nick) => nick,
+            Err((code, message)) => return error(ctx, code, &message),
+        };
         if nick.is_empty() || nick.chars().count() > MAX_NICK || nick.chars().any(char::is_control) {
             return error(ctx, "bad_nick", &format!("a nickname has 1 to {MAX_NICK} printable characters"));
         }
@@ -74,6 +101,11 @@ impl ChatApp {
             members.by_nick.keys().cloned().collect::<Vec<_>>()
         };
         if let Err(e) = ctx.join(ROOM) {
+            // Not in the room: not in the chat either.
+            let mut members = self.members();
+            members.by_nick.remove(&nick);
+            members.by_conn.remove(&ctx.id());
+            drop(members);
             return error(ctx, "room", &e.to_string());
         }
         ctx.send_text(&json!({"type": "welcome", "nick": nick, "members": list}).to_string());

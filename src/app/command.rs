@@ -11,6 +11,8 @@
 //! {"type":"broadcast","data":D}                -> every connection: {"type":"broadcast","data":D}
 //!                                                 (only with --allow-broadcast)
 //! {"type":"broadcast",...,"echo":false}        -> the same, not to the sender
+//! {"type":"refresh","token":T}                 -> {"type":"refreshed","exp":<unix s>} (--jwt-key:
+//!                                                 a new token for the same user before the old expires)
 //! failures                                     -> {"type":"error","error":CODE,"message":TEXT}
 //! ```
 //!
@@ -24,10 +26,16 @@
 //! unknown_room        leave: not a member
 //! too_large           publish or broadcast: "data" over --max-publish-size (default 1MiB)
 //! broadcast_disabled  broadcast without --allow-broadcast
+//! forbidden           join, publish or broadcast: the connection's token does not allow it
+//! missing_token       refresh without a "token"
+//! jwt_off             refresh on a server without --jwt-key
+//! expired, bad_signature, other_user, ...
+//!                     refresh: the new token was refused (the reasons of
+//!                     wsloop_auth_refused_total); the old one stays
 //! ```
 //!
 //! A refused publish or broadcast (`bad_room_name` on a publish,
-//! `too_large`, `broadcast_disabled`) counts in
+//! `too_large`, `broadcast_disabled`, `forbidden`) counts in
 //! `wsloop_publish_refused_total{reason}`, the code as the reason.
 
 use std::borrow::Cow;
@@ -70,6 +78,11 @@ pub enum Command<'a> {
         /// Whether the sender gets its own copy (default true).
         echo: bool,
     },
+    /// Replace the connection's token with a fresh one.
+    Refresh {
+        /// The new token.
+        token: Cow<'a, str>,
+    },
 }
 
 /// What a text message is.
@@ -99,6 +112,8 @@ struct Raw<'a> {
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     echo: Option<bool>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// Classifies a text message. Only text that starts with `{` is parsed.
@@ -132,6 +147,13 @@ pub fn parse<'a>(text: &'a str) -> Parsed<'a> {
             Err(e) => return e,
         },
         "broadcast" => Command::Broadcast { data: raw.data, echo: raw.echo.unwrap_or(true) },
+        "refresh" => match raw.token {
+            Some(token) => Command::Refresh { token },
+            None => {
+                let message = "'refresh' needs a \"token\"".to_string();
+                return Parsed::Invalid { code: "missing_token", message };
+            }
+        },
         _ => return Parsed::NotACommand,
     };
     Parsed::Command(command)
@@ -164,6 +186,12 @@ pub fn room_message(out: &mut String, room: &str, data: Option<&RawValue>) {
     out.push_str(r#"{"type":"message","room":"#);
     json_str(out, room);
     let _ = write!(out, r#","data":{}}}"#, data.map_or("null", RawValue::get));
+}
+
+/// `{"type":"refreshed","exp":EXP}`.
+pub fn refreshed(out: &mut String, expires: u64) {
+    out.clear();
+    let _ = write!(out, r#"{{"type":"refreshed","exp":{expires}}}"#);
 }
 
 /// `{"type":"broadcast","data":D}`.

@@ -93,6 +93,10 @@ impl EchoApp {
                 Ok(()) => return self.done(),
                 Err((why, message)) => self.refuse(why, &message),
             },
+            Command::Refresh { token } => match ctx.refresh(token.as_bytes()) {
+                Ok(expires) => command::refreshed(&mut self.reply, expires),
+                Err(e) => command::error(&mut self.reply, e.label(), "the token was refused; the old one stays"),
+            },
         }
         ctx.send_text(&self.reply);
         self.done();
@@ -102,9 +106,12 @@ impl EchoApp {
     /// limits allow it.
     fn publish(&mut self, ctx: &mut Ctx<'_>, room: &str, data: Option<&RawValue>, echo: bool) -> Result<(), Refused> {
         self.vet(data, false)?;
-        let bad_name = |e: RoomError| (PublishRefusal::BadRoomName, e.to_string());
+        let bad_name = |e: RoomError| match e {
+            RoomError::Forbidden => (PublishRefusal::Forbidden, e.to_string()),
+            _ => (PublishRefusal::BadRoomName, e.to_string()),
+        };
         // Checked before the message is built: a name may be as long as a message.
-        ctx.check_room_name(room).map_err(bad_name)?;
+        ctx.check_publish(room).map_err(bad_name)?;
         command::room_message(&mut self.reply, room, data);
         ctx.publish_text(room, &self.reply, echo).map_err(bad_name)
     }
@@ -112,9 +119,9 @@ impl EchoApp {
     /// Broadcasts a client's `data` to every connection, if the policy allows it.
     fn broadcast(&mut self, ctx: &mut Ctx<'_>, data: Option<&RawValue>, echo: bool) -> Result<(), Refused> {
         self.vet(data, true)?;
+        ctx.check_broadcast().map_err(|e| (PublishRefusal::Forbidden, e.to_string()))?;
         command::broadcast_message(&mut self.reply, data);
-        ctx.broadcast_text(&self.reply, echo);
-        Ok(())
+        ctx.broadcast_text(&self.reply, echo).map_err(|e| (PublishRefusal::Forbidden, e.to_string()))
     }
 
     /// Whether the policy lets a client fan `data` out (to every
@@ -197,7 +204,7 @@ mod tests {
         replies[0]["error"].as_str().unwrap()
     }
 
-    fn counts(refused: &PublishRefusals) -> [u64; 3] {
+    fn counts(refused: &PublishRefusals) -> [u64; 4] {
         PublishRefusal::ALL.map(|r| refused.get(r))
     }
 
@@ -210,13 +217,13 @@ mod tests {
         assert_eq!(error_code(&replies), "too_large");
         assert!(replies[0]["message"].as_str().unwrap().contains("12 bytes"), "{replies:?}");
         assert!(conn.publishes().is_empty());
-        assert_eq!(counts(&refused), [1, 0, 0]);
+        assert_eq!(counts(&refused), [1, 0, 0, 0]);
         // At the limit: published, and the member's own copy comes back.
         let replies = say(&mut app, &mut conn, r#"{"type":"publish","room":"r","data":"01234567"}"#);
         assert_eq!(replies, [serde_json::json!({"type":"message","room":"r","data":"01234567"})]);
         assert_eq!(conn.publishes().len(), 1);
         assert_eq!(say(&mut app, &mut conn, "still here"), [serde_json::json!("still here")]);
-        assert_eq!(counts(&refused), [1, 0, 0]);
+        assert_eq!(counts(&refused), [1, 0, 0, 0]);
     }
 
     #[test]
@@ -231,7 +238,7 @@ mod tests {
             assert_eq!(error_code(&say(&mut app, &mut conn, &join)), "bad_room_name", "join, as publish");
         }
         assert!(conn.publishes().is_empty());
-        assert_eq!(counts(&refused), [0, 3, 0]);
+        assert_eq!(counts(&refused), [0, 3, 0, 0]);
         assert!(app.reply.capacity() <= KEEP_REPLY_CAPACITY, "the long name was never copied into a reply");
     }
 
@@ -241,7 +248,7 @@ mod tests {
         let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":{"n":1}}"#);
         assert_eq!(error_code(&replies), "broadcast_disabled");
         assert!(conn.publishes().is_empty());
-        assert_eq!(counts(&refused), [0, 0, 1]);
+        assert_eq!(counts(&refused), [0, 0, 1, 0]);
 
         let (mut app, refused, mut conn) = start(PublishPolicy { max_size: 8, allow_broadcast: true });
         let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":{"n":1}}"#);
@@ -249,7 +256,7 @@ mod tests {
         assert_eq!(conn.publishes(), [(None, r#"{"type":"broadcast","data":{"n":1}}"#.to_string())]);
         let replies = say(&mut app, &mut conn, r#"{"type":"broadcast","data":"123456789"}"#);
         assert_eq!(error_code(&replies), "too_large");
-        assert_eq!(counts(&refused), [1, 0, 0]);
+        assert_eq!(counts(&refused), [1, 0, 0, 0]);
     }
 
     #[test]
@@ -262,6 +269,61 @@ mod tests {
         let over = format!(r#"{{"type":"publish","room":"r","data":"{}"}}"#, "x".repeat((1 << 20) - 1));
         assert_eq!(error_code(&say(&mut app, &mut conn, &over)), "too_large");
         assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"broadcast"}"#)), "broadcast_disabled");
-        assert_eq!((conn.publishes().len(), counts(&refused)), (1, [1, 0, 1]));
+        assert_eq!((conn.publishes().len(), counts(&refused)), (1, [1, 0, 1, 0]));
+    }
+
+    #[test]
+    fn a_token_bounds_joins_publishes_and_broadcasts_and_a_refresh_replaces_it() {
+        use crate::server::identity::{Denied, JwtConfig, Rights, Verified, Verifier};
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let secret = "echo-tests-secret-of-32-bytes-or-more";
+        let key_file = std::env::temp_dir().join(format!("wsloop-echo-jwt-{}", std::process::id()));
+        std::fs::write(&key_file, secret).unwrap();
+        let config = JwtConfig { key_file, audience: vec![], issuer: vec![], leeway: std::time::Duration::ZERO };
+        let jwt = Arc::new(Verifier::load(config).unwrap());
+        let rights =
+            Rights { join: vec!["chat:*".into(), "u:{sub}".into()], publish: vec!["chat:*".into()], broadcast: false };
+        let alice = Verified { sub: "alice".into(), expires: u64::MAX / 2, rights };
+        let policy = PublishPolicy { max_size: 1 << 10, allow_broadcast: true };
+        let (mut app, refused, conn) = start(policy);
+        let mut conn = conn.with_identity(Arc::clone(&jwt), &alice);
+        assert_eq!(say(&mut app, &mut conn, r#"{"type":"join","room":"chat:1"}"#)[0]["type"], "joined");
+        assert_eq!(say(&mut app, &mut conn, r#"{"type":"join","room":"u:alice"}"#)[0]["type"], "joined");
+        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"join","room":"u:bob"}"#)), "forbidden");
+        assert_eq!(
+            error_code(&say(&mut app, &mut conn, r#"{"type":"publish","room":"u:alice","data":1}"#)),
+            "forbidden"
+        );
+        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"broadcast","data":1}"#)), "forbidden");
+        assert!(say(&mut app, &mut conn, r#"{"type":"publish","room":"chat:2","echo":false,"data":1}"#).is_empty());
+        assert_eq!(conn.publishes().len(), 1, "only the allowed publish went out");
+        assert_eq!(counts(&refused), [0, 0, 0, 2]);
+        assert_eq!(
+            [jwt.counts.denied(Denied::Join), jwt.counts.denied(Denied::Publish), jwt.counts.denied(Denied::Broadcast)],
+            [1, 1, 1]
+        );
+        // A refresh: same user, fewer rights; the rooms no longer named are left.
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let sign = |claims: serde_json::Value| {
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        };
+        let fresh = sign(serde_json::json!({"sub": "alice", "exp": exp, "wsloop": {"join": ["chat:*"]}}));
+        let reply = say(&mut app, &mut conn, &format!(r#"{{"type":"refresh","token":"{fresh}"}}"#));
+        assert_eq!(reply, [serde_json::json!({"type":"refreshed","exp":exp})]);
+        assert_eq!(conn.ctx().user().map(|u| u.expires), Some(exp));
+        assert!(conn.ctx().is_member("chat:1") && !conn.ctx().is_member("u:alice"));
+        let bob = sign(serde_json::json!({"sub": "bob", "exp": exp}));
+        assert_eq!(
+            error_code(&say(&mut app, &mut conn, &format!(r#"{{"type":"refresh","token":"{bob}"}}"#))),
+            "other_user"
+        );
+        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"refresh","token":"x.y.z"}"#)), "malformed");
+        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"refresh"}"#)), "missing_token");
+        assert_eq!(
+            conn.ctx().user().map(|u| u.id.to_string()),
+            Some("alice".into()),
+            "the refused ones changed nothing"
+        );
+        assert_eq!(jwt.counts.refreshed(), 1);
     }
 }

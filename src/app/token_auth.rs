@@ -119,11 +119,7 @@ impl Tokens {
     /// True if `request` presents one of the secrets, unexpired at `now`
     /// (seconds since the Unix epoch).
     pub fn admits_at(&self, request: &Request<'_>, now: u64) -> bool {
-        let bearer = request.header("authorization").and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().as_bytes().to_vec())
-        });
-        let presented = bearer.or_else(|| request.query_param("token").and_then(percent_decode));
+        let presented = request.credential();
         presented.is_some_and(|p| self.matches(&p, now))
     }
 
@@ -185,31 +181,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-/// `%XX` escapes (and `+` as a space) decoded; `None` for a bad escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// A handler behind the credential check: with `Some(tokens)`, upgrades
@@ -328,7 +299,7 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
-        assert_eq!(percent_decode("a%41+b").as_deref(), Some(&b"aA b"[..]));
-        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(crate::ws::handshake::percent_decode("a%41+b").as_deref(), Some(&b"aA b"[..]));
+        assert_eq!(crate::ws::handshake::percent_decode("%4"), None);
     }
 }

@@ -18,6 +18,7 @@ use super::head::Refusal;
 use super::http::{HttpStats, Phase};
 use crate::server::bridge::BridgeStats;
 use crate::server::handler::{PublishRefusal, PublishRefusals};
+use crate::server::identity::{Denied, Rejection, Verifier};
 use crate::server::stats::{
     handshake_failure_labels, Counter as LoopCounter, LoopStats, ITERATION_BUCKETS, TLS_HANDSHAKE_BUCKETS,
 };
@@ -44,6 +45,8 @@ pub struct Source {
     pub inbox_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The admin API's counters, when it runs (`--admin-addr`).
     pub admin: Option<Arc<super::admin::AdminStats>>,
+    /// The token checks (`--jwt-key`), if the server makes them.
+    pub jwt: Option<Arc<Verifier>>,
 }
 
 impl Source {
@@ -58,12 +61,20 @@ impl Source {
             memory: Some(server.memory_budget()),
             inbox_dropped: Some(server.inbox_dropped()),
             admin: None,
+            jwt: None,
         }
     }
 
     /// Also reports the admin API's counters (`wsloop_admin_*`).
     pub fn with_admin(mut self, stats: Arc<super::admin::AdminStats>) -> Source {
         self.admin = Some(stats);
+        self
+    }
+
+    /// Also reports the tokens refused and the room actions denied
+    /// (`wsloop_auth_*`), from the verifier the server checks tokens with.
+    pub fn with_jwt(mut self, jwt: Option<Arc<Verifier>>) -> Source {
+        self.jwt = jwt;
         self
     }
 
@@ -401,6 +412,35 @@ const FAMILIES: &[Family<Source>] = &[
             let by = |r: &PublishRefusal| sample(kind, vec![label("reason", r.label())], refused.get(*r) as f64);
             Some(PublishRefusal::ALL.iter().map(by).collect())
         },
+    },
+    Family {
+        name: "wsloop_auth_refused_total",
+        help: "Tokens refused (--jwt-key), at upgrade (401/403/429) or in a refresh, by reason.",
+        kind: MetricType::COUNTER,
+        label: Some("reason"),
+        read: |src, kind| {
+            let counts = &src.jwt.as_ref()?.counts;
+            let by = |r: &Rejection| sample(kind, vec![label("reason", r.label())], counts.refused(*r) as f64);
+            Some(Rejection::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_auth_denied_total",
+        help: "Joins, publishes and broadcasts the connection's token did not allow, by action.",
+        kind: MetricType::COUNTER,
+        label: Some("action"),
+        read: |src, kind| {
+            let counts = &src.jwt.as_ref()?.counts;
+            let by = |d: &Denied| sample(kind, vec![label("action", d.label())], counts.denied(*d) as f64);
+            Some(Denied::ALL.iter().map(by).collect())
+        },
+    },
+    Family {
+        name: "wsloop_token_refreshes_total",
+        help: "Tokens replaced by a refresh before they expired.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.jwt.as_ref()?.counts.refreshed() as f64),
     },
     Family {
         name: "wsloop_compressed_messages_total",

@@ -88,6 +88,13 @@ pub struct ServerConfig {
     /// How long a loop must stay mostly empty (its slab at most 1/8 full)
     /// before it gives its peak's memory back; zero: never.
     pub release_memory_after: Duration,
+    /// JWT identities (`--jwt-key`): every upgrade must present a valid
+    /// token, and its claims bound what the connection may do with rooms;
+    /// `None`: anyone may connect and do anything.
+    pub jwt: Option<std::sync::Arc<super::identity::Verifier>>,
+    /// Connections one user id may hold open in this process; 0: no cap.
+    /// Needs `jwt`.
+    pub max_conns_per_user: u32,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +128,8 @@ impl Default for ServerConfig {
             tls_handshakes_per_pass: 4,
             bridge: None,
             release_memory_after: Duration::from_secs(10),
+            jwt: None,
+            max_conns_per_user: 0,
         }
     }
 }
@@ -139,6 +148,8 @@ pub enum ConfigError {
     ZeroDrainRate,
     /// `connection_age_jitter` over 100 %.
     JitterOver100(u8),
+    /// `max_conns_per_user` without `jwt`: there are no users to count.
+    UserCapWithoutJwt,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -151,6 +162,9 @@ impl std::fmt::Display for ConfigError {
             ),
             ConfigError::ZeroDrainRate => write!(f, "--drain-rate must be at least 1 (closes a second)"),
             ConfigError::JitterOver100(p) => write!(f, "--connection-age-jitter {p} is over 100 (percent)"),
+            ConfigError::UserCapWithoutJwt => {
+                write!(f, "--max-conns-per-user needs --jwt-key: without tokens there are no user ids to count")
+            }
         }
     }
 }
@@ -171,6 +185,9 @@ impl ServerConfig {
         }
         if self.connection_age_jitter > 100 {
             return Err(ConfigError::JitterOver100(self.connection_age_jitter));
+        }
+        if self.max_conns_per_user > 0 && self.jwt.is_none() {
+            return Err(ConfigError::UserCapWithoutJwt);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::ws::frame::opcode;
 use crate::ws::{HandshakeError, Request, Session};
 
+use super::identity::{Denied, Identities, Rejection, User, Verified, Verifier};
 use super::life::CloseReason;
 use super::pubsub::hub::Hub;
 use super::pubsub::publication::Publication;
@@ -63,6 +64,7 @@ pub struct Upgrade<'a> {
     /// The request: path, query, headers (through [`Request::header`]).
     pub request: &'a Request<'a>,
     pub(crate) socket: &'a mio::net::TcpStream,
+    pub(crate) user: Option<&'a Verified>,
 }
 
 impl Upgrade<'_> {
@@ -70,6 +72,12 @@ impl Upgrade<'_> {
     /// the kernel on each call (the engine does not keep it per connection).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.socket.peer_addr().ok()
+    }
+
+    /// What the request's token says (`--jwt-key`): the user id, its
+    /// expiry and rights, already checked. `None` when identities are off.
+    pub fn user(&self) -> Option<&Verified> {
+        self.user
     }
 }
 
@@ -119,12 +127,18 @@ pub enum PublishRefusal {
     BadRoomName,
     /// Broadcasts from peers are not allowed.
     BroadcastDisabled,
+    /// The connection's token does not allow it ([`RoomError::Forbidden`]).
+    Forbidden,
 }
 
 impl PublishRefusal {
     /// Every refusal, in counter order.
-    pub const ALL: [PublishRefusal; 3] =
-        [PublishRefusal::TooLarge, PublishRefusal::BadRoomName, PublishRefusal::BroadcastDisabled];
+    pub const ALL: [PublishRefusal; 4] = [
+        PublishRefusal::TooLarge,
+        PublishRefusal::BadRoomName,
+        PublishRefusal::BroadcastDisabled,
+        PublishRefusal::Forbidden,
+    ];
 
     /// A stable label: the metric's `reason` and the reply's error code.
     pub fn label(self) -> &'static str {
@@ -132,6 +146,7 @@ impl PublishRefusal {
             PublishRefusal::TooLarge => "too_large",
             PublishRefusal::BadRoomName => RoomError::BadName.label(),
             PublishRefusal::BroadcastDisabled => "broadcast_disabled",
+            PublishRefusal::Forbidden => RoomError::Forbidden.label(),
         }
     }
 }
@@ -167,6 +182,33 @@ pub struct Ctx<'a> {
     pub(crate) hub: &'a Hub,
     pub(crate) local: &'a mut Vec<LocalPublish>,
     pub(crate) published: &'a mut u64,
+    pub(crate) who: Who<'a>,
+}
+
+/// Who a connection is: its loop's identities, and the verifier when
+/// `--jwt-key` is on (`None`: no identities, every room action allowed).
+pub(crate) struct Who<'a> {
+    pub(crate) identities: &'a mut Identities,
+    pub(crate) jwt: Option<&'a Verifier>,
+}
+
+/// Why [`Ctx::refresh`] kept the connection's old token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshError {
+    /// The server checks no tokens (`--jwt-key` is not set).
+    Off,
+    /// The new token was refused (counted like a refused upgrade).
+    Refused(Rejection),
+}
+
+impl RefreshError {
+    /// A stable label for replies: `jwt_off`, or the rejection's.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefreshError::Off => "jwt_off",
+            RefreshError::Refused(why) => why.label(),
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -198,8 +240,55 @@ impl Ctx<'_> {
         self.session.deflate_window().is_some()
     }
 
-    /// Joins room `room` (joining twice is not an error).
+    /// Who the connection is (`--jwt-key`): its user id, rights and token
+    /// expiry. `None` when identities are off.
+    pub fn user(&self) -> Option<User<'_>> {
+        self.who.identities.get(self.id.slot as usize)
+    }
+
+    /// Ok if the connection's rights allow `action` on `room` (always, with
+    /// identities off); else [`RoomError::Forbidden`], counted.
+    fn allowed(&self, action: Denied, room: &str) -> Result<(), RoomError> {
+        let Some(jwt) = self.who.jwt else { return Ok(()) };
+        let allowed = self.user().is_some_and(|user| match action {
+            Denied::Join => user.rights.may_join(user.id, room),
+            Denied::Publish => user.rights.may_publish(user.id, room),
+            Denied::Broadcast => user.rights.broadcast,
+        });
+        if allowed {
+            return Ok(());
+        }
+        jwt.counts.deny(action);
+        Err(RoomError::Forbidden)
+    }
+
+    /// Replaces the connection's token with `token` (a `refresh` before
+    /// the old one expires): checked like an upgrade's, for the same user
+    /// id; its rights and expiry replace the old ones, and the rooms the
+    /// new rights no longer name are left. Returns the new expiry (seconds
+    /// since the Unix epoch). On an error the old token stays.
+    pub fn refresh(&mut self, token: &[u8]) -> Result<u64, RefreshError> {
+        let Some(jwt) = self.who.jwt else { return Err(RefreshError::Off) };
+        let slot = self.id.slot;
+        let refreshed = jwt.verify(token).and_then(|v| self.who.identities.refresh(slot as usize, &v).map(|_| v));
+        let verified = refreshed.map_err(|why| {
+            jwt.counts.refuse(why);
+            RefreshError::Refused(why)
+        })?;
+        jwt.counts.refresh();
+        for room in self.rooms.rooms_of(slot) {
+            if !verified.rights.may_join(&verified.sub, &room) {
+                let _ = self.rooms.leave(slot, &room);
+            }
+        }
+        Ok(verified.expires)
+    }
+
+    /// Joins room `room` (joining twice is not an error). With identities
+    /// on, the connection's rights must name it ([`RoomError::Forbidden`]).
     pub fn join(&mut self, room: &str) -> Result<(), RoomError> {
+        self.room_limits.check_name(room)?;
+        self.allowed(Denied::Join, room)?;
         self.rooms.join(self.id.slot, room, self.room_limits)
     }
 
@@ -216,6 +305,20 @@ impl Ctx<'_> {
         self.room_limits.check_name(room)
     }
 
+    /// Whether [`publish_text`](Self::publish_text) to `room` would be
+    /// taken: its name, and (identities on) the connection's rights. For
+    /// checking before building a message around it.
+    pub fn check_publish(&self, room: &str) -> Result<(), RoomError> {
+        self.room_limits.check_name(room)?;
+        self.allowed(Denied::Publish, room)
+    }
+
+    /// Whether [`broadcast_text`](Self::broadcast_text) would be taken
+    /// (identities on: the connection's rights allow broadcasts).
+    pub fn check_broadcast(&self) -> Result<(), RoomError> {
+        self.allowed(Denied::Broadcast, "")
+    }
+
     /// True if this connection is in `room`.
     pub fn is_member(&self, room: &str) -> bool {
         self.rooms.is_member(self.id.slot, room)
@@ -229,7 +332,8 @@ impl Ctx<'_> {
     /// [`RoomLimits::max_name_len`]) is refused here too, with
     /// [`RoomError::BadName`]: nothing is sent, to this process's members
     /// or beyond it, and nothing is counted as published. Membership is
-    /// not needed to publish.
+    /// not needed to publish; with identities on, the connection's rights
+    /// must name the room ([`RoomError::Forbidden`], nothing sent).
     pub fn publish_text(&mut self, room: &str, text: &str, include_self: bool) -> Result<(), RoomError> {
         self.publish(room, opcode::TEXT, text.as_bytes(), include_self)
     }
@@ -241,6 +345,7 @@ impl Ctx<'_> {
 
     fn publish(&mut self, room: &str, op: u8, payload: &[u8], include_self: bool) -> Result<(), RoomError> {
         self.room_limits.check_name(room)?;
+        self.allowed(Denied::Publish, room)?;
         let (room, frame) = (Arc::<str>::from(room), Publication::new(op, payload));
         *self.published += 1;
         if include_self && self.rooms.is_member(self.id.slot, &room) {
@@ -254,17 +359,19 @@ impl Ctx<'_> {
 
     /// Sends `text` to every connection of the server, on every loop, in a
     /// room or not; encoded once and shared. This connection gets a copy
-    /// too if `include_self` is true.
-    pub fn broadcast_text(&mut self, text: &str, include_self: bool) {
-        self.broadcast(opcode::TEXT, text.as_bytes(), include_self);
+    /// too if `include_self` is true. With identities on, the connection's
+    /// rights must allow broadcasts ([`RoomError::Forbidden`], nothing sent).
+    pub fn broadcast_text(&mut self, text: &str, include_self: bool) -> Result<(), RoomError> {
+        self.broadcast(opcode::TEXT, text.as_bytes(), include_self)
     }
 
     /// Like [`broadcast_text`](Self::broadcast_text), as a binary message.
-    pub fn broadcast_binary(&mut self, data: &[u8], include_self: bool) {
-        self.broadcast(opcode::BINARY, data, include_self);
+    pub fn broadcast_binary(&mut self, data: &[u8], include_self: bool) -> Result<(), RoomError> {
+        self.broadcast(opcode::BINARY, data, include_self)
     }
 
-    fn broadcast(&mut self, op: u8, payload: &[u8], include_self: bool) {
+    fn broadcast(&mut self, op: u8, payload: &[u8], include_self: bool) -> Result<(), RoomError> {
+        self.allowed(Denied::Broadcast, "")?;
         let frame = Publication::new(op, payload);
         *self.published += 1;
         if include_self {
@@ -272,6 +379,7 @@ impl Ctx<'_> {
         }
         self.hub.broadcast_to_others(self.id.loop_id, &frame);
         self.local.push(LocalPublish { room: None, frame, skip: self.id.slot });
+        Ok(())
     }
 
     /// Starts the close handshake with `code` (e.g. 1000) and a short reason.
@@ -384,6 +492,8 @@ pub(crate) mod testing {
         pub local: Vec<LocalPublish>,
         /// Publishes counted, as the engine would add them to its stats.
         pub published: u64,
+        identities: Identities,
+        jwt: Option<Arc<Verifier>>,
     }
 
     impl TestConn {
@@ -410,7 +520,16 @@ pub(crate) mod testing {
                 hub: Hub::default(),
                 local: Vec::new(),
                 published: 0,
+                identities: Identities::new(None),
+                jwt: None,
             }
+        }
+
+        /// Identities on: the connection is `verified`, checked by `jwt`.
+        pub(crate) fn with_identity(mut self, jwt: Arc<Verifier>, verified: &Verified) -> TestConn {
+            self.identities.attach(0, verified).expect("no per-user cap");
+            self.jwt = Some(jwt);
+            self
         }
 
         /// The context a handler is given for this connection.
@@ -426,6 +545,7 @@ pub(crate) mod testing {
                 hub: &self.hub,
                 local: &mut self.local,
                 published: &mut self.published,
+                who: Who { identities: &mut self.identities, jwt: self.jwt.as_deref() },
             }
         }
 
@@ -485,7 +605,7 @@ mod tests {
         counts.count(PublishRefusal::TooLarge);
         counts.count(PublishRefusal::BroadcastDisabled);
         let got: Vec<_> = PublishRefusal::ALL.iter().map(|r| (r.label(), counts.get(*r))).collect();
-        assert_eq!(got, [("too_large", 2), ("bad_room_name", 0), ("broadcast_disabled", 1)]);
+        assert_eq!(got, [("too_large", 2), ("bad_room_name", 0), ("broadcast_disabled", 1), ("forbidden", 0)]);
         for (i, r) in PublishRefusal::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }

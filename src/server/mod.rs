@@ -16,6 +16,7 @@ pub mod driver;
 mod engine;
 pub mod handler;
 pub mod handoff;
+pub mod identity;
 mod life;
 mod pubsub;
 mod shrink;
@@ -254,6 +255,7 @@ where
         shutting_down: AtomicBool::new(false),
         address_limits: address_limits::AddressLimits::new(cfg.address_limits),
         budget: Arc::new(budget::MemoryBudget::new(memory_limit(&cfg), cfg.buffer_size)),
+        user_counts: (cfg.max_conns_per_user > 0).then(|| Arc::new(identity::UserCounts::new(cfg.max_conns_per_user))),
     });
     let (addr, listeners) = listeners_for(&cfg, workers, handed)?;
     let bridge = new_bridge(&cfg)?;

@@ -96,6 +96,44 @@ impl<'a> Request<'a> {
             (n == name).then_some(v)
         })
     }
+
+    /// The credential the client presents, decoded: `Authorization: Bearer
+    /// TOKEN`, else `?token=TOKEN` (browsers cannot set headers on a
+    /// WebSocket), percent-decoded. A present `Authorization` header
+    /// decides even if it is no bearer token (the query does not rescue
+    /// it). `None` if there is none or its escapes are bad.
+    pub fn credential(&self) -> Option<Vec<u8>> {
+        if let Some(value) = self.header("authorization") {
+            let (scheme, token) = value.split_once(' ')?;
+            return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().as_bytes().to_vec());
+        }
+        self.query_param("token").and_then(percent_decode)
+    }
+}
+
+/// `%XX` escapes (and `+` as a space) decoded; `None` for a bad escape.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The `(name, value)` of each header line of `head`, a head the parser

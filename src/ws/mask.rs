@@ -33,7 +33,7 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
 /// for the part of a frame that arrived after `offset` bytes were unmasked.
 #[inline]
 pub fn apply_mask_at(buf: &mut [u8], mask: [u8; 4], offset: usize) {
-    if offset % 4 == 0 {
+    if offset.is_multiple_of(4) {
         // The common case: a whole frame, or a piece that ends on a word.
         return apply_mask(buf, mask);
     }

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use crate::server::handler::{ConnId, Handler};
 use crate::server::handoff::state::{CarriedStage, ConnState, CARRIED_OPENED};
 use crate::server::handoff::{Command, Exported, Frozen, Moved};
+use crate::server::identity::Verified;
 use crate::server::life::{Signal, Stage, Timeout};
 use crate::ws::{Phase, Session};
 
@@ -223,6 +224,11 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             log::warn!("loop {}: a handler's hand-off state of {} bytes was dropped", self.env.id, handler.len());
             handler.clear();
         }
+        let identity = self.table.identities.get(slot).map(|user| Verified {
+            sub: user.id.to_owned(),
+            expires: user.expires,
+            rights: user.rights.clone(),
+        });
         let removed = self.table.remove(slot);
         let mut conn = removed.conn;
         let input = conn.rbuf.clone();
@@ -244,6 +250,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             unsent,
             rooms,
             handler,
+            identity,
         };
         Moved { fd: OwnedFd::from(conn.socket), state }
     }
@@ -357,6 +364,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         conn.assembly = state.assembly;
         let slot = self.table.insert(conn, None, peer);
+        if let Some(identity) = &state.identity {
+            self.table.identities.attach_carried(slot, identity);
+        }
         self.env.shared.open.fetch_add(1, Ordering::Relaxed);
         self.env.stats.connections.add(1);
         self.join_carried_rooms(slot, &state.rooms);

@@ -11,13 +11,15 @@
 //! 4. [`Engine::finish_turn`]: the replies leave in one write, and the
 //!    turn becomes a `Signal`.
 
-use crate::server::handler::{ConnId, Ctx, Handler, Message, Upgrade};
+use crate::server::handler::{ConnId, Ctx, Handler, Message, Upgrade, Who};
+use crate::server::identity::{Identities, Verifier};
 use crate::server::life::{CloseReason, Signal, Stage};
 use crate::server::stats::LoopStats;
 use crate::ws::compression::Inflaters;
 use crate::ws::{Event, Inflation, Phase, Request, Session, WsError};
 
 use super::conn::{OPENED, OWED, THROTTLED};
+use super::identity;
 use super::output::{write_via, Seal};
 use super::transport::{Part, Transport};
 use super::{Engine, CORK_LIMIT, MAX_OWED};
@@ -207,8 +209,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             let Some(event) = decoded.event else {
                 break Ok(decoded.wanted);
             };
+            let jwt = env.cfg.jwt.as_deref();
             if let Event::Upgrade(request) = &event {
-                if let Err(refused) = judge_upgrade(handler, &mut conn.session, &conn.socket, out, request) {
+                let gate = Gate { jwt, identities: &mut table.identities, slot, loop_id: env.id };
+                if let Err(refused) = judge_upgrade(handler, &mut conn.session, &conn.socket, out, request, gate) {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
             }
@@ -223,6 +227,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 hub: &env.hub,
                 local: &mut fanout.local,
                 published: &mut counts.published,
+                who: Who { identities: &mut table.identities, jwt },
             };
             let received = &mut counts.received;
             agreed_own |= dispatch(handler, &mut ctx, event, &mut conn.flags, &mut table.inflaters, received);
@@ -251,8 +256,18 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     }
 }
 
-/// Who may connect: the application's verdict, before the 101. Writes the
-/// 101, or the refusal (returned as the error that ends the connection).
+/// What an upgrade's identity is checked with and kept in.
+struct Gate<'a> {
+    /// `--jwt-key`, if on.
+    jwt: Option<&'a Verifier>,
+    identities: &'a mut Identities,
+    slot: usize,
+    loop_id: u32,
+}
+
+/// Who may connect: the token (`--jwt-key`), then the application's
+/// verdict, then the per-user cap, before the 101. Writes the 101, or the
+/// refusal (returned as the error that ends the connection).
 #[inline]
 fn judge_upgrade<H: Handler>(
     handler: &mut H,
@@ -260,14 +275,29 @@ fn judge_upgrade<H: Handler>(
     socket: &mio::net::TcpStream,
     out: &mut Vec<u8>,
     request: &Request<'_>,
+    gate: Gate<'_>,
 ) -> Result<(), WsError> {
-    let upgrade = Upgrade { request, socket };
+    let verified = match gate.jwt.map(|jwt| identity::check_token(jwt, request, socket, gate.loop_id)) {
+        None => None,
+        Some(Ok(verified)) => Some(verified),
+        Some(Err(why)) => return Err(session.refuse(out, identity::handshake_error(why), 1)),
+    };
+    let upgrade = Upgrade { request, socket, user: verified.as_ref() };
     if let Err(refusal) = handler.on_upgrade(&upgrade) {
         return Err(session.refuse(out, refusal.error(), refusal.retry_after()));
+    }
+    if let (Some(jwt), Some(verified)) = (gate.jwt, &verified) {
+        if let Err(why) = gate.identities.attach(gate.slot, verified) {
+            identity::refused(jwt, why, socket, gate.loop_id);
+            return Err(session.refuse(out, identity::handshake_error(why), USER_LIMIT_RETRY_AFTER));
+        }
     }
     session.accept(out, request);
     Ok(())
 }
+
+/// `Retry-After` seconds of a 429 for `--max-conns-per-user`.
+const USER_LIMIT_RETRY_AFTER: u32 = 5;
 
 /// Hands one decoded event to the handler (an upgrade opens the
 /// connection first, its deflate terms noted). True if the connection

@@ -24,6 +24,7 @@ pub(crate) mod conn;
 mod delivery;
 mod drain;
 mod handoff;
+mod identity;
 mod input;
 mod memory;
 mod orders;
@@ -47,6 +48,7 @@ use crate::server::budget::MemoryBudget;
 use crate::server::config::ServerConfig;
 use crate::server::handler::{Handler, LocalPublish};
 use crate::server::handoff::Command;
+use crate::server::identity::{Identities, UserCounts};
 use crate::server::life::Timeout;
 use crate::server::pubsub::fanout::{Deliveries, Owed};
 use crate::server::pubsub::hub::{Hub, LoopMsg};
@@ -93,6 +95,8 @@ pub(crate) struct Shared {
     /// The process's memory budget: its level is checked at accept and by
     /// every loop at the end of each pass.
     pub(crate) budget: Arc<MemoryBudget>,
+    /// `--max-conns-per-user`, charged at upgrade; `None` when off.
+    pub(crate) user_counts: Option<Arc<UserCounts>>,
 }
 
 /// What a loop is given and never changes: who it is, its settings, its
@@ -297,7 +301,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let LoopParts { id, cfg, stats, shared, inbox, control, hub } = parts;
         let wheel = TimerWheel::new(cfg.timer_tick());
         let ticks = Ticks::new(&cfg, &wheel);
-        let table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression);
+        let identities = Identities::new(shared.user_counts.clone());
+        let table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression, identities);
         Engine {
             io,
             table,

@@ -44,6 +44,7 @@ where
         }
         self.fire_timers(now);
         self.retire_due(now);
+        self.expire_tokens();
         self.keep_to_budget(now);
         self.publish_gauges();
         if handled_any {

@@ -82,7 +82,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
 
     /// Signals `Retire(why)` to each connection still live and not already
     /// ending; how many were asked.
-    fn retire(&mut self, conns: &[(u32, u32)], why: CloseReason) -> u64 {
+    pub(super) fn retire(&mut self, conns: &[(u32, u32)], why: CloseReason) -> u64 {
         let mut asked = 0;
         for &(slot, generation) in conns {
             let slot = slot as usize;

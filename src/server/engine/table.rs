@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use slab::Slab;
 
 use crate::runtime::{Links, TimerLink, TimerWheel};
+use crate::server::identity::Identities;
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::rooms::Rooms;
 use crate::server::tls::TlsConn;
@@ -47,6 +48,8 @@ pub(crate) struct ConnTable {
     pub(crate) deflaters: Deflaters,
     /// What inflates incoming ones (shared, or a connection's own).
     pub(crate) inflaters: Inflaters,
+    /// Who each connection is (`--jwt-key` only; else empty).
+    pub(crate) identities: Identities,
 }
 
 /// What a removed connection leaves for the engine to account for.
@@ -72,6 +75,7 @@ impl ConnTable {
         wheel: TimerWheel,
         directory: Option<std::sync::Arc<Directory>>,
         compression: CompressionConfig,
+        identities: Identities,
     ) -> Self {
         ConnTable {
             conns: Slab::new(),
@@ -82,6 +86,7 @@ impl ConnTable {
             rooms: Rooms::new(directory),
             deflaters: Deflaters::new(compression),
             inflaters: Inflaters::default(),
+            identities,
         }
     }
 
@@ -141,6 +146,7 @@ impl ConnTable {
         self.rooms.remove_conn(slot as u32);
         self.deflaters.forget(slot as u32);
         self.inflaters.forget(slot as u32);
+        self.identities.detach(slot);
         let tls = self.tls.get_mut(slot).and_then(Option::take);
         let peer = self.peers.get_mut(slot).and_then(Option::take);
         let conn = self.conns.remove(slot);
@@ -158,6 +164,7 @@ impl ConnTable {
         self.tls.truncate(end);
         self.tls.shrink_to_fit();
         self.rooms.shrink_to_fit();
+        self.identities.release_memory();
         end
     }
 }

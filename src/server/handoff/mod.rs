@@ -56,7 +56,7 @@ pub use take::{take_over, Takeover, TakeoverError};
 
 /// The hand-off format this build speaks: the records of `state.rs` and
 /// the messages of `wire.rs`. A change to either bumps it.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Connections per `Conns` message.
 const BATCH: usize = 200;

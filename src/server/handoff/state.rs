@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use crate::server::identity::{Verified, MAX_SUB_LEN};
 use crate::ws::session::SESSION_STATE_LEN;
 
 /// Rooms one carried connection may name.
@@ -60,6 +61,9 @@ pub(crate) struct ConnState {
     pub(crate) rooms: Vec<String>,
     /// What the handler keeps for it (`Handler::on_handoff`).
     pub(crate) handler: Vec<u8>,
+    /// Who it is (`--jwt-key`): user id, expiry and rights, if it has an
+    /// identity.
+    pub(crate) identity: Option<Verified>,
 }
 
 /// A record that cannot be a connection's state.
@@ -75,6 +79,8 @@ pub(crate) enum StateError {
     BadStage,
     /// More rooms than `MAX_ROOMS`, or a name too long or not UTF-8.
     BadRooms,
+    /// An identity that does not parse or is out of the bounds a token's is.
+    BadIdentity,
 }
 
 impl fmt::Display for StateError {
@@ -85,6 +91,7 @@ impl fmt::Display for StateError {
             StateError::BadSession => "a connection record's protocol state is not one a session can be in",
             StateError::BadStage => "a connection record has an unknown stage or flag",
             StateError::BadRooms => "a connection record names too many rooms, or a bad room name",
+            StateError::BadIdentity => "a connection record's identity is malformed or out of bounds",
         })
     }
 }
@@ -109,6 +116,9 @@ impl ConnState {
             out.extend_from_slice(room.as_bytes());
         }
         put_bytes(out, &self.handler);
+        // Serialising plain strings and numbers cannot fail.
+        let identity = self.identity.as_ref().map(|v| serde_json::to_vec(v).unwrap_or_default());
+        put_bytes(out, identity.as_deref().unwrap_or_default());
     }
 
     /// The record in `bytes` (exactly one).
@@ -134,10 +144,11 @@ impl ConnState {
         let unsent = r.bytes()?.to_vec();
         let rooms = r.rooms()?;
         let handler = r.bytes()?.to_vec();
+        let identity = decode_identity(r.bytes()?)?;
         if !r.rest.is_empty() {
             return Err(StateError::TrailingBytes);
         }
-        Ok(ConnState { session, stage, flags, timer_ms, input, assembly, unsent, rooms, handler })
+        Ok(ConnState { session, stage, flags, timer_ms, input, assembly, unsent, rooms, handler, identity })
     }
 }
 
@@ -165,6 +176,27 @@ fn check_progress(session: &[u8; SESSION_STATE_LEN], input: &[u8]) -> Result<(),
         return Err(StateError::BadSession);
     }
     Ok(())
+}
+
+/// Bytes of a carried identity at most: more than the largest a token's
+/// bounds allow (a user id of 256 bytes, two lists of 64 patterns of 256).
+const MAX_IDENTITY_LEN: usize = 64 * 1024;
+
+/// A carried identity (empty: none), held to the bounds a token's claims
+/// are: a record cannot give a connection rights no token could.
+fn decode_identity(bytes: &[u8]) -> Result<Option<Verified>, StateError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.len() > MAX_IDENTITY_LEN {
+        return Err(StateError::BadIdentity);
+    }
+    let verified: Verified = serde_json::from_slice(bytes).map_err(|_| StateError::BadIdentity)?;
+    if verified.sub.is_empty() || verified.sub.len() > MAX_SUB_LEN {
+        return Err(StateError::BadIdentity);
+    }
+    let rights = verified.rights.checked().map_err(|_| StateError::BadIdentity)?;
+    Ok(Some(Verified { rights, ..verified }))
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -246,7 +278,44 @@ mod tests {
             unsent: vec![0x81, 0x02, b'h', b'i'],
             rooms: vec!["lobby".into(), "chat:7".into()],
             handler: b"nick=ann".to_vec(),
+            identity: Some(Verified {
+                sub: "ann".into(),
+                expires: 1_796_083_200,
+                rights: crate::server::identity::Rights {
+                    join: vec!["chat:*".into()],
+                    publish: vec!["user:{sub}".into()],
+                    broadcast: true,
+                },
+            }),
         }
+    }
+
+    #[test]
+    fn a_carried_identity_is_held_to_a_tokens_bounds() {
+        let mut state = sample();
+        let encode = |state: &ConnState| {
+            let mut bytes = Vec::new();
+            state.encode(&mut bytes);
+            bytes
+        };
+        state.identity = None;
+        assert_eq!(ConnState::decode(&encode(&state)), Ok(state.clone()), "no identity");
+        let mut bad = sample();
+        if let Some(v) = &mut bad.identity {
+            v.rights.join = vec!["a*b".into()];
+        }
+        assert_eq!(ConnState::decode(&encode(&bad)), Err(StateError::BadIdentity));
+        let mut long = sample();
+        if let Some(v) = &mut long.identity {
+            v.sub = "x".repeat(MAX_SUB_LEN + 1);
+        }
+        assert_eq!(ConnState::decode(&encode(&long)), Err(StateError::BadIdentity));
+        // Garbage in the identity field.
+        let mut bytes = encode(&state);
+        bytes.truncate(bytes.len() - 4);
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(b"{x}");
+        assert_eq!(ConnState::decode(&bytes), Err(StateError::BadIdentity));
     }
 
     #[test]

@@ -193,6 +193,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::MemoryBudget
             | CloseReason::Restart
             | CloseReason::MaxAge
+            | CloseReason::TokenExpired
     )
 }
 
@@ -211,6 +212,8 @@ pub enum Goodbye {
     /// 1012: service restart. The engine adds a jittered reconnect hint to
     /// the reason text (`service restart; reconnect in 1234 ms`).
     Restart,
+    /// 1008: the connection's token expired.
+    TokenExpired,
 }
 
 impl Goodbye {
@@ -222,6 +225,15 @@ impl Goodbye {
             Goodbye::TooBig => (1009, "message too big for the server's memory budget"),
             Goodbye::TryAgainLater => (1013, "server over its memory budget, try again later"),
             Goodbye::Restart => (1012, "service restart"),
+            Goodbye::TokenExpired => (1008, "token expired"),
+        }
+    }
+
+    /// What a connection asked to leave for `reason` is told.
+    pub fn asking_to_leave(reason: CloseReason) -> Goodbye {
+        match reason {
+            CloseReason::TokenExpired => Goodbye::TokenExpired,
+            _ => Goodbye::Restart,
         }
     }
 }
@@ -285,7 +297,7 @@ impl Stage {
         match facts.phase {
             _ if self.is_ending() => Actions::default(),
             Phase::Open => {
-                let mut actions = Actions::one(Action::QueueClose(Goodbye::Restart));
+                let mut actions = Actions::one(Action::QueueClose(Goodbye::asking_to_leave(reason)));
                 actions.push(Action::Finish(reason));
                 actions
             }

@@ -39,11 +39,14 @@ pub enum CloseReason {
     /// It reached `--max-connection-age` and was asked to leave (1012 with
     /// a reconnect hint), at the paced `--drain-rate`.
     MaxAge,
+    /// Its token (`--jwt-key`) expired and was not refreshed (1008 `token
+    /// expired`).
+    TokenExpired,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -59,6 +62,7 @@ impl CloseReason {
         CloseReason::MemoryBudget,
         CloseReason::Restart,
         CloseReason::MaxAge,
+        CloseReason::TokenExpired,
     ];
 
     /// The metric label.
@@ -79,6 +83,7 @@ impl CloseReason {
             CloseReason::MemoryBudget => "memory_budget",
             CloseReason::Restart => "restart",
             CloseReason::MaxAge => "max_age",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }

@@ -54,6 +54,8 @@ pub enum RoomError {
     TooManyRooms,
     /// Leave (or publish-only check) on a room the connection is not in.
     NotMember,
+    /// The connection's rights (its token's claims) do not allow it.
+    Forbidden,
 }
 
 impl RoomError {
@@ -63,6 +65,7 @@ impl RoomError {
             RoomError::BadName => "bad_room_name",
             RoomError::TooManyRooms => "too_many_rooms",
             RoomError::NotMember => "unknown_room",
+            RoomError::Forbidden => "forbidden",
         }
     }
 }
@@ -73,6 +76,7 @@ impl fmt::Display for RoomError {
             RoomError::BadName => "room name empty or too long",
             RoomError::TooManyRooms => "too many rooms for this connection",
             RoomError::NotMember => "not a member of that room",
+            RoomError::Forbidden => "not allowed by the connection's token",
         })
     }
 }

@@ -1,0 +1,90 @@
+//! The engine's side of identities (`--jwt-key`): the token an upgrade
+//! presents is checked before the 101 and the identity attached to its
+//! slot (or the upgrade refused 401/403/429, counted by reason, one log
+//! line without the token); connections whose token has expired are asked
+//! to leave (1008 `token expired`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::server::handler::Handler;
+use crate::server::identity::{Rejection, Verified, Verifier};
+use crate::server::life::CloseReason;
+use crate::ws::{HandshakeError, Request};
+
+use super::transport::Transport;
+use super::Engine;
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Checks the token `request` presents; a refusal is counted and logged
+/// (the reason and the peer, never the token).
+pub(super) fn check_token(
+    jwt: &Verifier,
+    request: &Request<'_>,
+    socket: &mio::net::TcpStream,
+    loop_id: u32,
+) -> Result<Verified, Rejection> {
+    let verified = match request.credential() {
+        Some(token) => jwt.verify(&token),
+        None => Err(Rejection::Missing),
+    };
+    if let Err(why) = verified {
+        refused(jwt, why, socket, loop_id);
+    }
+    verified
+}
+
+/// Counts and logs (within the log's budget) a refused token.
+pub(super) fn refused(jwt: &Verifier, why: Rejection, socket: &mio::net::TcpStream, loop_id: u32) {
+    jwt.counts.refuse(why);
+    if jwt.counts.may_log(unix_now()) {
+        let peer = socket.peer_addr().map_or_else(|_| "a gone peer".to_string(), |a| a.to_string());
+        log::info!("loop {loop_id}: upgrade from {peer} refused {}: token {}", status(why), why.label());
+    }
+}
+
+/// The handshake error (and so the HTTP status) a rejection is answered with.
+pub(super) fn handshake_error(why: Rejection) -> HandshakeError {
+    match why {
+        Rejection::UserLimit => HandshakeError::TooManyRequests,
+        why if why.is_forbidden() => HandshakeError::Forbidden,
+        _ => HandshakeError::Unauthorized,
+    }
+}
+
+fn status(why: Rejection) -> u16 {
+    match handshake_error(why) {
+        HandshakeError::TooManyRequests => 429,
+        HandshakeError::Forbidden => 403,
+        _ => 401,
+    }
+}
+
+impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Asks the connections whose token expired (past the clock skew
+    /// allowance) to leave, 1008 `token expired`; their identity goes at
+    /// once (they can do nothing more, and the sweep need not find them
+    /// again). A walk of the table only once the earliest expiry is due.
+    pub(super) fn expire_tokens(&mut self) {
+        let Some(jwt) = &self.env.cfg.jwt else { return };
+        if self.is_frozen() {
+            return;
+        }
+        let now = unix_now().saturating_sub(jwt.leeway());
+        let mut slots = Vec::new();
+        self.table.identities.expired(now, &mut slots);
+        if slots.is_empty() {
+            return;
+        }
+        let table = &self.table;
+        let conns: Vec<(u32, u32)> =
+            slots.iter().filter_map(|&slot| Some((slot, table.conns.get(slot as usize)?.generation))).collect();
+        for &slot in &slots {
+            self.table.identities.detach(slot as usize);
+        }
+        self.retire(&conns, CloseReason::TokenExpired);
+    }
+}

@@ -1,0 +1,29 @@
+//! Who a connection is and what it may do: JWT identities (`--jwt-key`).
+//!
+//! A token is checked once, before the 101 ([`Verifier`]); a connection
+//! then carries its user id and rights in its loop's table ([`User`],
+//! 12 bytes per connection, user ids and rights interned) until it closes,
+//! its token expires (closed with 1008 `token expired`), or a new token
+//! replaces it (`Ctx::refresh`). Room rights are enforced where joins and
+//! publishes enter the engine, so every handler, built in or embedded, is
+//! bound by them.
+//!
+//! - `keys.rs`: the key file (HMAC secret, PEM public key, JWKS), by `kid`;
+//! - `verify.rs`: the checks, the claims read, why a token is refused;
+//! - `rights.rs`: room patterns (`chat:*`, `user:{sub}`) and broadcast;
+//! - `table.rs`: each loop's slot-indexed identities and the expiry sweep;
+//! - `per_user.rs`: `--max-conns-per-user`, process-wide.
+
+mod keys;
+mod per_user;
+mod rights;
+mod table;
+mod verify;
+
+pub use keys::{KeyFileError, MIN_SECRET_LEN};
+pub use rights::{Rights, RightsError, MAX_PATTERNS, MAX_PATTERN_LEN};
+pub use table::User;
+pub use verify::{AuthCounts, Denied, JwtConfig, Rejection, Verified, Verifier, MAX_SUB_LEN};
+
+pub(crate) use per_user::UserCounts;
+pub(crate) use table::Identities;

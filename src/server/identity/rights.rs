@@ -1,0 +1,177 @@
+//! What a verified token lets its connection do with rooms: the rooms it
+//! may join, the rooms it may publish to, and whether it may broadcast to
+//! everyone. Read from the token's `wsloop` claim:
+//!
+//! ```json
+//! {"sub": "alice", "exp": 1796083200,
+//!  "wsloop": {"join": ["chat:*", "user:{sub}"], "publish": ["chat:*"], "broadcast": false}}
+//! ```
+//!
+//! A pattern is a room name, or a prefix ending in `*` (`chat:*`, or `*`
+//! for every room); `{sub}` anywhere stands for the connection's own user
+//! id, so one set of rights serves every user (and is stored once per
+//! loop, however many connections hold it). A token without the claim may
+//! do none of the three: rights are granted, never assumed.
+//!
+//! Bounds (a token is signed by the service, but the service may be
+//! careless): at most [`MAX_PATTERNS`] patterns per list, each at most
+//! [`MAX_PATTERN_LEN`] bytes, at most one `*`, and only at the end.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Patterns in one list (`join` or `publish`) at most.
+pub const MAX_PATTERNS: usize = 64;
+
+/// Bytes in one pattern at most.
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// What a connection may do with rooms. Equal rights compare equal, so a
+/// loop keeps each distinct set once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rights {
+    /// Rooms it may join.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Rooms it may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Whether it may send to every connection.
+    #[serde(default)]
+    pub broadcast: bool,
+}
+
+/// Why a token's rights cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RightsError {
+    /// A list holds more than [`MAX_PATTERNS`] patterns.
+    TooMany,
+    /// A pattern is empty, longer than [`MAX_PATTERN_LEN`], or has a `*`
+    /// anywhere but at its end.
+    BadPattern(String),
+}
+
+impl fmt::Display for RightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RightsError::TooMany => write!(f, "more than {MAX_PATTERNS} room patterns in one list"),
+            RightsError::BadPattern(p) => {
+                let shown: String = p.chars().take(40).collect();
+                write!(f, "room pattern {shown:?}: empty, too long, or a '*' before its end")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RightsError {}
+
+impl Rights {
+    /// Every right: what a connection has when identities are off.
+    pub fn all() -> Self {
+        Rights { join: vec!["*".into()], publish: vec!["*".into()], broadcast: true }
+    }
+
+    /// The rights, if every pattern is within the bounds.
+    pub fn checked(self) -> Result<Self, RightsError> {
+        for list in [&self.join, &self.publish] {
+            if list.len() > MAX_PATTERNS {
+                return Err(RightsError::TooMany);
+            }
+            if let Some(bad) = list.iter().find(|p| !pattern_is_valid(p)) {
+                return Err(RightsError::BadPattern(bad.clone()));
+            }
+        }
+        Ok(self)
+    }
+
+    /// True if user `sub` may join `room`.
+    pub fn may_join(&self, sub: &str, room: &str) -> bool {
+        self.join.iter().any(|p| pattern_matches(p, sub, room))
+    }
+
+    /// True if user `sub` may publish to `room`.
+    pub fn may_publish(&self, sub: &str, room: &str) -> bool {
+        self.publish.iter().any(|p| pattern_matches(p, sub, room))
+    }
+}
+
+fn pattern_is_valid(p: &str) -> bool {
+    let star = p.find('*');
+    !p.is_empty() && p.len() <= MAX_PATTERN_LEN && star.is_none_or(|at| at == p.len() - 1)
+}
+
+/// Whether `room` is named by `pattern` for user `sub`: `{sub}` stands for
+/// the user id, a final `*` for any rest (also none). No allocation: the
+/// pattern's literal pieces and the user id are matched in turn.
+fn pattern_matches(pattern: &str, sub: &str, room: &str) -> bool {
+    let (mut pattern, prefix_only) = match pattern.strip_suffix('*') {
+        Some(head) => (head, true),
+        None => (pattern, false),
+    };
+    let mut room = room;
+    while let Some(at) = pattern.find("{sub}") {
+        let Some(rest) = room.strip_prefix(&pattern[..at]).and_then(|r| r.strip_prefix(sub)) else {
+            return false;
+        };
+        room = rest;
+        pattern = &pattern[at + "{sub}".len()..];
+    }
+    if prefix_only {
+        room.starts_with(pattern)
+    } else {
+        room == pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_name_rooms_exactly_by_prefix_or_by_user() {
+        let cases = [
+            ("lobby", "alice", "lobby", true),
+            ("lobby", "alice", "lobby2", false),
+            ("lobby", "alice", "lobb", false),
+            ("chat:*", "alice", "chat:", true),
+            ("chat:*", "alice", "chat:rust", true),
+            ("chat:*", "alice", "chat", false),
+            ("*", "alice", "anything", true),
+            ("user:{sub}", "alice", "user:alice", true),
+            ("user:{sub}", "alice", "user:alice2", false),
+            ("user:{sub}", "alice", "user:bob", false),
+            ("user:{sub}:*", "alice", "user:alice:inbox", true),
+            ("user:{sub}:*", "alice", "user:alicex:inbox", false),
+            ("{sub}/{sub}", "a", "a/a", true),
+            ("{sub}/{sub}", "a", "a/b", false),
+            // A user id that looks like a pattern is only text.
+            ("user:{sub}", "*", "user:*", true),
+            ("user:{sub}", "*", "user:bob", false),
+        ];
+        for (pattern, sub, room, expected) in cases {
+            assert_eq!(pattern_matches(pattern, sub, room), expected, "{pattern} {sub} {room}");
+        }
+    }
+
+    #[test]
+    fn the_claim_is_read_and_bounded() {
+        let rights: Rights =
+            serde_json::from_str(r#"{"join":["chat:*","user:{sub}"],"publish":["chat:*"],"broadcast":true}"#).unwrap();
+        let rights = rights.checked().unwrap();
+        assert!(rights.may_join("bob", "user:bob") && !rights.may_join("bob", "user:alice"));
+        assert!(rights.may_publish("bob", "chat:x") && !rights.may_publish("bob", "user:bob"));
+        assert!(rights.broadcast);
+        let none: Rights = serde_json::from_str("{}").unwrap();
+        assert!(!none.may_join("a", "lobby") && !none.may_publish("a", "lobby") && !none.broadcast);
+        assert!(serde_json::from_str::<Rights>(r#"{"join":[],"admin":true}"#).is_err(), "unknown fields refused");
+        for bad in ["", "a*b", "**", &"x".repeat(MAX_PATTERN_LEN + 1)] {
+            let rights = Rights { join: vec![bad.to_string()], ..Rights::default() };
+            assert!(matches!(rights.checked(), Err(RightsError::BadPattern(_))), "{bad:?}");
+        }
+        let many = Rights { publish: vec!["a".into(); MAX_PATTERNS + 1], ..Rights::default() };
+        assert_eq!(many.checked(), Err(RightsError::TooMany));
+        assert!(Rights::all().may_join("x", "y") && Rights::all().may_publish("x", "") && Rights::all().broadcast);
+    }
+}
