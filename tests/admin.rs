@@ -2,9 +2,10 @@
 //! 413) answered, counted and logged without the token; publish reaches a
 //! room's members and no one else; disconnect by connection and by room
 //! with the code and reason the client sees (on both I/O drivers); room
-//! counts; the public port never answers the API; the `wsloop admin`
-//! subcommands; and, with `redis-server` (required when CI is set), both
-//! across two hosts.
+//! counts; a user's connections (JWT `sub`) listed and closed; the public
+//! port never answers the API; the `wsloop admin` subcommands; and, with
+//! `redis-server` (required when CI is set), publish and disconnect by room
+//! and by user across two hosts.
 
 mod common;
 
@@ -316,19 +317,21 @@ fn the_admin_flags_are_checked_at_start() {
     assert!(!ok && err.contains("public port"), "{err}");
 }
 
+/// `wsloop admin ARGS` against `s`: success, and the JSON it printed.
+fn admin_cli(s: &Server, args: &[&str]) -> (bool, Value) {
+    let tokens = token_file(&format!("cli-{}", s.admin.port()));
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["admin", "--addr", &s.admin.to_string(), "--token-file", tokens.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
 #[test]
 fn the_admin_subcommands_call_the_api() {
     let s = spawn("cli", &[], &[]);
-    let tokens = token_file("cli-client");
-    let admin = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-            .args(["admin", "--addr", &s.admin.to_string(), "--token-file", tokens.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), json)
-    };
+    let admin = |args: &[&str]| admin_cli(&s, args);
     let mut a = tung_connect(s.addr);
     let mut b = tung_connect(s.addr);
     join(&mut a, "ops");
@@ -351,6 +354,62 @@ fn the_admin_subcommands_call_the_api() {
     assert_eq!(codes, [1008, 4003]);
     let (ok, reply) = admin(&["disconnect", "--room", "ops", "--code", "1001"]);
     assert!(!ok && reply["error"] == "bad_close", "{reply}");
+}
+
+// ---- user targets (`--jwt-key` identities) ----
+
+const JWT_SECRET: &str = "admin-tests-jwt-secret-of-32-bytes-at-least";
+
+/// A key file for `--jwt-key`, unique to this test.
+fn jwt_key(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("wsloop-admin-jwt-{}-{name}", std::process::id()));
+    std::fs::write(&path, JWT_SECRET).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A client connected as `sub`, with rooms open to it.
+fn connect_as(addr: SocketAddr, sub: &str) -> Tung {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let claims = json!({"sub": sub, "exp": exp, "wsloop": {"join": ["*"], "publish": ["*"]}});
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/ws")).unwrap();
+    request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tungstenite::client(request, stream).expect("upgrade with a valid token").0
+}
+
+#[test]
+fn a_users_connections_are_listed_and_closed_on_every_loop() {
+    let key = jwt_key("user");
+    let s = spawn("user", &["--jwt-key", &key], &[]);
+    let mut alice: Vec<Tung> = Vec::new();
+    let loops_of = |body: &Value| -> std::collections::HashSet<String> {
+        let conns = body["connections"].as_array().unwrap();
+        conns.iter().map(|c| c.as_str().unwrap().split(':').next().unwrap().to_string()).collect()
+    };
+    // Until alice has connections on both loops (the kernel spreads them).
+    while alice.len() < 4 || (loops_of(&get(&s, "/users/alice/connections").1).len() < 2 && alice.len() < 32) {
+        alice.push(connect_as(s.addr, "alice"));
+    }
+    let mut bob = connect_as(s.addr, "bob");
+    let (status, body) = get(&s, "/users/alice/connections");
+    assert_eq!((status, body["count"].as_u64()), (200, Some(alice.len() as u64)), "{body}");
+    assert_eq!(loops_of(&body).len(), 2, "alice's connections are on both loops: {body}");
+    let (ok, listed) = admin_cli(&s, &["user", "alice"]);
+    assert!(ok && listed["count"] == body["count"], "{listed}");
+    assert_eq!(get(&s, "/users/nobody/connections").1["count"], 0);
+    let (_, limited) = get(&s, "/users/alice/connections?limit=1");
+    assert_eq!((limited["connections"].as_array().unwrap().len(), limited["more"].as_bool()), (1, Some(true)));
+    let (status, body) = post(&s, "/disconnect", json!({"user": "alice", "code": 1008, "reason": "banned"}));
+    assert_eq!((status, body["closed_local"].as_u64()), (200, Some(alice.len() as u64)), "{body}");
+    for ws in alice.iter_mut() {
+        assert_eq!(close_of(ws), (1008, "banned".to_string()));
+    }
+    assert!(got_nothing(&mut bob), "bob stays");
+    assert!(eventually(Duration::from_secs(5), || get(&s, "/users/alice/connections").1["count"] == 0));
+    assert_eq!(get(&s, "/users/bob/connections").1["count"], 1);
 }
 
 // ---- across two hosts over Redis ----
@@ -432,4 +491,35 @@ fn over_redis_a_publish_and_a_room_disconnect_reach_every_host() {
     }
     assert!(got_nothing(&mut outsider), "not a member: it stays");
     drop((a.process, b.process));
+}
+
+#[test]
+fn over_redis_a_user_is_disconnected_on_every_host() {
+    if !have_redis() {
+        return;
+    }
+    let redis = start_redis();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let key = jwt_key("redis-user");
+    let a = spawn("redis-user-a", &["--redis-url", &url, "--jwt-key", &key], &[]);
+    let b = spawn("redis-user-b", &["--redis-url", &url, "--jwt-key", &key], &[]);
+    let mut on_a = connect_as(a.addr, "mallory");
+    let mut on_b: Vec<Tung> = (0..2).map(|_| connect_as(b.addr, "mallory")).collect();
+    let mut other_on_b = connect_as(b.addr, "trent");
+    // The control channel is subscribed before any room: one room each proves it.
+    join(&mut on_a, "probe");
+    join(&mut other_on_b, "probe");
+    assert!(subscribed(&a, 1.0) && subscribed(&b, 1.0), "the bridges subscribe");
+    let (status, body) =
+        post(&a, "/disconnect", json!({"user": "mallory", "code": 4010, "reason": "banned everywhere"}));
+    assert_eq!(
+        (status, body["closed_local"].as_u64(), body["sent_to_other_hosts"].as_bool()),
+        (200, Some(1), Some(true))
+    );
+    assert_eq!(close_of(&mut on_a), (4010, "banned everywhere".into()));
+    for ws in on_b.iter_mut() {
+        assert_eq!(close_of(ws), (4010, "banned everywhere".into()), "mallory on host B");
+    }
+    assert!(got_nothing(&mut other_on_b), "another user stays");
+    assert!(eventually(Duration::from_secs(5), || get(&b, "/users/mallory/connections").1["count"] == 0));
 }

@@ -2,6 +2,9 @@
 //! its own connections and answered: close some connections with a code
 //! and a reason, deliver a publish, count and list rooms and members.
 //!
+//! A user's connections are found in the loop's identity table (`--jwt-key`:
+//! the token's `sub`); without identities no connection is any user's.
+//!
 //! A kicked connection goes the way of an application's `ctx.close`: its
 //! close frame is written behind whatever it is owed, and its stage is
 //! told the session went from open to closing, so the close timeout bounds
@@ -28,8 +31,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 Answer { rooms, more, ..Answer::default() }
             }
             Ask::Room { name, limit } => self.list(self.table.rooms.members(&name).collect(), limit),
-            // No connection has an identity yet (it comes with JWT identities).
-            Ask::User { name: _, limit } => self.list(Vec::new(), limit),
+            Ask::User { name, limit } => self.list(self.table.identities.slots_of(&name).collect(), limit),
         };
         if let Some(reply) = order.reply {
             // The asker may have given up waiting: nothing to do then.
@@ -53,7 +55,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 }
             }
             Target::Room(name) => self.table.rooms.members(name).collect(),
-            Target::User(_) => Vec::new(),
+            Target::User(name) => self.table.identities.slots_of(name).collect(),
         };
         slots.into_iter().map(|slot| self.kick_one(slot as usize, kick.code(), kick.reason()) as u64).sum()
     }

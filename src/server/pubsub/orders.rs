@@ -185,7 +185,6 @@ pub enum Ask {
     /// A user's connections here: up to `limit` of them, and their count.
     User {
         /// The user id.
-        #[allow(dead_code)] // read once connections have identities
         name: Arc<str>,
         /// Connections listed at most.
         limit: usize,
