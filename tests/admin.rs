@@ -523,3 +523,30 @@ fn over_redis_a_user_is_disconnected_on_every_host() {
     assert!(got_nothing(&mut other_on_b), "another user stays");
     assert!(eventually(Duration::from_secs(5), || get(&b, "/users/mallory/connections").1["count"] == 0));
 }
+
+#[test]
+fn past_its_slots_the_port_answers_503_and_idle_holders_get_408_at_their_deadline() {
+    let server = start_echo(test_config(1));
+    let stats = Arc::new(wsloop::metrics::admin::AdminStats::default());
+    let token = wsloop::admin::AdminToken::parse(TOKEN).unwrap();
+    let limits = wsloop::admin::http::Limits { max_connections: 2, request_deadline: Duration::from_millis(500) };
+    let api = wsloop::admin::start_with("127.0.0.1:0".parse().unwrap(), token, server.admin(), stats.clone(), limits)
+        .unwrap();
+    let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(api.local_addr()).unwrap()).collect();
+    assert!(eventually(Duration::from_secs(2), || stats.connections.load(std::sync::atomic::Ordering::Relaxed) == 2));
+    let (status, body) = request(api.local_addr(), "GET", "/rooms", Some(TOKEN), b"");
+    assert_eq!((status, body["error"].as_str()), (503, Some("busy")));
+    for s in idle.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    }
+    assert_eq!(stats.requests(5, 503), 1);
+    assert_eq!(stats.requests(5, 408), 2);
+    // Slots free again: the API answers.
+    assert_eq!(request(api.local_addr(), "GET", "/rooms", Some(TOKEN), b"").0, 200);
+    drop(api);
+    server.shutdown();
+    server.join().unwrap();
+}

@@ -2,8 +2,9 @@
 //! request per connection, bounded in every direction.
 //!
 //! - **Slots**: at most [`Limits::max_connections`] connections at once; a
-//!   connection past them is answered 503 at once and closed (the API's
-//!   callers are few and known; a flood only refuses itself).
+//!   connection past them takes the slot of one already answered (still
+//!   lingering for its peer's FIN), else is answered 503 at once and closed
+//!   (the API's callers are few and known; a flood only refuses itself).
 //! - **Deadlines** that bytes do not extend: [`REQUEST_DEADLINE`] from
 //!   accept to a whole request (head and body; else 408), [`REPLY_DEADLINE`]
 //!   for the peer to take the reply.
@@ -257,6 +258,13 @@ impl Server {
 
     /// Takes a new connection into a slot, or answers it 503 when all are held.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.limits.max_connections {
+            // One already answered and only waiting for the peer's FIN goes first.
+            let closing = self.conns.iter().find(|(_, c)| c.phase == Phase::Closing).map(|(key, _)| key);
+            if let Some(key) = closing {
+                self.close(key);
+            }
+        }
         if self.conns.len() >= self.limits.max_connections {
             self.api.stats.count(OTHER, 503);
             log::warn!("admin: {peer}: 503: all {} admin connections are held", self.limits.max_connections);

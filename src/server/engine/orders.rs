@@ -57,7 +57,18 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             Target::Room(name) => self.table.rooms.members(name).collect(),
             Target::User(name) => self.table.identities.slots_of(name).collect(),
         };
-        slots.into_iter().map(|slot| self.kick_one(slot as usize, kick.code(), kick.reason()) as u64).sum()
+        let closed =
+            slots.into_iter().map(|slot| self.kick_one(slot as usize, kick.code(), kick.reason()) as u64).sum();
+        if closed > 0 {
+            // One line per order and loop, however large the room.
+            log::info!(
+                "loop {}: closed {closed} connections ({}) by the admin API: {:?}",
+                self.env.id,
+                kick.code(),
+                kick.target()
+            );
+        }
+        closed
     }
 
     /// Writes the close frame and starts the close handshake, as
@@ -73,7 +84,6 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             Ok(_) => self.signal(slot, Signal::Handled { before: Phase::Open, after: Phase::CloseSent }),
             Err(fault) => self.signal(slot, Signal::Fault(fault)),
         }
-        log::info!("loop {}: connection {slot} closed by the admin API ({code})", self.env.id);
         true
     }
 
