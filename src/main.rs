@@ -98,12 +98,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(tls) => tls,
         Err(code) => return code,
     };
-    let admin_token = match &args.admin_token_file {
-        Some(path) => match wsloop::admin::AdminToken::load(path) {
-            Ok(token) => Some(token),
-            Err(e) => return fail(e),
-        },
-        None => None,
+    let admin_token = match args.admin_token_file.as_deref().map(wsloop::admin::AdminToken::load).transpose() {
+        Ok(token) => token,
+        Err(e) => return fail(e),
     };
     let jwt = match jwt_verifier(args) {
         Ok(jwt) => jwt,
@@ -126,27 +123,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(handle) => handle,
         Err(code) => return code,
     };
-    let admin_stats = std::sync::Arc::new(metrics::admin::AdminStats::default());
-    let _metrics = match serve_metrics(
-        args.metrics_addr,
-        &handle,
-        refusals,
-        jwt.clone(),
-        args.admin_addr.map(|_| admin_stats.clone()),
-    ) {
-        Ok(metrics) => metrics,
-        // Connections taken over are never dropped for want of metrics.
-        Err(_) if took_over => None,
-        Err(code) => {
-            handle.shutdown();
-            let _ = handle.join();
-            return code;
-        }
-    };
-    let _admin = match serve_admin(args.admin_addr.zip(admin_token), &handle, admin_stats) {
-        Ok(admin) => admin,
-        // Connections taken over are never dropped for want of the API.
-        Err(_) if took_over => None,
+    let _sidecars = match serve_sidecars(args, &handle, refusals, jwt.clone(), admin_token, took_over) {
+        Ok(sidecars) => sidecars,
         Err(code) => {
             handle.shutdown();
             let _ = handle.join();
@@ -472,6 +450,33 @@ fn serve_metrics(
         }
         Err(e) => Err(fail(format_args!("cannot serve metrics on {addr}: {e}"))),
     }
+}
+
+/// The metrics port and the admin API, each when asked for. If one
+/// cannot start, says why and gives the exit code (the caller stops the
+/// server), unless this process took connections over: they are never
+/// dropped for want of either.
+fn serve_sidecars(
+    args: &ServeArgs,
+    handle: &server::ServerHandle,
+    refusals: std::sync::Arc<PublishRefusals>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+    admin_token: Option<wsloop::admin::AdminToken>,
+    took_over: bool,
+) -> Result<(Option<metrics::MetricsHandle>, Option<wsloop::admin::AdminHandle>), ExitCode> {
+    let admin_stats = std::sync::Arc::new(metrics::admin::AdminStats::default());
+    let counted = args.admin_addr.map(|_| admin_stats.clone());
+    let metrics = match serve_metrics(args.metrics_addr, handle, refusals, jwt, counted) {
+        Ok(metrics) => metrics,
+        Err(_) if took_over => None,
+        Err(code) => return Err(code),
+    };
+    let admin = match serve_admin(args.admin_addr.zip(admin_token), handle, admin_stats) {
+        Ok(admin) => admin,
+        Err(_) if took_over => None,
+        Err(code) => return Err(code),
+    };
+    Ok((metrics, admin))
 }
 
 /// Serves the admin API when `--admin-addr` asks for it (with its token).

@@ -43,7 +43,12 @@ impl std::error::Error for TokenError {}
 impl AdminToken {
     /// The token in the first line of `path`.
     pub fn load(path: &Path) -> Result<AdminToken, TokenError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TokenError::Unreadable(path.into(), e))?;
+        use std::io::Read;
+        // Only the first line counts: read no more than a line can be.
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(path).and_then(|f| f.take(MAX_LEN as u64 + 64).read_to_end(&mut bytes));
+        read.map_err(|e| TokenError::Unreadable(path.into(), e))?;
+        let text = String::from_utf8_lossy(&bytes);
         AdminToken::parse(&text).map_err(|why| TokenError::Bad(path.into(), why))
     }
 
