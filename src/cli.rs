@@ -292,6 +292,23 @@ pub struct ServeArgs {
     /// many (0: no limit); past it, 429 with Retry-After.
     #[arg(long, env = "WSLOOP_HANDSHAKE_RATE_PER_IP", default_value_t = 0)]
     pub handshake_rate_per_ip: u32,
+    /// Messages a second one connection may send, pings and pongs included
+    /// (0: no limit), in bursts of --rate-burst. A message over it is
+    /// dropped, not handled: the first drop answers {"type":"error",
+    /// "error":"rate_limited"}, and a connection that keeps going until it
+    /// owes a second burst is closed 1008 "rate limit"; once its debt is
+    /// paid, the next drop warns again. A live hand-off starts it afresh.
+    #[arg(long, env = "WSLOOP_RATE_MESSAGES", default_value_t = 0)]
+    pub rate_messages: u32,
+    /// Payload bytes a second one connection may send (e.g. 1MiB; 0: no
+    /// limit; a compressed message counts inflated), by the same rule as
+    /// --rate-messages. Its burst must hold --max-message-size.
+    #[arg(long, env = "WSLOOP_RATE_BYTES", default_value = "0", value_parser = parse_size)]
+    pub rate_bytes: usize,
+    /// How much of --rate-messages and --rate-bytes a connection may spend
+    /// at once, as a time at that rate (2s: two seconds' worth).
+    #[arg(long, env = "WSLOOP_RATE_BURST", default_value = "1s", value_parser = parse_duration)]
+    pub rate_burst: Duration,
     /// Share rooms with other wsloop processes and hosts through this Redis
     /// (`redis://[user:password@]host:port[/db]`): publishes go to every
     /// member on every host. Redis down: rooms stay local until it is back.
@@ -386,6 +403,11 @@ impl ServeArgs {
             address_limits: crate::server::address_limits::AddressLimitConfig {
                 max_conns: self.max_conns_per_ip,
                 handshake_rate: self.handshake_rate_per_ip,
+            },
+            rate_limit: crate::server::config::RateLimitConfig {
+                messages: self.rate_messages,
+                bytes: self.rate_bytes as u64,
+                burst: self.rate_burst,
             },
             ..ServerConfig::default()
         };
@@ -512,6 +534,7 @@ mod tests {
         assert_eq!((cfg.max_backlog, cfg.send_timeout), (d.max_backlog, d.send_timeout));
         assert_eq!(cfg.ws, d.ws);
         assert_eq!(cfg.compression, d.compression);
+        assert_eq!(cfg.rate_limit, d.rate_limit);
         assert_eq!(
             (cfg.handshake_timeout, cfg.idle_timeout, cfg.pong_timeout),
             (d.handshake_timeout, d.idle_timeout, d.pong_timeout)
@@ -579,6 +602,20 @@ mod tests {
         assert!(Cli::try_parse_from(args).is_err(), "one target at a time");
         let args = ["wsloop", "admin", "--addr", "127.0.0.1:1", "--token-file", "t", "disconnect"];
         assert!(Cli::try_parse_from(args).is_err(), "a target is needed");
+    }
+
+    #[test]
+    fn rate_flags() {
+        let args = ["wsloop", "--rate-messages", "50", "--rate-bytes", "64MiB", "--rate-burst", "2s"];
+        let cfg = Cli::try_parse_from(args).unwrap().serve.to_config();
+        let want =
+            crate::server::config::RateLimitConfig { messages: 50, bytes: 64 << 20, burst: Duration::from_secs(2) };
+        assert_eq!(cfg.rate_limit, want);
+        assert_eq!(cfg.check(), Ok(()));
+        for (flag, bad) in [("--rate-messages", "many"), ("--rate-bytes", "fast"), ("--rate-burst", "soon")] {
+            let err = Cli::try_parse_from(["wsloop", flag, bad]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
     }
 
     #[test]

@@ -18,6 +18,17 @@ fn socket_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("wsloop-handoff-{tag}-{}.sock", std::process::id()))
 }
 
+/// Waits until a process offers its connections at `path` (the socket is
+/// renamed into place after the process logs its metrics address, so a
+/// test that starts the next process at once could find none, or the one
+/// before's); the offer's inode, to wait for the next one with `after`.
+fn offered(path: &std::path::Path, after: Option<u64>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let inode = || std::fs::metadata(path).ok().map(|m| m.ino()).filter(|&ino| Some(ino) != after);
+    assert!(common::eventually(Duration::from_secs(10), || inode().is_some()), "nothing offered at {path:?}");
+    inode().expect("offered")
+}
+
 fn text(c: &mut RawClient) -> String {
     let f = c.read_frame().expect("a frame");
     assert_eq!(f.opcode, opcode::TEXT, "{f:?}");
@@ -56,6 +67,7 @@ fn every_connection_moves_with_pings_and_publishes_in_flight() {
     let p = path.to_str().unwrap();
     let args = ["--takeover", p, "--idle-timeout", "120s"];
     let (mut old, addr, _) = spawn_binary_with_metrics(&args, Some(8192));
+    offered(&path, None);
     const N: usize = 2000;
     let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(addr)).collect();
     // Every tenth is in room "r"; the last one publishes to it.
@@ -115,6 +127,7 @@ fn a_hand_off_that_breaks_off_leaves_every_connection_with_the_old_process() {
     let path = socket_path("broken");
     let p = path.to_str().unwrap();
     let (_old, addr, metrics) = spawn_binary_with_metrics(&["--takeover", p], None);
+    offered(&path, None);
     let mut clients: Vec<RawClient> = (0..50).map(|_| RawClient::connect(addr)).collect();
     for c in clients.iter_mut().step_by(5) {
         c.send_frame(true, opcode::TEXT, br#"{"type":"join","room":"r"}"#);
@@ -191,6 +204,7 @@ fn a_new_binary_with_a_bad_flag_leaves_the_old_one_serving() {
     let path = socket_path("badflag");
     let p = path.to_str().unwrap();
     let (_old, addr, _) = spawn_binary_with_metrics(&["--takeover", p], None);
+    offered(&path, None);
     let mut c = RawClient::connect(addr);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))
         .args(["serve", "--takeover", p, "--no-such-flag"])
@@ -226,10 +240,12 @@ fn what_cannot_move_is_drained_with_1012_and_what_can_moves() {
     let p = path.to_str().unwrap();
     let args = ["--takeover", p, "--compression", "dedicated", "--shutdown-timeout", "4s"];
     let (mut old, addr, _) = spawn_binary_with_metrics(&args, None);
+    let first = offered(&path, None);
     // Context takeover both ways: a compression context of its own.
     let mut dedicated: Vec<_> = (0..5).map(|_| connect_offering(addr, "permessage-deflate")).collect();
     let mut plain = RawClient::connect(addr);
     let (mut new, _, new_metrics) = spawn_binary_with_metrics(&args, None);
+    offered(&path, Some(first));
     assert_eq!(metric(new_metrics, "wsloop_adopted_total"), 1.0, "only the plain one moves");
     for s in &mut dedicated {
         // A close frame (not a reset): 1012 with a reconnect hint.
@@ -300,6 +316,7 @@ fn publishes_from_another_host_during_a_hand_off_arrive_exactly_once_in_order() 
     let p = path.to_str().unwrap();
     let a_args = ["--takeover", p, "--redis-url", url.as_str()];
     let (mut a, a_addr, a_metrics) = spawn_binary_with_metrics(&a_args, None);
+    offered(&path, None);
     let (_b, b_addr, b_metrics) = spawn_binary_with_metrics(&["--redis-url", url.as_str()], None);
     let mut on_a: Vec<RawClient> = (0..20).map(|_| RawClient::connect(a_addr)).collect();
     let mut on_b: Vec<RawClient> = (0..5).map(|_| RawClient::connect(b_addr)).collect();
@@ -357,6 +374,7 @@ fn identities_move_with_their_connections_rights_and_per_user_count_included() {
     std::fs::write(&key, secret).unwrap();
     let args = ["--takeover", path.to_str().unwrap(), "--jwt-key", key.to_str().unwrap(), "--max-conns-per-user", "1"];
     let (mut old, addr, _) = spawn_binary_with_metrics(&args, None);
+    offered(&path, None);
     let token = |sub: &str| {
         let rights = serde_json::json!({"join": ["chat:*"], "publish": ["chat:*"]});
         let claims =

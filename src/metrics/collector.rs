@@ -356,6 +356,20 @@ const FAMILIES: &[Family<Source>] = &[
         read: |src, kind| one(kind, src.sum(|s| s.tls_deferred.get())),
     },
     Family {
+        name: "wsloop_rate_limited_total",
+        help: "Per-connection message rate (--rate-messages, --rate-bytes), by action: warned (the rate_limited error, once per episode), dropped (messages not handed to the application), closed (1008, a second burst owed).",
+        kind: MetricType::COUNTER,
+        label: Some("action"),
+        read: |src, kind| {
+            let of = |action, read: fn(&LoopStats) -> u64| sample(kind, vec![label("action", action)], src.sum(read));
+            Some(vec![
+                of("warned", |s| s.rate_warned.get()),
+                of("dropped", |s| s.rate_dropped.get()),
+                of("closed", |s| s.rate_closed.get()),
+            ])
+        },
+    },
+    Family {
         name: "wsloop_loop_iteration_seconds",
         help: "Time one event loop pass spent handling events.",
         kind: MetricType::HISTOGRAM,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::units::format_size;
 use crate::ws;
 
 /// The server's settings. `Default` gives the documented defaults.
@@ -95,6 +96,76 @@ pub struct ServerConfig {
     /// Connections one user id may hold open in this process; 0: no cap.
     /// Needs `jwt`.
     pub max_conns_per_user: u32,
+    /// The message rate each connection may send at (off by default).
+    pub rate_limit: RateLimitConfig,
+}
+
+/// How fast one connection may send: messages and payload bytes a second,
+/// each a token bucket holding `burst` of its rate (both buckets start
+/// full). A message is handed to the handler only if both can pay for it;
+/// one that cannot is dropped and still paid for, as debt. The first drop
+/// of an episode answers `{"type":"error","error":"rate_limited",...}`; a
+/// connection whose debt reaches a second burst is closed 1008 "rate
+/// limit"; once the debt is paid, the next drop warns again. Pings and
+/// pongs count as messages (a ping over the rate gets no pong); a
+/// message's bytes are its payload as the handler would see it (inflated).
+/// A live hand-off does not carry the buckets: they start full again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Messages a second (0: no message limit).
+    pub messages: u32,
+    /// Payload bytes a second (0: no byte limit).
+    pub bytes: u64,
+    /// How much of each rate may be spent at once: a bucket holds this
+    /// long's worth. At least one message, and at least the largest
+    /// message (`ws.limits.max_message`) when bytes are limited.
+    pub burst: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { messages: 0, bytes: 0, burst: Duration::from_secs(1) }
+    }
+}
+
+impl RateLimitConfig {
+    /// The most a bucket may hold, so that twice it (a burst of debt on
+    /// top) still fits the bucket's 32 bits: in messages, and in bytes.
+    pub const MAX_BURST: (u64, u64) = (u32::MAX as u64 / 2000, u32::MAX as u64 / 2);
+
+    /// The messages bucket's size, in thousandths of a message.
+    pub(crate) fn message_burst_milli(&self) -> u64 {
+        u64::from(self.messages) * self.burst.as_millis() as u64
+    }
+
+    /// The bytes bucket's size, in bytes.
+    pub(crate) fn byte_burst(&self) -> u64 {
+        (u128::from(self.bytes) * self.burst.as_millis() / 1000).min(u64::MAX as u128) as u64
+    }
+
+    /// Refuses a burst that could never pass a message, or that overflows.
+    fn check(&self, max_message: u64) -> Result<(), ConfigError> {
+        let too_large = ConfigError::RateBurstTooLarge { burst: self.burst };
+        if self.messages > 0 {
+            let milli = self.message_burst_milli();
+            if milli < 1000 {
+                return Err(ConfigError::RateBurstUnderOneMessage { messages: self.messages, burst: self.burst });
+            }
+            if milli > Self::MAX_BURST.0 * 1000 {
+                return Err(too_large);
+            }
+        }
+        if self.bytes > 0 {
+            let bytes = self.byte_burst();
+            if bytes < max_message {
+                return Err(ConfigError::RateBurstUnderMaxMessage { burst: self.burst, bytes, max_message });
+            }
+            if bytes > Self::MAX_BURST.1 {
+                return Err(too_large);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -130,6 +201,7 @@ impl Default for ServerConfig {
             release_memory_after: Duration::from_secs(10),
             jwt: None,
             max_conns_per_user: 0,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -150,6 +222,28 @@ pub enum ConfigError {
     JitterOver100(u8),
     /// `max_conns_per_user` without `jwt`: there are no users to count.
     UserCapWithoutJwt,
+    /// A message rate whose burst holds less than one message.
+    RateBurstUnderOneMessage {
+        /// `rate_limit.messages`.
+        messages: u32,
+        /// `rate_limit.burst`.
+        burst: Duration,
+    },
+    /// A byte rate whose burst is smaller than the largest message, which
+    /// could then never pass.
+    RateBurstUnderMaxMessage {
+        /// `rate_limit.burst`.
+        burst: Duration,
+        /// The bytes that burst holds.
+        bytes: u64,
+        /// `ws.limits.max_message`.
+        max_message: u64,
+    },
+    /// A burst past [`RateLimitConfig::MAX_BURST`].
+    RateBurstTooLarge {
+        /// `rate_limit.burst`.
+        burst: Duration,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -164,6 +258,26 @@ impl std::fmt::Display for ConfigError {
             ConfigError::JitterOver100(p) => write!(f, "--connection-age-jitter {p} is over 100 (percent)"),
             ConfigError::UserCapWithoutJwt => {
                 write!(f, "--max-conns-per-user needs --jwt-key: without tokens there are no user ids to count")
+            }
+            ConfigError::RateBurstUnderOneMessage { messages, burst } => write!(
+                f,
+                "--rate-burst {burst:?} at --rate-messages {messages} holds less than one message: raise --rate-burst"
+            ),
+            ConfigError::RateBurstUnderMaxMessage { burst, bytes, max_message } => write!(
+                f,
+                "--rate-bytes with --rate-burst {burst:?} lets a connection send {} at once, less than \
+                 --max-message-size ({}), so a larger message could never pass: raise --rate-burst or --rate-bytes, \
+                 or lower --max-message-size",
+                format_size(*bytes),
+                format_size(*max_message)
+            ),
+            ConfigError::RateBurstTooLarge { burst } => {
+                let (messages, bytes) = RateLimitConfig::MAX_BURST;
+                write!(
+                    f,
+                    "--rate-burst {burst:?} holds more than {messages} messages or {bytes} bytes (--rate-messages, \
+                     --rate-bytes) at once: lower it"
+                )
             }
         }
     }
@@ -189,7 +303,7 @@ impl ServerConfig {
         if self.max_conns_per_user > 0 && self.jwt.is_none() {
             return Err(ConfigError::UserCapWithoutJwt);
         }
-        Ok(())
+        self.rate_limit.check(self.ws.limits.max_message)
     }
 
     /// Sets the compression settings and the terms the handshake offers.
@@ -237,5 +351,38 @@ mod tests {
         assert_eq!(cfg.check(), Err(ConfigError::ZeroDrainRate));
         let cfg = ServerConfig { connection_age_jitter: 101, ..ServerConfig::default() };
         assert_eq!(cfg.check(), Err(ConfigError::JitterOver100(101)));
+    }
+
+    #[test]
+    fn a_rate_burst_must_pass_a_message_and_fit_its_bucket() {
+        let rated = |messages, bytes, burst_ms| ServerConfig {
+            rate_limit: RateLimitConfig { messages, bytes, burst: Duration::from_millis(burst_ms) },
+            ..ServerConfig::default()
+        };
+        assert_eq!(rated(0, 0, 0).check(), Ok(()), "off: the burst is not looked at");
+        assert_eq!(rated(1, 0, 1000).check(), Ok(()));
+        assert_eq!(rated(2, 0, 500).check(), Ok(()), "exactly one message");
+        let e = rated(1, 0, 500).check().unwrap_err();
+        assert!(matches!(e, ConfigError::RateBurstUnderOneMessage { messages: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("--rate-burst") && !e.to_string().contains('\n'), "{e}");
+        // The default largest message is 64 MiB: a byte burst must hold it.
+        assert_eq!(rated(0, 64 << 20, 1000).check(), Ok(()));
+        let e = rated(0, 1 << 20, 1000).check().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::RateBurstUnderMaxMessage {
+                burst: Duration::from_secs(1),
+                bytes: 1 << 20,
+                max_message: 64 << 20
+            }
+        );
+        assert!(e.to_string().contains("--max-message-size") && !e.to_string().contains('\n'), "{e}");
+        let (max_messages, max_bytes) = RateLimitConfig::MAX_BURST;
+        assert_eq!(rated(max_messages as u32, 0, 1000).check(), Ok(()));
+        let e = rated(max_messages as u32 + 1, 0, 1000).check().unwrap_err();
+        assert!(matches!(e, ConfigError::RateBurstTooLarge { .. }), "{e:?}");
+        assert_eq!(rated(0, max_bytes, 1000).check(), Ok(()));
+        assert!(matches!(rated(0, max_bytes + 1, 1000).check(), Err(ConfigError::RateBurstTooLarge { .. })));
+        assert!(matches!(rated(0, u64::MAX, 3_600_000).check(), Err(ConfigError::RateBurstTooLarge { .. })));
     }
 }

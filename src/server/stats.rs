@@ -161,6 +161,12 @@ pub struct LoopStats {
     /// Connections whose TLS handshake waited for a later pass because this
     /// pass's handshake budget was spent.
     pub tls_deferred: Counter,
+    /// Messages over their connection's rate, dropped before the handler.
+    pub rate_dropped: Counter,
+    /// Connections told `rate_limited` (once per episode over the rate).
+    pub rate_warned: Counter,
+    /// Connections closed 1008 for owing a second burst over the rate.
+    pub rate_closed: Counter,
 }
 
 impl LoopStats {

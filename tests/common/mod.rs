@@ -291,7 +291,8 @@ impl Drop for ServerProcess {
 }
 
 /// The `wsloop` binary, started with `args` on 127.0.0.1:0 (metrics on
-/// 127.0.0.1:0 too); returns the process and the address it listens on.
+/// 127.0.0.1:0 too; two loops unless `args` name `--workers`); returns the
+/// process and the address it listens on.
 pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (ServerProcess, SocketAddr) {
     let (child, addr, _) = spawn_binary_with_metrics(args, nofile);
     (child, addr)
@@ -311,7 +312,12 @@ pub fn spawn_binary_with_log(
 ) -> (ServerProcess, SocketAddr, SocketAddr, Vec<String>) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"));
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--metrics-addr", "127.0.0.1:0"]).args(args);
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]);
+    // Two loops, unless the test names its own number.
+    if !args.contains(&"--workers") {
+        cmd.args(["--workers", "2"]);
+    }
+    cmd.args(args);
     cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
     if let Some(limit) = nofile {
         limit_nofile(&mut cmd, limit);

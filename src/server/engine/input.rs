@@ -11,6 +11,8 @@
 //! 4. [`Engine::finish_turn`]: the replies leave in one write, and the
 //!    turn becomes a `Signal`.
 
+use std::time::Instant;
+
 use crate::server::handler::{ConnId, Ctx, Handler, Message, Upgrade, Who};
 use crate::server::identity::{Identities, Verifier};
 use crate::server::life::{CloseReason, Signal, Stage};
@@ -38,6 +40,15 @@ pub(crate) enum Turn {
 }
 
 impl<H: Handler, T: Transport> Engine<H, T> {
+    /// Marks the start of a pass's handling: the time the pass timings
+    /// measure from, which the rate limits judge its messages at (one
+    /// clock read a pass, none a message).
+    pub(crate) fn begin_handling(&mut self) -> Instant {
+        let now = Instant::now();
+        self.table.rates.set_clock(now);
+        now
+    }
+
     /// Starts a read turn: what the connection may do with input now.
     /// What it was owed before this input is written first: its replies (a
     /// close echo, say) must not overtake earlier deliveries.
@@ -199,6 +210,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             let inflation =
                 conn.session.deflate_window().map(|_| Inflation { inflater: &mut inflater, output: inflated });
             let out = &mut scratch.out;
+            let mark = out.len();
             let decoded =
                 conn.session.decode_inflating(&mut buf[pos..], &mut conn.assembly, out, &offers.ws_cfg, inflation);
             let decoded = match decoded {
@@ -216,6 +228,11 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
             }
+            // Over its rate, a message is dropped here, or ends the connection.
+            let handled = match table.rates.judge(slot, &event, &mut conn.session, out, mark, &env.stats) {
+                Ok(handled) => handled,
+                Err(reason) => break Err(rate_closed(reason, env.id, slot)),
+            };
             let mut ctx = Ctx {
                 id: conn_id,
                 session: &mut conn.session,
@@ -230,7 +247,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 who: Who { identities: &mut table.identities, jwt },
             };
             let received = &mut counts.received;
-            agreed_own |= dispatch(handler, &mut ctx, event, &mut conn.flags, &mut table.inflaters, received);
+            if handled {
+                agreed_own |= dispatch(handler, &mut ctx, event, &mut conn.flags, &mut table.inflaters, received);
+            }
             if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
                 conn.assembly = Vec::new();
             }
@@ -350,6 +369,13 @@ impl Counts {
         stats.messages_sent.add(self.sent);
         stats.room_published.add(self.published);
     }
+}
+
+/// Logs a connection closed for its message rate (counted by the judge).
+#[cold]
+fn rate_closed(reason: CloseReason, loop_id: u32, slot: usize) -> CloseReason {
+    log::info!("loop {loop_id}: connection {slot} closed 1008: over its message rate");
+    reason
 }
 
 /// Counts and logs a decode failure; the reason it ends the connection for

@@ -1,7 +1,8 @@
 //! Everything a connection owns, in one table keyed by its slot: the
 //! `Conn` itself (socket, protocol state, buffers, timer link), and the
 //! side tables only some connections need (peer address for the
-//! per-address count, TLS session, room memberships, compression codecs).
+//! per-address count, TLS session, room memberships, compression codecs,
+//! message-rate buckets).
 //!
 //! The invariant: [`ConnTable::remove`] undoes all of it and
 //! [`ConnTable::release_memory`] shrinks all of it, so a new per-connection
@@ -24,6 +25,7 @@ use crate::server::tls::TlsConn;
 use crate::ws::compression::{CompressionConfig, Deflaters, Inflaters};
 
 use super::conn::Conn;
+use super::rate::RateTable;
 
 /// Generations are 28 bits, so that every driver names a connection
 /// exactly: epoll in a token, io_uring in a completion's `user_data`.
@@ -50,6 +52,8 @@ pub(crate) struct ConnTable {
     pub(crate) inflaters: Inflaters,
     /// Who each connection is (`--jwt-key` only; else empty).
     pub(crate) identities: Identities,
+    /// Each slot's message-rate buckets, while a rate limit is on.
+    pub(crate) rates: RateTable,
 }
 
 /// What a removed connection leaves for the engine to account for.
@@ -87,6 +91,7 @@ impl ConnTable {
             deflaters: Deflaters::new(compression),
             inflaters: Inflaters::default(),
             identities,
+            rates: RateTable::new(None, std::time::Instant::now()),
         }
     }
 
@@ -139,14 +144,15 @@ impl ConnTable {
     }
 
     /// Removes the connection and everything it owns here: its timer, room
-    /// memberships, codecs, TLS session and counted address (the last two
-    /// handed back for the engine to account for).
+    /// memberships, codecs, rate buckets, TLS session and counted address
+    /// (the last two handed back for the engine to account for).
     pub(crate) fn remove(&mut self, slot: usize) -> Removed {
         self.wheel.remove(&mut self.conns, slot as u32);
         self.rooms.remove_conn(slot as u32);
         self.deflaters.forget(slot as u32);
         self.inflaters.forget(slot as u32);
         self.identities.detach(slot);
+        self.rates.forget(slot);
         let tls = self.tls.get_mut(slot).and_then(Option::take);
         let peer = self.peers.get_mut(slot).and_then(Option::take);
         let conn = self.conns.remove(slot);
@@ -165,6 +171,7 @@ impl ConnTable {
         self.tls.shrink_to_fit();
         self.rooms.shrink_to_fit();
         self.identities.release_memory();
+        self.rates.truncate(end);
         end
     }
 }

@@ -194,6 +194,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::Restart
             | CloseReason::MaxAge
             | CloseReason::TokenExpired
+            | CloseReason::RateLimited
     )
 }
 

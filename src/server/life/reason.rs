@@ -42,11 +42,14 @@ pub enum CloseReason {
     /// Its token (`--jwt-key`) expired and was not refreshed (1008 `token
     /// expired`).
     TokenExpired,
+    /// It kept sending over its message rate (`--rate-messages`,
+    /// `--rate-bytes`) until it owed a second burst: 1008 "rate limit".
+    RateLimited,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -63,6 +66,7 @@ impl CloseReason {
         CloseReason::Restart,
         CloseReason::MaxAge,
         CloseReason::TokenExpired,
+        CloseReason::RateLimited,
     ];
 
     /// The metric label.
@@ -84,6 +88,7 @@ impl CloseReason {
             CloseReason::Restart => "restart",
             CloseReason::MaxAge => "max_age",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 }

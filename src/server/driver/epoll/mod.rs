@@ -11,7 +11,6 @@
 mod socket;
 
 use std::io;
-use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -146,7 +145,7 @@ impl<H: Handler> EpollDriver<H> {
                     return Err(e);
                 }
             }
-            let handling = Instant::now();
+            let handling = engine.begin_handling();
             for event in self.events.iter() {
                 match event.token() {
                     LISTENER => engine.accept_all(),

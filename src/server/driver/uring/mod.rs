@@ -70,7 +70,7 @@ impl<H: Handler> UringDriver<H> {
                 // its own reference to their files now.
                 engine.io.closing.clear();
             }
-            let handling = Instant::now();
+            let handling = engine.begin_handling();
             let mut done = std::mem::take(&mut engine.io.done);
             engine.io.ring.completions(&mut done);
             for &(data, result, flags) in &done {
