@@ -36,6 +36,71 @@ pub enum Command {
     Load(Box<crate::load::LoadArgs>),
     /// Tell what this host still lacks for a number of connections.
     Doctor(DoctorArgs),
+    /// Call a running server's admin API (`--admin-addr`).
+    Admin(AdminArgs),
+}
+
+/// Flags of `wsloop admin`: where the API is, the token, what to do.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The server's --admin-addr.
+    #[arg(long, env = "WSLOOP_ADMIN_ADDR")]
+    pub addr: SocketAddr,
+    /// The file holding the server's admin token (its --admin-token-file).
+    #[arg(long, env = "WSLOOP_ADMIN_TOKEN_FILE")]
+    pub token_file: std::path::PathBuf,
+    /// What to ask.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// What `wsloop admin` asks the API.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Publish TEXT to ROOM's members on every host.
+    Publish {
+        /// The room.
+        room: String,
+        /// The message (sent as a text frame, as it is).
+        text: String,
+    },
+    /// Close connections: one, a room's members, or a user's (on every host).
+    Disconnect {
+        /// A user id (the JWT `sub`).
+        #[arg(long, group = "target", required_unless_present_any = ["room", "conn"])]
+        user: Option<String>,
+        /// A room: all its members.
+        #[arg(long, group = "target")]
+        room: Option<String>,
+        /// One connection, as `loop:slot:generation` (from `admin room` or `admin user`).
+        #[arg(long, group = "target")]
+        conn: Option<String>,
+        /// The close code: 1000, 1008 or 4000-4999.
+        #[arg(long, default_value_t = 1000)]
+        code: u16,
+        /// The close reason (at most 123 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List rooms with their member counts (in name order).
+    Rooms {
+        /// Rooms listed at most (default 1000, at most 10000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this room name (the `next_after` of a previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// A room's member count and connections.
+    Room {
+        /// The room.
+        name: String,
+    },
+    /// A user's connections.
+    User {
+        /// The user id.
+        name: String,
+    },
 }
 
 /// Flags of `wsloop doctor`.
@@ -288,6 +353,15 @@ pub struct ServeArgs {
     /// Spare pooled buffers each loop keeps at most.
     #[arg(long, env = "WSLOOP_POOL_SIZE", default_value_t = 256)]
     pub pool_size: usize,
+    /// Serve the admin API (publish, disconnect, rooms; see the README) on
+    /// this address: its own listener, never the public one. Needs
+    /// --admin-token-file.
+    #[arg(long, env = "WSLOOP_ADMIN_ADDR", requires = "admin_token_file")]
+    pub admin_addr: Option<SocketAddr>,
+    /// The admin API's bearer token: the first line of this file (16 to
+    /// 1024 printable characters).
+    #[arg(long, env = "WSLOOP_ADMIN_TOKEN_FILE", requires = "admin_addr")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Where to serve Prometheus /metrics and /healthz, or `off`.
     #[arg(long, env = "WSLOOP_METRICS_ADDR", default_value = "0.0.0.0:2112", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
@@ -523,6 +597,35 @@ mod tests {
         assert!(err.to_string().contains("--redis-prefix") && err.to_string().contains("':'"), "{err}");
         let err = Cli::try_parse_from(["wsloop", "--redis-url", "redis://r", "--redis-queue-bytes", "0"]).unwrap_err();
         assert!(err.to_string().contains("--redis-queue-bytes"), "{err}");
+    }
+
+    #[test]
+    fn admin_flags_come_together() {
+        let cli = Cli::try_parse_from(["wsloop"]).unwrap();
+        assert_eq!(cli.serve.admin_addr, None, "off by default");
+        let err = Cli::try_parse_from(["wsloop", "--admin-addr", "127.0.0.1:9090"]).unwrap_err().to_string();
+        assert!(err.contains("--admin-token-file"), "{err}");
+        let cli = Cli::try_parse_from(["wsloop", "--admin-addr", "127.0.0.1:9090", "--admin-token-file", "t"]).unwrap();
+        assert_eq!(cli.serve.admin_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        let args = ["wsloop", "admin", "--addr", "127.0.0.1:1", "--token-file", "t", "disconnect", "--room", "r"];
+        let Some(Command::Admin(admin)) = Cli::try_parse_from(args).unwrap().command else { panic!("admin") };
+        assert!(matches!(admin.command, AdminCommand::Disconnect { code: 1000, room: Some(_), .. }));
+        let args = [
+            "wsloop",
+            "admin",
+            "--addr",
+            "127.0.0.1:1",
+            "--token-file",
+            "t",
+            "disconnect",
+            "--room",
+            "r",
+            "--user",
+            "u",
+        ];
+        assert!(Cli::try_parse_from(args).is_err(), "one target at a time");
+        let args = ["wsloop", "admin", "--addr", "127.0.0.1:1", "--token-file", "t", "disconnect"];
+        assert!(Cli::try_parse_from(args).is_err(), "a target is needed");
     }
 
     #[test]

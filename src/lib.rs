@@ -5,6 +5,7 @@
 //! in the repository; tests/architecture.rs checks its order and that no
 //! circle of imports joins any two files):
 //! - `cli`: the command line, over everything below (the binary's own).
+//! - [`admin`]: the admin API (`--admin-addr`): publish, disconnect, rooms.
 //! - [`app`]: the built-in applications (echo with JSON ping/pong, rooms).
 //! - [`metrics`]: the metrics thread (Prometheus `/metrics`, `/healthz`).
 //! - [`server`]: the engine: per-core event loops (one driver type per I/O
@@ -35,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 #[doc(hidden)]
 pub mod cli; // The binary's flags: public for main.rs, not an embedder's API.

@@ -6,7 +6,7 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
 use wsloop::app::{BuiltinApp, EchoApp, PlainEcho, TokenAuth, Tokens};
-use wsloop::cli::{Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
+use wsloop::cli::{AdminArgs, AdminCommand, Cli, Command, DoctorArgs, MetricsAddr, ServeArgs};
 use wsloop::server::handler::PublishRefusals;
 use wsloop::{logging, metrics, server, tune};
 
@@ -16,6 +16,52 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => wsloop::load::main(&args),
         Command::Doctor(args) => doctor(&args),
+        Command::Admin(args) => admin_call(&args),
+    }
+}
+
+/// `wsloop admin ...`: one call of a server's admin API; prints the JSON
+/// reply; fails (1) unless it is 200.
+fn admin_call(args: &AdminArgs) -> ExitCode {
+    use serde_json::json;
+    use wsloop::admin::client::{call, encode};
+    let token = match wsloop::admin::AdminToken::load(&args.token_file) {
+        Ok(token) => token,
+        Err(e) => return fail(e),
+    };
+    let (method, path, body) = match &args.command {
+        AdminCommand::Publish { room, text } => {
+            ("POST", "/publish".to_string(), Some(json!({"room": room, "text": text})))
+        }
+        AdminCommand::Disconnect { user, room, conn, code, reason } => {
+            let mut body = json!({"code": code, "reason": reason});
+            for (key, value) in [("user", user), ("room", room), ("conn", conn)] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
+            }
+            ("POST", "/disconnect".to_string(), Some(body))
+        }
+        AdminCommand::Rooms { limit, after } => {
+            let mut query = Vec::new();
+            query.extend(limit.map(|n| format!("limit={n}")));
+            query.extend(after.as_deref().map(|a| format!("after={}", encode(a))));
+            ("GET", format!("/rooms?{}", query.join("&")), None)
+        }
+        AdminCommand::Room { name } => ("GET", format!("/rooms/{}", encode(name)), None),
+        AdminCommand::User { name } => ("GET", format!("/users/{}/connections", encode(name)), None),
+    };
+    match call(args.addr, &token, method, &path, body.as_ref()) {
+        Ok((status, reply)) => {
+            println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("wsloop: admin API answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e),
     }
 }
 
@@ -52,6 +98,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(tls) => tls,
         Err(code) => return code,
     };
+    let admin_token = match args.admin_token_file.as_deref().map(wsloop::admin::AdminToken::load).transpose() {
+        Ok(token) => token,
+        Err(e) => return fail(e),
+    };
     let jwt = match jwt_verifier(args) {
         Ok(jwt) => jwt,
         Err(code) => return code,
@@ -73,10 +123,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(handle) => handle,
         Err(code) => return code,
     };
-    let _metrics = match serve_metrics(args.metrics_addr, &handle, refusals, jwt.clone()) {
-        Ok(metrics) => metrics,
-        // Connections taken over are never dropped for want of metrics.
-        Err(_) if took_over => None,
+    let _sidecars = match serve_sidecars(args, &handle, refusals, jwt.clone(), admin_token, took_over) {
+        Ok(sidecars) => sidecars,
         Err(code) => {
             handle.shutdown();
             let _ = handle.join();
@@ -387,9 +435,13 @@ fn serve_metrics(
     handle: &server::ServerHandle,
     refusals: std::sync::Arc<PublishRefusals>,
     jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+    admin: Option<std::sync::Arc<metrics::admin::AdminStats>>,
 ) -> Result<Option<metrics::MetricsHandle>, ExitCode> {
     let MetricsAddr::On(addr) = addr else { return Ok(None) };
-    let source = metrics::Source::of(handle).with_publish_refusals(refusals).with_jwt(jwt);
+    let mut source = metrics::Source::of(handle).with_publish_refusals(refusals).with_jwt(jwt);
+    if let Some(admin) = admin {
+        source = source.with_admin(admin);
+    }
     let probe = handle.trigger();
     match metrics::start(addr, source, move || !probe.is_shutting_down()) {
         Ok(m) => {
@@ -397,6 +449,55 @@ fn serve_metrics(
             Ok(Some(m))
         }
         Err(e) => Err(fail(format_args!("cannot serve metrics on {addr}: {e}"))),
+    }
+}
+
+/// The metrics port and the admin API, each when asked for. If one
+/// cannot start, says why and gives the exit code (the caller stops the
+/// server), unless this process took connections over: they are never
+/// dropped for want of either.
+fn serve_sidecars(
+    args: &ServeArgs,
+    handle: &server::ServerHandle,
+    refusals: std::sync::Arc<PublishRefusals>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+    admin_token: Option<wsloop::admin::AdminToken>,
+    took_over: bool,
+) -> Result<(Option<metrics::MetricsHandle>, Option<wsloop::admin::AdminHandle>), ExitCode> {
+    let admin_stats = std::sync::Arc::new(metrics::admin::AdminStats::default());
+    let counted = args.admin_addr.map(|_| admin_stats.clone());
+    let metrics = match serve_metrics(args.metrics_addr, handle, refusals, jwt, counted) {
+        Ok(metrics) => metrics,
+        Err(_) if took_over => None,
+        Err(code) => return Err(code),
+    };
+    let admin = match serve_admin(args.admin_addr.zip(admin_token), handle, admin_stats) {
+        Ok(admin) => admin,
+        Err(_) if took_over => None,
+        Err(code) => return Err(code),
+    };
+    Ok((metrics, admin))
+}
+
+/// Serves the admin API when `--admin-addr` asks for it (with its token).
+/// If it cannot, says why and gives the exit code; the caller stops the server.
+fn serve_admin(
+    at: Option<(std::net::SocketAddr, wsloop::admin::AdminToken)>,
+    handle: &server::ServerHandle,
+    stats: std::sync::Arc<metrics::admin::AdminStats>,
+) -> Result<Option<wsloop::admin::AdminHandle>, ExitCode> {
+    let Some((addr, token)) = at else { return Ok(None) };
+    // Both listen with SO_REUSEPORT (a hand-off's new process binds while
+    // the old one serves), so one port for both would mix them.
+    if addr.port() == handle.local_addr().port() {
+        return Err(fail(format_args!("--admin-addr {addr} is on the public port: the admin API needs its own")));
+    }
+    match wsloop::admin::start(addr, token, handle.admin(), stats) {
+        Ok(admin) => {
+            log::info!("admin API on http://{}", admin.local_addr());
+            Ok(Some(admin))
+        }
+        Err(e) => Err(fail(format_args!("cannot serve the admin API on {addr}: {e}"))),
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Source {
     pub memory: Option<Arc<MemoryBudget>>,
     /// Room publishes dropped at a full loop inbox, if reported.
     pub inbox_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The admin API's counters, when it runs (`--admin-addr`).
+    pub admin: Option<Arc<super::admin::AdminStats>>,
     /// The token checks (`--jwt-key`), if the server makes them.
     pub jwt: Option<Arc<Verifier>>,
 }
@@ -58,8 +60,15 @@ impl Source {
             publish_refusals: None,
             memory: Some(server.memory_budget()),
             inbox_dropped: Some(server.inbox_dropped()),
+            admin: None,
             jwt: None,
         }
+    }
+
+    /// Also reports the admin API's counters (`wsloop_admin_*`).
+    pub fn with_admin(mut self, stats: Arc<super::admin::AdminStats>) -> Source {
+        self.admin = Some(stats);
+        self
     }
 
     /// Also reports the tokens refused and the room actions denied

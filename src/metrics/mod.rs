@@ -7,6 +7,7 @@
 //! by [`http`], which a flood of idle or slow connections cannot starve,
 //! so `/healthz` answers a load balancer while the port is under fire.
 
+pub mod admin;
 pub mod collector;
 mod head;
 pub mod http;
@@ -75,8 +76,12 @@ pub fn start(
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let bridge = source.bridge.clone();
+    let admin = source.admin.clone();
     let stats = Arc::new(http::HttpStats::default());
     let registry = registry(source);
+    if let Some(admin) = admin {
+        registry.register(Box::new(admin::AdminCollector::new(admin))).expect("admin families register once");
+    }
     registry
         .register(Box::new(collector::HttpCollector::new(stats.clone())))
         .expect("metrics port families register once");

@@ -8,6 +8,7 @@
 //! limit is below the target still serves 100,000 connections.
 
 pub mod address_limits;
+pub mod admin;
 pub mod bridge;
 mod budget;
 pub mod config;
@@ -45,6 +46,7 @@ pub use budget::{MemoryBudget, MemoryUsage};
 pub use config::ServerConfig;
 pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, Refusal, Upgrade};
 pub use life::CloseReason;
+pub use pubsub::orders::{Kick, KickError, Target, MAX_REASON};
 pub use pubsub::{RoomError, RoomLimits};
 pub use stats::LoopStats;
 
@@ -86,6 +88,8 @@ pub struct ServerHandle {
     bridge_stats: Option<Arc<BridgeStats>>,
     /// Each loop's control channel (a live hand-off).
     controls: handoff::Controls,
+    /// The room limits, which the admin API's publishes keep to as well.
+    rooms: RoomLimits,
 }
 
 impl ServerHandle {
@@ -128,6 +132,12 @@ impl ServerHandle {
     /// (which may still be draining): its socket is replaced.
     pub fn offer_handoff(&self, path: &std::path::Path, replace: bool) -> Result<handoff::Offer, handoff::OfferError> {
         handoff::Offer::start(path, self.controls.clone(), self.addr, replace)
+    }
+
+    /// The admin API's way into the loops: publish to a room, close
+    /// connections, count rooms (see [`admin`]).
+    pub fn admin(&self) -> admin::AdminPort {
+        admin::AdminPort::new(self.hub.clone(), self.rooms)
     }
 
     /// The connection limit in effect.
@@ -286,6 +296,7 @@ where
         bridge: None,
         bridge_stats,
         controls,
+        rooms: cfg.rooms,
     };
     if let Err(e) = spawn_loops(&mut handle, loops, Arc::new(cfg), Arc::new(factory)) {
         return Err(handle.abort(e));

@@ -50,6 +50,12 @@ pub fn write(out: &mut String, prefix: &str, room: &str) {
     }
 }
 
+/// The admin API's control channel under `prefix` (`prefix + ":admin"`):
+/// no room's channel, since a room's own `:` is always written `%3A`.
+pub fn admin(prefix: &str) -> String {
+    format!("{prefix}{SEPARATOR}admin")
+}
+
 /// Bytes `room` takes in a channel name.
 pub fn encoded_len(room: &str) -> usize {
     room.len() + 2 * room.bytes().filter(|&b| b == b'%' || b == SEPARATOR as u8).count()
@@ -119,6 +125,15 @@ mod tests {
                     assert_eq!(room_of(other, &c), None, "{c} read under {other}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_admin_channel_is_no_room_of_any_prefix() {
+        assert_eq!(admin("wsloop:room:"), "wsloop:room::admin");
+        for p in ["wsloop:room:", "a:", ":"] {
+            assert_eq!(room_of(p, &admin(p)), None);
+            assert_ne!(admin(p), channel(p, ":admin"));
         }
     }
 

@@ -27,6 +27,11 @@
 //! that no two prefixes share a channel; subscribed with `SUBSCRIBE`, never
 //! `PSUBSCRIBE`: a room called `a*` is just a name.
 //!
+//! The admin API's disconnects of a room or a user travel on one more
+//! channel, `prefix + ":admin"` (`channel::admin`), which every subscriber
+//! holds: a kick (`pubsub::orders::Kick`, its own bytes) in this process's
+//! envelope, posted by the other hosts' subscribers to their loops.
+//!
 //! Redis down: local delivery goes on, publishes meant for other hosts are
 //! counted as dropped (`redis_down`), both threads reconnect with backoff
 //! (100 ms doubling to 5 s), and the subscriber subscribes again to every
@@ -65,9 +70,11 @@ pub use cut::Cut;
 
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
+use crate::server::pubsub::orders::Kick;
 use crate::server::pubsub::outbox::Outbox;
 use crate::server::pubsub::publication::Publication;
 use crate::server::pubsub::RoomLimits;
+use crate::ws::frame::opcode;
 
 /// The channel prefix unless configured: channels are `wsloop:room:<room>`.
 pub const DEFAULT_PREFIX: &str = "wsloop:room:";
@@ -190,6 +197,10 @@ impl std::error::Error for BridgeError {}
 #[derive(Debug)]
 pub(crate) struct Bridge {
     outbox: Sender<Outgoing>,
+    /// This process's random id, on everything it publishes.
+    origin: u64,
+    /// The admin API's control channel (`channel::admin`).
+    admin_channel: Arc<str>,
     directory: Arc<Directory>,
     /// A live hand-off's cut through Redis's order of messages.
     cut: Arc<Cut>,
@@ -234,6 +245,40 @@ impl Outbox for Bridge {
             }
         }
     }
+
+    fn kick(&self, kick: &Kick) -> bool {
+        self.queue_kick(kick)
+    }
+}
+
+impl Bridge {
+    /// Queues an admin kick on the control channel, in this process's
+    /// envelope (its own subscriber skips it: the loops here had it);
+    /// never blocks. Dropped and counted like a publish when the queue is
+    /// full or Redis is gone.
+    fn queue_kick(&self, kick: &Kick) -> bool {
+        let Ok(order) = kick.encode() else { return false };
+        let mut body = Vec::new();
+        envelope::encode(&mut body, self.origin, opcode::BINARY, &order);
+        let cost = queued_cost(&self.admin_channel, body.len());
+        if !self.stats.reserve(cost, self.max_queue_bytes) {
+            self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let frame = Publication::new(opcode::BINARY, &body);
+        match self.outbox.try_send(Outgoing { room: self.admin_channel.clone(), frame, cost, raw: true }) {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats.release(cost);
+                let counter = match e {
+                    TrySendError::Full(_) => &self.stats.dropped_queue_full,
+                    TrySendError::Disconnected(_) => &self.stats.dropped_redis_down,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
 }
 
 /// Bytes a publish of `payload` bytes to `room` takes in a subscriber's
@@ -272,6 +317,7 @@ pub(crate) struct Pending {
     directory: Arc<Directory>,
     stats: Arc<BridgeStats>,
     cut: Arc<Cut>,
+    origin: u64,
 }
 
 impl Bridge {
@@ -284,8 +330,11 @@ impl Bridge {
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(BridgeStats::new(cfg.max_publish_bytes as u64));
         let cut = Arc::new(Cut::new(outbox.clone(), &cfg.prefix, stats.clone()));
+        let origin = worker::origin_id();
         let bridge = Bridge {
             outbox,
+            origin,
+            admin_channel: channel::admin(&cfg.prefix).into(),
             directory: directory.clone(),
             cut: cut.clone(),
             stats: stats.clone(),
@@ -293,13 +342,13 @@ impl Bridge {
             max_queue_bytes: cfg.max_queue_bytes as u64,
             max_room_name: cfg.max_room_name,
         };
-        Ok((bridge, Pending { cfg, client, inbox, directory, stats, cut }))
+        Ok((bridge, Pending { cfg, client, inbox, directory, stats, cut, origin }))
     }
 
     /// Starts the publisher and subscriber threads.
     pub(crate) fn spawn(pending: Pending, hub: Arc<Hub>) -> Result<Running, BridgeError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let origin = worker::origin_id();
+        let origin = pending.origin;
         let prefix: Arc<str> = pending.cfg.prefix.as_str().into();
         // The address only: the URL may carry a password.
         let at = pending.client.get_connection_info().addr().to_string();
@@ -319,7 +368,8 @@ impl Bridge {
             stop: stop.clone(),
         };
         let publisher = worker::Publisher { link: link.clone(), inbox: pending.inbox };
-        let subscriber = worker::Subscriber { link, hub, directory: pending.directory, cut: pending.cut };
+        let admin = channel::admin(&link.prefix);
+        let subscriber = worker::Subscriber { link, hub, directory: pending.directory, cut: pending.cut, admin };
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());
         let threads = vec![
             spawn("wsloop-redis-pub").spawn(move || publisher.run()).map_err(BridgeError::Spawn)?,

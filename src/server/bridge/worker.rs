@@ -15,6 +15,7 @@ use super::outgoing::Outgoing;
 use super::stats::BridgeStats;
 use crate::server::pubsub::directory::Directory;
 use crate::server::pubsub::hub::Hub;
+use crate::server::pubsub::orders::Kick;
 use crate::server::pubsub::publication::Publication;
 
 /// Publishes sent in one pipeline at most.
@@ -379,6 +380,8 @@ pub(super) struct Subscriber {
     pub directory: Arc<Directory>,
     /// A live hand-off's marker, and what the new side holds back.
     pub cut: Arc<super::cut::Cut>,
+    /// The admin API's control channel (`channel::admin`), always subscribed.
+    pub admin: String,
 }
 
 impl Subscriber {
@@ -420,6 +423,7 @@ impl Subscriber {
         let mut seen = None;
         let mut marker = MarkerSub::default();
         self.cut.set_marker_subscribed(false);
+        pubsub.subscribe(&self.admin)?;
         let mut pinged = Instant::now();
         while !self.link.stopped() {
             marker.follow(&self.cut, &mut pubsub)?;
@@ -471,6 +475,9 @@ impl Subscriber {
         if self.cut.take_marker(name, bytes) {
             return;
         }
+        if name == self.admin {
+            return self.take_kick(bytes);
+        }
         let Some(room) = channel::room_of(&self.link.prefix, name) else {
             log::debug!("redis bridge: dropped a message on {name:?}: no room's channel");
             self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
@@ -490,6 +497,29 @@ impl Subscriber {
         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
         if let Some((room, frame)) = self.cut.pass(Arc::from(room), frame) {
             self.hub.publish_to_all(&room, &frame);
+        }
+    }
+}
+
+impl Subscriber {
+    /// A message on the control channel: another host's admin kick, for
+    /// every loop here (our own was carried out here already).
+    fn take_kick(&self, bytes: &[u8]) {
+        let order = match envelope::decode(bytes) {
+            Ok(Envelope::Wsloop { origin, .. }) if origin == self.link.origin => return,
+            Ok(Envelope::Wsloop { payload, .. }) => Kick::decode(payload).map_err(|e| e.to_string()),
+            Ok(Envelope::Foreign { .. }) => Err("not in a wsloop envelope".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match order {
+            Ok(kick) => {
+                self.link.stats.received.fetch_add(1, Ordering::Relaxed);
+                self.hub.kick_here(&kick);
+            }
+            Err(e) => {
+                log::warn!("redis bridge: dropped a message on the admin channel {:?}: {e}", self.admin);
+                self.link.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -22,7 +22,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     pub(crate) fn deliver_local(&mut self) {
         for p in std::mem::take(&mut self.fanout.local) {
             match &p.room {
-                Some(room) => self.deliver(room, &p.frame, Some(p.skip)),
+                Some(room) => {
+                    self.deliver(room, &p.frame, Some(p.skip));
+                }
                 None => self.deliver_to_all(&p.frame, Some(p.skip)),
             }
         }
@@ -31,7 +33,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// Owes a publication to every member of `room` on this loop (but
     /// `skip`), each the frame its terms call for (encoded once, shared);
     /// `write_owed` writes it at the end of the pass.
-    pub(crate) fn deliver(&mut self, room: &str, frame: &Publication, skip: Option<u32>) {
+    /// Returns how many members it was owed to.
+    pub(crate) fn deliver(&mut self, room: &str, frame: &Publication, skip: Option<u32>) -> u64 {
         let table = &mut self.table;
         let mut delivered = 0u64;
         for slot in table.rooms.members(room).filter(|m| Some(*m) != skip) {
@@ -40,6 +43,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         self.env.stats.messages_sent.add(delivered);
         self.env.stats.room_delivered.add(delivered);
+        delivered
     }
 
     /// Owes a publication to every open connection of this loop (but `skip`).

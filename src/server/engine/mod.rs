@@ -12,7 +12,8 @@
 //! 4. **actions**: `signal` ([`signals`]), the one path by which a
 //!    connection is timed and ended.
 //!
-//! Plus `admit` and `close` ([`admit`], [`signals`]). The engine is
+//! Plus `admit` and `close` ([`admit`], [`signals`]), and the admin API's
+//! orders ([`orders`]). The engine is
 //! generic over its driver's [`Transport`] (static dispatch) and never
 //! asks which driver runs it. A connection's life through these files is
 //! walked in docs/LIFECYCLE.md.
@@ -27,6 +28,7 @@ mod handoff;
 mod identity;
 mod input;
 mod memory;
+mod orders;
 mod output;
 mod pass;
 mod rate;

@@ -114,10 +114,13 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         while let Ok(msg) = self.env.inbox.try_recv() {
             taken += 1;
             match msg {
-                LoopMsg::Publish { room, frame } => self.deliver(&room, &frame, None),
+                LoopMsg::Publish { room, frame } => {
+                    self.deliver(&room, &frame, None);
+                }
                 LoopMsg::Broadcast { frame } => self.deliver_to_all(&frame, None),
                 LoopMsg::Shutdown => self.begin_shutdown(),
                 LoopMsg::Control => self.take_commands(),
+                LoopMsg::Order(order) => self.take_order(*order),
             }
         }
         if taken > 0 {

@@ -230,7 +230,6 @@ impl Identities {
 
     /// The slots that hold user `id`'s connections (a walk of the table:
     /// for the admin API, not the hot path).
-    #[allow(dead_code)] // The admin API's `disconnect` by user is its first caller.
     pub(crate) fn slots_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u32> + 'a {
         let number = self.users.numbers.get(id).copied();
         self.by_slot

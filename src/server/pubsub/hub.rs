@@ -7,7 +7,8 @@
 //! far behind its peers' publishes (it drains its whole inbox every pass)
 //! drops the publishes past it, counted in [`Hub::dropped`], rather than
 //! letting a storm of small publishes grow without bound. (Their frames'
-//! bytes are in the memory budget as well.) Shutdown and control commands are never dropped.
+//! bytes are in the memory budget as well.) Shutdown, control commands and
+//! admin orders someone waits for are never dropped.
 //!
 //! With a Redis bridge (`--redis-url`), a room publish also leaves the
 //! process: [`Hub::publish_to_others`] hands it to the [`Outbox`] (the
@@ -23,6 +24,7 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use super::directory::Directory;
+use super::orders::{Ask, Kick, Order};
 use super::outbox::Outbox;
 use super::publication::Publication;
 
@@ -47,6 +49,8 @@ pub enum LoopMsg {
         /// The message, encoded once and shared by every loop.
         frame: Arc<Publication>,
     },
+    /// An order of the admin API (boxed: the inbox's messages stay small).
+    Order(Box<Order>),
 }
 
 /// How a loop is woken: the epoll driver's mio waker, or an eventfd the
@@ -117,7 +121,7 @@ impl Hub {
     pub fn post(&self, i: usize, msg: LoopMsg) {
         let inbox = &self.inboxes[i];
         let held = inbox.pending.fetch_add(1, Ordering::Relaxed);
-        if held >= INBOX_CAP && !matches!(msg, LoopMsg::Shutdown | LoopMsg::Control) {
+        if held >= INBOX_CAP && !is_never_dropped(&msg) {
             inbox.pending.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -181,6 +185,38 @@ impl Hub {
         }
     }
 
+    /// The loops this hub reaches.
+    pub fn loops(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Sends a kick to the other processes, when there is a bridge: false
+    /// when there is none or it could not take it (counted by the bridge).
+    pub fn kick_others(&self, kick: &Kick) -> bool {
+        self.outbox.as_ref().is_some_and(|outbox| outbox.kick(kick))
+    }
+
+    /// Posts a kick from another host to every loop; nobody waits for
+    /// the answers. Dropped (counted) at a full inbox like a publish.
+    pub fn kick_here(&self, kick: &Kick) {
+        for i in 0..self.inboxes.len() {
+            let order = Order { ask: Ask::Kick(kick.clone()), reply: None };
+            self.post(i, LoopMsg::Order(Box::new(order)));
+        }
+    }
+
+    /// Hands a publish to the other processes only (the caller delivers
+    /// it here itself): false when there is no bridge.
+    pub fn publish_beyond(&self, room: &Arc<str>, frame: &Arc<Publication>) -> bool {
+        match &self.outbox {
+            Some(outbox) => {
+                outbox.publish(room, frame);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Posts shutdown to every loop.
     pub fn shutdown_all(&self) {
         for i in 0..self.inboxes.len() {
@@ -191,6 +227,17 @@ impl Hub {
     /// Called by loop `i` when woken, before it drains its inbox.
     pub fn clear_wake(&self, i: usize) {
         self.inboxes[i].wake_pending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Shutdown, hand-off commands and the orders someone waits for are never
+/// dropped at a full inbox (an order with a reply comes from this host's
+/// admin API, one at a time); publishes, and kicks from other hosts, are.
+fn is_never_dropped(msg: &LoopMsg) -> bool {
+    match msg {
+        LoopMsg::Shutdown | LoopMsg::Control => true,
+        LoopMsg::Order(order) => order.reply.is_some(),
+        LoopMsg::Publish { .. } | LoopMsg::Broadcast { .. } => false,
     }
 }
 

@@ -203,6 +203,25 @@ impl Rooms {
         self.rooms.len()
     }
 
+    /// The rooms named after `after` (all, without it): the first `limit`
+    /// in name order with their member counts here, and whether there
+    /// were more. Answers stay bounded by `limit` however many rooms
+    /// there are, and the first `limit` names of every loop are enough to
+    /// know the process's first `limit` names and their whole counts.
+    pub fn counts(&self, after: Option<&str>, limit: usize) -> (Vec<(Arc<str>, u64)>, bool) {
+        let mut rooms: Vec<(&Arc<str>, usize)> = (self.rooms.iter())
+            .filter(|(_, room)| after.is_none_or(|a| &*room.name > a))
+            .map(|(_, room)| (&room.name, room.members.len()))
+            .collect();
+        let more = rooms.len() > limit;
+        if more {
+            rooms.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        (rooms.into_iter().map(|(name, n)| (name.clone(), n as u64)).collect(), more)
+    }
+
     /// Memberships on this loop.
     pub fn member_count(&self) -> usize {
         self.members
@@ -255,6 +274,22 @@ mod tests {
         // A refused join reports nothing.
         assert_eq!(r.join(3, "", &limits), Err(RoomError::BadName));
         assert!(rooms().is_empty());
+    }
+
+    #[test]
+    fn counts_are_paged_in_name_order_and_bounded() {
+        let limits = RoomLimits::default();
+        let mut r = Rooms::default();
+        for (slot, room) in [(1, "c"), (2, "a"), (3, "b"), (4, "a"), (5, "d")] {
+            r.join(slot, room, &limits).unwrap();
+        }
+        let named = |v: Vec<(Arc<str>, u64)>| v.into_iter().map(|(n, c)| (n.to_string(), c)).collect::<Vec<_>>();
+        let (first, more) = r.counts(None, 2);
+        assert_eq!((named(first), more), (vec![("a".into(), 2), ("b".into(), 1)], true));
+        let (rest, more) = r.counts(Some("b"), 2);
+        assert_eq!((named(rest), more), (vec![("c".into(), 1), ("d".into(), 1)], false));
+        assert_eq!(r.counts(Some("d"), 2), (vec![], false));
+        assert!(r.counts(None, 0).1);
     }
 
     #[test]
