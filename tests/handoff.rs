@@ -399,3 +399,22 @@ fn identities_move_with_their_connections_rights_and_per_user_count_included() {
         other => panic!("expected 429, got {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+#[test]
+fn connections_without_a_token_are_asked_to_leave_by_a_process_that_checks_tokens() {
+    let path = socket_path("gains-jwt");
+    let p = path.to_str().unwrap();
+    let key = std::env::temp_dir().join(format!("wsloop-handoff-gains-jwt-{}", std::process::id()));
+    std::fs::write(&key, "handoff-gains-jwt-secret-of-32-bytes!").unwrap();
+    let (mut old, addr, _) = spawn_binary_with_metrics(&["--takeover", p], None);
+    offered(&path, None);
+    let mut c = RawClient::connect(addr);
+    join(&mut c);
+    let (_new, _, new_metrics) =
+        spawn_binary_with_metrics(&["--takeover", p, "--jwt-key", key.to_str().unwrap()], None);
+    assert!(exits_within(&mut old, Duration::from_secs(20)).expect("the old process exits").success());
+    assert_eq!(metric(new_metrics, "wsloop_adopted_total"), 1.0);
+    let f = c.read_frame().expect("a close frame");
+    assert_eq!((f.close_code(), &f.payload[2..]), (Some(1008), &b"token expired"[..]));
+    assert_eq!(metric(new_metrics, "wsloop_room_members"), 0.0, "its rooms were not joined");
+}

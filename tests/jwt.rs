@@ -220,8 +220,16 @@ fn an_expired_token_closes_its_connection_and_a_refresh_keeps_one_open() {
     let fresh = hs256(&json!({"sub": "grace", "exp": later}), SECRET);
     let reply = ask(&mut refreshed, json!({"type": "refresh", "token": fresh}));
     assert_eq!(reply, json!({"type": "refreshed", "exp": later}));
-    let stolen = hs256(&json!({"sub": "mallory", "exp": later}), SECRET);
-    assert_eq!(ask(&mut expiring, json!({"type": "refresh", "token": stolen}))["error"], "other_user");
+    // Another user's token: refused, and the connection that tried closed.
+    let mut thief = connect(addr, &hs256(&json!({"sub": "ivan", "exp": later}), SECRET));
+    let stolen = hs256(&json!({"sub": "mallory", "exp": later + 1}), SECRET);
+    assert_eq!(ask(&mut thief, json!({"type": "refresh", "token": stolen}))["error"], "other_user");
+    match thief.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1008, "token refused"))
+        }
+        other => panic!("expected 1008, got {other:?}"),
+    }
     // Frank's token runs out: 1008 "token expired".
     let close = loop {
         match expiring.read() {
@@ -238,8 +246,9 @@ fn an_expired_token_closes_its_connection_and_a_refresh_keeps_one_open() {
     assert!(eventually(Duration::from_secs(5), || {
         metric(metrics, r#"wsloop_connections_closed_total{reason="token_expired"}"#) == 1.0
     }));
-    assert_eq!(metric(metrics, "wsloop_token_refreshes_total"), 1.0);
-    assert_eq!(metric(metrics, r#"wsloop_auth_refused_total{reason="other_user"}"#), 1.0);
+    assert_eq!(metric(metrics, r#"wsloop_token_refreshes_total{result="taken"}"#), 1.0);
+    assert_eq!(metric(metrics, r#"wsloop_token_refreshes_total{result="refused"}"#), 1.0);
+    assert_eq!(metric(metrics, r#"wsloop_auth_refused_total{reason="other_user"}"#), 0.0, "upgrades only");
 }
 
 /// An EC P-256 key pair made by openssl: the private key (PKCS#8 PEM) and

@@ -29,9 +29,10 @@
 //! forbidden           join, publish or broadcast: the connection's token does not allow it
 //! missing_token       refresh without a "token"
 //! jwt_off             refresh on a server without --jwt-key
+//! not_newer           refresh: its exp is no later than the token in use
 //! expired, bad_signature, other_user, ...
-//!                     refresh: the new token was refused (the reasons of
-//!                     wsloop_auth_refused_total); the old one stays
+//!                     refresh: the new token failed its check (the reasons
+//!                     of wsloop_auth_refused_total); then 1008 "token refused"
 //! ```
 //!
 //! A refused publish or broadcast (`bad_room_name` on a publish,

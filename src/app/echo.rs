@@ -95,6 +95,13 @@ impl EchoApp {
             },
             Command::Refresh { token } => match ctx.refresh(token.as_bytes()) {
                 Ok(expires) => command::refreshed(&mut self.reply, expires),
+                Err(e) if e.should_close() => {
+                    // A refused token cost a signature check: one per connection.
+                    command::error(&mut self.reply, e.label(), "the token was refused; closing");
+                    ctx.send_text(&self.reply);
+                    ctx.close(1008, "token refused");
+                    return self.done();
+                }
                 Err(e) => command::error(&mut self.reply, e.label(), "the token was refused; the old one stays"),
             },
         }
@@ -283,7 +290,7 @@ mod tests {
         let jwt = Arc::new(Verifier::load(config).unwrap());
         let rights =
             Rights { join: vec!["chat:*".into(), "u:{sub}".into()], publish: vec!["chat:*".into()], broadcast: false };
-        let alice = Verified { sub: "alice".into(), expires: u64::MAX / 2, rights };
+        let alice = Verified { sub: "alice".into(), expires: jsonwebtoken::get_current_timestamp() + 60, rights };
         let policy = PublishPolicy { max_size: 1 << 10, allow_broadcast: true };
         let (mut app, refused, conn) = start(policy);
         let mut conn = conn.with_identity(Arc::clone(&jwt), &alice);
@@ -312,18 +319,21 @@ mod tests {
         assert_eq!(reply, [serde_json::json!({"type":"refreshed","exp":exp})]);
         assert_eq!(conn.ctx().user().map(|u| u.expires), Some(exp));
         assert!(conn.ctx().is_member("chat:1") && !conn.ctx().is_member("u:alice"));
-        let bob = sign(serde_json::json!({"sub": "bob", "exp": exp}));
-        assert_eq!(
-            error_code(&say(&mut app, &mut conn, &format!(r#"{{"type":"refresh","token":"{bob}"}}"#))),
-            "other_user"
-        );
-        assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"refresh","token":"x.y.z"}"#)), "malformed");
+        // Turned away before any signature check, the connection kept: a
+        // token no newer than the one in use, a missing token.
+        let same = sign(serde_json::json!({"sub": "alice", "exp": exp}));
+        let reply = say(&mut app, &mut conn, &format!(r#"{{"type":"refresh","token":"{same}"}}"#));
+        assert_eq!(error_code(&reply), "not_newer");
         assert_eq!(error_code(&say(&mut app, &mut conn, r#"{"type":"refresh"}"#)), "missing_token");
-        assert_eq!(
-            conn.ctx().user().map(|u| u.id.to_string()),
-            Some("alice".into()),
-            "the refused ones changed nothing"
-        );
-        assert_eq!(jwt.counts.refreshed(), 1);
+        let still = conn.ctx().user().map(|u| u.id.to_string());
+        assert_eq!(still, Some("alice".into()), "the refused ones changed nothing");
+        // A token that fails its check: the error, then 1008.
+        let bob = sign(serde_json::json!({"sub": "bob", "exp": exp + 1}));
+        app.on_message(&mut conn.ctx(), Message::Text(&format!(r#"{{"type":"refresh","token":"{bob}"}}"#)));
+        let replies = conn.take_replies();
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(replies[0].contains(r#""error":"other_user""#), "{replies:?}");
+        assert!(replies[1].ends_with("token refused"), "a close frame: {replies:?}");
+        assert_eq!((jwt.counts.refreshed(true), jwt.counts.refreshed(false)), (1, 2));
     }
 }

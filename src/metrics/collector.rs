@@ -468,10 +468,14 @@ const FAMILIES: &[Family<Source>] = &[
     },
     Family {
         name: "wsloop_token_refreshes_total",
-        help: "Tokens replaced by a refresh before they expired.",
+        help: "Refreshes of a connection's token, by result: taken, or refused (the old token stays; the connection is closed 1008).",
         kind: MetricType::COUNTER,
-        label: None,
-        read: |src, kind| one(kind, src.jwt.as_ref()?.counts.refreshed() as f64),
+        label: Some("result"),
+        read: |src, kind| {
+            let counts = &src.jwt.as_ref()?.counts;
+            let by = |(result, taken): (&str, bool)| sample(kind, vec![label("result", result)], counts.refreshed(taken) as f64);
+            Some([("taken", true), ("refused", false)].into_iter().map(by).collect())
+        },
     },
     Family {
         name: "wsloop_compressed_messages_total",

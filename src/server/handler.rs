@@ -202,11 +202,18 @@ pub(crate) struct Who<'a> {
 pub enum RefreshError {
     /// The server checks no tokens (`--jwt-key` is not set).
     Off,
-    /// The new token was refused (counted like a refused upgrade).
+    /// The new token was refused, counted in `wsloop_token_refreshes_total{result="refused"}`.
     Refused(Rejection),
 }
 
 impl RefreshError {
+    /// True if the refused token cost a signature check: the connection
+    /// should be closed (the built-in app closes it, 1008), or a client
+    /// could make its loop check signatures without end.
+    pub fn should_close(self) -> bool {
+        matches!(self, RefreshError::Refused(why) if why != Rejection::NotNewer)
+    }
+
     /// A stable label for replies: `jwt_off`, or the rejection's.
     pub fn label(self) -> &'static str {
         match self {
@@ -252,10 +259,13 @@ impl Ctx<'_> {
     }
 
     /// Ok if the connection's rights allow `action` on `room` (always, with
-    /// identities off); else [`RoomError::Forbidden`], counted.
+    /// identities off); else [`RoomError::Forbidden`], counted. Rights end
+    /// with the token (past the clock skew allowed), even before the sweep
+    /// that closes the connection has come.
     fn allowed(&self, action: Denied, room: &str) -> Result<(), RoomError> {
         let Some(jwt) = self.who.jwt else { return Ok(()) };
-        let allowed = self.user().is_some_and(|user| match action {
+        let current = |expires: u64| expires.saturating_add(jwt.leeway()) > crate::server::identity::unix_now();
+        let allowed = self.user().filter(|user| current(user.expires)).is_some_and(|user| match action {
             Denied::Join => user.rights.may_join(user.id, room),
             Denied::Publish => user.rights.may_publish(user.id, room),
             Denied::Broadcast => user.rights.broadcast,
@@ -268,19 +278,26 @@ impl Ctx<'_> {
     }
 
     /// Replaces the connection's token with `token` (a `refresh` before
-    /// the old one expires): checked like an upgrade's, for the same user
-    /// id; its rights and expiry replace the old ones, and the rooms the
-    /// new rights no longer name are left. Returns the new expiry (seconds
-    /// since the Unix epoch). On an error the old token stays.
+    /// the old one expires): a token for the same user id with a later
+    /// `exp` (one that is not later is turned away before its signature is
+    /// checked), checked like an upgrade's; its rights and expiry replace
+    /// the old ones, and the rooms the new rights no longer name are left.
+    /// Returns the new expiry (seconds since the Unix epoch). On an error
+    /// the old token stays; see [`RefreshError::should_close`].
     pub fn refresh(&mut self, token: &[u8]) -> Result<u64, RefreshError> {
         let Some(jwt) = self.who.jwt else { return Err(RefreshError::Off) };
         let slot = self.id.slot;
-        let refreshed = jwt.verify(token).and_then(|v| self.who.identities.refresh(slot as usize, &v).map(|_| v));
-        let verified = refreshed.map_err(|why| {
-            jwt.counts.refuse(why);
-            RefreshError::Refused(why)
-        })?;
-        jwt.counts.refresh();
+        let in_use = self.user().map(|user| user.expires);
+        let newer = match (in_use, Verifier::unverified_expiry(token)) {
+            (None, _) => Err(Rejection::OtherUser),
+            (Some(old), Some(new)) if new <= old => Err(Rejection::NotNewer),
+            _ => Ok(()),
+        };
+        let refreshed = newer
+            .and_then(|()| jwt.verify(token))
+            .and_then(|v| self.who.identities.refresh(slot as usize, &v).map(|_| v));
+        jwt.counts.refresh(refreshed.is_ok());
+        let verified = refreshed.map_err(RefreshError::Refused)?;
         for room in self.rooms.rooms_of(slot) {
             if !verified.rights.may_join(&verified.sub, &room) {
                 let _ = self.rooms.leave(slot, &room);

@@ -17,7 +17,7 @@ use crate::server::handler::{ConnId, Handler};
 use crate::server::handoff::state::{CarriedStage, ConnState, CARRIED_OPENED};
 use crate::server::handoff::{Command, Exported, Frozen, Moved};
 use crate::server::identity::Verified;
-use crate::server::life::{Signal, Stage, Timeout};
+use crate::server::life::{CloseReason, Signal, Stage, Timeout};
 use crate::ws::{Phase, Session};
 
 use super::conn::{Conn, OPENED};
@@ -371,7 +371,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
         self.env.shared.open.fetch_add(1, Ordering::Relaxed);
         self.env.stats.connections.add(1);
-        self.join_carried_rooms(slot, &state.rooms);
+        if !self.lacks_identity(slot) {
+            self.join_carried_rooms(slot, &state.rooms);
+        }
         if opened {
             self.start_aging(slot);
             let id = ConnId { loop_id: self.env.id, slot: slot as u32, generation };
@@ -409,7 +411,21 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         if matches!(self.table.conns[slot].stage, Stage::Serving | Stage::Pinged) {
             self.arm_carried_timer(slot, timer_ms);
         }
+        if self.lacks_identity(slot) {
+            // From a process that checked no tokens: it has none that is
+            // current here (its rooms were not joined), so it is asked to
+            // leave like one whose token expired.
+            let generation = self.table.conns[slot].generation;
+            self.retire(&[(slot as u32, generation)], CloseReason::TokenExpired);
+            return;
+        }
         self.handle_carried_input(slot);
+    }
+
+    /// True for an opened connection without an identity in a process
+    /// that checks tokens (`--jwt-key`).
+    fn lacks_identity(&self, slot: usize) -> bool {
+        self.env.cfg.jwt.is_some() && self.table.conns[slot].has(OPENED) && self.table.identities.get(slot).is_none()
     }
 
     /// Removes a taken-in connection that never went live, undoing its

@@ -5,7 +5,6 @@
 //! to leave (1008 `token expired`).
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::server::handler::Handler;
 use crate::server::identity::{Rejection, Verified, Verifier};
@@ -15,10 +14,7 @@ use crate::ws::{HandshakeError, Request};
 use super::transport::Transport;
 use super::Engine;
 
-/// Seconds since the Unix epoch.
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub(super) use crate::server::identity::unix_now;
 
 /// Checks the token `request` presents; a refusal is counted and logged
 /// (the reason and the client, never the token).
@@ -75,9 +71,10 @@ fn status(why: Rejection) -> u16 {
 
 impl<H: Handler, T: Transport> Engine<H, T> {
     /// Asks the connections whose token expired (past the clock skew
-    /// allowance) to leave, 1008 `token expired`; their identity goes at
-    /// once (they can do nothing more, and the sweep need not find them
-    /// again). A walk of the table only once the earliest expiry is due.
+    /// allowance) to leave, 1008 `token expired`; their rights end at once
+    /// (the sweep passes them by from then), their user stays counted
+    /// until they are gone. A walk of the table only once the earliest
+    /// expiry is due.
     pub(super) fn expire_tokens(&mut self) {
         let Some(jwt) = &self.env.cfg.jwt else { return };
         if self.is_frozen() {
@@ -93,7 +90,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let conns: Vec<(u32, u32)> =
             slots.iter().filter_map(|&slot| Some((slot, table.conns.get(slot as usize)?.generation))).collect();
         for &slot in &slots {
-            self.table.identities.detach(slot as usize);
+            self.table.identities.asked_to_leave(slot as usize);
         }
         self.retire(&conns, CloseReason::TokenExpired);
     }

@@ -179,8 +179,10 @@ fn check_progress(session: &[u8; SESSION_STATE_LEN], input: &[u8]) -> Result<(),
 }
 
 /// Bytes of a carried identity at most: more than the largest a token's
-/// bounds allow (a user id of 256 bytes, two lists of 64 patterns of 256).
-const MAX_IDENTITY_LEN: usize = 64 * 1024;
+/// bounds allow (a user id of 256 bytes, two lists of 64 patterns of 256,
+/// 33 KiB of text), even with every character escaped in JSON (`\u0001`:
+/// 6 bytes each).
+const MAX_IDENTITY_LEN: usize = 256 * 1024;
 
 /// A carried identity (empty: none), held to the bounds a token's claims
 /// are: a record cannot give a connection rights no token could.

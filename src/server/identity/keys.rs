@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Shorter HMAC secrets are refused at start: they can be guessed.
@@ -149,17 +149,11 @@ fn jwks(path: &Path, text: &str) -> Result<Keys, KeyFileError> {
         if set.keys.len() > 1 && jwk.common.key_id.is_none() {
             return Err(bad("no kid, in a set of several".into()));
         }
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return Err(bad("a key for encryption (\"use\": \"enc\"), not signatures".into()));
+        }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
-        let kind = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => RSA.to_vec(),
-            AlgorithmParameters::OctetKey(_) => HMAC.to_vec(),
-            AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
-            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-                EllipticCurve::P256 => vec![Algorithm::ES256],
-                EllipticCurve::P384 => vec![Algorithm::ES384],
-                ref other => return Err(bad(format!("curve {other:?} is not supported"))),
-            },
-        };
+        let kind = kind_of(jwk, &key).map_err(bad)?;
         let algorithms = match &jwk.common.key_algorithm {
             None => kind,
             Some(named) => {
@@ -174,6 +168,26 @@ fn jwks(path: &Path, text: &str) -> Result<Keys, KeyFileError> {
         keys.push(Key { kid: jwk.common.key_id.clone(), key, algorithms });
     }
     Ok(Keys { keys })
+}
+
+/// The algorithms a JWKS key's kind accepts, or why it cannot be used: an
+/// `oct` secret shorter than [`MIN_SECRET_LEN`], a curve not supported.
+fn kind_of(jwk: &Jwk, key: &DecodingKey) -> Result<Vec<Algorithm>, String> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Ok(RSA.to_vec()),
+        AlgorithmParameters::OctetKey(_) => {
+            let len = key.try_get_hmac_secret().map_or(0, <[u8]>::len);
+            if len < MIN_SECRET_LEN {
+                return Err(format!("an HMAC secret of {len} bytes; at least {MIN_SECRET_LEN} are needed"));
+            }
+            Ok(HMAC.to_vec())
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => Ok(vec![Algorithm::EdDSA]),
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Ok(vec![Algorithm::ES256]),
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => Ok(vec![Algorithm::ES384]),
+        AlgorithmParameters::OctetKeyPair(p) => Err(format!("curve {:?} is not supported", p.curve)),
+        AlgorithmParameters::EllipticCurve(p) => Err(format!("curve {:?} is not supported", p.curve)),
+    }
 }
 
 #[cfg(test)]
@@ -200,16 +214,24 @@ mod tests {
     #[test]
     fn a_jwks_finds_keys_by_kid_and_refuses_what_it_cannot_use() {
         let set = r#"{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
-                              {"kty":"oct","kid":"b","alg":"HS512","k":"b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC1vdGhlcg"}]}"#;
+                              {"kty":"oct","kid":"b","alg":"HS512","k":"b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC1vdGhlci1zZWNyZXQ"}]}"#;
         let keys = Keys::load(&file("jwks", set)).unwrap();
         assert_eq!(keys.find(Some("a")).unwrap().algorithms, HMAC);
         assert_eq!(keys.find(Some("b")).unwrap().algorithms, [Algorithm::HS512]);
         assert!(keys.find(Some("c")).is_none(), "unknown kid");
         assert!(keys.find(None).is_none(), "no kid among several keys");
         let no_kid = r#"{"keys":[{"kty":"oct","k":"YQ"},{"kty":"oct","kid":"b","k":"Yg"}]}"#;
+        let short = r#"{"keys":[{"kty":"oct","kid":"s","k":"c2hvcnQ"}]}"#;
+        let err = Keys::load(&file("shortoct", short)).unwrap_err().to_string();
+        assert!(err.contains("key s: an HMAC secret of 5 bytes"), "{err}");
+        let enc =
+            r#"{"keys":[{"kty":"oct","kid":"e","use":"enc","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
+        let err = Keys::load(&file("enc", enc)).unwrap_err().to_string();
+        assert!(err.contains("key e: a key for encryption"), "{err}");
         let err = Keys::load(&file("nokid", no_kid)).unwrap_err().to_string();
         assert!(err.contains("key #0: no kid"), "{err}");
-        let wrong_alg = r#"{"keys":[{"kty":"oct","kid":"a","alg":"RS256","k":"YQ"}]}"#;
+        let wrong_alg =
+            r#"{"keys":[{"kty":"oct","kid":"a","alg":"RS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
         let err = Keys::load(&file("wrongalg", wrong_alg)).unwrap_err().to_string();
         assert!(err.contains("key a: alg") && err.contains("does not fit"), "{err}");
         let err = Keys::load(&file("empty", r#"{"keys":[]}"#)).unwrap_err().to_string();

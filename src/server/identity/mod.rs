@@ -26,4 +26,9 @@ pub use table::User;
 pub use verify::{AuthCounts, Denied, JwtConfig, Rejection, Verified, Verifier, MAX_SUB_LEN};
 
 pub(crate) use per_user::UserCounts;
+
+/// Seconds since the Unix epoch: the clock tokens are judged by.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 pub(crate) use table::Identities;

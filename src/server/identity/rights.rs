@@ -15,7 +15,15 @@
 //!
 //! Bounds (a token is signed by the service, but the service may be
 //! careless): at most [`MAX_PATTERNS`] patterns per list, each at most
-//! [`MAX_PATTERN_LEN`] bytes, at most one `*`, and only at the end.
+//! [`MAX_PATTERN_LEN`] bytes, at most one `*`, and only at the end, never
+//! right after `{sub}` (`user:{sub}*` would let user `al` into
+//! `user:alice`).
+//!
+//! A user id is matched as text, so one user's id cannot reach into
+//! another's rooms: where `{sub}` is followed by more of the pattern, an id
+//! holding the character that follows it never matches (with
+//! `user:{sub}:*`, user `bob:x` gets no `user:...` room from this pattern,
+//! so `user:bob:x:inbox` is only ever user `bob`'s).
 
 use std::fmt;
 
@@ -48,8 +56,8 @@ pub struct Rights {
 pub enum RightsError {
     /// A list holds more than [`MAX_PATTERNS`] patterns.
     TooMany,
-    /// A pattern is empty, longer than [`MAX_PATTERN_LEN`], or has a `*`
-    /// anywhere but at its end.
+    /// A pattern is empty, longer than [`MAX_PATTERN_LEN`], has a `*`
+    /// anywhere but at its end, or right after `{sub}`.
     BadPattern(String),
 }
 
@@ -99,7 +107,10 @@ impl Rights {
 
 fn pattern_is_valid(p: &str) -> bool {
     let star = p.find('*');
-    !p.is_empty() && p.len() <= MAX_PATTERN_LEN && star.is_none_or(|at| at == p.len() - 1)
+    !p.is_empty()
+        && p.len() <= MAX_PATTERN_LEN
+        && star.is_none_or(|at| at == p.len() - 1)
+        && !p.contains(concat!("{sub}", "*"))
 }
 
 /// Whether `room` is named by `pattern` for user `sub`: `{sub}` stands for
@@ -117,6 +128,11 @@ fn pattern_matches(pattern: &str, sub: &str, room: &str) -> bool {
         };
         room = rest;
         pattern = &pattern[at + "{sub}".len()..];
+        // The id must end where the pattern's next piece starts: an id
+        // holding that piece's first character could stand for another's.
+        if pattern.chars().next().is_some_and(|next| next != '{' && sub.contains(next)) {
+            return false;
+        }
     }
     if prefix_only {
         room.starts_with(pattern)
@@ -149,6 +165,13 @@ mod tests {
             // A user id that looks like a pattern is only text.
             ("user:{sub}", "*", "user:*", true),
             ("user:{sub}", "*", "user:bob", false),
+            // An id cannot reach into another's rooms: `bob:x` is not
+            // `bob` with more, whichever of them asks.
+            ("user:{sub}:*", "bob", "user:bob:x:inbox", true),
+            ("user:{sub}:*", "bob:x", "user:bob:x:inbox", false),
+            ("user:{sub}:*", "bob:x", "user:bob:x:", false),
+            ("{sub}/{sub}", "a/b", "a/b/a/b", false),
+            ("user:{sub}", "bob:x", "user:bob:x", true),
         ];
         for (pattern, sub, room, expected) in cases {
             assert_eq!(pattern_matches(pattern, sub, room), expected, "{pattern} {sub} {room}");
@@ -166,7 +189,7 @@ mod tests {
         let none: Rights = serde_json::from_str("{}").unwrap();
         assert!(!none.may_join("a", "lobby") && !none.may_publish("a", "lobby") && !none.broadcast);
         assert!(serde_json::from_str::<Rights>(r#"{"join":[],"admin":true}"#).is_err(), "unknown fields refused");
-        for bad in ["", "a*b", "**", &"x".repeat(MAX_PATTERN_LEN + 1)] {
+        for bad in ["", "a*b", "**", "user:{sub}*", &"x".repeat(MAX_PATTERN_LEN + 1)] {
             let rights = Rights { join: vec![bad.to_string()], ..Rights::default() };
             assert!(matches!(rights.checked(), Err(RightsError::BadPattern(_))), "{bad:?}");
         }

@@ -29,11 +29,17 @@ struct Entry {
     user: u32,
     /// The interned rights.
     rights: u32,
-    /// The token's `exp`, seconds since the Unix epoch (saturated).
+    /// The token's `exp`, seconds since the Unix epoch (saturated);
+    /// [`ASKED_TO_LEAVE`] once its expiry was acted on.
     expires: u32,
 }
 
 const EMPTY: Entry = Entry { user: NOBODY, rights: 0, expires: 0 };
+
+/// The expiry of a connection asked to leave for its expired token: in the
+/// past (its rights are gone) and skipped by the sweep; it keeps its user
+/// (and its place under the per-user cap) until it is removed.
+const ASKED_TO_LEAVE: u32 = 0;
 
 /// Values kept once each, counted by holder, numbered while held.
 #[derive(Debug)]
@@ -85,6 +91,17 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
             self.values[n as usize] = None;
             self.free.push(n);
         }
+    }
+
+    /// Drops the free numbers at the end and the capacity past what is
+    /// held.
+    fn shrink(&mut self) {
+        let held = self.values.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        self.values.truncate(held);
+        self.values.shrink_to_fit();
+        self.free.retain(|&n| (n as usize) < held);
+        self.free.shrink_to_fit();
+        self.numbers.shrink_to_fit();
     }
 
     fn get(&self, n: u32) -> &T {
@@ -153,6 +170,14 @@ impl Identities {
         self.keep(slot, verified);
     }
 
+    /// `slot`'s token expired and it was asked to leave: its rights end
+    /// now, the sweep passes it by.
+    pub(crate) fn asked_to_leave(&mut self, slot: usize) {
+        if let Some(entry) = self.by_slot.get_mut(slot).filter(|e| e.user != NOBODY) {
+            entry.expires = ASKED_TO_LEAVE;
+        }
+    }
+
     fn keep(&mut self, slot: usize, verified: &Verified) {
         if self.by_slot.len() <= slot {
             self.by_slot.resize(slot + 1, EMPTY);
@@ -163,7 +188,8 @@ impl Identities {
 
     fn entry(&mut self, user: u32, verified: &Verified) -> Entry {
         let rights = self.rights.hold(&verified.rights, || Arc::new(verified.rights.clone()));
-        let expires = u32::try_from(verified.expires).unwrap_or(u32::MAX);
+        // An exp of 0 (1970) is expired, not "asked to leave".
+        let expires = u32::try_from(verified.expires).unwrap_or(u32::MAX).max(ASKED_TO_LEAVE + 1);
         self.next_expiry = self.next_expiry.min(expires);
         Entry { user, rights, expires }
     }
@@ -216,7 +242,7 @@ impl Identities {
         }
         let mut next = u32::MAX;
         for (slot, entry) in self.by_slot.iter().enumerate() {
-            if entry.user == NOBODY {
+            if entry.user == NOBODY || entry.expires == ASKED_TO_LEAVE {
                 continue;
             }
             if entry.expires as u64 <= now {
@@ -246,11 +272,13 @@ impl Identities {
     }
 
     /// Gives back what a shrunk table no longer needs: the slots past the
-    /// last one held.
+    /// last one held, and the interning tables' room past their peak.
     pub(crate) fn release_memory(&mut self) {
         let last = self.by_slot.iter().rposition(|e| e.user != NOBODY).map_or(0, |i| i + 1);
         self.by_slot.truncate(last);
         self.by_slot.shrink_to_fit();
+        self.users.shrink();
+        self.rights.shrink();
     }
 }
 
@@ -317,6 +345,38 @@ mod tests {
         t.expired(100, &mut out);
         assert_eq!(out, [0]);
         assert_eq!(t.next_expiry, u32::MAX, "an exp past 2106 saturates");
+    }
+
+    #[test]
+    fn a_connection_asked_to_leave_keeps_its_user_but_not_its_time() {
+        let counts = Arc::new(UserCounts::new(1));
+        let mut t = Identities::new(Some(Arc::clone(&counts)));
+        t.attach(4, &verified("a", &["x"], 50)).unwrap();
+        let mut out = Vec::new();
+        t.expired(60, &mut out);
+        assert_eq!(out, [4]);
+        t.asked_to_leave(4);
+        out.clear();
+        t.expired(61, &mut out);
+        assert!(out.is_empty(), "not found again while it closes");
+        assert_eq!((t.get(4).map(|u| u.expires), counts.held("a")), (Some(0), 1), "held until removed");
+        t.detach(4);
+        assert_eq!(counts.held("a"), 0);
+    }
+
+    #[test]
+    fn a_shrunk_table_gives_back_its_peak() {
+        let mut t = Identities::new(None);
+        for slot in 0..100 {
+            t.attach(slot, &verified(&format!("u{slot}"), &[], 100)).unwrap();
+        }
+        for slot in 1..100 {
+            t.detach(slot);
+        }
+        t.release_memory();
+        assert_eq!((t.by_slot.len(), t.users.values.len(), t.users.free.len()), (1, 1, 0));
+        t.attach(7, &verified("again", &[], 100)).unwrap();
+        assert_eq!(t.get(7).map(|u| u.id), Some("again"));
     }
 
     #[test]

@@ -75,13 +75,16 @@ pub enum Rejection {
     BadClaims,
     /// Genuine, but for another user than the connection's (a refresh) (403).
     OtherUser,
+    /// A refresh whose `exp` is no later than the token's in use: refused
+    /// before its signature is checked.
+    NotNewer,
     /// The user holds `--max-conns-per-user` connections already (429).
     UserLimit,
 }
 
 impl Rejection {
     /// Every reason, in counter order.
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::Missing,
         Rejection::Malformed,
         Rejection::BadAlgorithm,
@@ -93,6 +96,7 @@ impl Rejection {
         Rejection::WrongIssuer,
         Rejection::BadClaims,
         Rejection::OtherUser,
+        Rejection::NotNewer,
         Rejection::UserLimit,
     ];
 
@@ -110,13 +114,14 @@ impl Rejection {
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::BadClaims => "bad_claims",
             Rejection::OtherUser => "other_user",
+            Rejection::NotNewer => "not_newer",
             Rejection::UserLimit => "user_limit",
         }
     }
 
     /// True for a genuine token that grants nothing here (403, not 401).
     pub fn is_forbidden(self) -> bool {
-        matches!(self, Rejection::BadClaims | Rejection::OtherUser)
+        matches!(self, Rejection::BadClaims | Rejection::OtherUser | Rejection::NotNewer)
     }
 }
 
@@ -155,7 +160,8 @@ const LOG_LINES_PER_SECOND: u32 = 20;
 pub struct AuthCounts {
     refused: [AtomicU64; Rejection::ALL.len()],
     denied: [AtomicU64; Denied::ALL.len()],
-    refreshed: AtomicU64,
+    /// Refreshes taken, and refused.
+    refreshed: [AtomicU64; 2],
     log_second: AtomicU64,
     log_lines: AtomicU32,
 }
@@ -190,14 +196,15 @@ impl AuthCounts {
         self.denied[what as usize].load(Relaxed)
     }
 
-    /// Counts one accepted refresh.
-    pub fn refresh(&self) {
-        self.refreshed.fetch_add(1, Relaxed);
+    /// Counts one refresh, taken or refused (refused refreshes are not
+    /// counted as refused upgrades).
+    pub fn refresh(&self, taken: bool) {
+        self.refreshed[usize::from(!taken)].fetch_add(1, Relaxed);
     }
 
-    /// Refreshes accepted so far.
-    pub fn refreshed(&self) -> u64 {
-        self.refreshed.load(Relaxed)
+    /// Refreshes taken (`true`) or refused (`false`) so far.
+    pub fn refreshed(&self, taken: bool) -> u64 {
+        self.refreshed[usize::from(!taken)].load(Relaxed)
     }
 }
 
@@ -240,6 +247,14 @@ impl Verifier {
         Ok(n)
     }
 
+    /// The `exp` a token claims, read without checking anything: for
+    /// turning away a refresh that could not extend the token in use
+    /// before paying for its signature.
+    pub fn unverified_expiry(token: &[u8]) -> Option<u64> {
+        let data = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token).ok()?;
+        data.claims.get("exp")?.as_u64()
+    }
+
     /// Checks `token` now. Not counted: the caller counts what it refuses.
     pub fn verify(&self, token: &[u8]) -> Result<Verified, Rejection> {
         let keys = Arc::clone(&self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()));
@@ -253,11 +268,12 @@ impl Verifier {
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // Without --jwt-audience, a token that names an audience is meant
+        // for someone else and is refused (RFC 7519 4.1.3); one without is
+        // taken.
         if !self.config.audience.is_empty() {
             validation.set_audience(&self.config.audience);
             validation.required_spec_claims.insert("aud".into());
-        } else {
-            validation.validate_aud = false;
         }
         if !self.config.issuer.is_empty() {
             validation.set_issuer(&self.config.issuer);
@@ -314,6 +330,13 @@ mod tests {
 
     fn token(header: Header, claims: serde_json::Value, secret: &str) -> String {
         encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_token_for_an_audience_is_refused_where_none_is_configured() {
+        let v = verifier("aud", SECRET, &[]);
+        let claims = json!({"sub": "a", "exp": now() + 60, "aud": "another-service"});
+        assert_eq!(v.verify(token(Header::default(), claims, SECRET).as_bytes()), Err(Rejection::WrongAudience));
     }
 
     #[test]
