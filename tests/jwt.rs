@@ -323,3 +323,46 @@ fn a_bad_key_file_or_flag_stops_the_start_with_one_line_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("--jwt-key"), "{stderr}");
 }
+
+/// A key pair of openssl's `genpkey` arguments: (private PEM, public PEM).
+fn pair(d: &Path, name: &str, genpkey: &[&str]) -> (Vec<u8>, String) {
+    let private = d.join(format!("{name}.key"));
+    let public = d.join(format!("{name}.pub"));
+    let p = private.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[&["genpkey"], genpkey, &["-out", p]].concat());
+    run(&["pkey", "-in", p, "-pubout", "-out", public.to_str().unwrap()]);
+    (std::fs::read(&private).unwrap(), std::fs::read_to_string(&public).unwrap())
+}
+
+#[test]
+fn rsa_pss_ecdsa_p384_and_eddsa_keys_check_their_tokens() {
+    let d = dir("kinds");
+    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let p384 = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"];
+    let ed = ["-algorithm", "ED25519"];
+    let kinds: [(&str, &[&str], &[Algorithm], fn(&[u8]) -> EncodingKey); 3] = [
+        ("rsa", &rsa, &[Algorithm::RS256, Algorithm::RS512, Algorithm::PS256], |k| {
+            EncodingKey::from_rsa_pem(k).unwrap()
+        }),
+        ("p384", &p384, &[Algorithm::ES384], |k| EncodingKey::from_ec_pem(k).unwrap()),
+        ("ed25519", &ed, &[Algorithm::EdDSA], |k| EncodingKey::from_ed_pem(k).unwrap()),
+    ];
+    for (name, genpkey, algorithms, encoding) in kinds {
+        let (private, public) = pair(&d, name, genpkey);
+        let (other, _) = pair(&d, &format!("{name}-other"), genpkey);
+        let key = write(&d.join(format!("{name}.pem")), &public);
+        let (_server, addr) = spawn_binary(&["--jwt-key", &key], None);
+        let claims = json!({"sub": "judy", "exp": now() + 600});
+        for &alg in algorithms {
+            let signed = |k: &[u8]| encode(&Header::new(alg), &claims, &encoding(k)).unwrap();
+            assert_eq!(status(addr, "/ws", &bearer(&signed(&private))), 101, "{name} {alg:?}");
+            assert_eq!(status(addr, "/ws", &bearer(&signed(&other))), 401, "{name} {alg:?}: another key's");
+        }
+        // The public key's text as an HMAC secret: never.
+        assert_eq!(status(addr, "/ws", &bearer(&hs256(&claims, &public))), 401, "{name}: key confusion");
+    }
+}

@@ -229,6 +229,7 @@ struct Claims {
 impl Verifier {
     /// Reads the key file; a file that cannot be used is an error naming it.
     pub fn load(config: JwtConfig) -> Result<Self, KeyFileError> {
+        super::ring_verify::install();
         let keys = Keys::load(&config.key_file)?;
         Ok(Verifier { config, keys: RwLock::new(Arc::new(keys)), counts: AuthCounts::default() })
     }
