@@ -338,18 +338,22 @@ fn pair(d: &Path, name: &str, genpkey: &[&str]) -> (Vec<u8>, String) {
     (std::fs::read(&private).unwrap(), std::fs::read_to_string(&public).unwrap())
 }
 
+/// A key kind: its name, openssl's arguments, the algorithms it signs
+/// with, and how its private key is read.
+type KeyKind = (&'static str, &'static [&'static str], &'static [Algorithm], fn(&[u8]) -> EncodingKey);
+
 #[test]
 fn rsa_pss_ecdsa_p384_and_eddsa_keys_check_their_tokens() {
     let d = dir("kinds");
-    let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
-    let p384 = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"];
-    let ed = ["-algorithm", "ED25519"];
-    let kinds: [(&str, &[&str], &[Algorithm], fn(&[u8]) -> EncodingKey); 3] = [
-        ("rsa", &rsa, &[Algorithm::RS256, Algorithm::RS512, Algorithm::PS256], |k| {
+    const RSA: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    const P384: &[&str] = &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"];
+    const ED: &[&str] = &["-algorithm", "ED25519"];
+    let kinds: [KeyKind; 3] = [
+        ("rsa", RSA, &[Algorithm::RS256, Algorithm::RS512, Algorithm::PS256], |k| {
             EncodingKey::from_rsa_pem(k).unwrap()
         }),
-        ("p384", &p384, &[Algorithm::ES384], |k| EncodingKey::from_ec_pem(k).unwrap()),
-        ("ed25519", &ed, &[Algorithm::EdDSA], |k| EncodingKey::from_ed_pem(k).unwrap()),
+        ("p384", P384, &[Algorithm::ES384], |k| EncodingKey::from_ec_pem(k).unwrap()),
+        ("ed25519", ED, &[Algorithm::EdDSA], |k| EncodingKey::from_ed_pem(k).unwrap()),
     ];
     for (name, genpkey, algorithms, encoding) in kinds {
         let (private, public) = pair(&d, name, genpkey);
