@@ -163,6 +163,11 @@ fn v1_and_v2_headers_key_the_per_address_limit_on_the_client() {
     assert_eq!(status, 101);
     assert_eq!(send_from(addr, PROXY, &[&[local, up.clone()].concat()]).0, 429, "127.0.0.1 holds its one");
     assert_eq!(send_from(addr, PROXY, &[&[v1("127.0.0.1"), up].concat()]).0, 429, "named by v1: the same");
+    // LOCAL with an X-Forwarded-For a client wrote (the proxy passes it on
+    // untouched): not believed, so it cannot pick a fresh address.
+    let spoofed = upgrade_request("X-Forwarded-For: 198.51.100.9\r\n");
+    let local = v2(0, "192.0.2.1:1".parse().unwrap());
+    assert_eq!(send_from(addr, PROXY, &[&[local, spoofed].concat()]).0, 429, "still 127.0.0.1's");
 }
 
 #[test]

@@ -134,7 +134,13 @@ impl Judge<'_> {
         let Some(peer) = proxied.or_else(|| socket.peer_addr().ok()) else {
             return Ok(None); // Gone: its end is read next.
         };
-        let addr = forwarded_client(&self.env.cfg.proxy, &self.env.stats, peer, request);
+        let addr = match (self.env.cfg.proxy.proxy_protocol, proxied) {
+            // A PROXY header that names no client (LOCAL, UNKNOWN): the
+            // proxy's own connection, a health check. Its forwarding headers
+            // came from whoever wrote them, not from the proxy: not believed.
+            (true, None) => peer,
+            _ => forwarded_client(&self.env.cfg.proxy, &self.env.stats, peer, request),
+        };
         let limits = &self.env.shared.address_limits;
         if limits.is_enabled() {
             if let Err(limited) = limits.admit(addr.ip(), Instant::now()) {
