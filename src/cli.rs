@@ -381,16 +381,7 @@ impl ServeArgs {
         let mut cfg = ServerConfig {
             addr: self.addr,
             workers: self.workers,
-            ws: ws::Config {
-                handshake: ws::HandshakeConfig {
-                    paths: self.paths.clone(),
-                    allowed_origins: self.allowed_origins.clone(),
-                    protocols: self.subprotocols.clone(),
-                    max_header_size: self.max_header_size,
-                    ..Default::default()
-                },
-                limits: ws::Limits { max_frame: self.max_frame_size as u64, max_message: self.max_message_size as u64 },
-            },
+            ws: self.ws_config(),
             max_conns: self.max_conns,
             max_backlog: self.max_backlog,
             memory_limit: self.memory_limit.map(|n| n as u64),
@@ -423,11 +414,7 @@ impl ServeArgs {
                 bytes: self.rate_bytes as u64,
                 burst: self.rate_burst,
             },
-            proxy: crate::server::forwarded::ProxyConfig {
-                proxy_protocol: self.proxy_protocol,
-                trusted: self.trusted_proxies.clone().unwrap_or_default(),
-                header: self.forwarded_header,
-            },
+            proxy: self.proxy_config(),
             ..ServerConfig::default()
         };
         cfg.set_compression(CompressionConfig {
@@ -444,6 +431,30 @@ impl ServeArgs {
             max_room_name: self.max_room_name,
         });
         cfg
+    }
+
+    /// The protocol settings: paths, origins, subprotocols, sizes.
+    fn ws_config(&self) -> ws::Config {
+        ws::Config {
+            handshake: ws::HandshakeConfig {
+                paths: self.paths.clone(),
+                allowed_origins: self.allowed_origins.clone(),
+                protocols: self.subprotocols.clone(),
+                max_header_size: self.max_header_size,
+                ..Default::default()
+            },
+            limits: ws::Limits { max_frame: self.max_frame_size as u64, max_message: self.max_message_size as u64 },
+        }
+    }
+
+    /// Clients behind proxies: the PROXY header, who is trusted, which
+    /// forwarding header is believed.
+    fn proxy_config(&self) -> crate::server::forwarded::ProxyConfig {
+        crate::server::forwarded::ProxyConfig {
+            proxy_protocol: self.proxy_protocol,
+            trusted: self.trusted_proxies.clone().unwrap_or_default(),
+            header: self.forwarded_header,
+        }
     }
 
     /// How tokens are checked, when `--jwt-key` is given.

@@ -235,10 +235,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             if let Event::Upgrade(request) = &event {
                 let judge = Judge { env, clients: &mut table.clients, peers: &mut table.peers };
                 let gate = Gate { jwt, identities: &mut table.identities, slot, loop_id: env.id };
-                let upgraded = judge.client(slot, &conn.socket, &mut conn.session, request, out).and_then(|client| {
-                    judge_upgrade(handler, &mut conn.session, &conn.socket, client, out, request, gate)
-                });
-                if let Err(refused) = upgraded {
+                let (session, socket) = (&mut conn.session, &conn.socket);
+                if let Err(refused) = admit_upgrade(judge, gate, handler, session, socket, out, request) {
                     break Err(decode_failure(refused, &env.stats, env.id));
                 }
             }
@@ -260,33 +258,70 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 published: &mut counts.published,
                 who: Who { identities: &mut table.identities, jwt },
             };
-            let received = &mut counts.received;
             if handled {
-                agreed_own |= dispatch(handler, &mut ctx, event, &mut conn.flags, &mut table.inflaters, received);
+                let (flags, inflaters, received) = (&mut conn.flags, &mut table.inflaters, &mut counts.received);
+                agreed_own |= dispatch(handler, &mut ctx, event, flags, inflaters, received);
             }
             if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
                 conn.assembly = Vec::new();
             }
             if scratch.out.len() > CORK_LIMIT {
                 // A large batch of replies: out with them before the next.
-                let seal = Seal::of(&mut table.tls, &mut scratch.sealed, slot);
-                let written = write_via(io, conn, slot, &[Part::Copy(&scratch.out[..])], pool, &env.stats, seal);
-                scratch.out.clear();
-                if let Err(reason) = written {
+                let (out, sealed) = (&mut scratch.out, &mut scratch.sealed);
+                if let Err(reason) =
+                    write_corked(io, conn, slot, Seal::of(&mut table.tls, sealed, slot), out, pool, &env.stats)
+                {
                     break Err(reason);
                 }
             }
         };
-        if scratch.inflated.capacity() > CORK_LIMIT {
+        self.end_batch(&counts, agreed_own);
+        (pos, result)
+    }
+
+    /// After a batch of input: its counts, the loop's memory kept flat, and
+    /// the dedicated compression contexts bounded if one was agreed.
+    fn end_batch(&mut self, counts: &Counts, agreed_own: bool) {
+        if self.scratch.inflated.capacity() > CORK_LIMIT {
             // A large message was inflated: keep the loop's memory flat.
-            scratch.inflated = Vec::new();
+            self.scratch.inflated = Vec::new();
         }
-        counts.add_to(&env.stats);
+        counts.add_to(&self.env.stats);
         if agreed_own {
             self.limit_dedicated();
         }
-        (pos, result)
     }
+}
+
+/// Writes a corked batch of replies (sealed, for TLS) and empties it.
+fn write_corked<T: Transport>(
+    io: &mut T,
+    conn: &mut super::conn::Conn,
+    slot: usize,
+    seal: Option<Seal<'_>>,
+    out: &mut Vec<u8>,
+    pool: &mut crate::runtime::BufferPool,
+    stats: &LoopStats,
+) -> Result<(), CloseReason> {
+    let written = write_via(io, conn, slot, &[Part::Copy(&out[..])], pool, stats, seal);
+    out.clear();
+    written.map(|_| ())
+}
+
+/// An upgrade's verdicts, in order: the client behind a trusted proxy (and
+/// its per-address limits), then `judge_upgrade`'s. Writes the 101, or the
+/// refusal (returned as the error that ends the connection).
+fn admit_upgrade<H: Handler>(
+    judge: Judge<'_>,
+    gate: Gate<'_>,
+    handler: &mut H,
+    session: &mut Session,
+    socket: &mio::net::TcpStream,
+    out: &mut Vec<u8>,
+    request: &Request<'_>,
+) -> Result<(), WsError> {
+    let client = judge.client(gate.slot, socket, session, request, out)?;
+    judge_upgrade(handler, session, socket, client, out, request, gate)
 }
 
 /// What an upgrade's identity is checked with and kept in.
