@@ -61,7 +61,8 @@ pub enum AdminCommand {
     Publish {
         /// The room.
         room: String,
-        /// The message (sent as a text frame, as it is).
+        /// The message (sent as a text frame, as it is); `-` reads it from
+        /// standard input (for one past the 128 KiB bound on an argument).
         text: String,
     },
     /// Close connections: one, a room's members, or a user's (on every host).

@@ -31,6 +31,10 @@ fn admin_call(args: &AdminArgs) -> ExitCode {
     };
     let (method, path, body) = match &args.command {
         AdminCommand::Publish { room, text } => {
+            let text = match message_text(text) {
+                Ok(text) => text,
+                Err(e) => return fail(format_args!("admin publish: cannot read the message from standard input: {e}")),
+            };
             ("POST", "/publish".to_string(), Some(json!({"room": room, "text": text})))
         }
         AdminCommand::Disconnect { user, room, conn, code, reason } => {
@@ -63,6 +67,19 @@ fn admin_call(args: &AdminArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// `wsloop admin publish`'s message: as given, or, for `-`, standard input
+/// (a message past the kernel's bound on one argument, 128 KiB), read up to
+/// the API's body bound.
+fn message_text(text: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    if text != "-" {
+        return Ok(text.to_string());
+    }
+    let mut read = String::new();
+    std::io::stdin().take(wsloop::admin::request::MAX_BODY as u64 + 1).read_to_string(&mut read)?;
+    Ok(read)
 }
 
 fn doctor(args: &DoctorArgs) -> ExitCode {
@@ -471,7 +488,8 @@ fn serve_sidecars(
         Err(_) if took_over => None,
         Err(code) => return Err(code),
     };
-    let admin = match serve_admin(args.admin_addr.zip(admin_token), handle, admin_stats) {
+    let taken = metrics.as_ref().map(|m| m.local_addr());
+    let admin = match serve_admin(args.admin_addr.zip(admin_token), handle, taken, admin_stats) {
         Ok(admin) => admin,
         Err(_) if took_over => None,
         Err(code) => return Err(code),
@@ -484,13 +502,23 @@ fn serve_sidecars(
 fn serve_admin(
     at: Option<(std::net::SocketAddr, wsloop::admin::AdminToken)>,
     handle: &server::ServerHandle,
+    metrics: Option<std::net::SocketAddr>,
     stats: std::sync::Arc<metrics::admin::AdminStats>,
 ) -> Result<Option<wsloop::admin::AdminHandle>, ExitCode> {
     let Some((addr, token)) = at else { return Ok(None) };
-    // Both listen with SO_REUSEPORT (a hand-off's new process binds while
-    // the old one serves), so one port for both would mix them.
-    if addr.port() == handle.local_addr().port() {
-        return Err(fail(format_args!("--admin-addr {addr} is on the public port: the admin API needs its own")));
+    // All three listen with SO_REUSEPORT (a hand-off's new process binds
+    // while the old one serves), so a port shared with either other would
+    // have the kernel split connections between them.
+    let public = handle.local_addr();
+    if addr.port() == public.port() {
+        return Err(fail(format_args!(
+            "--admin-addr {addr} is on the public port (--addr {public}): the admin API needs its own"
+        )));
+    }
+    if let Some(metrics) = metrics.filter(|m| m.port() == addr.port()) {
+        return Err(fail(format_args!(
+            "--admin-addr {addr} is on the metrics port (--metrics-addr {metrics}): the admin API needs its own"
+        )));
     }
     match wsloop::admin::start(addr, token, handle.admin(), stats) {
         Ok(admin) => {

@@ -314,7 +314,7 @@ fn the_admin_flags_are_checked_at_start() {
         "--admin-token-file",
         tokens.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains("public port"), "{err}");
+    assert!(!ok && err.contains("public port") && err.contains("--addr "), "{err}");
 }
 
 /// `wsloop admin ARGS` against `s`: success, and the JSON it printed.
@@ -525,28 +525,246 @@ fn over_redis_a_user_is_disconnected_on_every_host() {
 }
 
 #[test]
-fn past_its_slots_the_port_answers_503_and_idle_holders_get_408_at_their_deadline() {
+fn past_its_slots_the_oldest_silent_one_makes_room_and_busy_ones_get_503() {
     let server = start_echo(test_config(1));
     let stats = Arc::new(wsloop::metrics::admin::AdminStats::default());
     let token = wsloop::admin::AdminToken::parse(TOKEN).unwrap();
-    let limits = wsloop::admin::http::Limits { max_connections: 2, request_deadline: Duration::from_millis(500) };
+    let limits = wsloop::admin::http::Limits {
+        max_connections: 2,
+        head_deadline: Duration::from_millis(500),
+        request_deadline: Duration::from_millis(800),
+    };
     let api = wsloop::admin::start_with("127.0.0.1:0".parse().unwrap(), token, server.admin(), stats.clone(), limits)
         .unwrap();
+    let held =
+        |n| eventually(Duration::from_secs(2), || stats.connections.load(std::sync::atomic::Ordering::Relaxed) == n);
     let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(api.local_addr()).unwrap()).collect();
-    assert!(eventually(Duration::from_secs(2), || stats.connections.load(std::sync::atomic::Ordering::Relaxed) == 2));
+    assert!(held(2));
+    // A real call takes the oldest silent one's slot.
+    assert_eq!(request(api.local_addr(), "GET", "/rooms", Some(TOKEN), b"").0, 200);
+    assert_eq!(stats.evicted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for s in idle.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut reply = String::new();
+    let _ = idle[0].read_to_string(&mut reply);
+    assert_eq!(reply, "", "evicted without an answer");
+    let _ = idle[1].read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "the other silent one: 408 at its head deadline: {reply}");
+    drop(idle);
+    assert!(held(0));
+    // Two authorized requests still sending their bodies are not evicted: 503.
+    let mut busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(api.local_addr()).unwrap();
+            write!(s, "POST /publish HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{")
+                .unwrap();
+            s
+        })
+        .collect();
+    assert!(held(2));
+    // Time for the port to read their heads (until then they could be evicted).
+    std::thread::sleep(Duration::from_millis(200));
     let (status, body) = request(api.local_addr(), "GET", "/rooms", Some(TOKEN), b"");
     assert_eq!((status, body["error"].as_str()), (503, Some("busy")));
-    for s in idle.iter_mut() {
+    for s in busy.iter_mut() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut reply = String::new();
         let _ = s.read_to_string(&mut reply);
         assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
     }
     assert_eq!(stats.requests(5, 503), 1);
-    assert_eq!(stats.requests(5, 408), 2);
-    // Slots free again: the API answers.
+    assert_eq!(stats.requests(5, 408), 1);
+    assert_eq!(stats.requests(0, 408), 2);
     assert_eq!(request(api.local_addr(), "GET", "/rooms", Some(TOKEN), b"").0, 200);
     drop(api);
     server.shutdown();
     server.join().unwrap();
+}
+
+// ---- findings of an attacker's review ----
+
+/// One HTTP request as raw bytes written at once; the whole reply as text.
+fn raw_reply(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Stands in for a new process on the hand-off socket at `path`: reads
+/// Hello, answers Ready, and returns once the old process sent Rooms (its
+/// loops are all frozen then). Dropping the link breaks the hand-off off.
+fn freeze_by_handoff(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    use std::os::unix::net::UnixStream;
+    assert!(eventually(Duration::from_secs(10), || UnixStream::connect(path).is_ok()), "no offer at {path:?}");
+    let mut link = UnixStream::connect(path).unwrap();
+    link.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read_message = |link: &mut UnixStream| -> u8 {
+        let mut head = [0u8; 7];
+        link.read_exact(&mut head).unwrap();
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let mut body = vec![0u8; len - 3];
+        link.read_exact(&mut body).unwrap();
+        head[4]
+    };
+    assert_eq!(read_message(&mut link), 1, "Hello");
+    link.write_all(&[3, 0, 0, 0, 2, 0, 0]).unwrap(); // Ready
+    assert_eq!(read_message(&mut link), 8, "Rooms: the loops are frozen");
+    link
+}
+
+fn takeover_path(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("wsloop-admin-{name}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn during_a_live_handoff_kicks_and_listings_answer_503_and_retry_after() {
+    let key = jwt_key("frozen");
+    let path = takeover_path("frozen");
+    let s = spawn("frozen", &["--jwt-key", &key, "--takeover", &path], &[]);
+    let mut mallory: Vec<Tung> = (0..3).map(|_| connect_as(s.addr, "mallory")).collect();
+    join(&mut mallory[0], "den");
+    let link = freeze_by_handoff(std::path::Path::new(&path));
+    let kick = json!({"user": "mallory", "code": 4010, "reason": "banned"}).to_string();
+    let head = format!(
+        "POST /disconnect HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{kick}",
+        kick.len()
+    );
+    let reply = raw_reply(s.admin, head.as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 503 "), "a frozen loop cannot kick: {reply}");
+    assert!(reply.contains("\r\nRetry-After: "), "{reply}");
+    assert!(reply.contains("\"error\":\"handoff\"") && reply.contains("handoff in progress, retry"), "{reply}");
+    for path in ["/rooms", "/rooms/den", "/users/mallory/connections"] {
+        let (status, body) = get(&s, path);
+        assert_eq!((status, body["error"].as_str()), (503, Some("handoff")), "{path}: {body}");
+    }
+    drop(link);
+    // The hand-off broke off: the loops serve again, and a retry answers
+    // 200 (a loop that thawed first may have closed its share at a 503).
+    let kicked = eventually(Duration::from_secs(10), || {
+        post(&s, "/disconnect", json!({"user": "mallory", "code": 4010, "reason": "banned"})).0 == 200
+    });
+    assert!(kicked, "{}", s.log.lock().unwrap().join("\n"));
+    for ws in mallory.iter_mut() {
+        assert_eq!(close_of(ws), (4010, "banned".to_string()));
+    }
+    assert!(scrape(&s, "wsloop_admin_requests_total{route=\"disconnect\",status=\"503\"}") >= 1.0);
+}
+
+#[test]
+fn over_redis_a_kick_reaching_a_frozen_host_is_kept_and_applied_at_thaw() {
+    if !have_redis() {
+        return;
+    }
+    let redis = start_redis();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let key = jwt_key("redis-frozen");
+    let path = takeover_path("redis-frozen");
+    let a = spawn("redis-frozen-a", &["--redis-url", &url, "--jwt-key", &key, "--takeover", &path], &[]);
+    let b = spawn("redis-frozen-b", &["--redis-url", &url, "--jwt-key", &key], &[]);
+    let mut on_a: Vec<Tung> = (0..2).map(|_| connect_as(a.addr, "mallory")).collect();
+    let mut other_on_b = connect_as(b.addr, "trent");
+    join(&mut on_a[0], "probe");
+    join(&mut other_on_b, "probe");
+    assert!(subscribed(&a, 1.0) && subscribed(&b, 1.0), "the bridges subscribe");
+    let link = freeze_by_handoff(std::path::Path::new(&path));
+    let (status, body) =
+        post(&b, "/disconnect", json!({"user": "mallory", "code": 4011, "reason": "banned while moving"}));
+    assert_eq!((status, body["sent_to_other_hosts"].as_bool()), (200, Some(true)), "{body}");
+    // Every loop of A keeps it while frozen.
+    assert!(eventually(Duration::from_secs(5), || scrape(&a, "wsloop_admin_kicks_kept_total") >= 2.0));
+    drop(link);
+    for ws in on_a.iter_mut() {
+        assert_eq!(close_of(ws), (4011, "banned while moving".into()), "mallory on the host that was frozen");
+    }
+    assert_eq!(scrape(&a, "wsloop_admin_kicks_missed_total"), 0.0);
+    assert!(got_nothing(&mut other_on_b), "another user stays");
+}
+
+#[test]
+fn silent_connections_filling_every_slot_do_not_lock_the_api_out() {
+    let s = spawn("slowloris", &[], &[]);
+    let silent: Vec<TcpStream> = (0..70).map(|_| TcpStream::connect(s.admin).unwrap()).collect();
+    assert!(eventually(Duration::from_secs(5), || scrape(&s, "wsloop_admin_connections") == 64.0));
+    let (status, body) = get(&s, "/rooms");
+    assert_eq!(status, 200, "a real call gets through the flood: {body}");
+    assert!(scrape(&s, "wsloop_admin_evicted_total") >= 7.0, "the oldest silent ones made room");
+    assert_eq!(scrape(&s, "wsloop_admin_requests_total{route=\"other\",status=\"503\"}"), 0.0);
+    // The rest are answered 408 at the 2 s head deadline.
+    assert!(eventually(Duration::from_secs(5), || scrape(&s, "wsloop_admin_connections") == 0.0));
+    drop(silent);
+}
+
+#[test]
+fn a_200_kib_publish_arrives_whole_through_the_cli_and_one_raw_write() {
+    let s = spawn("large", &[], &[]);
+    let mut member = tung_connect(s.addr);
+    join(&mut member, "big");
+    let text: String = (0..200 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let tokens = token_file("large-cli");
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["admin", "--addr", &s.admin.to_string(), "--token-file", tokens.to_str().unwrap()])
+        .args(["publish", "big", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = cli.wait_with_output().unwrap();
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success() && reply["delivered_local"] == 1, "{reply}");
+    assert_eq!(recv(&mut member), TMsg::text(text.clone()));
+    let body = json!({"room": "big", "text": text}).to_string();
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = raw_reply(s.admin, request.as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{}", &reply[..reply.len().min(300)]);
+    assert_eq!(recv(&mut member), TMsg::text(text));
+}
+
+#[test]
+fn an_admin_port_equal_to_the_metrics_port_is_refused_at_start() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let same = format!("127.0.0.1:{port}");
+    let tokens = token_file("same-as-metrics");
+    let mut child = ServerProcess(
+        Command::new(env!("CARGO_BIN_EXE_wsloop"))
+            .args(["--addr", "127.0.0.1:0", "--metrics-addr", &same, "--admin-addr", &same, "--admin-token-file"])
+            .arg(&tokens)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // A server that started anyway (both ports bind with SO_REUSEPORT) is killed on drop.
+    assert!(eventually(Duration::from_secs(10), || child.try_wait().unwrap().is_some()), "it started anyway");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let last = err.trim().lines().last().unwrap_or_default().to_string();
+    assert!(!child.wait().unwrap().success(), "{err}");
+    assert!(last.contains("--admin-addr") && last.contains("--metrics-addr"), "one line naming both: {err}");
+}
+
+#[test]
+fn unauthenticated_floods_do_not_flood_the_log() {
+    let s = spawn("logflood", &[], &[]);
+    let long = format!("/{}", "p".repeat(4000));
+    for _ in 0..200 {
+        assert_eq!(request(s.admin, "GET", &long, None, b"").0, 401);
+    }
+    assert_eq!(scrape(&s, "wsloop_admin_requests_total{route=\"other\",status=\"401\"}"), 200.0);
+    let suppressed = scrape(&s, "wsloop_admin_log_suppressed_total");
+    assert!(suppressed > 0.0, "200 lines in a moment are over 20 a second");
+    let logged = || s.log.lock().unwrap().iter().filter(|l| l.contains(": 401 ")).cloned().collect::<Vec<_>>();
+    let all_counted = eventually(Duration::from_secs(5), || logged().len() as f64 + suppressed == 200.0);
+    assert!(all_counted, "every line not written is counted: {} + {suppressed}", logged().len());
+    let lines = logged();
+    assert!(lines.iter().all(|l| l.len() < 300), "the path is cut short: {}", lines[0]);
 }

@@ -3,11 +3,15 @@
 //!
 //! - **Slots**: at most [`Limits::max_connections`] connections at once; a
 //!   connection past them takes the slot of one already answered (still
-//!   lingering for its peer's FIN), else is answered 503 at once and closed
-//!   (the API's callers are few and known; a flood only refuses itself).
-//! - **Deadlines** that bytes do not extend: [`REQUEST_DEADLINE`] from
-//!   accept to a whole request (head and body; else 408), [`REPLY_DEADLINE`]
-//!   for the peer to take the reply.
+//!   lingering for its peer's FIN), else of the oldest that has not sent a
+//!   whole request head (closed unanswered, counted as evicted), else is
+//!   answered 503 at once and closed. Only a caller with the token holds a
+//!   slot past its head (a head without it is answered 401 at once), so a
+//!   flood of silent or dribbling sockets only ever pushes out its own
+//!   oldest members, and a real call gets a slot.
+//! - **Deadlines** that bytes do not extend: [`HEAD_DEADLINE`] from accept
+//!   to a whole head, [`REQUEST_DEADLINE`] to the whole body (else 408),
+//!   [`REPLY_DEADLINE`] for the peer to take the reply.
 //! - **Bounds**: a head of at most 8 KiB (431), a body of at most 1 MiB
 //!   (413), read only once the token is checked: a request without the
 //!   right token is answered 401 before its body is read.
@@ -17,7 +21,9 @@
 //!
 //! Every answer is counted (`wsloop_admin_requests_total{route,status}`)
 //! and logged with the peer, method and path (never a header: the token
-//! stays out of logs).
+//! stays out of logs; method and path cut to [`LOGGED_BYTES`]); warning
+//! lines at most [`WARN_LINES_PER_SECOND`] a second, the rest counted
+//! (`wsloop_admin_log_suppressed_total`), so peers cannot flood the log.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -37,8 +43,14 @@ use super::request::{self, Head, Parsed, MAX_BODY, MAX_HEAD};
 use super::routes::{ApiError, Route};
 use super::token::AdminToken;
 
-/// Time from accept to a whole request; dribbled bytes do not extend it.
+/// Time from accept to a whole request head; dribbled bytes do not extend it.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// Time from accept to a whole request, body included.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Warning lines about peers written a second at most; the rest are counted.
+pub const WARN_LINES_PER_SECOND: u32 = 20;
+/// Bytes of a request's method and path that a log line shows.
+pub const LOGGED_BYTES: usize = 64;
 /// Time for the peer to take the whole reply.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 /// Time an answered connection waits for the peer's FIN.
@@ -56,15 +68,17 @@ const OTHER: usize = 5;
 /// The bounds of one server.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections held at once; past it, 503.
+    /// Connections held at once; past it, eviction or 503 (module docs).
     pub max_connections: usize,
+    /// See [`HEAD_DEADLINE`].
+    pub head_deadline: Duration,
     /// See [`REQUEST_DEADLINE`].
     pub request_deadline: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 64, request_deadline: REQUEST_DEADLINE }
+        Limits { max_connections: 64, head_deadline: HEAD_DEADLINE, request_deadline: REQUEST_DEADLINE }
     }
 }
 
@@ -86,6 +100,7 @@ struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     phase: Phase,
+    accepted: Instant,
     deadline: Instant,
     /// The request read so far (`Reading`), the reply (`Replying`).
     buf: Vec<u8>,
@@ -108,23 +123,31 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has, up to [`wanted`](Self::wanted); false
-    /// when the socket failed.
-    fn read_some(&mut self) -> bool {
+    /// True until its whole head has come.
+    fn before_head(&self) -> bool {
+        self.phase == Phase::Reading && self.head.is_none()
+    }
+
+    /// Reads what the socket has, never past [`wanted`](Self::wanted) (so
+    /// no byte is read and dropped): `Some(true)` when the socket has no
+    /// more now (or the peer closed), `Some(false)` when it stopped at
+    /// `wanted` with bytes maybe left, `None` when the socket failed.
+    fn read_some(&mut self) -> Option<bool> {
         let mut chunk = [0u8; 16 * 1024];
-        while self.buf.len() < self.wanted() && !self.peer_closed {
-            match self.stream.read(&mut chunk) {
+        while self.buf.len() < self.wanted() {
+            if self.peer_closed {
+                return Some(true);
+            }
+            let room = (self.wanted() - self.buf.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => self.peer_closed = true,
-                Ok(n) => {
-                    let room = self.wanted() - self.buf.len();
-                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
-        true
+        Some(false)
     }
 
     /// Writes what the socket takes of the reply; `Some(true)` when all is
@@ -195,7 +218,8 @@ pub(crate) fn serve(
     let poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let conns = Slab::with_capacity(limits.max_connections);
-    let mut server = Server { listener, poll, conns, limits, api, accept_again_at: None };
+    let gate = LogGate { window: Instant::now(), written: 0, left_out: 0 };
+    let mut server = Server { listener, poll, conns, limits, api, accept_again_at: None, gate };
     let mut events = Events::with_capacity(256);
     while !stop.load(Relaxed) {
         let timeout = server.next_wake(Instant::now());
@@ -227,6 +251,47 @@ struct Server {
     limits: Limits,
     api: Api,
     accept_again_at: Option<Instant>,
+    gate: LogGate,
+}
+
+/// Lets at most [`WARN_LINES_PER_SECOND`] warning lines about peers
+/// through a second; counts the rest, and says how many at the next line.
+struct LogGate {
+    window: Instant,
+    written: u32,
+    left_out: u64,
+}
+
+impl LogGate {
+    /// True if a warning line may be written now; false: counted in `stats`.
+    fn admits(&mut self, stats: &AdminStats) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.left_out > 0 {
+                log::warn!("admin: {} warning lines about peers left out of the log in a second", self.left_out);
+            }
+            (self.window, self.written, self.left_out) = (now, 0, 0);
+        }
+        if self.written < WARN_LINES_PER_SECOND {
+            self.written += 1;
+            return true;
+        }
+        self.left_out += 1;
+        stats.log_suppressed.fetch_add(1, Relaxed);
+        false
+    }
+}
+
+/// At most [`LOGGED_BYTES`] of `s` (at a character boundary), marked when cut.
+fn clip(s: &str) -> String {
+    if s.len() <= LOGGED_BYTES {
+        return s.to_string();
+    }
+    let mut end = LOGGED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &s[..end], s.len())
 }
 
 impl Server {
@@ -256,18 +321,35 @@ impl Server {
         }
     }
 
-    /// Takes a new connection into a slot, or answers it 503 when all are held.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.conns.len() >= self.limits.max_connections {
-            // One already answered and only waiting for the peer's FIN goes first.
-            let closing = self.conns.iter().find(|(_, c)| c.phase == Phase::Closing).map(|(key, _)| key);
-            if let Some(key) = closing {
-                self.close(key);
-            }
+    /// Makes room for a new connection when every slot is held (module
+    /// docs): one already answered and only waiting for the peer's FIN
+    /// goes first, else the oldest without a whole request head.
+    fn make_room(&mut self) {
+        if self.conns.len() < self.limits.max_connections {
+            return;
         }
+        if let Some(key) = self.conns.iter().find(|(_, c)| c.phase == Phase::Closing).map(|(key, _)| key) {
+            return self.close(key);
+        }
+        let oldest = self.conns.iter().filter(|(_, c)| c.before_head()).min_by_key(|(_, c)| c.accepted);
+        if let Some((key, peer)) = oldest.map(|(key, c)| (key, c.peer)) {
+            self.api.stats.evicted.fetch_add(1, Relaxed);
+            if self.gate.admits(&self.api.stats) {
+                log::warn!("admin: {peer}: closed without a whole request head to make room for a new connection");
+            }
+            self.close(key);
+        }
+    }
+
+    /// Takes a new connection into a slot, or answers it 503 when every
+    /// slot holds a request past its head.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        self.make_room();
         if self.conns.len() >= self.limits.max_connections {
             self.api.stats.count(OTHER, 503);
-            log::warn!("admin: {peer}: 503: all {} admin connections are held", self.limits.max_connections);
+            if self.gate.admits(&self.api.stats) {
+                log::warn!("admin: {peer}: 503: all {} admin connections are held", self.limits.max_connections);
+            }
             let busy = json!({"error": "busy", "message": "all admin connections are held; try again"});
             // One non-blocking try: a new socket's buffer takes this whole.
             let _ = stream.write(&reply_bytes(503, &busy, &[("Retry-After", "1")]));
@@ -279,9 +361,11 @@ impl Server {
         {
             return log::warn!("admin: cannot watch a connection: {e}");
         }
-        let deadline = Instant::now() + self.limits.request_deadline;
+        let accepted = Instant::now();
+        let deadline = accepted + self.limits.head_deadline;
         let (phase, buf, done, peer_closed) = (Phase::Reading, Vec::new(), 0, false);
-        entry.insert(Conn { stream, peer, phase, deadline, buf, head: None, route: None, done, peer_closed });
+        let (head, route) = (None, None);
+        entry.insert(Conn { stream, peer, phase, accepted, deadline, buf, head, route, done, peer_closed });
         self.api.stats.connections.store(self.conns.len() as u64, Relaxed);
     }
 
@@ -306,10 +390,11 @@ impl Server {
         while let Some(conn) = self.conns.get_mut(key) {
             match conn.phase {
                 Phase::Reading => {
-                    if !conn.read_some() {
-                        return self.close(key);
-                    }
-                    if !self.judge(key) {
+                    let Some(drained) = conn.read_some() else { return self.close(key) };
+                    // Waiting with bytes maybe left in the socket (the head
+                    // just admitted a body): read on, for edge-triggered
+                    // polling brings no new event for them.
+                    if !self.judge(key) && drained {
                         return;
                     }
                 }
@@ -348,7 +433,11 @@ impl Server {
                     let admitted = self.admit_head(&head);
                     self.conns[key].head = Some(head);
                     match admitted {
-                        Ok(route) => self.conns[key].route = Some(route),
+                        Ok(route) => {
+                            let conn = &mut self.conns[key];
+                            conn.route = Some(route);
+                            conn.deadline = conn.accepted + self.limits.request_deadline;
+                        }
                         Err((route, e)) => return self.answer_and(key, route, Err(e)),
                     }
                 }
@@ -403,19 +492,23 @@ impl Server {
     fn answer(&mut self, key: usize, route: usize, result: Result<Value, ApiError>) {
         let conn = &mut self.conns[key];
         let (method, path) = conn.head.as_ref().map_or(("-", "-"), |h| (h.method.as_str(), h.path.as_str()));
-        let path: String = path.chars().take(128).collect();
         let (status, body) = match &result {
             Ok(body) => (200, body),
             Err(e) => (e.status, &e.body()),
         };
         let extra: &[(&str, &str)] = match status {
             401 => &[("WWW-Authenticate", "Bearer")],
-            405 => &[("Allow", Route::of(&path).map_or("GET", |r| r.method()))],
+            405 => &[("Allow", Route::of(path).map_or("GET", |r| r.method()))],
+            503 => &[("Retry-After", "1")],
             _ => &[],
         };
+        let (method, path) = (clip(method), clip(path));
         match &result {
             Ok(_) => log::info!("admin: {} {method} {path}: {status}", conn.peer),
-            Err(e) => log::warn!("admin: {} {method} {path}: {status} {}", conn.peer, e.message),
+            Err(e) if self.gate.admits(&self.api.stats) => {
+                log::warn!("admin: {} {method} {path}: {status} {}", conn.peer, e.message)
+            }
+            Err(_) => {}
         }
         conn.buf = reply_bytes(status, body, extra);
         (conn.phase, conn.done) = (Phase::Replying, 0);

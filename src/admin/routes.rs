@@ -137,13 +137,26 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(400, "bad_json", e.to_string()))
 }
 
-/// Adds who answered; 503 when no loop did.
-fn answered(mut reply: Value, reach: Reach) -> Result<Value, ApiError> {
+/// Adds who answered; 503 when no loop did, or when one was frozen for a
+/// live hand-off (it did nothing: its connections may be moving, so a
+/// count or a kick there would be wrong; the caller retries).
+fn answered(reply: Value, reach: Reach) -> Result<Value, ApiError> {
+    if reach.frozen > 0 {
+        return Err(ApiError::new(503, "handoff", "handoff in progress, retry"));
+    }
+    reached(reply, reach)
+}
+
+/// Adds who answered, and how many were frozen (a publish is delivered
+/// by a frozen loop: not refused, since a retry would repeat it where it
+/// was delivered); 503 when no loop answered.
+fn reached(mut reply: Value, reach: Reach) -> Result<Value, ApiError> {
     if reach.answered == 0 && reach.loops > 0 {
         return Err(ApiError::new(503, "no_answer", "the event loops did not answer in time (shutting down?)"));
     }
     reply["loops_answered"] = json!(reach.answered);
     reply["loops"] = json!(reach.loops);
+    reply["loops_frozen"] = json!(reach.frozen);
     Ok(reply)
 }
 
@@ -169,7 +182,7 @@ fn publish(body: PublishBody, port: &AdminPort, stats: &AdminStats) -> Result<Va
         .publish(&body.room, payload)
         .map_err(|e| ApiError::new(400, e.label(), format!("room {:?}: {e}", body.room)))?;
     stats.delivered.fetch_add(done.local, Relaxed);
-    answered(
+    reached(
         json!({"room": body.room, "delivered_local": done.local, "sent_to_other_hosts": done.to_other_hosts}),
         done.reach,
     )
@@ -234,6 +247,16 @@ mod tests {
         for bad in ["1:2", "1:2:3:4", "a:b:c", "", "1:2:-3"] {
             assert_eq!(conn_target(bad).unwrap_err().code, "bad_conn", "{bad}");
         }
+    }
+
+    #[test]
+    fn a_frozen_loop_makes_kicks_and_listings_503_but_not_publishes() {
+        let reach = |answered, frozen| Reach { answered, loops: 2, frozen };
+        let e = answered(json!({}), reach(2, 1)).unwrap_err();
+        assert_eq!((e.status, e.code, e.message.as_str()), (503, "handoff", "handoff in progress, retry"));
+        assert_eq!(answered(json!({}), reach(0, 0)).unwrap_err().code, "no_answer");
+        assert_eq!(answered(json!({}), reach(1, 0)).unwrap()["loops_answered"], 1);
+        assert_eq!(reached(json!({}), reach(2, 2)).unwrap()["loops_frozen"], 2);
     }
 
     #[test]

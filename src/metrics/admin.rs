@@ -26,6 +26,11 @@ pub struct AdminStats {
     pub disconnected: AtomicU64,
     /// Messages this process's members were owed by the API's publishes.
     pub delivered: AtomicU64,
+    /// Connections closed, before a whole request head came, to make room
+    /// for a new one (the port's slots were all held).
+    pub evicted: AtomicU64,
+    /// Warning lines about peers left out of the log (over 20 a second).
+    pub log_suppressed: AtomicU64,
 }
 
 impl AdminStats {
@@ -48,11 +53,13 @@ pub struct AdminCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str, &[&str]); 4] = [
+const FAMILIES: [(&str, &str, &[&str]); 6] = [
     ("wsloop_admin_requests_total", "Admin API requests answered, by route and HTTP status.", &["route", "status"]),
     ("wsloop_admin_connections", "Connections the admin port holds now.", &[]),
     ("wsloop_admin_disconnected_total", "Connections of this process closed by admin disconnects.", &[]),
     ("wsloop_admin_delivered_total", "Messages owed to this process's members by admin publishes.", &[]),
+    ("wsloop_admin_evicted_total", "Admin connections closed before a whole request head, to make room.", &[]),
+    ("wsloop_admin_log_suppressed_total", "Admin warning lines about peers left out of the log (over 20/s).", &[]),
 ];
 
 impl AdminCollector {
@@ -115,6 +122,8 @@ impl Collector for AdminCollector {
             vec![metric(&[], s.connections.load(Relaxed) as f64, false)],
             vec![metric(&[], s.disconnected.load(Relaxed) as f64, true)],
             vec![metric(&[], s.delivered.load(Relaxed) as f64, true)],
+            vec![metric(&[], s.evicted.load(Relaxed) as f64, true)],
+            vec![metric(&[], s.log_suppressed.load(Relaxed) as f64, true)],
         ];
         FAMILIES
             .iter()
@@ -146,7 +155,7 @@ mod tests {
         assert_eq!((stats.requests(0, 200), stats.requests(5, 401), stats.requests(5, 404)), (1, 1, 1));
         assert_eq!(stats.requests(1, 500), 1);
         let families = AdminCollector::new(stats).collect();
-        assert_eq!(families.len(), 4);
+        assert_eq!(families.len(), 6);
         let requests = &families[0];
         assert_eq!(requests.get_field_type(), MetricType::COUNTER);
         // One 200 series per real route, plus every nonzero one.

@@ -279,6 +279,20 @@ const FAMILIES: &[Family<Source>] = &[
         read: |src, kind| one(kind, src.sum(|s| s.adopt_failed.get())),
     },
     Family {
+        name: "wsloop_admin_kicks_kept_total",
+        help: "Admin kicks from other hosts kept by a loop frozen for a live hand-off, carried out at its thaw.",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.admin_kicks_kept.get())),
+    },
+    Family {
+        name: "wsloop_admin_kicks_missed_total",
+        help: "Admin kicks from other hosts a frozen loop could not keep (over its bound of 1024).",
+        kind: MetricType::COUNTER,
+        label: None,
+        read: |src, kind| one(kind, src.sum(|s| s.admin_kicks_missed.get())),
+    },
+    Family {
         name: "wsloop_memory_releases_total",
         help: "Times a loop gave its peak's memory back after its connections left (--release-memory-after).",
         kind: MetricType::COUNTER,

@@ -5,7 +5,9 @@
 //! Every call posts one order to every loop's inbox (taken in order with
 //! the publishes before it), and waits for the answers at most
 //! [`ANSWER_DEADLINE`]; what it reports says how many loops answered, so a
-//! busy loop makes an answer partial, never wrong. Publishes and kicks of a
+//! busy loop makes an answer partial, never wrong, and a loop frozen for a
+//! live hand-off says so (a kick or listing there is not carried out: the
+//! caller retries). Publishes and kicks of a
 //! room or user also go to every other host when there is a Redis bridge,
 //! the way a member's publish does. Nothing here blocks a loop.
 
@@ -37,6 +39,9 @@ pub struct Reach {
     pub answered: usize,
     /// Loops in this process.
     pub loops: usize,
+    /// Loops that answered they are frozen for a live hand-off: they
+    /// carried out no kick or listing (a publish they did deliver).
+    pub frozen: usize,
 }
 
 /// What a publish or a kick came to.
@@ -167,7 +172,8 @@ impl AdminPort {
                 Err(_) => break,
             }
         }
-        let reach = Reach { answered: answers.len(), loops };
+        let frozen = answers.iter().filter(|a| a.frozen).count();
+        let reach = Reach { answered: answers.len(), loops, frozen };
         (answers, reach)
     }
 }

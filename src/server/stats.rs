@@ -111,6 +111,11 @@ pub struct LoopStats {
     pub adopted: Counter,
     /// Carried connections that could not be adopted (closed).
     pub adopt_failed: Counter,
+    /// Kicks from other hosts (admin API over Redis) kept while the loop
+    /// was frozen for a live hand-off, carried out when it serves again.
+    pub admin_kicks_kept: Counter,
+    /// Kicks from other hosts a frozen loop could not keep (over its bound).
+    pub admin_kicks_missed: Counter,
     /// Times the loop gave its peak's memory back after a ramp-down.
     pub memory_releases: Counter,
     /// Loop passes whose handling time fell in each bucket (not cumulative;

@@ -68,6 +68,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 Command::Abandon => self.abandon_adopted(),
             }
         }
+        // Serving again: what other hosts asked meanwhile is done now.
+        self.apply_kept_kicks();
     }
 
     /// Stops accepting and handling input. If the hand-off thread has

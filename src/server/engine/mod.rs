@@ -273,6 +273,9 @@ pub(crate) struct Engine<H, T> {
     holders: Holders,
     /// Where the loop is in a live hand-off.
     handing: Handing,
+    /// Kicks from other hosts that came while the loop was frozen, for
+    /// its thaw (`orders.rs`).
+    kept_kicks: Vec<crate::server::pubsub::orders::Kick>,
     /// Connections asked to leave at a steady pace (see `retire.rs`).
     retiring: Retiring,
 }
@@ -326,6 +329,7 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             shrink: Shrink::new(cfg.release_memory_after),
             holders: Holders::default(),
             handing: Handing::default(),
+            kept_kicks: Vec::new(),
             retiring: Retiring { drain: None, aging: aging::Aging::for_loop(&cfg) },
             env: LoopEnv { id, cfg, stats, shared, hub, inbox, control, ticks },
         }

@@ -9,8 +9,11 @@
 //! close frame is written behind whatever it is owed, and its stage is
 //! told the session went from open to closing, so the close timeout bounds
 //! the rest. Only open connections that are not already ending are kicked
-//! (one mid-handshake has no room and no user yet), and none while the
-//! loop is frozen for a live hand-off (the connection may be moving).
+//! (one mid-handshake has no room and no user yet).
+//!
+//! A frozen loop (a live hand-off: its connections may be moving) carries
+//! out no kick and no listing: it answers that it is frozen, and keeps a
+//! kick from another host (nobody waits for it) until it serves again.
 
 use crate::server::handler::Handler;
 use crate::server::life::Signal;
@@ -20,12 +23,21 @@ use crate::ws::Phase;
 use super::transport::Transport;
 use super::Engine;
 
+/// Kicks from other hosts a frozen loop keeps for its thaw, at most.
+pub(crate) const MAX_KEPT_KICKS: usize = 1024;
+
 impl<H: Handler, T: Transport> Engine<H, T> {
     /// Carries out `order` and sends the answer, if anyone waits for it.
     pub(crate) fn take_order(&mut self, order: Order) {
+        if self.is_frozen() && !matches!(order.ask, Ask::Publish { .. }) {
+            return self.hold_order(order);
+        }
         let answer = match order.ask {
             Ask::Kick(kick) => Answer { count: self.kick(&kick), ..Answer::default() },
-            Ask::Publish { room, frame } => Answer { count: self.deliver(&room, &frame, None), ..Answer::default() },
+            Ask::Publish { room, frame } => {
+                let frozen = self.is_frozen();
+                Answer { count: self.deliver(&room, &frame, None), frozen, ..Answer::default() }
+            }
             Ask::Rooms { after, limit } => {
                 let (rooms, more) = self.table.rooms.counts(after.as_deref(), limit);
                 Answer { rooms, more, ..Answer::default() }
@@ -39,12 +51,47 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         }
     }
 
+    /// A kick or a listing at a frozen loop does nothing now (the
+    /// connections may be moving): the asker is told the loop is frozen
+    /// (the API answers 503, retry), and a kick from another host, which
+    /// nobody waits for, is kept for the thaw ([`MAX_KEPT_KICKS`] at most;
+    /// past that, logged and counted as missed).
+    fn hold_order(&mut self, order: Order) {
+        match (order.ask, order.reply) {
+            (_, Some(reply)) => {
+                let _ = reply.send(Answer { frozen: true, ..Answer::default() });
+            }
+            (Ask::Kick(kick), None) if self.kept_kicks.len() < MAX_KEPT_KICKS => {
+                self.env.stats.admin_kicks_kept.add(1);
+                self.kept_kicks.push(kick);
+            }
+            (Ask::Kick(kick), None) => {
+                self.env.stats.admin_kicks_missed.add(1);
+                log::warn!(
+                    "loop {}: {MAX_KEPT_KICKS} kicks from other hosts wait for a live hand-off's end already; {:?} missed",
+                    self.env.id,
+                    kick.target()
+                );
+            }
+            // Only kicks come without a reply.
+            (_, None) => {}
+        }
+    }
+
+    /// Carries out the kicks kept while the loop was frozen, once it
+    /// serves again (the hand-off done, broken off, or its adopted
+    /// connections thawed).
+    pub(crate) fn apply_kept_kicks(&mut self) {
+        if self.is_frozen() || self.kept_kicks.is_empty() {
+            return;
+        }
+        for kick in std::mem::take(&mut self.kept_kicks) {
+            self.kick(&kick);
+        }
+    }
+
     /// Closes this loop's open connections that `kick` names; how many.
     fn kick(&mut self, kick: &Kick) -> u64 {
-        if self.is_frozen() {
-            log::warn!("loop {}: a live hand-off is under way; admin kick of {:?} skipped", self.env.id, kick.target());
-            return 0;
-        }
         let slots: Vec<u32> = match kick.target() {
             &Target::Conn { loop_id, slot, generation } => {
                 let here = loop_id == self.env.id && self.is_live(slot as usize, generation);

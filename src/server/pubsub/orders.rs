@@ -206,6 +206,9 @@ pub struct Answer {
     pub conns: Vec<ConnRef>,
     /// More than the limit matched.
     pub more: bool,
+    /// The loop is frozen for a live hand-off: a kick or a listing was
+    /// not carried out (its connections may be moving), a publish was.
+    pub frozen: bool,
 }
 
 /// An ask and where to answer it (`None`: nobody waits, as for a kick
