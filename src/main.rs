@@ -103,24 +103,30 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
     }
 }
 
+/// What the flags that name files hold, read before anything starts.
+struct FlagFiles {
+    tokens: Option<std::sync::Arc<Tokens>>,
+    tls: Option<std::sync::Arc<server::tls::TlsCerts>>,
+    admin_token: Option<wsloop::admin::AdminToken>,
+    jwt: Option<std::sync::Arc<server::identity::Verifier>>,
+}
+
+/// Reads every file a flag names; the first that will not load ends the
+/// process (the exit code, its line printed).
+fn read_flag_files(args: &ServeArgs) -> Result<FlagFiles, ExitCode> {
+    let tokens = auth_tokens(args)?;
+    let tls = tls_certs(args)?;
+    let admin_token =
+        args.admin_token_file.as_deref().map(wsloop::admin::AdminToken::load).transpose().map_err(fail)?;
+    let jwt = jwt_verifier(args)?;
+    Ok(FlagFiles { tokens, tls, admin_token, jwt })
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
     remember_launch();
     logging::init(args.log_level);
-    // Flags that name files are checked before anything starts.
-    let tokens = match auth_tokens(args) {
-        Ok(tokens) => tokens,
-        Err(code) => return code,
-    };
-    let tls = match tls_certs(args) {
-        Ok(tls) => tls,
-        Err(code) => return code,
-    };
-    let admin_token = match args.admin_token_file.as_deref().map(wsloop::admin::AdminToken::load).transpose() {
-        Ok(token) => token,
-        Err(e) => return fail(e),
-    };
-    let jwt = match jwt_verifier(args) {
-        Ok(jwt) => jwt,
+    let FlagFiles { tokens, tls, admin_token, jwt } = match read_flag_files(args) {
+        Ok(files) => files,
         Err(code) => return code,
     };
     let signals = match prepare_process() {
