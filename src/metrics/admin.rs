@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 /// The `route` label values; anything not one of the API's routes is `other`.
 pub const ROUTES: [&str; 6] = ["publish", "disconnect", "rooms", "room", "user_connections", "other"];
@@ -77,28 +77,9 @@ impl AdminCollector {
 }
 
 fn metric(labels: &[(&str, &str)], value: f64, counter: bool) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(
-        labels
-            .iter()
-            .map(|(name, value)| {
-                let mut l = LabelPair::default();
-                l.set_name(name.to_string());
-                l.set_value(value.to_string());
-                l
-            })
-            .collect(),
-    );
-    if counter {
-        let mut c = Counter::default();
-        c.set_value(value);
-        m.set_counter(c);
-    } else {
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
-    }
-    m
+    let kind = if counter { MetricType::COUNTER } else { MetricType::GAUGE };
+    let labels = labels.iter().map(|(name, value)| super::collector::label(name, value)).collect();
+    super::collector::sample(kind, labels, value)
 }
 
 impl Collector for AdminCollector {

@@ -720,14 +720,14 @@ fn collect<S>(families: &[Family<S>], source: &S) -> Vec<MetricFamily> {
     families.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(source, f.kind)?))).collect()
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
+pub(super) fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.to_string());
     l.set_value(value.to_string());
     l
 }
 
-fn sample(kind: MetricType, labels: Vec<LabelPair>, value: f64) -> Metric {
+pub(super) fn sample(kind: MetricType, labels: Vec<LabelPair>, value: f64) -> Metric {
     let mut m = Metric::default();
     m.set_label(labels);
     if kind == MetricType::COUNTER {
