@@ -78,8 +78,8 @@ impl AdminCollector {
 
 fn metric(labels: &[(&str, &str)], value: f64, counter: bool) -> Metric {
     let kind = if counter { MetricType::COUNTER } else { MetricType::GAUGE };
-    let labels = labels.iter().map(|(name, value)| super::collector::label(name, value)).collect();
-    super::collector::sample(kind, labels, value)
+    let labels = labels.iter().map(|(name, value)| super::sample::label(name, value)).collect();
+    super::sample::sample(kind, labels, value)
 }
 
 impl Collector for AdminCollector {

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::sample::{label, sample};
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 
 use super::head::Refusal;
 use super::http::{HttpStats, Phase};
@@ -718,28 +719,6 @@ fn descs<S>(families: &[Family<S>]) -> Vec<Desc> {
 /// A table of families, read from their source now.
 fn collect<S>(families: &[Family<S>], source: &S) -> Vec<MetricFamily> {
     families.iter().filter_map(|f| Some(family(f.name, f.help, f.kind, (f.read)(source, f.kind)?))).collect()
-}
-
-pub(super) fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_string());
-    l.set_value(value.to_string());
-    l
-}
-
-pub(super) fn sample(kind: MetricType, labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(labels);
-    if kind == MetricType::COUNTER {
-        let mut c = Counter::default();
-        c.set_value(value);
-        m.set_counter(c);
-    } else {
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
-    }
-    m
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {

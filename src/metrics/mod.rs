@@ -11,6 +11,7 @@ pub mod admin;
 pub mod collector;
 mod head;
 pub mod http;
+mod sample;
 
 use std::io;
 use std::net::SocketAddr;
