@@ -29,6 +29,7 @@
 //! forbidden           join, publish or broadcast: the connection's token does not allow it
 //! missing_token       refresh without a "token"
 //! jwt_off             refresh on a server without --jwt-key
+//! closing             refresh on a connection already closing
 //! not_newer           refresh: its exp is no later than the token in use
 //! expired, bad_signature, other_user, ...
 //!                     refresh: the new token failed its check (the reasons

@@ -335,5 +335,10 @@ mod tests {
         assert!(replies[0].contains(r#""error":"other_user""#), "{replies:?}");
         assert!(replies[1].ends_with("token refused"), "a close frame: {replies:?}");
         assert_eq!((jwt.counts.refreshed(true), jwt.counts.refreshed(false)), (1, 2));
+        // Closing now: more refreshes are not checked at all.
+        let bob2 = sign(serde_json::json!({"sub": "bob", "exp": exp + 2}));
+        let refused = conn.ctx().refresh(bob2.as_bytes());
+        assert_eq!(refused, Err(crate::server::RefreshError::Closing));
+        assert_eq!(jwt.counts.refreshed(false), 2, "nothing checked, nothing counted");
     }
 }

@@ -197,11 +197,17 @@ pub(crate) struct Who<'a> {
     pub(crate) jwt: Option<&'a Verifier>,
 }
 
+/// Bytes in a refresh's token at most (an upgrade's is bounded by the
+/// request head): a larger one is refused unread.
+pub const MAX_REFRESH_TOKEN: usize = 16 * 1024;
+
 /// Why [`Ctx::refresh`] kept the connection's old token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshError {
     /// The server checks no tokens (`--jwt-key` is not set).
     Off,
+    /// The connection is closing: nothing more is checked for it.
+    Closing,
     /// The new token was refused, counted in `wsloop_token_refreshes_total{result="refused"}`.
     Refused(Rejection),
 }
@@ -218,6 +224,7 @@ impl RefreshError {
     pub fn label(self) -> &'static str {
         match self {
             RefreshError::Off => "jwt_off",
+            RefreshError::Closing => "closing",
             RefreshError::Refused(why) => why.label(),
         }
     }
@@ -286,6 +293,14 @@ impl Ctx<'_> {
     /// the old token stays; see [`RefreshError::should_close`].
     pub fn refresh(&mut self, token: &[u8]) -> Result<u64, RefreshError> {
         let Some(jwt) = self.who.jwt else { return Err(RefreshError::Off) };
+        if self.session.phase() != crate::ws::Phase::Open {
+            // Closing (a refused refresh, an expired token): no more checks.
+            return Err(RefreshError::Closing);
+        }
+        if token.len() > MAX_REFRESH_TOKEN {
+            jwt.counts.refresh(false);
+            return Err(RefreshError::Refused(Rejection::Malformed));
+        }
         let slot = self.id.slot;
         let in_use = self.user().map(|user| user.expires);
         let newer = match (in_use, Verifier::unverified_expiry(token)) {

@@ -44,7 +44,7 @@ use pubsub::hub::{Hub, LoopMsg, LoopWaker};
 
 pub use budget::{MemoryBudget, MemoryUsage};
 pub use config::ServerConfig;
-pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, Refusal, Upgrade};
+pub use handler::{CloseCtx, ConnId, Ctx, Handler, Message, RefreshError, Refusal, Upgrade};
 pub use life::CloseReason;
 pub use pubsub::orders::{Kick, KickError, Target, MAX_REASON};
 pub use pubsub::{RoomError, RoomLimits};

@@ -20,10 +20,13 @@
 //! `user:alice`).
 //!
 //! A user id is matched as text, so one user's id cannot reach into
-//! another's rooms: where `{sub}` is followed by more of the pattern, an id
-//! holding the character that follows it never matches (with
-//! `user:{sub}:*`, user `bob:x` gets no `user:...` room from this pattern,
-//! so `user:bob:x:inbox` is only ever user `bob`'s).
+//! another's rooms: an id holding a character that follows `{sub}` in any
+//! pattern of a list (a separator) gets nothing from that list's `{sub}`
+//! patterns (with `user:{sub}` and `user:{sub}:*`, user `bob:x` gets
+//! neither `user:bob:x`, which is `bob`'s room `x`, nor
+//! `user:bob:x:inbox`). Patterns whose fixed parts are prefixes of one
+//! another (`dm:{sub}`, `dm:admin-{sub}`) can still name one room for two
+//! users; that is the issuer's choice of names.
 
 use std::fmt;
 
@@ -96,12 +99,12 @@ impl Rights {
 
     /// True if user `sub` may join `room`.
     pub fn may_join(&self, sub: &str, room: &str) -> bool {
-        self.join.iter().any(|p| pattern_matches(p, sub, room))
+        list_matches(&self.join, sub, room)
     }
 
     /// True if user `sub` may publish to `room`.
     pub fn may_publish(&self, sub: &str, room: &str) -> bool {
-        self.publish.iter().any(|p| pattern_matches(p, sub, room))
+        list_matches(&self.publish, sub, room)
     }
 }
 
@@ -111,6 +114,28 @@ fn pattern_is_valid(p: &str) -> bool {
         && p.len() <= MAX_PATTERN_LEN
         && star.is_none_or(|at| at == p.len() - 1)
         && !p.contains(concat!("{sub}", "*"))
+}
+
+/// Whether a pattern of `list` names `room` for user `sub`. An id that
+/// holds a character which follows `{sub}` in any pattern of the list
+/// (its separators) matches none of the list's `{sub}` patterns: with
+/// `user:{sub}` and `user:{sub}:*`, user `bob:x` would otherwise be given
+/// `user:bob:x`, which is also `bob`'s room `x`.
+fn list_matches(list: &[String], sub: &str, room: &str) -> bool {
+    let separated =
+        |p: &String| p.match_indices("{sub}").any(|(at, _)| separator_after(p, at).is_some_and(|c| sub.contains(c)));
+    let bars_sub = list.iter().any(separated);
+    list.iter().any(|p| !(bars_sub && p.contains("{sub}")) && pattern_matches(p, sub, room))
+}
+
+/// The character after the `{sub}` at `at` in `pattern`, unless another
+/// `{sub}` follows at once.
+fn separator_after(pattern: &str, at: usize) -> Option<char> {
+    let rest = &pattern[at + "{sub}".len()..];
+    if rest.starts_with("{sub}") {
+        return None;
+    }
+    rest.chars().next().filter(|&c| c != '*')
 }
 
 /// Whether `room` is named by `pattern` for user `sub`: `{sub}` stands for
@@ -130,7 +155,7 @@ fn pattern_matches(pattern: &str, sub: &str, room: &str) -> bool {
         pattern = &pattern[at + "{sub}".len()..];
         // The id must end where the pattern's next piece starts: an id
         // holding that piece's first character could stand for another's.
-        if pattern.chars().next().is_some_and(|next| next != '{' && sub.contains(next)) {
+        if !pattern.starts_with("{sub}") && pattern.chars().next().is_some_and(|next| sub.contains(next)) {
             return false;
         }
     }
@@ -176,6 +201,20 @@ mod tests {
         for (pattern, sub, room, expected) in cases {
             assert_eq!(pattern_matches(pattern, sub, room), expected, "{pattern} {sub} {room}");
         }
+    }
+
+    #[test]
+    fn an_id_holding_a_separator_of_any_pattern_gets_no_sub_room_from_the_list() {
+        let rights =
+            Rights { join: vec!["user:{sub}".into(), "user:{sub}:*".into(), "lobby".into()], ..Rights::default() };
+        assert!(rights.may_join("bob", "user:bob") && rights.may_join("bob", "user:bob:x"));
+        // `bob:x` holds the list's separator ':': not `user:bob:x` (bob's room x).
+        assert!(!rights.may_join("bob:x", "user:bob:x"));
+        assert!(!rights.may_join("bob:x", "user:bob:x:y"));
+        assert!(rights.may_join("bob:x", "lobby"), "patterns without {{sub}} still apply");
+        // Only `{sub}` is exempt as what follows: another brace is a separator.
+        assert!(!pattern_matches("user:{sub}{x*", "a{x", "user:a{x{x1"));
+        assert!(pattern_matches("{sub}{sub}", "ab", "abab"));
     }
 
     #[test]

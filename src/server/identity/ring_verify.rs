@@ -34,7 +34,11 @@ static PROVIDER: CryptoProvider = CryptoProvider {
 /// another provider was installed first, that one stays (and is correct,
 /// only slower).
 pub(crate) fn install() {
-    let _ = PROVIDER.install_default();
+    if let Err(other) = PROVIDER.install_default() {
+        if !std::ptr::eq(other, &PROVIDER) {
+            log::warn!("JWT signatures are checked by a provider installed before wsloop's (correct, slower)");
+        }
+    }
 }
 
 fn rust_crypto_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
@@ -65,6 +69,8 @@ impl signature::Verifier<Vec<u8>> for RingVerifier {
             Checked::Hmac(key) => ring::hmac::verify(key, message, sig).is_ok(),
             Checked::Public(alg, key) => ring_sig::UnparsedPublicKey::new(*alg, key).verify(message, sig).is_ok(),
             Checked::RsaParts(params, n, e) => {
+                // A JWK's big-endian integers may carry leading zeros ring refuses.
+                let (n, e) = (strip_zeros(n), strip_zeros(e));
                 ring_sig::RsaPublicKeyComponents { n, e }.verify(params, message, sig).is_ok()
             }
         };
@@ -74,6 +80,11 @@ impl signature::Verifier<Vec<u8>> for RingVerifier {
             Err(signature::Error::new())
         }
     }
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
 }
 
 impl JwtVerifier for RingVerifier {

@@ -124,7 +124,9 @@ pub struct User<'a> {
     pub id: &'a str,
     /// What it may do with rooms.
     pub rights: &'a Rights,
-    /// When its token expires, seconds since the Unix epoch.
+    /// When its token expires, seconds since the Unix epoch; 0 once the
+    /// connection was asked to leave for an expired token (its rights
+    /// have ended).
     pub expires: u64,
 }
 
