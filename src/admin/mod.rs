@@ -13,7 +13,6 @@
 //!
 //! The routes and their JSON are in the README, "Admin API".
 
-pub mod base64;
 pub mod client;
 pub mod http;
 pub mod request;

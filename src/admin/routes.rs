@@ -11,8 +11,8 @@ use crate::metrics::admin::AdminStats;
 use crate::server::admin::{AdminPort, Done, Payload, Reach};
 use crate::server::{Kick, Target};
 
-use super::base64;
 use super::request::{percent_decode, query_value};
+use base64::Engine as _;
 
 /// Rooms or connections listed when no `?limit=` is given.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -173,7 +173,8 @@ fn publish(body: PublishBody, port: &AdminPort, stats: &AdminStats) -> Result<Va
     let payload = match (&body.text, &body.binary_base64) {
         (Some(text), None) => Payload::Text(text),
         (None, Some(encoded)) => {
-            binary = base64::decode(encoded).map_err(|e| ApiError::new(400, "bad_base64", e.to_string()))?;
+            let standard = base64::engine::general_purpose::STANDARD;
+            binary = standard.decode(encoded).map_err(|e| ApiError::new(400, "bad_base64", e.to_string()))?;
             Payload::Binary(&binary)
         }
         _ => return Err(ApiError::new(400, "bad_message", "give exactly one of \"text\" and \"binary_base64\"")),

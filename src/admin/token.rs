@@ -5,6 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::server::identity::constant_time_eq;
+
 /// The shortest token accepted: a guessable one would open the whole API.
 pub const MIN_LEN: usize = 16;
 /// The longest token accepted (it must fit in a request head).
@@ -84,16 +86,6 @@ impl AdminToken {
 fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| rest.trim_ascii())
-}
-
-/// Equal slices, compared without an early exit at the first difference
-/// (only the length, which is no secret, decides early).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]

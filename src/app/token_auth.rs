@@ -16,6 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::server::identity::constant_time_eq;
 use crate::server::{CloseCtx, Ctx, Handler, Message, Refusal, Upgrade};
 use crate::ws::Request;
 
@@ -171,16 +172,6 @@ fn parse_utc(s: &str) -> Option<u64> {
     let days_before_year = (1970..y).map(|y| if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 { 366 } else { 365 });
     let days = days_before_year.sum::<u64>() + month_days[..m as usize - 1].iter().sum::<u32>() as u64 + (d - 1) as u64;
     Some(days * 86_400 + (hh * 3600 + mm * 60 + ss) as u64)
-}
-
-/// Equal slices, compared without an early exit on the first difference
-/// (only the length, which is no secret, decides early).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// A handler behind the credential check: with `Some(tokens)`, upgrades

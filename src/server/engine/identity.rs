@@ -74,12 +74,9 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     /// allowance) to leave, 1008 `token expired`; their rights end at once
     /// (the sweep passes them by from then), their user stays counted
     /// until they are gone. A walk of the table only once the earliest
-    /// expiry is due.
+    /// expiry is due. Called once per timer tick (never while frozen).
     pub(super) fn expire_tokens(&mut self) {
         let Some(jwt) = &self.env.cfg.jwt else { return };
-        if self.is_frozen() {
-            return;
-        }
         let now = unix_now().saturating_sub(jwt.leeway());
         let mut slots = Vec::new();
         self.table.identities.expired(now, &mut slots);

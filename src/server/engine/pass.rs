@@ -44,7 +44,6 @@ where
         }
         self.fire_timers(now);
         self.retire_due(now);
-        self.expire_tokens();
         self.keep_to_budget(now);
         self.publish_gauges();
         if handled_any {
@@ -84,6 +83,8 @@ impl<H: Handler, T: Transport> Engine<H, T> {
             self.signal(slot as usize, Signal::Timer);
         }
         self.scratch.expired = expired;
+        // Tokens expire by the second: looked at once a tick, not a pass.
+        self.expire_tokens();
         if self.shrink.due(now, self.table.conns.len(), self.table.conns.capacity()) {
             self.release_memory();
         }

@@ -30,6 +30,18 @@ pub use verify::{AuthCounts, Denied, JwtConfig, Rejection, Verified, Verifier, M
 
 pub(crate) use per_user::UserCounts;
 
+/// Equal secrets, compared without an early exit on the first difference
+/// (only the length, which is no secret, decides early): every shared
+/// secret a peer presents (`--auth-token-file`, the admin API's token) is
+/// compared here, so timing tells nothing about where it differs.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 /// Seconds since the Unix epoch: the clock tokens are judged by.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
