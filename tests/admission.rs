@@ -34,16 +34,7 @@ fn upgrade_reply(
     .into_bytes();
     req.extend_from_slice(after);
     s.write_all(&req).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (status, head) = read_reply_head(&mut s);
     (status, head, s)
 }
 

@@ -61,16 +61,7 @@ fn upgrade_request(extra: &str) -> Vec<u8> {
 
 /// Reads the reply's head; its status (0: closed before any reply).
 fn read_status(s: &mut TcpStream) -> u16 {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    read_reply_head(s).0
 }
 
 /// Sends `pieces` (a header, then the upgrade, in as many writes) from

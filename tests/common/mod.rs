@@ -422,3 +422,16 @@ pub fn limit_nofile(cmd: &mut std::process::Command, limit: u64) {
         });
     }
 }
+
+/// Reads an HTTP reply's head off `s`, byte by byte (what follows stays
+/// unread); its status (0: closed before any reply) and its text.
+pub fn read_reply_head(s: &mut TcpStream) -> (u16, String) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), head)
+}
