@@ -59,19 +59,6 @@ pub fn start(addr: SocketAddr, token: AdminToken, port: AdminPort, stats: Arc<Ad
     start_with(addr, token, port, stats, http::Limits::default())
 }
 
-/// Binds the admin listener. With SO_REUSEPORT, like the metrics port:
-/// during a live hand-off the new process binds while the old one still
-/// answers (the binary refuses an admin port equal to the public one).
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
-}
-
 /// [`start`] with other bounds (tests use small ones).
 pub fn start_with(
     addr: SocketAddr,
@@ -80,7 +67,10 @@ pub fn start_with(
     stats: Arc<AdminStats>,
     limits: http::Limits,
 ) -> io::Result<AdminHandle> {
-    let listener = bind(addr)?;
+    // SO_REUSEPORT, like the metrics port: during a live hand-off the new
+    // process binds while the old one still answers (the binary refuses an
+    // admin port equal to the public or the metrics one).
+    let listener = crate::server::bind_reuseport(addr, 128)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

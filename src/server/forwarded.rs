@@ -210,18 +210,13 @@ fn hop_address(hop: &str) -> Option<IpAddr> {
     }
     if let Some(rest) = hop.strip_prefix('[') {
         let (ip, after) = rest.split_once(']')?;
-        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        let port_ok = after.is_empty()
+            || after.strip_prefix(':').is_some_and(|p| super::proxy_protocol::decimal_port(p).is_some());
         return port_ok.then(|| ip.parse().ok()).flatten();
     }
     let (ip, port) = hop.rsplit_once(':')?;
-    if !is_port(port) {
-        return None;
-    }
+    super::proxy_protocol::decimal_port(port)?;
     ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
-}
-
-fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]

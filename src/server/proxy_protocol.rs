@@ -168,10 +168,17 @@ fn v1_ip<A: std::str::FromStr>(s: &str) -> Result<A, ProxyError> {
 
 /// A port: 1 to 5 decimal digits, no sign, at most 65535.
 fn v1_port(s: &str) -> Result<u16, ProxyError> {
+    decimal_port(s).ok_or(ProxyError::V1Malformed)
+}
+
+/// A port written in decimal: 1 to 5 ASCII digits (no sign, no spaces),
+/// at most 65535. The PROXY v1 line and forwarding headers both name ports
+/// so.
+pub(crate) fn decimal_port(s: &str) -> Option<u16> {
     if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ProxyError::V1Malformed);
+        return None;
     }
-    s.parse().map_err(|_| ProxyError::V1Malformed)
+    s.parse().ok()
 }
 
 /// The binary header: signature, version and command, family and

@@ -50,7 +50,8 @@ struct Kept {
 impl Kept {
     /// Keeps one; false (and not kept) past the bound.
     fn push(&mut self, room: Arc<str>, frame: Arc<Publication>) -> bool {
-        let size = frame.payload().len() + room.len();
+        // Each kept publish costs its bookkeeping too: empty ones are not free.
+        let size = super::outgoing::queued_cost(&room, frame.payload().len()) as usize;
         if self.bytes + size > MAX_HELD_BYTES {
             return false;
         }

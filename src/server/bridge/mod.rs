@@ -62,7 +62,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use channel::{check_prefix, PrefixError};
-use outgoing::Outgoing;
+use outgoing::{queued_cost, Outgoing};
 pub use stats::BridgeStats;
 pub use url::{redacted, RedisUrl};
 
@@ -89,9 +89,6 @@ pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
 /// publish, even with another behind it, never gets the other hosts'
 /// subscriber connections dropped.
 pub const DEFAULT_MAX_PUBLISH_BYTES: usize = 16 << 20;
-/// What a queued publish costs beyond its payload and room name: the
-/// queue slot, the `Arc`s, the frame head.
-const QUEUED_OVERHEAD: usize = 64;
 /// What a publish costs in a subscriber's output buffer in Redis beyond
 /// the envelope and the channel name (the RESP framing of a `message`).
 const WIRE_OVERHEAD: usize = 64;
@@ -285,11 +282,6 @@ impl Bridge {
 /// output buffer in Redis.
 fn wire_len(prefix: &str, room: &str, payload: usize) -> usize {
     envelope::HEADER_LEN + payload + prefix.len() + channel::encoded_len(room) + WIRE_OVERHEAD
-}
-
-/// Bytes a queued publish keeps alive, as counted against the bound.
-fn queued_cost(room: &str, payload: usize) -> u64 {
-    (payload + room.len() + QUEUED_OVERHEAD) as u64
 }
 
 impl Bridge {

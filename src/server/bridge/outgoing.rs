@@ -23,3 +23,13 @@ impl fmt::Debug for Outgoing {
         f.debug_struct("Outgoing").field("room", &self.room).finish_non_exhaustive()
     }
 }
+
+/// What a queued publish costs beyond its payload and room name: the
+/// queue slot, the `Arc`s, the frame head.
+const QUEUED_OVERHEAD: usize = 64;
+
+/// Bytes a queued publish keeps alive, as counted against a bound (the
+/// publish queue's, and what a hand-off's cut holds back).
+pub(crate) fn queued_cost(room: &str, payload: usize) -> u64 {
+    (payload + room.len() + QUEUED_OVERHEAD) as u64
+}

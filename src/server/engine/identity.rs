@@ -62,11 +62,7 @@ pub(super) fn handshake_error(why: Rejection) -> HandshakeError {
 }
 
 fn status(why: Rejection) -> u16 {
-    match handshake_error(why) {
-        HandshakeError::TooManyRequests => 429,
-        HandshakeError::Forbidden => 403,
-        _ => 401,
-    }
+    handshake_error(why).status()
 }
 
 impl<H: Handler, T: Transport> Engine<H, T> {

@@ -307,10 +307,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         let wheel = TimerWheel::new(cfg.timer_tick());
         let ticks = Ticks::new(&cfg, &wheel);
         let identities = Identities::new(shared.user_counts.clone());
-        let mut table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression, identities);
         let limit = &cfg.rate_limit;
         let rates = rate::Rates::new(limit.messages, limit.message_burst_milli(), limit.bytes, limit.byte_burst());
-        table.rates = rate::RateTable::new(rates, Instant::now());
+        let rates = rate::RateTable::new(rates, Instant::now());
+        let table = ConnTable::new(wheel, hub.directory().cloned(), cfg.compression, identities, rates);
         Engine {
             io,
             table,

@@ -101,6 +101,7 @@ impl ConnTable {
         directory: Option<std::sync::Arc<Directory>>,
         compression: CompressionConfig,
         identities: Identities,
+        rates: RateTable,
     ) -> Self {
         ConnTable {
             conns: Slab::new(),
@@ -113,7 +114,7 @@ impl ConnTable {
             deflaters: Deflaters::new(compression),
             inflaters: Inflaters::default(),
             identities,
-            rates: RateTable::new(None, std::time::Instant::now()),
+            rates,
         }
     }
 
