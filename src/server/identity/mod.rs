@@ -14,9 +14,11 @@
 //!   faster than the pure-Rust backend on P-256 and RSA);
 //! - `rights.rs`: room patterns (`chat:*`, `user:{sub}`) and broadcast;
 //! - `table.rs`: each loop's slot-indexed identities and the expiry sweep;
+//! - `names.rs`: the user ids a loop holds, once each, in one byte arena;
 //! - `per_user.rs`: `--max-conns-per-user`, process-wide.
 
 mod keys;
+mod names;
 mod per_user;
 mod rights;
 mod ring_verify;

@@ -1,8 +1,8 @@
 //! Each loop's table of who its connections are: per slot, 12 bytes (a
-//! user number, a rights number, the token's expiry); the user ids and
-//! the sets of rights themselves are interned, each kept once however many
-//! connections share it and forgotten with the last. A loop with identities
-//! off never grows it.
+//! user number, a rights number, the token's expiry); the user ids (in one
+//! byte arena, [`Names`]) and the sets of rights are interned, each kept
+//! once however many connections share it and forgotten with the last. A
+//! loop with identities off never grows it.
 //!
 //! Invariants: a slot holds an identity from [`Identities::attach`] until
 //! [`Identities::detach`]; every interned user and rights set is counted
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use super::names::Names;
 use super::per_user::UserCounts;
 use super::rights::Rights;
 use super::verify::{Rejection, Verified};
@@ -134,7 +135,7 @@ pub struct User<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Identities {
     by_slot: Vec<Entry>,
-    users: Interner<str>,
+    users: Names,
     rights: Interner<Rights>,
     /// The earliest expiry of any slot (`u32::MAX`: none).
     next_expiry: u32,
@@ -149,7 +150,8 @@ impl Identities {
     }
 
     /// Gives `slot` the identity `verified`; refused (nothing kept) if its
-    /// user holds the most connections allowed already.
+    /// user holds the most connections allowed already, or the loop's user
+    /// ids reached their bound (4 GiB).
     pub(crate) fn attach(&mut self, slot: usize, verified: &Verified) -> Result<(), Rejection> {
         debug_assert!(self.get(slot).is_none(), "a slot gets one identity");
         if let Some(per_user) = &self.per_user {
@@ -157,19 +159,26 @@ impl Identities {
                 return Err(Rejection::UserLimit);
             }
         }
-        self.keep(slot, verified);
-        Ok(())
+        self.keep(slot, verified).inspect_err(|_| self.uncharge(&verified.sub))
     }
 
     /// Gives `slot` the identity a live hand-off carried: charged to the
     /// per-user cap but never refused by it (the connection was admitted
-    /// once; refusing it now would drop it).
+    /// once; refusing it now would drop it). Only a loop whose user ids
+    /// reached their bound keeps none (the connection, lacking one, is
+    /// then asked to leave).
     pub(crate) fn attach_carried(&mut self, slot: usize, verified: &Verified) {
         debug_assert!(self.get(slot).is_none(), "a slot gets one identity");
         if let Some(per_user) = &self.per_user {
             per_user.charge(&verified.sub);
         }
-        self.keep(slot, verified);
+        let _ = self.keep(slot, verified).inspect_err(|_| self.uncharge(&verified.sub));
+    }
+
+    fn uncharge(&self, user: &str) {
+        if let Some(per_user) = &self.per_user {
+            per_user.release(user);
+        }
     }
 
     /// `slot`'s token expired and it was asked to leave: its rights end
@@ -180,12 +189,13 @@ impl Identities {
         }
     }
 
-    fn keep(&mut self, slot: usize, verified: &Verified) {
+    fn keep(&mut self, slot: usize, verified: &Verified) -> Result<(), Rejection> {
+        let user = self.users.hold(&verified.sub).map_err(|_| Rejection::UserLimit)?;
         if self.by_slot.len() <= slot {
             self.by_slot.resize(slot + 1, EMPTY);
         }
-        let user = self.users.hold(&verified.sub, || Arc::from(verified.sub.as_str()));
         self.by_slot[slot] = self.entry(user, verified);
+        Ok(())
     }
 
     fn entry(&mut self, user: u32, verified: &Verified) -> Entry {
@@ -259,7 +269,7 @@ impl Identities {
     /// The slots that hold user `id`'s connections (a walk of the table:
     /// for the admin API, not the hot path).
     pub(crate) fn slots_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u32> + 'a {
-        let number = self.users.numbers.get(id).copied();
+        let number = self.users.find(id);
         self.by_slot
             .iter()
             .enumerate()
@@ -376,7 +386,7 @@ mod tests {
             t.detach(slot);
         }
         t.release_memory();
-        assert_eq!((t.by_slot.len(), t.users.values.len(), t.users.free.len()), (1, 1, 0));
+        assert_eq!((t.by_slot.len(), t.users.len(), t.users.numbers()), (1, 1, 1));
         t.attach(7, &verified("again", &[], 100)).unwrap();
         assert_eq!(t.get(7).map(|u| u.id), Some("again"));
     }
