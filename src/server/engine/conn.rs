@@ -76,6 +76,15 @@ impl Conn {
         self.flags & flag != 0
     }
 
+    /// Gives back the assembly buffer once no fragmented message is being
+    /// assembled (its invariant: zero capacity when none).
+    #[inline]
+    pub(crate) fn release_finished_assembly(&mut self) {
+        if self.assembly.capacity() > 0 && !self.session.is_assembling() {
+            self.assembly = Vec::new();
+        }
+    }
+
     /// What holds between two events, checked in debug builds; `queued`
     /// is what the driver says the kernel has not taken yet.
     #[inline]

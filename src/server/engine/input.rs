@@ -262,17 +262,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
                 let (flags, inflaters, received) = (&mut conn.flags, &mut table.inflaters, &mut counts.received);
                 agreed_own |= dispatch(handler, &mut ctx, event, flags, inflaters, received);
             }
-            if conn.assembly.capacity() > 0 && !conn.session.is_assembling() {
-                conn.assembly = Vec::new();
-            }
-            if scratch.out.len() > CORK_LIMIT {
-                // A large batch of replies: out with them before the next.
-                let (out, sealed) = (&mut scratch.out, &mut scratch.sealed);
-                if let Err(reason) =
-                    write_corked(io, conn, slot, Seal::of(&mut table.tls, sealed, slot), out, pool, &env.stats)
-                {
-                    break Err(reason);
-                }
+            conn.release_finished_assembly();
+            let seal = Seal::of(&mut table.tls, &mut scratch.sealed, slot);
+            if let Err(reason) = write_large_batch(io, conn, slot, seal, &mut scratch.out, pool, &env.stats) {
+                break Err(reason);
             }
         };
         self.end_batch(&counts, agreed_own);
@@ -293,8 +286,10 @@ impl<H: Handler, T: Transport> Engine<H, T> {
     }
 }
 
-/// Writes a corked batch of replies (sealed, for TLS) and empties it.
-fn write_corked<T: Transport>(
+/// A batch of replies past [`CORK_LIMIT`] is written (sealed, for TLS)
+/// and emptied before the next message is handled; a smaller one waits
+/// for the end of the read turn, to leave in one write.
+fn write_large_batch<T: Transport>(
     io: &mut T,
     conn: &mut super::conn::Conn,
     slot: usize,
@@ -303,6 +298,9 @@ fn write_corked<T: Transport>(
     pool: &mut crate::runtime::BufferPool,
     stats: &LoopStats,
 ) -> Result<(), CloseReason> {
+    if out.len() <= CORK_LIMIT {
+        return Ok(());
+    }
     let written = write_via(io, conn, slot, &[Part::Copy(&out[..])], pool, stats, seal);
     out.clear();
     written.map(|_| ())
