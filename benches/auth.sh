@@ -10,19 +10,26 @@
 # 2. Memory per idle authenticated connection: N idle connections on one
 #    loop, RssAnon growth / N, with no credential, with one HS256 token
 #    shared by all (one user), and with a token per connection (N distinct
-#    users; opened by benches/auth_idle.py, which signs them).
+#    users). All three opened by the same client, benches/auth_idle.py
+#    (which signs the tokens), so that they differ only in the token.
 #
 #   benches/auth.sh
 #   REPEAT=1 DURATION=5s N=5000 benches/auth.sh
+#   PARTS=memory benches/auth.sh          # only part 2
+#   PARTS=memory BASELINE=/tmp/wsloop-before benches/auth.sh
+#                                         # part 2 for this build and another
+#                                         # server binary, alternating
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 REPEAT=${REPEAT:-3}
 N=${N:-15000}
+PARTS=${PARTS:-cpu,memory}
 PORT=${PORT:-18130}
 OUT=benches/results
 cargo build --release --quiet
 BIN=target/release/wsloop
+BASELINE=${BASELINE:-}
 TICK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
 work=$(mktemp -d)
@@ -49,7 +56,7 @@ serve() {
     hs256) flags=(--jwt-key "$work/hs256.key") ;;
     es256) flags=(--jwt-key "$work/es256.pub") ;;
   esac
-  "$BIN" serve --addr "127.0.0.1:$PORT" --workers 1 --metrics-addr off --log-level warn \
+  "${SERVER:-$BIN}" serve --addr "127.0.0.1:$PORT" --workers 1 --metrics-addr off --log-level warn \
     --max-conns 19000 --idle-timeout 300s "${flags[@]}" >/dev/null 2>&1 &
   echo $!
 }
@@ -59,8 +66,9 @@ token_of() {
 }
 
 results="$OUT/auth-handshake.jsonl"
-: > "$results"
+[[ $PARTS == *cpu* ]] && : > "$results"
 for round in $(seq 1 "$REPEAT"); do
+  [[ $PARTS == *cpu* ]] || break
   for mode in none token hs256 es256; do
     spid=$(serve "$mode")
     sleep 0.5
@@ -82,46 +90,52 @@ PY
 done
 
 mem="$OUT/auth-memory.jsonl"
-: > "$mem"
+[[ $PARTS == *memory* ]] && : > "$mem"
 for round in $(seq 1 "$REPEAT"); do
+  [[ $PARTS == *memory* ]] || break
+  for build in current ${BASELINE:+baseline}; do
   for mode in none hs256-one-user hs256-distinct-users; do
+    SERVER=$BIN; [[ $build == baseline ]] && SERVER=$BASELINE
     case $mode in none) spid=$(serve none) ;; *) spid=$(serve hs256) ;; esac
     sleep 1
     before=$(rss_anon "$spid")
-    case $mode in
-      none) "$BIN" load --url "ws://127.0.0.1:$PORT/ws" --scenario idle --conns "$N" --rate 6000 --duration 15s \
-              >/dev/null 2>&1 & ;;
-      hs256-one-user) "$BIN" load --url "ws://127.0.0.1:$PORT/ws?token=$hs256" --scenario idle --conns "$N" \
-              --rate 6000 --duration 15s >/dev/null 2>&1 & ;;
-      hs256-distinct-users) python3 benches/auth_idle.py hold "127.0.0.1:$PORT" "$N" "$secret" 15 >/dev/null 2>&1 & ;;
-    esac
+    users=${mode#hs256-}; users=${users%-user*}
+    python3 benches/auth_idle.py hold "127.0.0.1:$PORT" "$N" "$secret" 15 "$users" >/dev/null 2>&1 &
     lpid=$!
     sleep 13
     held=$(rss_anon "$spid")
     open=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
-    echo "{\"mode\": \"$mode\", \"open\": $open, \"bytes_per_conn\": $(((held - before) * 1024 / N))}" >> "$mem"
+    echo "{\"build\": \"$build\", \"mode\": \"$mode\", \"open\": $open, \"bytes_per_conn\": $(((held - before) * 1024 / N))}" >> "$mem"
     wait "$lpid" || true
     kill "$spid"; wait "$spid" 2>/dev/null || true
   done
+  done
 done
 
-python3 - "$results" "$mem" <<'PY' | tee "$OUT/auth.md"
+summary="$OUT/auth.md"
+[[ $PARTS == cpu,memory ]] || summary="$OUT/auth-${PARTS//,/-}.md"
+python3 - "$results" "$mem" "$PARTS" <<'PY' | tee "$summary"
 import json, sys, statistics as st
-hs = [json.loads(l) for l in open(sys.argv[1])]
-mem = [json.loads(l) for l in open(sys.argv[2])]
 med = lambda rows, mode, key: st.median([r[key] for r in rows if r["mode"] == mode and r[key] is not None])
-base = med(hs, "none", "cpu_us_per_handshake")
-print("| upgrade | handshakes/s | server CPU us/handshake | vs none | failed |")
-print("|---|---|---|---|---|")
-for mode in ["none", "token", "hs256", "es256"]:
-    cpu = med(hs, mode, "cpu_us_per_handshake")
-    print(f"| {mode} | {med(hs, mode, 'handshakes_per_s'):.0f} | {cpu:.1f} | {cpu / base:.2f}x | {sum(r['failed'] for r in hs if r['mode'] == mode)} |")
-print()
-none = med(mem, "none", "bytes_per_conn")
-print("| idle connections | open (last round) | bytes per connection | vs none |")
-print("|---|---|---|---|")
-for mode in ["none", "hs256-one-user", "hs256-distinct-users"]:
-    b = med(mem, mode, "bytes_per_conn")
-    last = [r["open"] for r in mem if r["mode"] == mode][-1]
-    print(f"| {mode} | {last} | {b:.0f} | +{b - none:.0f} |")
+if "cpu" in sys.argv[3]:
+    hs = [json.loads(l) for l in open(sys.argv[1])]
+    base = med(hs, "none", "cpu_us_per_handshake")
+    print("| upgrade | handshakes/s | server CPU us/handshake | vs none | failed |")
+    print("|---|---|---|---|---|")
+    for mode in ["none", "token", "hs256", "es256"]:
+        cpu = med(hs, mode, "cpu_us_per_handshake")
+        print(f"| {mode} | {med(hs, mode, 'handshakes_per_s'):.0f} | {cpu:.1f} | {cpu / base:.2f}x | {sum(r['failed'] for r in hs if r['mode'] == mode)} |")
+    print()
+if "memory" in sys.argv[3]:
+    every = [json.loads(l) for l in open(sys.argv[2])]
+    print("| build | idle connections | open (last round) | bytes per connection (rounds) | median | vs none |")
+    print("|---|---|---|---|---|---|")
+    for build in dict.fromkeys(r["build"] for r in every):
+        mem = [r for r in every if r["build"] == build]
+        none = med(mem, "none", "bytes_per_conn")
+        for mode in ["none", "hs256-one-user", "hs256-distinct-users"]:
+            b = med(mem, mode, "bytes_per_conn")
+            rounds = ", ".join(str(r["bytes_per_conn"]) for r in mem if r["mode"] == mode)
+            last = [r["open"] for r in mem if r["mode"] == mode][-1]
+            print(f"| {build} | {mode} | {last} | {rounds} | {b:.0f} | {b - none:+.0f} |")
 PY

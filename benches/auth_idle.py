@@ -3,8 +3,11 @@
 
   auth_idle.py sign-hs256 SECRET SUB        an HS256 token for SUB, valid 1 h
   auth_idle.py sign-es256 KEY.pem SUB       an ES256 token (signed by openssl)
-  auth_idle.py hold HOST:PORT N SECRET SECS N connections, each with its own
-                                            user's token, held SECS seconds
+  auth_idle.py hold HOST:PORT N SECRET SECS USERS
+                                            N connections held SECS seconds, by
+                                            USERS: none (no token), one (one
+                                            user's token for all) or distinct
+                                            (a user per connection)
 
 Standard library only (ES256 signing goes through the openssl binary).
 """
@@ -57,19 +60,20 @@ def sign_es256(key: str, sub: str) -> str:
     return msg + "." + b64(der_to_raw(der))
 
 
-def hold(addr: str, n: int, secret: str, secs: float) -> None:
+def hold(addr: str, n: int, secret: str, secs: float, users: str) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     host, port = addr.rsplit(":", 1)
     sel = selectors.DefaultSelector()
     socks, upgraded = [], 0
     deadline = time.time() + secs
+    shared = sign_hs256(secret, "bench-user")
     for i in range(n):
         s = socket.create_connection((host, int(port)))
-        token = sign_hs256(secret, f"user-{i}")
+        query = {"none": "", "one": f"?token={shared}", "distinct": f"?token={sign_hs256(secret, f'user-{i}')}"}[users]
         s.sendall(
             (
-                f"GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
@@ -106,6 +110,6 @@ if __name__ == "__main__":
     elif cmd == "sign-es256":
         print(sign_es256(sys.argv[2], sys.argv[3]))
     elif cmd == "hold":
-        hold(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
+        hold(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6])
     else:
         sys.exit(__doc__)
