@@ -261,7 +261,13 @@ fn disconnect_by_conn_and_by_room(io: &str) {
         assert_eq!(close_of(m), (4002, "room closed".to_string()), "member {i}");
     }
     assert!(got_nothing(&mut bystander), "the bystander stays");
+    // Hang up: the server lingers after its close frame until our EOF
+    // (held open, until its 5 s close timeout: as long as the wait below).
+    drop(members);
     assert!(eventually(Duration::from_secs(5), || get(&s, "/rooms/lobby").1["members"] == 0));
+    let kicked = r#"wsloop_connections_closed_total{reason="kicked"}"#;
+    assert!(eventually(Duration::from_secs(5), || scrape(&s, kicked) == 4.0), "{}", scrape(&s, kicked));
+    assert_eq!(scrape(&s, r#"wsloop_connections_closed_total{reason="normal"}"#), 0.0);
 }
 
 #[test]

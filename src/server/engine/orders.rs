@@ -16,7 +16,7 @@
 //! kick from another host (nobody waits for it) until it serves again.
 
 use crate::server::handler::Handler;
-use crate::server::life::Signal;
+use crate::server::life::{CloseReason, Signal};
 use crate::server::pubsub::orders::{Answer, Ask, Kick, Order, Target};
 use crate::ws::Phase;
 
@@ -118,19 +118,21 @@ impl<H: Handler, T: Transport> Engine<H, T> {
         closed
     }
 
-    /// Writes the close frame and starts the close handshake, as
-    /// `ctx.close` does; false if the connection is not open or already
-    /// ending.
+    /// Writes the operator's close frame, then finishes the connection
+    /// through its life like any other the server ends (the frame drains,
+    /// FIN, linger until the peer's EOF, all bounded by the close timeout),
+    /// counted as `kicked`; false if it is not open or already ending.
     fn kick_one(&mut self, slot: usize, code: u16, reason: &str) -> bool {
         let conn = &mut self.table.conns[slot];
         if conn.stage.is_ending() || conn.session.phase() != Phase::Open {
             return false;
         }
         conn.session.write_close(&mut self.scratch.out, code, reason);
-        match self.flush(slot) {
-            Ok(_) => self.signal(slot, Signal::Handled { before: Phase::Open, after: Phase::CloseSent }),
-            Err(fault) => self.signal(slot, Signal::Fault(fault)),
-        }
+        let signal = match self.flush(slot) {
+            Ok(_) => Signal::Fault(CloseReason::Kicked),
+            Err(fault) => Signal::Fault(fault),
+        };
+        self.signal(slot, signal);
         true
     }
 

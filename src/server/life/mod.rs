@@ -195,6 +195,7 @@ fn is_graceful(reason: CloseReason) -> bool {
             | CloseReason::MaxAge
             | CloseReason::TokenExpired
             | CloseReason::RateLimited
+            | CloseReason::Kicked
     )
 }
 

@@ -45,11 +45,14 @@ pub enum CloseReason {
     /// It kept sending over its message rate (`--rate-messages`,
     /// `--rate-bytes`) until it owed a second burst: 1008 "rate limit".
     RateLimited,
+    /// The admin API disconnected it, with the code and reason the
+    /// operator gave.
+    Kicked,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::Normal,
         CloseReason::PeerGone,
         CloseReason::ProtocolError,
@@ -67,6 +70,7 @@ impl CloseReason {
         CloseReason::MaxAge,
         CloseReason::TokenExpired,
         CloseReason::RateLimited,
+        CloseReason::Kicked,
     ];
 
     /// The metric label.
@@ -89,6 +93,7 @@ impl CloseReason {
             CloseReason::MaxAge => "max_age",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::RateLimited => "rate_limited",
+            CloseReason::Kicked => "kicked",
         }
     }
 }
