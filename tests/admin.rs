@@ -414,6 +414,8 @@ fn a_users_connections_are_listed_and_closed_on_every_loop() {
         assert_eq!(close_of(ws), (1008, "banned".to_string()));
     }
     assert!(got_nothing(&mut bob), "bob stays");
+    // Hang up: held open, alice's connections would linger to the close timeout.
+    drop(alice);
     assert!(eventually(Duration::from_secs(5), || get(&s, "/users/alice/connections").1["count"] == 0));
     assert_eq!(get(&s, "/users/bob/connections").1["count"], 1);
 }
@@ -527,6 +529,8 @@ fn over_redis_a_user_is_disconnected_on_every_host() {
         assert_eq!(close_of(ws), (4010, "banned everywhere".into()), "mallory on host B");
     }
     assert!(got_nothing(&mut other_on_b), "another user stays");
+    // Hang up: held open, they would linger to the close timeout.
+    drop((on_a, on_b));
     assert!(eventually(Duration::from_secs(5), || get(&b, "/users/mallory/connections").1["count"] == 0));
 }
 
